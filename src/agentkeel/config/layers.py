@@ -1,0 +1,202 @@
+"""Layered configuration with provenance.
+
+Order, lowest first: built-in defaults < ``keel.yaml`` (``--config`` or
+``KEEL_CONFIG``) < environment (``KEEL_…``, nested with ``__``). Two more
+layers slot in above the environment later: feature flags and per-user
+overrides. Each is a ``Layer``; ``load_settings`` merges them in order and
+remembers which layer set each value, which ``keel config show`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource
+
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import ConfigError
+
+CONFIG_ENV = "KEEL_CONFIG"
+_SECRET_WORDS = ("API_KEY", "TOKEN", "PASSWORD", "SECRET")
+
+
+class Layer(Protocol):
+    """A source of setting values, as a nested dict of only the keys it sets."""
+
+    name: str
+
+    def load(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class YamlLayer:
+    path: Path
+    name: str = "file"
+
+    def load(self) -> Mapping[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"Config file '{self.path}' does not exist. Pass an existing file with "
+                f"--config or {CONFIG_ENV}, or leave both unset for the defaults."
+            ) from exc
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file '{self.path}' is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"Config file '{self.path}' must hold a mapping at the top level, "
+                f"got {type(data).__name__}."
+            )
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class EnvLayer:
+    environ: Mapping[str, str]
+    name: str = "env"
+
+    def load(self) -> Mapping[str, Any]:
+        for key in self.environ:
+            if key.startswith("KEEL_") and not key.endswith("_FILE") and any(
+                word in key for word in _SECRET_WORDS
+            ):
+                raise ConfigError(
+                    f"Environment variable '{key}' looks like a secret. Secrets are read from "
+                    f"files only: set '{key}_FILE' to a file that holds it, or put it in the "
+                    "secrets directory."
+                )
+        source = EnvSettingsSource(KeelSettings)
+        source.env_vars = {
+            k.lower(): v for k, v in self.environ.items() if k.startswith("KEEL_")
+        }
+        values = dict(source())
+        values.pop("config", None)
+        return values
+
+
+@dataclass(frozen=True, slots=True)
+class DictLayer:
+    """Values given in code (tests, ``keel`` flags such as ``--port``)."""
+
+    values: Mapping[str, Any]
+    name: str = "flags"
+
+    def load(self) -> Mapping[str, Any]:
+        return self.values
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSettings:
+    settings: KeelSettings
+    provenance: Mapping[str, str]
+    """Dotted key → name of the layer that set it; keys absent here are defaults."""
+
+    def source_of(self, key: str) -> str:
+        for prefix in _prefixes(key):
+            if prefix in self.provenance:
+                return self.provenance[prefix]
+        return "default"
+
+
+def default_layers(
+    *, config_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> list[Layer]:
+    env = os.environ if environ is None else environ
+    layers: list[Layer] = []
+    path = config_path or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if path is not None:
+        layers.append(YamlLayer(path))
+    layers.append(EnvLayer(env))
+    return layers
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    layers: Sequence[Layer] | None = None,
+) -> LoadedSettings:
+    """Merge the layers in order and validate the result.
+
+    >>> loaded = load_settings(config_path=Path("keel.yaml"), overrides={"server": {"port": 8085}})
+    >>> loaded.settings.server.port, loaded.source_of("server.port")
+    (8085, 'flags')
+    """
+    stack = list(layers) if layers is not None else default_layers(
+        config_path=config_path, environ=environ
+    )
+    if overrides:
+        stack.append(DictLayer(overrides))
+    merged: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for layer in stack:
+        values = layer.load()
+        _deep_merge(merged, values)
+        for key in _leaf_keys(values):
+            provenance[key] = layer.name
+    try:
+        settings = KeelSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, provenance)) from exc
+    return LoadedSettings(settings=settings, provenance=provenance)
+
+
+def flatten(settings: KeelSettings) -> dict[str, Any]:
+    """Dotted key → value for every leaf of the settings (lists stay whole)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", settings.model_dump(mode="json"))
+    return out
+
+
+def _deep_merge(into: dict[str, Any], values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _leaf_keys(values: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            yield from _leaf_keys(value, dotted)
+        else:
+            yield dotted
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def _explain(exc: ValidationError, provenance: Mapping[str, str]) -> str:
+    lines = ["Invalid settings:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        source = next((provenance[p] for p in _prefixes(key) if p in provenance), "default")
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) else f" has value {value!r};"
+        lines.append(f"  {key} (from {source}){shown} {err['msg']}")
+    return "\n".join(lines)

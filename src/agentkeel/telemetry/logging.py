@@ -1,0 +1,79 @@
+"""JSON logs on stdout with the fields that every agentkeel service shares.
+
+Fields: timestamp, level, service, logger, message, correlation_id, and where
+known agent_id, session_id, turn, tool, duration_ms, category (pass them in
+``extra=``). One JSON object per line, ready for Loki or any log shipper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import IO, Any
+
+from agentkeel.telemetry.correlation import get_correlation_id
+
+KNOWN_FIELDS = (
+    "agent_id",
+    "session_id",
+    "user_id",
+    "turn",
+    "tool",
+    "provider",
+    "model",
+    "duration_ms",
+    "category",
+    "status",
+    "method",
+    "path",
+    "version",
+    "replica",
+    "reason",
+)
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line; unknown ``extra`` keys are kept too."""
+
+    def __init__(self, *, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "correlation_id": getattr(record, "correlation_id", None) or get_correlation_id(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key != "correlation_id" and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure_logging(*, service: str, level: str = "info", stream: IO[str] | None = None) -> None:
+    """Route the root logger to one JSON handler on ``stream`` (stdout by default)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter(service=service))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # uvicorn's access log duplicates our request log line; keep its errors.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    for noisy in ("httpx", "httpcore", "openai", "anthropic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

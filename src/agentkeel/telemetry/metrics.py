@@ -1,0 +1,179 @@
+"""Metric families, each built on a registry that the app passes in.
+
+No metric is created at import time and the global default registry is never
+used, so two apps in one process (tests, benchmarks) never collide. Label
+values are bounded: providers, models, tools, routes, statuses. Never a session
+or a user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MODEL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class HttpMetrics:
+    """Request rate, errors and duration per route (the route template, not the raw path)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "agent_http_requests_total",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "agent_http_request_duration_seconds",
+            "HTTP request duration by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "agent_http_requests_in_flight", "HTTP requests being served.", registry=registry
+        )
+
+
+class ModelMetrics:
+    """Model gateway: latency, errors, retries, fallbacks and breaker state per provider."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "agent_model_request_duration_seconds",
+            "Model request duration per provider (successful calls).",
+            ["provider", "model"],
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.operation_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "OpenTelemetry GenAI: duration of a client operation.",
+            ["gen_ai_operation_name", "gen_ai_system", "gen_ai_request_model"],
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "OpenTelemetry GenAI: tokens used per operation, by type (input/output).",
+            ["gen_ai_operation_name", "gen_ai_system", "gen_ai_request_model", "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "agent_model_errors_total",
+            "Model request failures per provider and kind (timeout, rate_limited, server, ...).",
+            ["provider", "model", "kind"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "agent_model_retries_total",
+            "Retries of a model request on the same provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "agent_model_fallbacks_total",
+            "Requests passed on to the next provider in the chain.",
+            ["from_provider", "to_provider"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "agent_model_breaker_state",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "agent_model_breaker_transitions_total",
+            "Breaker state changes per provider and target state.",
+            ["provider", "state"],
+            registry=registry,
+        )
+
+
+class AgentMetrics:
+    """The agent runtime: tokens, tools, context, sessions, turns and guardrails."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens = Counter(
+            "agent_tokens_consumed_total",
+            "Tokens consumed, by model, type (input/output) and agent.",
+            ["model", "type", "agent"],
+            registry=registry,
+        )
+        self.tool_calls = Counter(
+            "agent_tool_calls_total",
+            "Tool calls by tool and status (success, failure, timeout, rejected).",
+            ["tool", "status"],
+            registry=registry,
+        )
+        self.tool_duration = Histogram(
+            "agent_tool_call_duration_seconds",
+            "Tool call duration by tool.",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.context_utilization = Gauge(
+            "agent_context_utilization_ratio",
+            "Tokens in context divided by the model's context window, at the latest model call.",
+            ["agent"],
+            registry=registry,
+        )
+        self.session_duration = Histogram(
+            "agent_session_duration_seconds",
+            "Session length from creation to end.",
+            ["agent"],
+            buckets=(1, 10, 30, 60, 300, 900, 1800, 3600, 7200, 21600, 86400),
+            registry=registry,
+        )
+        self.turns_per_session = Histogram(
+            "agent_turns_per_session",
+            "Turns in a session when it ends.",
+            ["agent"],
+            buckets=(1, 2, 3, 5, 8, 13, 21, 34, 50, 100),
+            registry=registry,
+        )
+        self.active_sessions = Gauge(
+            "agent_active_sessions",
+            "Sessions started on this replica and not yet ended.",
+            registry=registry,
+        )
+        self.turns = Counter(
+            "agent_turns_total",
+            "Turns by agent and outcome (ok, or the error code).",
+            ["agent", "status"],
+            registry=registry,
+        )
+        self.turn_duration = Histogram(
+            "agent_turn_duration_seconds",
+            "Turn duration from request to commit.",
+            ["agent"],
+            buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.turns_in_flight = Gauge(
+            "agent_turns_in_flight", "Turns running on this replica.", registry=registry
+        )
+        self.guardrail_events = Counter(
+            "agent_guardrail_events_total",
+            "Guardrail interventions (turn_limit, step_limit, token_budget, tool_storm, "
+            "tool_rate_limit, prompt_injection, context_trimmed, input_too_large, input_empty).",
+            ["guardrail", "agent"],
+            registry=registry,
+        )
+        self.feedback = Histogram(
+            "agent_feedback_score",
+            "User-satisfaction scores recorded through the feedback endpoint.",
+            ["agent"],
+            buckets=(0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5),
+            registry=registry,
+        )
+        self.draining = Gauge(
+            "agent_draining", "1 while this replica drains, else 0.", registry=registry
+        )

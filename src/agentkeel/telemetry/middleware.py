@@ -1,0 +1,104 @@
+"""Plain ASGI middleware shared by every agentkeel service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentkeel.telemetry.correlation import HEADER, accept_correlation_id, set_correlation_id
+from agentkeel.telemetry.metrics import HttpMetrics
+
+_HEADER_BYTES = HEADER.lower().encode()
+_log = logging.getLogger("agentkeel.http")
+
+
+class CorrelationMiddleware:
+    """Takes ``X-Correlation-ID`` from the request or mints one, keeps it in the
+    contextvar for the request's lifetime, and echoes it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope["headers"]:
+            if key == _HEADER_BYTES:
+                incoming = value.decode("latin-1")
+                break
+        cid = accept_correlation_id(incoming)
+        set_correlation_id(cid)
+        scope.setdefault("state", {})["correlation_id"] = cid
+        raw = cid.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != _HEADER_BYTES]
+                headers.append((_HEADER_BYTES, raw))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            set_correlation_id(None)
+
+
+class HttpMetricsMiddleware:
+    """Counts requests and measures duration per route template; logs each request."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: HttpMetrics, skip_paths: tuple[str, ...] = ("/metrics",)
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.skip_paths = skip_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.skip_paths:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        self.metrics.in_flight.inc()
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = _route_template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.duration.labels(route, method).observe(elapsed)
+            if status >= 500 or _log.isEnabledFor(logging.DEBUG):
+                _log.log(
+                    logging.WARNING if status >= 500 else logging.DEBUG,
+                    "%s %s %s",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={
+                        "method": method,
+                        "path": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,45 @@
+"""The ToolSet plug-in Protocol: how the turn loop sees tools, local or remote."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from agentkeel.models.types import ToolSpec
+
+ToolStatus = Literal["success", "failure", "timeout", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """Who is calling: used for namespaces, rate-limit keys and log fields."""
+
+    agent_id: str
+    session_id: str
+    user_id: str
+    turn: int
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call produced; ``content`` is what the model reads next."""
+
+    content: str
+    status: ToolStatus = "success"
+
+    @property
+    def is_error(self) -> bool:
+        return self.status != "success"
+
+
+@runtime_checkable
+class ToolSet(Protocol):
+    """A source of tools. In-process functions today; MCP servers later, same interface."""
+
+    async def list_tools(self) -> Sequence[ToolSpec]: ...
+
+    async def call(
+        self, name: str, arguments: dict[str, Any], *, context: ToolContext
+    ) -> ToolResult: ...
