@@ -29,7 +29,8 @@ _SECRET_WORDS = ("API_KEY", "TOKEN", "PASSWORD", "SECRET")
 class Layer(Protocol):
     """A source of setting values, as a nested dict of only the keys it sets."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def load(self) -> Mapping[str, Any]: ...
 

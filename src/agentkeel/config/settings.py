@@ -36,6 +36,9 @@ class ProviderSettings(_Section):
     latency_s: float = Field(default=0.0, ge=0, description="Scripted provider: delay per reply.")
     context_window: int = Field(default=8192, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
+    supports_tools: bool = Field(
+        default=True, description="False: the provider is called without tool definitions."
+    )
 
 
 class BreakerSettings(_Section):
@@ -134,6 +137,7 @@ def _default_models() -> list[ProviderSettings]:
             base_url="http://127.0.0.1:8090/v1",
             context_window=2048,
             timeout_s=120.0,
+            supports_tools=False,
         )
     ]
 

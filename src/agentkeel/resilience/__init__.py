@@ -1,1 +1,23 @@
+"""Circuit breakers, retries, rate limits and token budgets, each over an injectable clock."""
 
+from agentkeel.resilience.breaker import BreakerState, CircuitBreaker
+from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, Reservation, TokenBudget
+from agentkeel.resilience.clock import Clock, ManualClock, SystemClock
+from agentkeel.resilience.ratelimit import RateDecision, RateLimiter
+from agentkeel.resilience.retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "BreakerState",
+    "BudgetLedger",
+    "CircuitBreaker",
+    "Clock",
+    "InMemoryLedger",
+    "ManualClock",
+    "RateDecision",
+    "RateLimiter",
+    "Reservation",
+    "RetryPolicy",
+    "SystemClock",
+    "TokenBudget",
+    "parse_retry_after",
+]

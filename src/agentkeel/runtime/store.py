@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from agentkeel.models.types import ChatMessage, Usage
+from agentkeel.resilience.budget import BudgetLedger
+
+__all__ = ["BudgetLedger", "FeedbackRecord", "SessionRecord", "SessionStore", "TurnRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +93,3 @@ class SessionStore(Protocol):
     async def list_feedback(self, session_id: str) -> list[FeedbackRecord]: ...
 
     async def count_active_sessions(self) -> int: ...
-
-
-@runtime_checkable
-class BudgetLedger(Protocol):
-    """Token accounting shared by every replica that uses the same store.
-
-    ``reserve`` atomically adds ``amount`` to the key's reservations only if
-    used + reserved + amount stays within ``limit``; it returns whether it did.
-    ``settle`` releases a reservation and records what was really used.
-    """
-
-    async def reserve(self, key: str, amount: int, limit: int) -> bool: ...
-
-    async def settle(self, key: str, reserved: int, used: int) -> None: ...
-
-    async def used(self, key: str) -> int: ...

@@ -1,0 +1,91 @@
+"""The ``keel`` command line: parse, call, print.
+
+    keel [--config keel.yaml] [--data-dir DIR] COMMAND
+
+Commands stay thin: they load settings (``config_cmd.load_cli_settings``),
+call into the package, and print with Rich. Expected errors print one red
+line and exit 2 (configuration) or 1 (runtime); see ``output.py``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentkeel.cli import chat as chat_cmd
+from agentkeel.cli import config_cmd
+from agentkeel.cli import up as up_cmd
+from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.output import stdout_console
+from agentkeel.cli.serve import serve_app
+
+app = typer.Typer(
+    name="keel",
+    help="Run AI agents in production: serve, meter, protect, ship and roll back.",
+    epilog="Example: keel up   (then, in another terminal: keel chat)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+config_app = typer.Typer(
+    name="config", help="Inspect the effective settings.", no_args_is_help=True
+)
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="KEEL_CONFIG",
+            help="The keel.yaml to read (values in KEEL_* variables still win over it).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Directory for state and logs (default ./.keel)."),
+    ] = None,
+) -> None:
+    ctx.obj = CliState(config_path=config, data_dir=data_dir)
+
+
+app.command(
+    "up",
+    epilog="Example: keel up --replicas 2 --data-dir ./.keel",
+)(up_cmd.up)
+app.command(
+    "chat",
+    epilog="Example: keel chat --url http://127.0.0.1:8081 --url http://127.0.0.1:8082",
+)(chat_cmd.chat)
+app.add_typer(serve_app, name="serve", epilog="Example: keel serve agent --port 8081")
+config_app.command(
+    "show",
+    epilog="Example: keel --config keel.yaml config show --json",
+)(config_cmd.show)
+app.add_typer(config_app, name="config", epilog="Example: keel config show")
+
+
+@app.command("version", epilog="Example: keel version")
+def version() -> None:
+    """Print the installed agentkeel version."""
+    try:
+        installed = package_version("agentkeel")
+    except PackageNotFoundError:
+        installed = "unknown (not installed as a package)"
+    stdout_console().print(f"agentkeel {installed}")
+
+
+def main() -> None:
+    """Entry point of the ``keel`` script."""
+    app(prog_name="keel")
+
+
+if __name__ == "__main__":
+    main()

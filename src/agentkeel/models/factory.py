@@ -1,0 +1,87 @@
+"""Builds the model gateway from settings: one provider and one breaker per ``models`` entry."""
+
+from __future__ import annotations
+
+from agentkeel.config.settings import KeelSettings, ProviderSettings
+from agentkeel.errors import ConfigError
+from agentkeel.models.gateway import ModelGateway
+from agentkeel.models.scripted import ScriptedProvider
+from agentkeel.models.types import ModelProvider
+from agentkeel.resilience.breaker import CircuitBreaker
+from agentkeel.resilience.clock import Clock
+from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry.metrics import ModelMetrics
+
+
+def build_provider(
+    settings: ProviderSettings, *, clock: Clock, secrets: SecretResolver
+) -> ModelProvider:
+    """One provider from its settings entry; its API key read through ``secrets``."""
+    if settings.kind == "scripted":
+        return ScriptedProvider(
+            name=settings.name,
+            model=settings.model,
+            script=settings.script if settings.script is not None else (),
+            latency_s=settings.latency_s,
+            clock=clock,
+            context_window=settings.context_window,
+            supports_tools=settings.supports_tools,
+        )
+    # Never logged or put in a message: only whether a key was found matters here.
+    api_key = secrets.resolve(settings.api_key_secret, file=settings.api_key_file, required=False)
+    # Each SDK is imported only when a provider of its kind is configured.
+    if settings.kind == "openai":
+        from agentkeel.models.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(
+            name=settings.name,
+            model=settings.model,
+            base_url=settings.base_url,
+            api_key=api_key,
+            context_window=settings.context_window,
+            timeout_s=settings.timeout_s,
+            supports_tools=settings.supports_tools,
+        )
+    if settings.kind == "anthropic":
+        if api_key is None and settings.base_url is None:
+            raise ConfigError(
+                f"Model provider '{settings.name}' (anthropic) has no API key. Put the key in "
+                "a file and set models[].api_key_file, or models[].api_key_secret to its name "
+                "in secrets_dir."
+            )
+        from agentkeel.models.anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider(
+            name=settings.name,
+            model=settings.model,
+            api_key=api_key,
+            base_url=settings.base_url,
+            context_window=settings.context_window,
+            timeout_s=settings.timeout_s,
+            supports_tools=settings.supports_tools,
+        )
+    raise ConfigError(  # pragma: no cover - settings validation admits only the kinds above
+        f"Model provider '{settings.name}' has unknown kind '{settings.kind}'; "
+        "use openai, anthropic or scripted."
+    )
+
+
+def build_gateway(
+    settings: KeelSettings, *, metrics: ModelMetrics, clock: Clock, secrets: SecretResolver
+) -> ModelGateway:
+    """The gateway over ``settings.models`` in order, each with a ``settings.breaker`` breaker.
+
+    >>> gateway = build_gateway(settings, metrics=ModelMetrics(registry),
+    ...     clock=SystemClock(), secrets=SecretResolver(secrets_dir=settings.secrets_dir))
+    """
+    providers = [build_provider(p, clock=clock, secrets=secrets) for p in settings.models]
+    breakers = {
+        p.name: CircuitBreaker.from_settings(p.name, settings.breaker, clock) for p in providers
+    }
+    return ModelGateway(
+        providers=providers,
+        breakers=breakers,
+        retry=settings.retry,
+        metrics=metrics,
+        clock=clock,
+    )

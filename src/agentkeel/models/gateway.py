@@ -1,0 +1,265 @@
+"""The model gateway: one ``complete`` over a chain of providers.
+
+For each call the gateway walks the chain in order. A provider whose breaker is
+open is skipped; a retryable error is retried on the same provider (backoff,
+Retry-After); what still fails moves the call to the next provider. Each call
+walks the chain afresh, so when a provider dies between two calls of one
+turn, the second call simply lands on the next provider.
+
+Streaming and fallback: tokens already passed to ``on_token`` by a provider
+that then fails are not taken back. The next provider streams its reply from
+the start, so a streaming client may see a reply restart. Nothing special is
+emitted; clients that must not show this should not stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from agentkeel.config.settings import RetrySettings
+from agentkeel.errors import ModelUnavailable, ProviderError, ProviderRateLimited, ProviderTimeout
+from agentkeel.models.types import ModelProvider, ModelRequest, ModelResponse, TokenCallback
+from agentkeel.resilience.breaker import CircuitBreaker
+from agentkeel.resilience.clock import Clock
+from agentkeel.resilience.retry import RetryPolicy
+from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ModelMetrics
+
+logger = logging.getLogger(__name__)
+
+OPERATION = "chat"
+
+# Errors that say the request was unacceptable rather than the endpoint being
+# unwell; they still fall back (another model may accept it) but do not count
+# against the provider's breaker, or one bad request could open it for everyone.
+_REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    provider: str
+    reason: str
+    retry_after: float | None = None
+
+
+class ModelGateway:
+    """Completes model requests over a chain of providers, with breakers, retries and fallback.
+
+    >>> gateway = ModelGateway(providers=[local, backup], breakers=breakers,
+    ...     retry=settings.retry, metrics=ModelMetrics(registry), clock=SystemClock())
+    >>> response = await gateway.complete(ModelRequest(messages=[...]))
+
+    A provider without an entry in ``breakers`` is always tried. A provider's
+    optional ``system`` attribute (``openai``, ``anthropic``) labels the
+    OpenTelemetry GenAI metrics; its name is used when it has none.
+    """
+
+    def __init__(
+        self,
+        *,
+        providers: Sequence[ModelProvider],
+        breakers: Mapping[str, CircuitBreaker],
+        retry: RetrySettings,
+        metrics: ModelMetrics,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not providers:
+            raise ValueError("ModelGateway needs at least one provider.")
+        self.providers = tuple(providers)
+        self._breakers = dict(breakers)
+        self._metrics = metrics
+        self._clock = clock
+        self._retry_settings = retry
+        self._rng = rng or random.Random()
+        for provider in self.providers:
+            breaker = self._breakers.get(provider.name)
+            if breaker is None:
+                continue
+            metrics.breaker_state.labels(provider=provider.name).set(
+                BREAKER_STATE_VALUES[breaker.state]
+            )
+            breaker.add_listener(self._breaker_listener(provider.name))
+
+    @property
+    def context_window(self) -> int:
+        """The first provider's context window (the one most calls should land on)."""
+        return self.providers[0].context_window
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each provider's breaker state; ``closed`` for a provider without a breaker."""
+        return {
+            p.name: (self._breakers[p.name].state if p.name in self._breakers else "closed")
+            for p in self.providers
+        }
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        """The first successful reply along the chain; ``ModelUnavailable`` when none.
+
+        ``ModelUnavailable.retry_after`` is the soonest an open breaker will let
+        a probe through (or a provider asked to be retried), when known.
+        """
+        attempts: list[_Attempt] = []
+        previous: str | None = None
+        for provider in self.providers:
+            breaker = self._breakers.get(provider.name)
+            if breaker is not None and not breaker.allow():
+                wait = breaker.retry_after()
+                attempts.append(
+                    _Attempt(provider.name, f"breaker open (retry in {math.ceil(wait)}s)", wait)
+                )
+                previous = provider.name
+                continue
+            if previous is not None:
+                self._metrics.fallbacks.labels(
+                    from_provider=previous, to_provider=provider.name
+                ).inc()
+                logger.warning(
+                    "Model call falls back from %s to %s (%s)",
+                    previous,
+                    provider.name,
+                    attempts[-1].reason if attempts else "skipped",
+                )
+            try:
+                return await self._call(provider, breaker, request, on_token)
+            except ProviderError as exc:
+                attempts.append(_Attempt(provider.name, exc.message, exc.retry_after))
+                previous = provider.name
+        raise self._unavailable(attempts)
+
+    async def aclose(self) -> None:
+        """Close every provider's connections."""
+        for provider in self.providers:
+            await provider.aclose()
+
+    async def _call(
+        self,
+        provider: ModelProvider,
+        breaker: CircuitBreaker | None,
+        request: ModelRequest,
+        on_token: TokenCallback | None,
+    ) -> ModelResponse:
+        """One provider, with retries; every attempt's outcome goes to the breaker."""
+        model = provider.model
+        system = getattr(provider, "system", provider.name)
+        last_error: ProviderError | None = None
+
+        async def attempt() -> ModelResponse:
+            nonlocal last_error
+            # The breaker admitted the first attempt; a retry must ask again,
+            # since earlier attempts may have opened it. Not retryable: stop here.
+            if last_error is not None and breaker is not None and not breaker.allow():
+                raise ProviderError(
+                    f"{last_error.message} (breaker now open, "
+                    f"retry in {math.ceil(breaker.retry_after())}s)",
+                    provider=provider.name,
+                    status_code=last_error.status_code,
+                )
+            started = self._clock.monotonic()
+            try:
+                response = await provider.complete(request, on_token=on_token)
+            except ProviderError as exc:
+                last_error = exc
+                self._metrics.errors.labels(
+                    provider=provider.name, model=model, kind=_kind(exc)
+                ).inc()
+                if breaker is not None:
+                    if exc.status_code in _REQUEST_FAULT_STATUSES:
+                        breaker.release()
+                    else:
+                        breaker.record_failure()
+                logger.warning("Model provider %s failed: %s", provider.name, exc.message)
+                raise
+            except BaseException:
+                # Cancelled (or a bug): no verdict on the provider's health.
+                if breaker is not None:
+                    breaker.release()
+                raise
+            elapsed = self._clock.monotonic() - started
+            if breaker is not None:
+                breaker.record_success(elapsed)
+            self._observe(provider.name, model, system, elapsed, response)
+            return response
+
+        policy = RetryPolicy(
+            settings=self._retry_settings,
+            clock=self._clock,
+            on_retry=lambda exc, n, wait: self._metrics.retries.labels(
+                provider=provider.name
+            ).inc(),
+            rng=self._rng,
+        )
+        return await policy.run(attempt)
+
+    def _observe(
+        self, provider: str, model: str, system: str, elapsed: float, response: ModelResponse
+    ) -> None:
+        m = self._metrics
+        m.duration.labels(provider=provider, model=model).observe(elapsed)
+        labels = {
+            "gen_ai_operation_name": OPERATION,
+            "gen_ai_system": system,
+            "gen_ai_request_model": model,
+        }
+        m.operation_duration.labels(**labels).observe(elapsed)
+        m.token_usage.labels(**labels, gen_ai_token_type="input").observe(
+            response.usage.input_tokens
+        )
+        m.token_usage.labels(**labels, gen_ai_token_type="output").observe(
+            response.usage.output_tokens
+        )
+
+    def _breaker_listener(self, provider: str) -> _BreakerListener:
+        return _BreakerListener(self._metrics, provider, self._breakers[provider])
+
+    def _unavailable(self, attempts: Sequence[_Attempt]) -> ModelUnavailable:
+        waits = [a.retry_after for a in attempts if a.retry_after is not None]
+        # Breakers opened by this very call also say when it is worth coming back.
+        waits += [b.retry_after() for b in self._breakers.values() if b.state != "closed"]
+        retry_after = min(waits) if waits else None
+        summary = "; ".join(f"{a.provider}: {a.reason}" for a in attempts)
+        return ModelUnavailable(
+            f"No model provider could answer. {summary}. Check the providers' health "
+            "(GET /ready, agent_model_errors_total) or add a fallback provider to models.",
+            retry_after=retry_after,
+        )
+
+
+class _BreakerListener:
+    """Mirrors a breaker's transitions into metrics and logs."""
+
+    def __init__(self, metrics: ModelMetrics, provider: str, breaker: CircuitBreaker) -> None:
+        self._metrics = metrics
+        self._provider = provider
+        self._breaker = breaker
+
+    def __call__(self, old: str, new: str) -> None:
+        self._metrics.breaker_state.labels(provider=self._provider).set(BREAKER_STATE_VALUES[new])
+        self._metrics.breaker_transitions.labels(provider=self._provider, state=new).inc()
+        if new == "open":
+            logger.warning(
+                "Circuit breaker for model provider %s opened (%s); calls go to the next "
+                "provider until a probe succeeds",
+                self._provider,
+                self._breaker.last_open_reason,
+            )
+        else:
+            logger.info("Circuit breaker for model provider %s: %s -> %s", self._provider, old, new)
+
+
+def _kind(exc: ProviderError) -> str:
+    """A bounded label for the metric: timeout, rate_limited, server, client, connection."""
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    if isinstance(exc, ProviderRateLimited) or exc.status_code == 429:
+        return "rate_limited"
+    if exc.status_code is None:
+        return "connection" if exc.retryable else "other"
+    if exc.status_code >= 500:
+        return "server"
+    return "client"

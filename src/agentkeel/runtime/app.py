@@ -1,0 +1,676 @@
+"""The agent server's HTTP API (v1) as a Starlette app: ``create_app(settings)``.
+
+Routes are plain Starlette endpoints over ``AgentService``; request bodies are
+pydantic models. Bodies over 1 MiB are refused before parsing (413), malformed
+JSON is a 400 ``invalid_json``, a well-formed body with wrong fields a 422
+``invalid_request`` that names them. Every error renders as
+``{"error": {"code", "message"}}``.
+
+A turn runs in its own task: a client that disconnects, mid-stream or while
+waiting for JSON, does not stop it, and it is stored as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import (
+    Forbidden,
+    InputTooLarge,
+    InvalidRequest,
+    KeelError,
+    RequestError,
+    Unauthorized,
+    Unavailable,
+)
+from agentkeel.models.factory import build_gateway
+from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
+from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.errors_http import (
+    error_body,
+    error_response,
+    http_exception_handler,
+    internal_error_response,
+    keel_error_handler,
+    retry_after_header,
+)
+from agentkeel.runtime.guards import ModelBackend
+from agentkeel.runtime.loader import load_agent
+from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
+from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
+from agentkeel.runtime.stores import open_store
+from agentkeel.runtime.tool_agent import ToolAgent
+from agentkeel.runtime.types import Agent
+from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics
+from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.tools.builtins import builtin_toolset
+from agentkeel.tools.types import ToolSet
+
+logger = logging.getLogger("agentkeel.runtime")
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+MAX_COMMENT_CHARS = 4000
+
+_T = TypeVar("_T")
+_Model = TypeVar("_Model", bound=BaseModel)
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+# -- request bodies ---------------------------------------------------------------
+
+
+class CreateSessionBody(BaseModel):
+    """``POST /v1/sessions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"
+            )
+        return value
+
+
+class MessageBody(BaseModel):
+    """``POST /v1/sessions/{id}/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str
+
+
+class RewindBody(BaseModel):
+    """``POST /v1/sessions/{id}/rewind``: the turn to continue from (0 = the start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn: int = Field(ge=0, strict=True)
+
+
+class FeedbackBody(BaseModel):
+    """``POST /v1/sessions/{id}/feedback``: a score from 0 (bad) to 5 (excellent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(ge=FEEDBACK_MIN, le=FEEDBACK_MAX)
+    turn: int | None = Field(default=None, ge=1, strict=True)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+
+
+# -- the app ----------------------------------------------------------------------
+
+
+class _Runtime:
+    """What the routes share: built in ``create_app``, opened in the lifespan."""
+
+    def __init__(self, *, settings: KeelSettings, drain: DrainState) -> None:
+        self.settings = settings
+        self.drain = drain
+        self.service: AgentService | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def require_service(self) -> AgentService:
+        if self.service is None:
+            raise Unavailable(
+                "The agent server is still starting (its store and model gateway are not "
+                "open yet). Retry in a moment.",
+                retry_after=1,
+                code="starting",
+            )
+        return self.service
+
+    def spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run ``coro`` in a task that outlives the request that started it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(_retrieve)
+        return task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # The service already logged and counted a failed turn; a client that went away
+    # never reads the result, and asyncio would warn that nobody did.
+    if not task.cancelled():
+        task.exception()
+
+
+def create_app(
+    settings: KeelSettings,
+    *,
+    agent: Agent | None = None,
+    gateway: ModelBackend | None = None,
+    store: SessionStore | None = None,
+    toolset: ToolSet | None = None,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    rate_limiter: RateLimiter | None = None,
+) -> Starlette:
+    """Build the agent server for ``settings``.
+
+    Anything not passed in is built from the settings, opened in the lifespan
+    and closed with it: the store (``settings.store_url()``), the model gateway
+    (``build_gateway``), the tools (``builtin_toolset(settings.agent.tools)``),
+    the tool rate limiter (Redis when ``redis_url`` is set) and the agent
+    (``agent.entrypoint`` or a ``ToolAgent``). A store passed in must be open
+    already; the caller closes what it passed.
+
+    ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running) and,
+    once started, ``service``.
+
+    >>> app = create_app(load_settings().settings)
+    """
+    clock = clock or SystemClock()
+    registry = registry if registry is not None else CollectorRegistry()
+    agent_metrics = AgentMetrics(registry)
+    http_metrics = HttpMetrics(registry)
+    drain = DrainState(metrics=agent_metrics, clock=clock)
+    agent_metrics.draining.set(0)
+    runtime = _Runtime(settings=settings, drain=drain)
+    guardrails = settings.guardrails
+    # Build what can fail on bad configuration now, so a typo in agent.tools or
+    # agent.entrypoint stops the process before it listens.
+    the_agent: Agent = agent or (
+        load_agent(settings.agent.entrypoint)
+        if settings.agent.entrypoint
+        else ToolAgent.from_settings(settings)
+    )
+    tools = toolset if toolset is not None else builtin_toolset(settings.agent.tools, clock=clock)
+    model_metrics = ModelMetrics(registry) if gateway is None else None
+    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            the_store = store
+            if the_store is None:
+                backend = open_store(settings.store_url(), pool_size=settings.store.pool_size)
+                await backend.open()
+                stack.push_async_callback(backend.aclose)
+                the_store = backend
+            the_gateway = gateway
+            if the_gateway is None:
+                assert model_metrics is not None
+                built = build_gateway(settings, metrics=model_metrics, clock=clock, secrets=secrets)
+                stack.push_async_callback(built.aclose)
+                the_gateway = built
+            limiter = rate_limiter
+            if limiter is None and guardrails.tool_calls_per_minute > 0:
+                limiter = RateLimiter(
+                    per_minute=guardrails.tool_calls_per_minute,
+                    storage_uri=settings.redis_url or "memory://",
+                )
+                stack.push_async_callback(limiter.aclose)
+            budget = None
+            if guardrails.session_token_budget or guardrails.user_daily_token_budget:
+                budget = TokenBudget(
+                    ledger=_ledger_for(the_store),
+                    session_limit=guardrails.session_token_budget,
+                    user_daily_limit=guardrails.user_daily_token_budget,
+                    clock=clock,
+                )
+            service = AgentService(
+                agent=the_agent,
+                agent_id=settings.agent.id,
+                version=settings.agent.version,
+                store=the_store,
+                gateway=the_gateway,
+                guardrails=guardrails,
+                metrics=agent_metrics,
+                clock=clock,
+                toolset=tools,
+                allowed_tools=settings.agent.tools,
+                budget=budget,
+                rate_limiter=limiter,
+                drain=drain,
+            )
+            await service.refresh_active_sessions()
+            runtime.service = service
+            app.state.service = service
+            logger.info(
+                "agent server ready: agent %s version %s",
+                settings.agent.id,
+                settings.agent.version,
+                extra={"agent_id": settings.agent.id, "version": settings.agent.version},
+            )
+            try:
+                yield
+            finally:
+                runtime.service = None
+                await _finish_tasks(runtime, limit_s=settings.server.drain_timeout_s)
+
+    routes = [
+        Route("/health", _endpoint(_health(runtime)), methods=["GET"]),
+        Route("/ready", _endpoint(_ready(runtime)), methods=["GET"]),
+        Route("/metrics", _metrics(registry), methods=["GET"]),
+        Route("/v1/sessions", _endpoint(_create_session(runtime)), methods=["POST"]),
+        Route("/v1/sessions/{session_id}", _endpoint(_get_session(runtime)), methods=["GET"]),
+        Route("/v1/sessions/{session_id}", _endpoint(_end_session(runtime)), methods=["DELETE"]),
+        Route(
+            "/v1/sessions/{session_id}/messages",
+            _endpoint(_post_message(runtime)),
+            methods=["POST"],
+        ),
+        Route("/v1/sessions/{session_id}/rewind", _endpoint(_rewind(runtime)), methods=["POST"]),
+        Route(
+            "/v1/sessions/{session_id}/feedback",
+            _endpoint(_feedback(runtime)),
+            methods=["POST"],
+        ),
+        Route("/admin/drain", _endpoint(_admin_drain(runtime, secrets)), methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(CorrelationMiddleware),
+            Middleware(HttpMetricsMiddleware, metrics=http_metrics),
+        ],
+        exception_handlers={HTTPException: http_exception_handler, KeelError: keel_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.drain = drain
+    app.state.settings = settings
+    app.state.service = None
+    app.state.turn_tasks = runtime.tasks
+    return app
+
+
+async def _finish_tasks(runtime: _Runtime, *, limit_s: float) -> None:
+    """Let turns still running (a streaming client went away) commit before the
+    store closes; cancel them after ``limit_s`` seconds."""
+    pending = [task for task in runtime.tasks if not task.done()]
+    if not pending:
+        return
+    logger.info("waiting for %d turn(s) to finish before shutting down", len(pending))
+    _, still = await asyncio.wait(pending, timeout=limit_s)
+    for task in still:
+        task.cancel()
+    if still:
+        logger.warning("cancelled %d turn(s) still running after %.0fs", len(still), limit_s)
+
+
+def _ledger_for(store: SessionStore) -> BudgetLedger:
+    """The store itself when it keeps token budgets (every built-in store does), so
+    replicas share them; otherwise this process's memory."""
+    if isinstance(store, BudgetLedger):
+        return store
+    logger.warning(
+        "the session store %s keeps no token budgets; budgets are per replica",
+        type(store).__name__,
+    )
+    return InMemoryLedger()
+
+
+def _endpoint(handler: Endpoint) -> Endpoint:
+    """Render ``KeelError`` as its JSON error and anything else as a logged 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except KeelError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            return internal_error_response(exc)
+
+    endpoint.__name__ = getattr(handler, "__name__", "endpoint")
+    return endpoint
+
+
+# -- probes and metrics -----------------------------------------------------------
+
+
+def _health(runtime: _Runtime) -> Endpoint:
+    settings = runtime.settings
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok", "agent_id": settings.agent.id, "version": settings.agent.version}
+        )
+
+    return health
+
+
+def _ready(runtime: _Runtime) -> Endpoint:
+    async def ready(request: Request) -> Response:
+        if runtime.drain.draining:
+            return JSONResponse(
+                error_body(
+                    "draining",
+                    f"This replica is draining ({runtime.drain.reason}); "
+                    f"{runtime.drain.in_flight} turn(s) still in flight.",
+                ),
+                status_code=503,
+                headers=retry_after_header(runtime.drain.retry_after_s),
+            )
+        runtime.require_service()
+        return JSONResponse({"status": "ready", "version": runtime.settings.agent.version})
+
+    return ready
+
+
+def _metrics(registry: CollectorRegistry) -> Endpoint:
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+# -- sessions ---------------------------------------------------------------------
+
+
+def _create_session(runtime: _Runtime) -> Endpoint:
+    async def create_session(request: Request) -> Response:
+        service = runtime.require_service()
+        body = await _parse(request, CreateSessionBody)
+        record = await service.create_session(body.user_id, body.metadata)
+        return JSONResponse(
+            {
+                "session_id": record.session_id,
+                "user_id": record.user_id,
+                "agent_id": record.agent_id,
+                "version": record.version,
+                "created_at": _iso(record.created_at),
+            },
+            status_code=201,
+        )
+
+    return create_session
+
+
+def _get_session(runtime: _Runtime) -> Endpoint:
+    async def get_session(request: Request) -> Response:
+        service = runtime.require_service()
+        session, turns = await service.get_session(request.path_params["session_id"])
+        return JSONResponse(_session_json(session, turns))
+
+    return get_session
+
+
+def _end_session(runtime: _Runtime) -> Endpoint:
+    async def end_session(request: Request) -> Response:
+        service = runtime.require_service()
+        session = await service.end_session(request.path_params["session_id"])
+        return JSONResponse(
+            {
+                "session_id": session.session_id,
+                "ended_at": _iso(session.ended_at) if session.ended_at else None,
+                "turn_count": session.turn_count,
+            }
+        )
+
+    return end_session
+
+
+def _rewind(runtime: _Runtime) -> Endpoint:
+    async def rewind(request: Request) -> Response:
+        service = runtime.require_service()
+        body = await _parse(request, RewindBody)
+        session = await service.rewind(request.path_params["session_id"], body.turn)
+        return JSONResponse(
+            {
+                "session_id": session.session_id,
+                "head": session.head,
+                "turn_count": session.turn_count,
+            }
+        )
+
+    return rewind
+
+
+def _feedback(runtime: _Runtime) -> Endpoint:
+    async def feedback(request: Request) -> Response:
+        service = runtime.require_service()
+        body = await _parse(request, FeedbackBody)
+        record = await service.feedback(
+            request.path_params["session_id"], body.score, turn=body.turn, comment=body.comment
+        )
+        return JSONResponse(
+            {
+                "session_id": record.session_id,
+                "score": record.score,
+                "turn": record.turn,
+                "comment": record.comment,
+                "created_at": _iso(record.created_at),
+            },
+            status_code=201,
+        )
+
+    return feedback
+
+
+# -- turns ------------------------------------------------------------------------
+
+
+def _post_message(runtime: _Runtime) -> Endpoint:
+    async def post_message(request: Request) -> Response:
+        service = runtime.require_service()
+        body = await _parse(request, MessageBody)
+        session_id = request.path_params["session_id"]
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await _stream_turn(runtime, service, session_id, body.content)
+        # Shielded: a client that goes away must not cancel a turn mid-commit.
+        task = runtime.spawn(service.run_turn(session_id, body.content))
+        outcome = await asyncio.shield(task)
+        return JSONResponse(outcome.to_dict())
+
+    return post_message
+
+
+_DONE: Any = object()
+
+
+async def _stream_turn(
+    runtime: _Runtime, service: AgentService, session_id: str, content: str
+) -> Response:
+    """Server-sent events: ``token``, ``tool_call``, ``tool_result``, then ``reply``
+    or ``error``. A turn refused before it starts (404, 409, 429, 503) is an
+    ordinary error response with its status, not a stream."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def sink(event: str, data: Mapping[str, Any]) -> None:
+        queue.put_nowait((event, data))
+
+    task = runtime.spawn(service.run_turn(session_id, content, sink=sink))
+    task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+    first = await queue.get()
+    if first is _DONE and not task.cancelled():
+        exc = task.exception()
+        if isinstance(exc, KeelError):
+            return error_response(exc)
+        if exc is not None:
+            return internal_error_response(exc)
+
+    async def events() -> AsyncIterator[str]:
+        item = first
+        while item is not _DONE:
+            event, data = item
+            yield _sse(event, data)
+            item = await queue.get()
+        yield _final_event(task)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _final_event(task: asyncio.Task[TurnOutcome]) -> str:
+    if task.cancelled():
+        return _sse(
+            "error",
+            error_body("cancelled", "The turn was cancelled because the server is stopping."),
+        )
+    exc = task.exception()
+    if exc is None:
+        return _sse("reply", task.result().to_dict())
+    if isinstance(exc, KeelError):
+        return _sse("error", exc.to_dict())
+    response = internal_error_response(exc)
+    return _sse("error", json.loads(bytes(response.body)))
+
+
+def _sse(event: str, data: Mapping[str, Any]) -> str:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return f"event: {event}\ndata: {payload}\n\n"
+
+
+# -- admin ------------------------------------------------------------------------
+
+
+def _admin_drain(runtime: _Runtime, secrets: SecretResolver) -> Endpoint:
+    async def admin_drain(request: Request) -> Response:
+        _check_admin(request, runtime.settings, secrets)
+        started = runtime.drain.start(reason="admin request")
+        return JSONResponse(
+            {
+                "draining": True,
+                "already_draining": not started,
+                "in_flight": runtime.drain.in_flight,
+            },
+            status_code=202,
+        )
+
+    return admin_drain
+
+
+def _check_admin(request: Request, settings: KeelSettings, secrets: SecretResolver) -> None:
+    server = settings.server
+    # Read on every call: rotating the token file takes effect without a restart.
+    token = secrets.resolve(server.admin_token_secret, file=server.admin_token_file, required=False)
+    if token is None:
+        where = (
+            f"'{settings.secrets_dir / server.admin_token_secret}'"
+            if settings.secrets_dir
+            else ("a file named by server.admin_token_file")
+        )
+        raise Forbidden(
+            "Admin endpoints are disabled because no admin token is configured. Put a token "
+            f"in {where} or set server.admin_token_file (KEEL_SERVER__ADMIN_TOKEN_FILE).",
+            code="admin_disabled",
+        )
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized(
+            "This admin endpoint needs 'Authorization: Bearer <admin token>'. The token is "
+            "the content of the configured admin token file."
+        )
+    if not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
+        raise Forbidden("The admin token is not valid for this server. Check the token file.")
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+async def _parse(request: Request, model: type[_Model]) -> _Model:
+    body = await _read_body(request)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise RequestError(
+                "The request body is not valid JSON "
+                f"({errors[0]['msg']}). Send a JSON object with Content-Type: application/json.",
+                code="invalid_json",
+            ) from exc
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in errors
+        )
+        raise InvalidRequest(f"The request body is invalid: {details}.") from exc
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _body_too_large(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _body_too_large(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body_too_large(size: int) -> InputTooLarge:
+    return InputTooLarge(
+        f"The request body is {size} bytes or more; the limit is {MAX_BODY_BYTES} bytes "
+        "(1 MiB). Send less.",
+        code="body_too_large",
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
+
+
+def _session_json(session: SessionRecord, turns: list[TurnRecord]) -> dict[str, Any]:
+    parents = {turn.number: turn.parent for turn in turns}
+    in_context: set[int] = set()
+    cursor = session.head
+    while cursor and cursor not in in_context:
+        in_context.add(cursor)
+        cursor = parents.get(cursor, 0)
+    return {
+        "session_id": session.session_id,
+        "user_id": session.user_id,
+        "agent_id": session.agent_id,
+        "version": session.version,
+        "created_at": _iso(session.created_at),
+        "ended_at": _iso(session.ended_at) if session.ended_at is not None else None,
+        "metadata": dict(session.metadata),
+        "head": session.head,
+        "turn_count": session.turn_count,
+        "turns": [
+            {
+                "turn": turn.number,
+                "parent": turn.parent,
+                "in_context": turn.number in in_context,
+                "content": turn.content,
+                "reply": turn.reply,
+                "usage": {
+                    "input_tokens": turn.usage.input_tokens,
+                    "output_tokens": turn.usage.output_tokens,
+                    "total_tokens": turn.usage.total_tokens,
+                },
+                "tool_calls": [dict(call) for call in turn.tool_calls],
+                "version": turn.version,
+                "started_at": _iso(turn.started_at),
+                "completed_at": _iso(turn.completed_at),
+                "correlation_id": turn.correlation_id,
+            }
+            for turn in turns
+        ],
+    }

@@ -1,0 +1,401 @@
+"""The guarded handles a turn carries: ``turn.model`` and ``turn.tools``.
+
+``GuardedModel`` wraps the model gateway for one turn: it counts model steps
+against ``max_steps_per_turn``, reserves tokens from the session's and the
+user's budgets before each call and settles them with the provider's figures
+after, trims old tool results when the context gets full, streams tokens to
+the turn's event sink and meters usage.
+
+``GuardedTools`` wraps a ``ToolSet`` for one turn: allowlist, storm detection
+(the same call over and over), a per-session rate limit, metrics, events.
+
+Neither raises for a tool problem: a refused tool call comes back as a
+``ToolResult`` with status ``rejected`` that the model reads, so the loop ends
+with a reply the user sees instead of an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from agentkeel.errors import TokenBudgetExhausted
+from agentkeel.models.tokens import estimate_tokens
+from agentkeel.models.types import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    TokenCallback,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from agentkeel.resilience.budget import Reservation, TokenBudget
+from agentkeel.resilience.clock import Clock
+from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.telemetry.metrics import AgentMetrics
+from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
+
+EventSink = Callable[[str, Mapping[str, Any]], Awaitable[None]]
+"""Receives the turn's stream events: ``token``, ``tool_call``, ``tool_result``."""
+
+TokenEstimator = Callable[[Sequence[ChatMessage], Sequence[ToolSpec]], int]
+
+_DROPPED_PREFIX = "[dropped:"
+_ANSWER_NOW = " Answer with the information you already have, without calling tools."
+
+
+class TurnLog(logging.LoggerAdapter[logging.Logger]):
+    """A logger adapter whose fields (session_id, turn, agent_id) merge with each
+    call's own ``extra`` instead of replacing it, as the stdlib adapter does
+    before Python 3.13."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+class ModelBackend(Protocol):
+    """What ``GuardedModel`` needs from the gateway."""
+
+    @property
+    def context_window(self) -> int: ...
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse: ...
+
+
+class StepLimitReached(Exception):
+    """Raised by ``GuardedModel.complete`` instead of calling the model once the
+    turn has used ``max_steps_per_turn`` model calls. ``ToolAgent`` turns it into
+    a reply; the runtime does the same for a custom agent that lets it through."""
+
+    def __init__(self, *, steps: int) -> None:
+        self.steps = steps
+        self.reply = (
+            f"I stopped working on this after {steps} model steps, the limit for one turn, "
+            "before I had a final answer. Ask me to continue, or break the request into "
+            "smaller parts."
+        )
+        super().__init__(f"step limit of {steps} model calls per turn reached")
+
+
+@dataclass(frozen=True, slots=True)
+class TrimResult:
+    """Messages after trimming, and what was dropped."""
+
+    messages: Sequence[ChatMessage]
+    tokens: int
+    dropped_tokens: int = 0
+    dropped_results: int = 0
+
+
+def trim_tool_results(
+    messages: Sequence[ChatMessage],
+    *,
+    tools: Sequence[ToolSpec],
+    limit: int,
+    estimate: TokenEstimator = estimate_tokens,
+) -> TrimResult:
+    """Replace the content of the oldest tool results with a short marker until the
+    prompt fits in ``limit`` tokens (or no tool result is left to drop).
+
+    The tool messages stay, so every assistant tool call keeps its result and
+    providers still accept the conversation.
+    """
+    total = estimate(messages, tools)
+    if total <= limit:
+        return TrimResult(messages=messages, tokens=total)
+    out = list(messages)
+    dropped_tokens = 0
+    dropped_results = 0
+    for index, message in enumerate(out):
+        if total <= limit:
+            break
+        if message.role != "tool" or message.content.startswith(_DROPPED_PREFIX):
+            continue
+        before = estimate([message], ())
+        marker = replace(
+            message,
+            content=f"{_DROPPED_PREFIX} an earlier tool result of about {before} tokens was "
+            "removed to fit the context window]",
+        )
+        saved = before - estimate([marker], ())
+        if saved <= 0:
+            continue
+        out[index] = marker
+        total -= saved
+        dropped_tokens += saved
+        dropped_results += 1
+    return TrimResult(
+        messages=out, tokens=total, dropped_tokens=dropped_tokens, dropped_results=dropped_results
+    )
+
+
+class GuardedModel:
+    """The model handle of one turn (implements ``TurnModel``)."""
+
+    def __init__(
+        self,
+        *,
+        gateway: ModelBackend,
+        metrics: AgentMetrics,
+        log: logging.LoggerAdapter[logging.Logger],
+        agent_id: str,
+        session_id: str,
+        user_id: str,
+        max_steps: int,
+        max_output_tokens: int,
+        context_trim_ratio: float,
+        budget: TokenBudget | None = None,
+        sink: EventSink | None = None,
+        estimate: TokenEstimator = estimate_tokens,
+    ) -> None:
+        self._gateway = gateway
+        self._metrics = metrics
+        self._log = log
+        self._agent_id = agent_id
+        self._session_id = session_id
+        self._user_id = user_id
+        self._max_steps = max_steps
+        self._max_output_tokens = max_output_tokens
+        self._trim_ratio = context_trim_ratio
+        self._budget = budget
+        self._sink = sink
+        self._estimate = estimate
+        self.steps = 0
+        """Model calls made in this turn."""
+        self.usage = Usage()
+        """Provider-reported tokens summed over this turn's calls."""
+        self.step_limit_hit = False
+
+    @property
+    def context_window(self) -> int:
+        return self._gateway.context_window
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ModelResponse:
+        """One guarded model call. Raises ``StepLimitReached`` instead of calling the
+        model past the step limit, ``TokenBudgetExhausted`` (429) when the budget
+        cannot cover the call, and whatever the gateway raises (``ModelUnavailable``)."""
+        if self.steps >= self._max_steps:
+            if not self.step_limit_hit:
+                self.step_limit_hit = True
+                self._metrics.guardrail_events.labels("step_limit", self._agent_id).inc()
+                self._log.warning(
+                    "step limit reached: %d model calls in this turn; ending the turn with a reply",
+                    self.steps,
+                    extra={"category": "guardrail", "reason": "step_limit"},
+                )
+            raise StepLimitReached(steps=self.steps)
+        limit = min(max_tokens or self._max_output_tokens, self._max_output_tokens)
+        window = self._gateway.context_window
+        trimmed = trim_tool_results(
+            messages, tools=tools, limit=int(window * self._trim_ratio), estimate=self._estimate
+        )
+        if trimmed.dropped_results:
+            self._metrics.guardrail_events.labels("context_trimmed", self._agent_id).inc()
+            self._log.info(
+                "context trimmed: dropped %d tokens from the %d oldest tool result(s); "
+                "the prompt is now about %d of %d tokens",
+                trimmed.dropped_tokens,
+                trimmed.dropped_results,
+                trimmed.tokens,
+                window,
+                extra={"category": "guardrail", "reason": "context_trimmed"},
+            )
+        self._metrics.context_utilization.labels(self._agent_id).set(trimmed.tokens / window)
+        reservation = await self._reserve(trimmed.tokens + limit)
+        self.steps += 1
+        used = 0
+        try:
+            response = await self._gateway.complete(
+                ModelRequest(
+                    messages=trimmed.messages,
+                    tools=tools,
+                    max_tokens=limit,
+                    temperature=temperature,
+                ),
+                on_token=self._on_token if self._sink is not None else None,
+            )
+            used = response.usage.total_tokens or (
+                trimmed.tokens
+                + self._estimate([ChatMessage(role="assistant", content=response.content)], ())
+            )
+        finally:
+            if reservation is not None and self._budget is not None:
+                await self._budget.settle(reservation, used)
+        self.usage = self.usage + response.usage
+        model = response.model or response.provider or "unknown"
+        if response.usage.input_tokens:
+            self._metrics.tokens.labels(model, "input", self._agent_id).inc(
+                response.usage.input_tokens
+            )
+        if response.usage.output_tokens:
+            self._metrics.tokens.labels(model, "output", self._agent_id).inc(
+                response.usage.output_tokens
+            )
+        return response
+
+    async def _reserve(self, amount: int) -> Reservation | None:
+        if self._budget is None:
+            return None
+        try:
+            return await self._budget.reserve(self._session_id, self._user_id, amount)
+        except TokenBudgetExhausted:
+            self._metrics.guardrail_events.labels("token_budget", self._agent_id).inc()
+            raise
+
+    async def _on_token(self, text: str) -> None:
+        if self._sink is not None and text:
+            await self._sink("token", {"text": text})
+
+
+class GuardedTools:
+    """The tools handle of one turn (implements ``TurnTools``)."""
+
+    def __init__(
+        self,
+        *,
+        toolset: ToolSet | None,
+        context: ToolContext,
+        metrics: AgentMetrics,
+        log: logging.LoggerAdapter[logging.Logger],
+        clock: Clock,
+        allowed: Sequence[str] | None = None,
+        storm_threshold: int = 3,
+        rate_limiter: RateLimiter | None = None,
+        sink: EventSink | None = None,
+    ) -> None:
+        self._toolset = toolset
+        self._context = context
+        self._metrics = metrics
+        self._log = log
+        self._clock = clock
+        self._allowed = frozenset(allowed) if allowed is not None else None
+        self._storm_threshold = storm_threshold
+        self._limiter = rate_limiter
+        self._sink = sink
+        self._specs: tuple[ToolSpec, ...] | None = None
+        self._known: frozenset[str] = frozenset()
+        self._seen: dict[str, int] = {}
+        self._stopped: str | None = None
+        self.calls: list[dict[str, Any]] = []
+        """Every call of this turn: name, arguments, status, duration_ms."""
+
+    @property
+    def stopped(self) -> str | None:
+        return self._stopped
+
+    async def list_tools(self) -> Sequence[ToolSpec]:
+        """The tools this agent may call: the tool set filtered by the allowlist."""
+        if self._specs is None:
+            specs = tuple(await self._toolset.list_tools()) if self._toolset is not None else ()
+            self._known = frozenset(spec.name for spec in specs)
+            self._specs = tuple(
+                spec for spec in specs if self._allowed is None or spec.name in self._allowed
+            )
+        return self._specs
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        """Run one tool call through the guardrails; never raises for a tool problem."""
+        await self.list_tools()
+        label = call.name if call.name in self._known else "unknown"
+        if self._sink is not None:
+            await self._sink(
+                "tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments}
+            )
+        start = self._clock.monotonic()
+        result = await self._guarded_call(call)
+        elapsed = max(0.0, self._clock.monotonic() - start)
+        self._metrics.tool_calls.labels(label, result.status).inc()
+        if result.status != "rejected":
+            self._metrics.tool_duration.labels(label).observe(elapsed)
+        duration_ms = round(elapsed * 1000, 3)
+        self.calls.append(
+            {
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": result.status,
+                "duration_ms": duration_ms,
+            }
+        )
+        if self._sink is not None:
+            await self._sink(
+                "tool_result",
+                {
+                    "id": call.id,
+                    "name": call.name,
+                    "status": result.status,
+                    "content": result.content,
+                    "duration_ms": duration_ms,
+                },
+            )
+        return result
+
+    async def _guarded_call(self, call: ToolCall) -> ToolResult:
+        if self._stopped is not None:
+            return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
+        if call.name not in self._known or (
+            self._allowed is not None and call.name not in self._allowed
+        ):
+            names = ", ".join(spec.name for spec in self._specs or ()) or "none"
+            return ToolResult(
+                status="rejected",
+                content=f"tool '{call.name}' is not available to this agent; "
+                f"the tools it may use are: {names}",
+            )
+        key = f"{call.name}\x00{_canonical(call.arguments)}"
+        count = self._seen.get(key, 0) + 1
+        self._seen[key] = count
+        if count >= self._storm_threshold:
+            self._stopped = (
+                f"Stopped calling tools: '{call.name}' was called {count} times in this turn "
+                "with the same arguments."
+            )
+            self._metrics.guardrail_events.labels("tool_storm", self._context.agent_id).inc()
+            self._log.warning(
+                "tool storm: %s called %d times with the same arguments in one turn; "
+                "stopping the tool loop",
+                call.name,
+                count,
+                extra={"tool": call.name, "category": "guardrail", "reason": "tool_storm"},
+            )
+            return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
+        if self._limiter is not None:
+            decision = await self._limiter.hit(f"tools:{self._context.session_id}")
+            if not decision.allowed:
+                self._metrics.guardrail_events.labels(
+                    "tool_rate_limit", self._context.agent_id
+                ).inc()
+                wait = max(1, round(decision.retry_after))
+                return ToolResult(status="rejected", content=f"rate limited, retry in {wait}s")
+        assert self._toolset is not None  # a known name implies a tool set
+        try:
+            return await self._toolset.call(call.name, dict(call.arguments), context=self._context)
+        except Exception as exc:
+            # A broken tool source must not fail the turn: the model reads the failure.
+            self._log.warning(
+                "tool %s raised %s: %s",
+                call.name,
+                type(exc).__name__,
+                exc,
+                extra={"tool": call.name, "category": "tool_error"},
+            )
+            return ToolResult(status="failure", content=f"{call.name} failed: {exc}")
+
+
+def _canonical(arguments: Mapping[str, Any]) -> str:
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)

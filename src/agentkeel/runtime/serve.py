@@ -1,0 +1,150 @@
+"""Run one agent replica: ``run_agent_server(settings)`` (what ``keel serve agent`` calls).
+
+The process handles SIGTERM and SIGINT itself instead of leaving them to
+uvicorn: the first one starts a drain (``/ready`` 503, new work refused,
+turns in flight finish for up to ``server.drain_timeout_s``), then the server
+stops and the process exits 0. A second signal exits at once.
+``POST /admin/drain`` starts the same drain.
+
+``python -m agentkeel.runtime.serve [package.module:agent]`` runs a replica with
+settings from ``KEEL_CONFIG`` and the ``KEEL_*`` environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from agentkeel.config.layers import load_settings
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import KeelError
+from agentkeel.runtime.app import create_app
+from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.loader import load_agent
+from agentkeel.telemetry.logging import configure_logging
+
+logger = logging.getLogger("agentkeel.runtime.serve")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FORCED = 130
+"""Exit code after a second signal cut the drain short (turns may be lost)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the drain decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def run_agent_server(settings: KeelSettings, *, agent_entrypoint: str | None = None) -> int:
+    """Serve the agent until drained; blocks and returns the process exit code."""
+    configure_logging(service="agent", level=settings.log_level)
+    try:
+        agent = load_agent(agent_entrypoint) if agent_entrypoint else None
+        app = create_app(settings, agent=agent)
+    except KeelError as exc:
+        logger.error("cannot start the agent server: %s", exc.message)
+        return EXIT_ERROR
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        # Our drain already waited for the turns; this bounds the last responses.
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    drain: DrainState = app.state.drain
+    return asyncio.run(_serve(server, drain, settings))
+
+
+async def _serve(server: _Server, drain: DrainState, settings: KeelSettings) -> int:
+    loop = asyncio.get_running_loop()
+    forced = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal forced
+        name = signal.Signals(signum).name
+        if not drain.start(reason=name):
+            forced = True
+            logger.warning(
+                "second %s: exiting now with %d turn(s) still in flight",
+                name,
+                drain.in_flight,
+                extra={"reason": name, "category": "drain"},
+            )
+            server.force_exit = True
+            server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    drained = asyncio.create_task(_drain_then_stop(server, drain, settings))
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn exits this way when the app's startup fails (bad store URL, ...).
+        logger.error("the agent server did not start; see the errors above")
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if not drained.done():
+            drained.cancel()
+    if forced:
+        return EXIT_FORCED
+    if not server.started:
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+async def _drain_then_stop(server: _Server, drain: DrainState, settings: KeelSettings) -> None:
+    await drain.wait_requested()
+    timeout = settings.server.drain_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            await drain.wait_idle()
+        finished = True
+    except TimeoutError:
+        finished = False
+    if finished:
+        logger.info(
+            "drain finished: %d turn(s) completed during the drain in %.1fs; stopping",
+            drain.completed_while_draining,
+            drain.elapsed(),
+            extra={"category": "drain"},
+        )
+    else:
+        logger.warning(
+            "drain timed out after %.0fs (server.drain_timeout_s) with %d turn(s) still in "
+            "flight; stopping anyway",
+            timeout,
+            drain.in_flight,
+            extra={"category": "drain"},
+        )
+    server.should_exit = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m agentkeel.runtime.serve [entrypoint]``."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        settings = load_settings().settings
+    except KeelError as exc:
+        print(f"keel: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return run_agent_server(settings, agent_entrypoint=args[0] if args else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

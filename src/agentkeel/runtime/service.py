@@ -1,0 +1,497 @@
+"""``AgentService``: sessions and turns, with every guardrail, and no HTTP.
+
+One turn: check the replica is not draining, validate the input, take the
+session's lock (one turn at a time per session), check the turn limit, load
+the context, give the agent a ``Turn`` with guarded handles, and commit one
+``TurnRecord`` whose parent is the session's head. The turn is acknowledged
+only after the store has it; a turn that fails stores nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkeel.config.settings import GuardrailSettings
+from agentkeel.errors import (
+    Conflict,
+    InputEmpty,
+    InputTooLarge,
+    InvalidRequest,
+    KeelError,
+    NotFound,
+    TurnInProgress,
+    TurnLimitReached,
+)
+from agentkeel.models.types import ChatMessage, Usage
+from agentkeel.resilience.budget import TokenBudget
+from agentkeel.resilience.clock import Clock
+from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.guards import (
+    EventSink,
+    GuardedModel,
+    GuardedTools,
+    ModelBackend,
+    StepLimitReached,
+    TurnLog,
+)
+from agentkeel.runtime.store import (
+    FeedbackRecord,
+    SessionRecord,
+    SessionStore,
+    TurnRecord,
+)
+from agentkeel.runtime.types import Agent, Reply, Turn
+from agentkeel.runtime.validation import ValidatedInput, validate_input
+from agentkeel.telemetry.correlation import get_correlation_id
+from agentkeel.telemetry.metrics import AgentMetrics
+from agentkeel.tools.types import ToolContext, ToolSet
+
+logger = logging.getLogger("agentkeel.runtime")
+
+FEEDBACK_MIN = 0.0
+FEEDBACK_MAX = 5.0
+"""Feedback scores are numbers from 0 (bad) to 5 (excellent); fractions allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """A committed turn, as the API returns it."""
+
+    session_id: str
+    turn: int
+    reply: str
+    usage: Usage
+    tool_calls: Sequence[Mapping[str, Any]]
+    version: str
+    agent_id: str
+    guardrails: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "reply": self.reply,
+            "turn": self.turn,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens,
+            },
+            "tool_calls": [dict(call) for call in self.tool_calls],
+            "version": self.version,
+            "agent_id": self.agent_id,
+            "guardrails": list(self.guardrails),
+        }
+
+
+@dataclass(slots=True)
+class _LockEntry:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class _SessionLocks:
+    """One asyncio lock per session that has a turn running or waiting; entries
+    go away with their last user, so idle sessions cost nothing."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _LockEntry] = {}
+
+    @asynccontextmanager
+    async def hold(self, session_id: str, *, wait_s: float | None) -> AsyncIterator[None]:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            entry = self._entries[session_id] = _LockEntry()
+        entry.users += 1
+        acquired = False
+        try:
+            if wait_s is None:
+                if entry.lock.locked():
+                    raise TurnInProgress(
+                        f"Session '{session_id}' already has a turn running. Wait for its "
+                        "reply, then send the next message (or set "
+                        "guardrails.concurrent_turns=enqueue to queue messages)."
+                    )
+                await entry.lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await entry.lock.acquire()
+                except TimeoutError as exc:
+                    raise TurnInProgress(
+                        f"Session '{session_id}' still had a turn running after waiting "
+                        f"{wait_s:g}s (guardrails.enqueue_timeout_s). Retry once it has replied."
+                    ) from exc
+            acquired = True
+            yield
+        finally:
+            if acquired:
+                entry.lock.release()
+            entry.users -= 1
+            if entry.users == 0:
+                self._entries.pop(session_id, None)
+
+
+class AgentService:
+    """Sessions and turns for one agent, on a shared store.
+
+    Every collaborator is passed in; ``create_app`` builds them from settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        agent_id: str,
+        version: str,
+        store: SessionStore,
+        gateway: ModelBackend,
+        guardrails: GuardrailSettings,
+        metrics: AgentMetrics,
+        clock: Clock,
+        toolset: ToolSet | None = None,
+        allowed_tools: Sequence[str] | None = None,
+        budget: TokenBudget | None = None,
+        rate_limiter: RateLimiter | None = None,
+        drain: DrainState | None = None,
+        memory: Any | None = None,
+    ) -> None:
+        self.agent = agent
+        self.agent_id = agent_id
+        self.version = version
+        self.store = store
+        self.gateway = gateway
+        self.guardrails = guardrails
+        self.metrics = metrics
+        self.clock = clock
+        self.toolset = toolset
+        self.allowed_tools = tuple(allowed_tools) if allowed_tools is not None else None
+        self.budget = budget
+        self.rate_limiter = rate_limiter
+        self.drain = drain or DrainState(metrics=metrics, clock=clock)
+        self.memory = memory
+        self._locks = _SessionLocks()
+
+    # -- sessions -------------------------------------------------------------
+
+    async def create_session(
+        self, user_id: str, metadata: Mapping[str, Any] | None = None
+    ) -> SessionRecord:
+        """Start a session for ``user_id``. Raises ``Draining`` while draining."""
+        self.drain.check()
+        record = SessionRecord(
+            session_id=uuid.uuid4().hex,
+            user_id=user_id,
+            agent_id=self.agent_id,
+            version=self.version,
+            created_at=self.clock.time(),
+            metadata=dict(metadata or {}),
+        )
+        await self.store.create_session(record)
+        await self.refresh_active_sessions()
+        logger.info(
+            "session started",
+            extra={"session_id": record.session_id, "agent_id": self.agent_id},
+        )
+        return record
+
+    async def get_session(self, session_id: str) -> tuple[SessionRecord, list[TurnRecord]]:
+        """The session and all its stored turns (rewound ones included)."""
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise _unknown_session(session_id)
+        return session, await self.store.list_turns(session_id)
+
+    async def end_session(self, session_id: str) -> SessionRecord:
+        """End a session; later turns on it get 404."""
+        session = await self._active_session(session_id)
+        now = self.clock.time()
+        if not await self.store.end_session(session_id, now):
+            raise _unknown_session(session_id)
+        self.metrics.session_duration.labels(self.agent_id).observe(
+            max(0.0, now - session.created_at)
+        )
+        self.metrics.turns_per_session.labels(self.agent_id).observe(session.turn_count)
+        await self.refresh_active_sessions()
+        logger.info(
+            "session ended after %d turn(s)",
+            session.turn_count,
+            extra={"session_id": session_id, "agent_id": self.agent_id},
+        )
+        ended = await self.store.get_session(session_id)
+        return ended or session
+
+    async def rewind(self, session_id: str, turn: int) -> SessionRecord:
+        """Move the session's head back to ``turn`` (0 = before the first turn); the
+        next turn continues from there and the later turns leave the context."""
+        async with self._locks.hold(session_id, wait_s=None):
+            session = await self._active_session(session_id)
+            if not 0 <= turn <= session.turn_count:
+                raise InvalidRequest(
+                    f"Cannot rewind session '{session_id}' to turn {turn}: it has turns "
+                    f"1..{session.turn_count}. Pick one of those, or 0 for the start."
+                )
+            record = await self.store.rewind(session_id, turn)
+        logger.info(
+            "session rewound from turn %d to turn %d",
+            session.head,
+            turn,
+            extra={"session_id": session_id, "agent_id": self.agent_id},
+        )
+        return record
+
+    async def feedback(
+        self,
+        session_id: str,
+        score: float,
+        *,
+        turn: int | None = None,
+        comment: str | None = None,
+    ) -> FeedbackRecord:
+        """Record a user-satisfaction score from 0 to 5 for a session (or one turn)."""
+        if not FEEDBACK_MIN <= score <= FEEDBACK_MAX:
+            raise InvalidRequest(
+                f"Feedback score {score} is out of range; send a number from "
+                f"{FEEDBACK_MIN:g} to {FEEDBACK_MAX:g}."
+            )
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise _unknown_session(session_id)
+        if turn is not None and not 1 <= turn <= session.turn_count:
+            raise InvalidRequest(
+                f"Feedback names turn {turn}, but session '{session_id}' has turns "
+                f"1..{session.turn_count}. Omit 'turn' to rate the whole session."
+            )
+        record = FeedbackRecord(
+            session_id=session_id,
+            score=score,
+            created_at=self.clock.time(),
+            turn=turn,
+            comment=comment,
+        )
+        await self.store.add_feedback(record)
+        self.metrics.feedback.labels(self.agent_id).observe(score)
+        return record
+
+    async def refresh_active_sessions(self) -> None:
+        """Set the active-sessions gauge from the store's count."""
+        self.metrics.active_sessions.set(await self.store.count_active_sessions())
+
+    # -- turns ------------------------------------------------------------------
+
+    async def run_turn(
+        self, session_id: str, content: str, *, sink: EventSink | None = None
+    ) -> TurnOutcome:
+        """Run one turn and commit it. ``sink`` receives the stream events."""
+        start = self.clock.monotonic()
+        try:
+            with self.drain.track():
+                checked = self._validate(content)
+                self.metrics.turns_in_flight.inc()
+                try:
+                    wait_s = (
+                        self.guardrails.enqueue_timeout_s
+                        if self.guardrails.concurrent_turns == "enqueue"
+                        else None
+                    )
+                    async with self._locks.hold(session_id, wait_s=wait_s):
+                        outcome = await self._run_locked(session_id, checked, sink)
+                finally:
+                    self.metrics.turns_in_flight.dec()
+        except KeelError as exc:
+            self.metrics.turns.labels(self.agent_id, exc.code).inc()
+            raise
+        self.metrics.turns.labels(self.agent_id, "ok").inc()
+        self.metrics.turn_duration.labels(self.agent_id).observe(self.clock.monotonic() - start)
+        return outcome
+
+    def _validate(self, content: str) -> ValidatedInput:
+        try:
+            checked = validate_input(
+                content,
+                max_input_chars=self.guardrails.max_input_chars,
+                block_prompt_injection=self.guardrails.block_prompt_injection,
+            )
+        except InputTooLarge:
+            self.metrics.guardrail_events.labels("input_too_large", self.agent_id).inc()
+            raise
+        except InputEmpty:
+            self.metrics.guardrail_events.labels("input_empty", self.agent_id).inc()
+            raise
+        except InvalidRequest:
+            self.metrics.guardrail_events.labels("prompt_injection", self.agent_id).inc()
+            logger.warning(
+                "prompt injection blocked",
+                extra={"agent_id": self.agent_id, "category": "guardrail"},
+            )
+            raise
+        for flag in checked.flags:
+            self.metrics.guardrail_events.labels(flag, self.agent_id).inc()
+        if checked.markers:
+            logger.warning(
+                "possible prompt injection flagged (%s); passing it on",
+                ", ".join(repr(m) for m in checked.markers),
+                extra={"agent_id": self.agent_id, "category": "guardrail"},
+            )
+        return checked
+
+    async def _run_locked(
+        self, session_id: str, checked: ValidatedInput, sink: EventSink | None
+    ) -> TurnOutcome:
+        session = await self._active_session(session_id)
+        limit = self.guardrails.max_turns_per_session
+        if session.turn_count >= limit:
+            self.metrics.guardrail_events.labels("turn_limit", self.agent_id).inc()
+            raise TurnLimitReached(
+                f"Session '{session_id}' has reached its limit of {limit} turns "
+                "(guardrails.max_turns_per_session). Start a new session to continue."
+            )
+        number = session.turn_count + 1
+        history = [
+            m for record in await self.store.context_turns(session_id) for m in record.messages
+        ]
+        correlation_id = get_correlation_id()
+        log = TurnLog(
+            logger,
+            {"session_id": session_id, "turn": number, "agent_id": self.agent_id},
+        )
+        model = GuardedModel(
+            gateway=self.gateway,
+            metrics=self.metrics,
+            log=log,
+            agent_id=self.agent_id,
+            session_id=session_id,
+            user_id=session.user_id,
+            max_steps=self.guardrails.max_steps_per_turn,
+            max_output_tokens=self.guardrails.max_output_tokens,
+            context_trim_ratio=self.guardrails.context_trim_ratio,
+            budget=self.budget,
+            sink=sink,
+        )
+        tools = GuardedTools(
+            toolset=self.toolset,
+            context=ToolContext(
+                agent_id=self.agent_id,
+                session_id=session_id,
+                user_id=session.user_id,
+                turn=number,
+                correlation_id=correlation_id,
+            ),
+            metrics=self.metrics,
+            log=log,
+            clock=self.clock,
+            allowed=self.allowed_tools,
+            storm_threshold=self.guardrails.tool_storm_threshold,
+            rate_limiter=self.rate_limiter,
+            sink=sink,
+        )
+        turn = Turn(
+            session_id=session_id,
+            user_id=session.user_id,
+            agent_id=self.agent_id,
+            number=number,
+            content=checked.content,
+            history=history,
+            model=model,
+            tools=tools,
+            log=log,
+            memory=self.memory,
+            metadata=session.metadata,
+        )
+        started_at = self.clock.time()
+        reply = await self._respond(turn, log, correlation_id)
+        user_message = ChatMessage(role="user", content=checked.content)
+        kept = list(reply.messages) or [ChatMessage(role="assistant", content=reply.content)]
+        record = TurnRecord(
+            session_id=session_id,
+            number=number,
+            parent=session.head,
+            content=checked.content,
+            reply=reply.content,
+            messages=[user_message, *kept],
+            usage=model.usage,
+            tool_calls=tools.calls,
+            started_at=started_at,
+            completed_at=self.clock.time(),
+            version=self.version,
+            correlation_id=correlation_id,
+        )
+        try:
+            await self.store.append_turn(record)
+        except Conflict as exc:
+            raise Conflict(
+                f"Turn {number} of session '{session_id}' was not stored: another turn or a "
+                "rewind on this session was committed while it ran. Fetch the session and "
+                "send the message again."
+            ) from exc
+        log.info(
+            "turn committed: %d model step(s), %d tool call(s), %d tokens",
+            model.steps,
+            len(tools.calls),
+            model.usage.total_tokens,
+            extra={"duration_ms": round((record.completed_at - started_at) * 1000, 3)},
+        )
+        return TurnOutcome(
+            session_id=session_id,
+            turn=number,
+            reply=reply.content,
+            usage=model.usage,
+            tool_calls=tools.calls,
+            version=self.version,
+            agent_id=self.agent_id,
+            guardrails=checked.flags,
+        )
+
+    async def _respond(
+        self, turn: Turn, log: logging.LoggerAdapter[logging.Logger], correlation_id: str | None
+    ) -> Reply:
+        try:
+            reply = await self.agent.respond(turn)
+        except StepLimitReached as stop:
+            # A custom agent that does not handle the step limit still ends the
+            # turn with a reply, as ToolAgent does.
+            return Reply(content=stop.reply)
+        except KeelError:
+            raise
+        except Exception as exc:
+            log.exception("the agent raised %s while answering", type(exc).__name__)
+            raise _agent_error(turn, correlation_id) from exc
+        if not isinstance(reply, Reply) or not isinstance(reply.content, str):
+            log.error(
+                "the agent returned %s instead of a Reply with text content",
+                type(reply).__name__,
+            )
+            raise _agent_error(turn, correlation_id)
+        return reply
+
+    async def _active_session(self, session_id: str) -> SessionRecord:
+        session = await self.store.get_session(session_id)
+        if session is None:
+            raise _unknown_session(session_id)
+        if session.ended_at is not None:
+            raise NotFound(
+                f"Session '{session_id}' has ended and takes no more turns. Start a new session."
+            )
+        return session
+
+
+def _unknown_session(session_id: str) -> NotFound:
+    return NotFound(
+        f"Session '{session_id}' does not exist. Check the id, or create a session with "
+        "POST /v1/sessions."
+    )
+
+
+def _agent_error(turn: Turn, correlation_id: str | None) -> KeelError:
+    return KeelError(
+        f"The agent failed while answering turn {turn.number}; nothing was stored. This is "
+        f"a server-side fault: retry, and if it persists report correlation id "
+        f"{correlation_id or 'unknown'}, under which the server log has the details.",
+        code="agent_error",
+    )

@@ -1,0 +1,534 @@
+"""The scale-out session store: PostgreSQL, shared by every replica of every version.
+
+Same tables and semantics as the SQLite store, JSON columns as ``JSONB``.
+Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit
+mode, so the hot paths are single statements (one round trip each):
+
+- ``append_turn`` is one statement whose first part moves the session's head
+  only if it still equals the turn's parent, and whose second part inserts the
+  turn only if the head moved. PostgreSQL locks the session row for the update
+  and re-checks the condition after a concurrent commit, so two replicas can
+  never both commit turn N; a duplicate number aborts the whole statement.
+- ``reserve`` is one conditional upsert on the budget row.
+
+psycopg's errors become agentkeel's at this boundary: a database that is down
+or unreachable is ``Unavailable`` (code ``store_unavailable``) naming the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from agentkeel.errors import ConfigError, InvalidRequest, NotFound, Unavailable
+from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.runtime.stores import codec
+
+__all__ = ["PostgresSessionStore"]
+
+_Connection = psycopg.AsyncConnection[TupleRow]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    metadata JSONB NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0,
+    turn_count INTEGER NOT NULL DEFAULT 0,
+    ended_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    number INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    messages JSONB NOT NULL,
+    usage JSONB NOT NULL,
+    tool_calls JSONB NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    completed_at DOUBLE PRECISION NOT NULL,
+    version TEXT NOT NULL,
+    correlation_id TEXT,
+    PRIMARY KEY (session_id, number)
+);
+CREATE TABLE IF NOT EXISTS session_rewinds (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    from_head INTEGER NOT NULL,
+    to_turn INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    turn INTEGER,
+    score DOUBLE PRECISION NOT NULL,
+    comment TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+CREATE TABLE IF NOT EXISTS budgets (
+    key TEXT PRIMARY KEY,
+    used BIGINT NOT NULL DEFAULT 0,
+    reserved BIGINT NOT NULL DEFAULT 0
+);
+"""
+
+_APPEND_TURN_SQL = f"""
+WITH advanced AS (
+    UPDATE sessions SET head = %(number)s, turn_count = turn_count + 1
+    WHERE session_id = %(session_id)s AND head = %(parent)s AND ended_at IS NULL
+    RETURNING session_id
+)
+INSERT INTO turns ({codec.TURN_COLUMNS})
+SELECT session_id, %(number)s, %(parent)s, %(content)s::text, %(reply)s::text,
+    %(messages)s::jsonb, %(usage)s::jsonb, %(tool_calls)s::jsonb, %(started_at)s, %(completed_at)s,
+    %(version)s::text, %(correlation_id)s::text
+FROM advanced
+RETURNING number
+"""
+
+_CONTEXT_NUMBERS_SQL = """
+WITH RECURSIVE chain (number, depth) AS (
+    SELECT head, 0 FROM sessions WHERE session_id = %(sid)s AND head > 0
+    UNION ALL
+    SELECT t.parent, chain.depth + 1 FROM turns AS t JOIN chain
+        ON t.session_id = %(sid)s AND t.number = chain.number
+    WHERE t.parent > 0
+)
+SELECT number FROM chain ORDER BY depth DESC
+"""
+
+_TURNS_BY_NUMBER_SQL = f"""
+SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = %s AND number = ANY(%s::integer[])
+"""
+
+_TURN_PARAMS = tuple(name.strip() for name in codec.TURN_COLUMNS.split(","))
+
+_RESERVE_SQL = """
+INSERT INTO budgets AS b (key, used, reserved)
+SELECT %(key)s::text, 0, %(amount)s::bigint WHERE %(amount)s::bigint <= %(limit)s::bigint
+ON CONFLICT (key) DO UPDATE SET reserved = b.reserved + excluded.reserved
+WHERE b.used + b.reserved + excluded.reserved <= %(limit)s::bigint
+RETURNING reserved
+"""
+
+_SETTLE_SQL = """
+INSERT INTO budgets AS b (key, used, reserved) VALUES (%(key)s, %(used)s, 0)
+ON CONFLICT (key) DO UPDATE SET
+    reserved = GREATEST(b.reserved - %(reserved)s::bigint, 0), used = b.used + excluded.used
+"""
+
+# Serializes schema creation when several replicas start at once: concurrent
+# CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalogs.
+_SCHEMA_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('agentkeel:sessions:schema'))"
+
+
+class PostgresSessionStore:
+    """Sessions, turns, feedback and token budgets in PostgreSQL.
+
+    Any number of replicas may share the database; ``append_turn`` and
+    ``reserve`` stay correct across them. Also implements ``BudgetLedger``.
+    The URL is a libpq URL; put the schema in it to keep the tables apart:
+    ``postgresql://keel@db/keel?options=-csearch_path%3Dsessions``.
+
+    The pool opens connections on demand up to ``pool_size``;
+    ``connect_timeout_s`` bounds a new connection and ``acquire_timeout_s`` the
+    wait for a free one, after which calls fail with ``Unavailable``.
+    ``cache_turns`` bounds the cache of decoded turns (0 turns it off);
+    ``clock`` stamps rewind events. Statements are prepared after a few uses, so
+    behind PgBouncer use session pooling (or PgBouncer >= 1.21 with prepared
+    statement support).
+
+    >>> store = PostgresSessionStore(url="postgresql://keel@db:5432/keel", pool_size=10)
+    >>> await store.open()
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        pool_size: int = 10,
+        connect_timeout_s: float = 5.0,
+        acquire_timeout_s: float = 10.0,
+        cache_turns: int = 4096,
+        clock: Clock | None = None,
+    ) -> None:
+        if pool_size < 1:
+            raise ConfigError(f"store pool_size is {pool_size}; it must be at least 1")
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(
+                f"store URL is not a valid PostgreSQL URL ({exc}); expected "
+                "postgresql://USER@HOST:PORT/DATABASE"
+            ) from exc
+        self._url = url
+        self._where = _describe(params)
+        self._pool_size = pool_size
+        self._connect_timeout_s = connect_timeout_s
+        self._acquire_timeout_s = acquire_timeout_s
+        self._clock: Clock = clock or SystemClock()
+        self._cache = codec.TurnCache(max_turns=cache_turns)
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            # libpq takes whole seconds and treats anything below 2 as 2.
+            "connect_timeout": max(2, round(connect_timeout_s)),
+        }
+        if "application_name" not in params:
+            self._connect_kwargs["application_name"] = "agentkeel"
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+
+    @property
+    def where(self) -> str:
+        """host:port/database, for logs and error messages (never the password)."""
+        return self._where
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create the tables if absent, and start the connection pool."""
+        if self._pool is not None:
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_kwargs)
+            async with conn:
+                await self._create_schema(conn)
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from exc
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot create the session tables in PostgreSQL at {self._where}: "
+                f"{_first_line(exc)}. Grant the store's user CREATE on its schema, or "
+                "create the tables once with a user that may."
+            ) from exc
+        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+            self._url,
+            kwargs=self._connect_kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            timeout=self._acquire_timeout_s,
+            name="agentkeel-sessions",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout_s)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise self._unavailable(exc) from exc
+        self._pool = pool
+
+    async def aclose(self) -> None:
+        """Close every pooled connection; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # --- sessions -----------------------------------------------------------
+
+    async def create_session(self, session: SessionRecord) -> None:
+        """Store a new session; ``Conflict`` (session_exists) if the id is taken."""
+        async with self._connection() as conn:
+            try:
+                await conn.execute(
+                    f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        session.session_id,
+                        session.user_id,
+                        session.agent_id,
+                        session.version,
+                        session.created_at,
+                        _jsonb(dict(session.metadata)),
+                        session.head,
+                        session.turn_count,
+                        session.ended_at,
+                    ),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise codec.session_exists(session.session_id) from exc
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session, or None if unknown."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = %s",
+                (session_id,),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else codec.session_from_row(row, parse=_parsed)
+
+    async def end_session(self, session_id: str, ended_at: float) -> bool:
+        """Mark the session ended; False if it was unknown or already ended."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE sessions SET ended_at = %s WHERE session_id = %s AND ended_at IS NULL",
+                (ended_at, session_id),
+            )
+            return cursor.rowcount == 1
+
+    async def count_active_sessions(self) -> int:
+        """Sessions not yet ended."""
+        async with self._connection() as conn:
+            cursor = await conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL")
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    # --- turns --------------------------------------------------------------
+
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        """Every stored turn of the session, by number (rewound ones included)."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = %s ORDER BY number",
+                (session_id,),
+            )
+            rows = await cursor.fetchall()
+        return [codec.turn_from_row(row, parse=_parsed) for row in rows]
+
+    async def context_turns(self, session_id: str) -> list[TurnRecord]:
+        """The turns from the head back through each parent, oldest first."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(_CONTEXT_NUMBERS_SQL, {"sid": session_id})
+            numbers = [row[0] for row in await cursor.fetchall()]
+            found = self._cache.get_many(session_id, numbers)
+            missing = [number for number in numbers if number not in found]
+            if missing:
+                # Rows never change once written, so reading them apart from the chain is safe.
+                cursor = await conn.execute(_TURNS_BY_NUMBER_SQL, (session_id, missing))
+                for row in await cursor.fetchall():
+                    turn = codec.turn_from_row(row, parse=_parsed)
+                    found[turn.number] = turn
+                    self._cache.put(turn)
+        return [found[number] for number in numbers]
+
+    async def append_turn(self, turn: TurnRecord) -> None:
+        """Commit a turn: insert it, move the head to it, count it — one statement.
+
+        Raises ``Conflict`` (turn_conflict) if the number is taken or the head is no
+        longer ``turn.parent``; ``NotFound`` (session_not_found) if the session is
+        unknown or ended.
+        """
+        values = (
+            turn.session_id,
+            turn.number,
+            turn.parent,
+            turn.content,
+            turn.reply,
+            codec.dumps(codec.encode_messages(turn.messages)),
+            codec.dumps(codec.encode_usage(turn.usage)),
+            codec.dumps([dict(call) for call in turn.tool_calls]),
+            turn.started_at,
+            turn.completed_at,
+            turn.version,
+            turn.correlation_id,
+        )
+        params = dict(zip(_TURN_PARAMS, values, strict=True))
+        async with self._connection() as conn:
+            try:
+                cursor = await conn.execute(_APPEND_TURN_SQL, params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise codec.turn_exists(turn) from exc
+            if await cursor.fetchone() is not None:
+                # Cache what a later read would decode, so the next context is ready.
+                self._cache.put(codec.turn_from_row(values, parse=codec.loads))
+                return
+            # Nothing written: find out why, for the caller and the operator.
+            cursor = await conn.execute(
+                "SELECT head, ended_at FROM sessions WHERE session_id = %s", (turn.session_id,)
+            )
+            row = await cursor.fetchone()
+        if row is None or row[1] is not None:
+            raise codec.session_not_found(turn.session_id, ended=row is not None)
+        raise codec.turn_head_moved(turn, row[0])
+
+    async def rewind(self, session_id: str, to_turn: int) -> SessionRecord:
+        """Move the head back to ``to_turn`` (0 or a stored turn) and record the rewind."""
+        now = self._clock.time()
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = %s FOR UPDATE",
+                (session_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None or row[8] is not None:
+                raise codec.session_not_found(session_id, ended=row is not None)
+            session = codec.session_from_row(row, parse=_parsed)
+            if to_turn != 0:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM turns WHERE session_id = %s AND number = %s",
+                    (session_id, to_turn),
+                )
+                if to_turn < 0 or await cursor.fetchone() is None:
+                    raise codec.rewind_target_missing(session_id, to_turn, session.turn_count)
+            await conn.execute(
+                "UPDATE sessions SET head = %s WHERE session_id = %s", (to_turn, session_id)
+            )
+            await conn.execute(
+                "INSERT INTO session_rewinds (session_id, from_head, to_turn, created_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (session_id, session.head, to_turn, now),
+            )
+        return dataclasses.replace(session, head=to_turn)
+
+    # --- feedback -----------------------------------------------------------
+
+    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+        """Append a feedback row; ``NotFound`` if the session is unknown."""
+        async with self._connection() as conn:
+            try:
+                await conn.execute(
+                    f"INSERT INTO feedback ({codec.FEEDBACK_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        feedback.session_id,
+                        feedback.score,
+                        feedback.created_at,
+                        feedback.turn,
+                        feedback.comment,
+                    ),
+                )
+            except psycopg.errors.ForeignKeyViolation as exc:
+                raise NotFound(
+                    f"cannot add feedback: session {feedback.session_id!r} does not exist",
+                    code="session_not_found",
+                ) from exc
+
+    async def list_feedback(self, session_id: str) -> list[FeedbackRecord]:
+        """The session's feedback in the order it was given."""
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {codec.FEEDBACK_COLUMNS} FROM feedback WHERE session_id = %s ORDER BY id",
+                (session_id,),
+            )
+            rows = await cursor.fetchall()
+        return [codec.feedback_from_row(row) for row in rows]
+
+    # --- budgets ------------------------------------------------------------
+
+    async def reserve(self, key: str, amount: int, limit: int) -> bool:
+        """Reserve ``amount`` tokens under ``key`` if used + reserved + amount <= ``limit``.
+
+        One conditional upsert: it creates the key if absent and adds to its
+        reservations only when the limit holds. PostgreSQL re-checks the condition
+        on the locked row, so concurrent replicas never reserve past the limit.
+        """
+        codec.check_budget_amounts(key, amount=amount, limit=limit)
+        async with self._connection() as conn:
+            cursor = await conn.execute(
+                _RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}
+            )
+            return await cursor.fetchone() is not None
+
+    async def settle(self, key: str, reserved: int, used: int) -> None:
+        """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
+        codec.check_budget_amounts(key, reserved=reserved, used=used)
+        async with self._connection() as conn:
+            await conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
+
+    async def used(self, key: str) -> int:
+        """Tokens recorded as used under ``key`` (0 if never seen)."""
+        async with self._connection() as conn:
+            cursor = await conn.execute("SELECT used FROM budgets WHERE key = %s", (key,))
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    # --- plumbing -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Connection]:
+        pool = self._pool
+        if pool is None:
+            raise Unavailable(
+                f"PostgreSQL session store at {self._where} is not open (never opened, or "
+                "closed during shutdown); call `await store.open()` first",
+                code="store_unavailable",
+            )
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise Unavailable(
+                f"no connection to PostgreSQL at {self._where} became free within "
+                f"{self._acquire_timeout_s:g} s (pool_size={self._pool_size}): the database "
+                "is down or slow, or the pool is too small for the load. Check the database, "
+                "then raise store.pool_size if it is healthy.",
+                code="store_unavailable",
+                retry_after=1.0,
+            ) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._unavailable(exc) from exc
+        except psycopg.DataError as exc:
+            raise InvalidRequest(
+                f"PostgreSQL at {self._where} refused a value: {_first_line(exc)}. "
+                "Text cannot contain NUL characters and turn numbers must fit in 32 bits.",
+                code="invalid_value",
+            ) from exc
+
+    def _unavailable(self, exc: psycopg.Error) -> Unavailable:
+        return Unavailable(
+            f"PostgreSQL session store at {self._where} is unavailable: {_first_line(exc)}. "
+            "Check that the database is up and reachable from this replica, and the URL in "
+            "store.url.",
+            code="store_unavailable",
+            retry_after=1.0,
+        )
+
+    async def _create_schema(self, conn: _Connection) -> None:
+        async with conn.transaction():
+            await conn.execute(_SCHEMA_LOCK_SQL)
+            await conn.execute(_SCHEMA)
+            cursor = await conn.execute(
+                "SELECT version FROM schema_version WHERE component = 'sessions'"
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                await conn.execute(
+                    "INSERT INTO schema_version (component, version) VALUES ('sessions', %s)",
+                    (codec.SCHEMA_VERSION,),
+                )
+            elif row[0] > codec.SCHEMA_VERSION:
+                raise ConfigError(
+                    f"PostgreSQL session store at {self._where} has schema version {row[0]} "
+                    f"but this agentkeel understands up to {codec.SCHEMA_VERSION}; upgrade "
+                    "agentkeel on this replica (a newer version created the tables)."
+                )
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=codec.dumps)
+
+
+def _parsed(value: Any) -> Any:
+    # psycopg has already decoded JSONB columns.
+    return value
+
+
+def _describe(params: dict[str, Any]) -> str:
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port") or "5432"
+    dbname = params.get("dbname") or params.get("user") or "postgres"
+    return f"{host}:{port}/{dbname}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,612 @@
+"""The embedded session store: one SQLite file, shared by every replica on the machine.
+
+The file is in WAL mode so readers never wait for the writer, with
+``synchronous=NORMAL`` (a committed turn survives a process crash; a power cut
+may lose the last few commits, never corrupt the file) and a busy timeout so
+replica processes queue for the write lock instead of failing. Multi-statement
+writes use ``BEGIN IMMEDIATE``: the write lock is taken up front, so two
+replicas can never both read the same head and then both commit.
+
+Each store holds two connections. Most calls run right on the event loop
+thread with a connection that never waits for a lock (busy timeout 0): a
+SQLite read or a short write takes tens of microseconds, much less than a
+hop to another thread. When another process holds the write lock, that
+attempt fails at once and nothing was written, so the call is handed to the
+store's own worker thread, whose connection waits up to the busy timeout
+while the event loop keeps serving. WAL checkpoints (the slow, fsyncing part)
+also run on the worker thread, never inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from agentkeel.errors import ConfigError, NotFound, Unavailable
+from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.runtime.stores import codec
+
+__all__ = ["SqliteSessionStore"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_log = logging.getLogger(__name__)
+
+# Result codes of "someone else holds the lock" (extended codes share the low byte).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    metadata TEXT NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0,
+    turn_count INTEGER NOT NULL DEFAULT 0,
+    ended_at REAL
+);
+CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    number INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    usage TEXT NOT NULL,
+    tool_calls TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    completed_at REAL NOT NULL,
+    version TEXT NOT NULL,
+    correlation_id TEXT,
+    PRIMARY KEY (session_id, number)
+);
+CREATE TABLE IF NOT EXISTS session_rewinds (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    from_head INTEGER NOT NULL,
+    to_turn INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    turn INTEGER,
+    score REAL NOT NULL,
+    comment TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+CREATE TABLE IF NOT EXISTS budgets (
+    key TEXT PRIMARY KEY,
+    used INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_CONTEXT_NUMBERS_SQL = """
+WITH RECURSIVE chain (number, depth) AS (
+    SELECT head, 0 FROM sessions WHERE session_id = :sid AND head > 0
+    UNION ALL
+    SELECT t.parent, chain.depth + 1 FROM turns AS t JOIN chain
+        ON t.session_id = :sid AND t.number = chain.number
+    WHERE t.parent > 0
+)
+SELECT number FROM chain ORDER BY depth DESC
+"""
+
+# One JSON array parameter instead of a variable number of placeholders.
+_TURNS_BY_NUMBER_SQL = f"""
+SELECT {codec.TURN_COLUMNS} FROM turns
+WHERE session_id = ? AND number IN (SELECT value FROM json_each(?))
+"""
+
+_RESERVE_SQL = """
+INSERT INTO budgets (key, used, reserved) SELECT :key, 0, :amount WHERE :amount <= :limit
+ON CONFLICT (key) DO UPDATE SET reserved = budgets.reserved + excluded.reserved
+WHERE budgets.used + budgets.reserved + excluded.reserved <= :limit
+RETURNING reserved
+"""
+
+_SETTLE_SQL = """
+INSERT INTO budgets (key, used, reserved) VALUES (:key, :used, 0)
+ON CONFLICT (key) DO UPDATE SET
+    reserved = max(budgets.reserved - :reserved, 0), used = budgets.used + excluded.used
+"""
+
+
+class SqliteSessionStore:
+    """Sessions, turns, feedback and token budgets in one SQLite file.
+
+    Several replica processes may open the same file; ``append_turn`` and
+    ``reserve`` stay correct across them. Also implements ``BudgetLedger``.
+
+    ``busy_timeout_s`` is how long a call waits for another process's write lock
+    before it fails with ``Unavailable``; ``checkpoint_every`` is how many row
+    changes pass between background WAL checkpoints; ``cache_turns`` bounds the
+    cache of decoded turns (0 turns it off); ``clock`` stamps rewind events.
+
+    >>> store = SqliteSessionStore(path=Path(".keel/sessions.db"))
+    >>> await store.open()
+    >>> await store.create_session(record)
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        busy_timeout_s: float = 5.0,
+        checkpoint_every: int = 1000,
+        cache_turns: int = 4096,
+        clock: Clock | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._checkpoint_every = checkpoint_every
+        self._clock: Clock = clock or SystemClock()
+        self._cache = codec.TurnCache(max_turns=cache_turns)
+        self._executor: ThreadPoolExecutor | None = None
+        self._worker_conn: sqlite3.Connection | None = None
+        self._loop_conn: sqlite3.Connection | None = None
+        self._loop_thread = 0
+        self._changes_at_checkpoint = 0
+        self._checkpointing = False
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file (creating it and its directory) and create the tables if absent."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-sqlite")
+        try:
+            self._worker_conn = await self._submit(self._connect_worker)
+            try:
+                self._loop_conn = self._connect_loop()
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        self._loop_thread = threading.get_ident()
+
+    async def aclose(self) -> None:
+        """Close both connections and stop the worker thread; safe to call twice."""
+        executor, self._executor = self._executor, None
+        loop_conn, self._loop_conn = self._loop_conn, None
+        worker_conn, self._worker_conn = self._worker_conn, None
+        if loop_conn is not None:
+            loop_conn.close()
+        if executor is None:
+            return
+        # Queued behind any pending work, so the last close checkpoints the WAL.
+        if worker_conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, worker_conn.close)
+        executor.shutdown(wait=True)
+
+    # --- sessions -----------------------------------------------------------
+
+    async def create_session(self, session: SessionRecord) -> None:
+        """Store a new session; ``Conflict`` (session_exists) if the id is taken."""
+        await self._run(_create_session, session)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session, or None if unknown."""
+        return await self._run(_get_session, session_id)
+
+    async def end_session(self, session_id: str, ended_at: float) -> bool:
+        """Mark the session ended; False if it was unknown or already ended."""
+        return await self._run(_end_session, session_id, ended_at)
+
+    async def count_active_sessions(self) -> int:
+        """Sessions not yet ended."""
+        return await self._run(_count_active_sessions)
+
+    # --- turns --------------------------------------------------------------
+
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        """Every stored turn of the session, by number (rewound ones included)."""
+        return await self._run(_list_turns, session_id)
+
+    async def context_turns(self, session_id: str) -> list[TurnRecord]:
+        """The turns from the head back through each parent, oldest first."""
+        return await self._run(_context_turns, session_id, self._cache)
+
+    async def append_turn(self, turn: TurnRecord) -> None:
+        """Commit a turn: insert it, move the head to it, count it — one transaction.
+
+        Raises ``Conflict`` (turn_conflict) if the number is taken or the head is no
+        longer ``turn.parent``; ``NotFound`` (session_not_found) if the session is
+        unknown or ended.
+        """
+        await self._run(_append_turn, turn, self._cache)
+
+    async def rewind(self, session_id: str, to_turn: int) -> SessionRecord:
+        """Move the head back to ``to_turn`` (0 or a stored turn) and record the rewind."""
+        return await self._run(_rewind, session_id, to_turn, self._clock.time())
+
+    # --- feedback -----------------------------------------------------------
+
+    async def add_feedback(self, feedback: FeedbackRecord) -> None:
+        """Append a feedback row; ``NotFound`` if the session is unknown."""
+        await self._run(_add_feedback, feedback)
+
+    async def list_feedback(self, session_id: str) -> list[FeedbackRecord]:
+        """The session's feedback in the order it was given."""
+        return await self._run(_list_feedback, session_id)
+
+    # --- budgets ------------------------------------------------------------
+
+    async def reserve(self, key: str, amount: int, limit: int) -> bool:
+        """Reserve ``amount`` tokens under ``key`` if used + reserved + amount <= ``limit``.
+
+        One upsert statement: it creates the key if absent and adds to its
+        reservations only when the limit holds, so replicas sharing the file can
+        never reserve past the limit together.
+        """
+        codec.check_budget_amounts(key, amount=amount, limit=limit)
+        return await self._run(_reserve, key, amount, limit)
+
+    async def settle(self, key: str, reserved: int, used: int) -> None:
+        """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
+        codec.check_budget_amounts(key, reserved=reserved, used=used)
+        await self._run(_settle, key, reserved, used)
+
+    async def used(self, key: str) -> int:
+        """Tokens recorded as used under ``key`` (0 if never seen)."""
+        return await self._run(_used, key)
+
+    # --- plumbing -----------------------------------------------------------
+
+    async def _run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        conn = self._loop_conn
+        if conn is None:
+            raise self._not_open()
+        if threading.get_ident() == self._loop_thread:
+            try:
+                result = fn(conn, *args, **kwargs)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    raise self._translate(exc) from exc
+                # Locked by another process; nothing was written. Wait on the worker.
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+            else:
+                if conn.total_changes - self._changes_at_checkpoint >= self._checkpoint_every:
+                    self._start_checkpoint(conn.total_changes)
+                return result
+        worker_conn = self._worker_conn
+        if worker_conn is None:
+            raise self._not_open()
+        return await self._submit(functools.partial(fn, worker_conn, *args, **kwargs))
+
+    async def _submit(self, fn: Callable[[], _T]) -> _T:
+        executor = self._executor
+        if executor is None:
+            raise self._not_open()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def _start_checkpoint(self, changes: int) -> None:
+        executor, worker_conn = self._executor, self._worker_conn
+        if self._checkpointing or executor is None or worker_conn is None:
+            return
+        self._checkpointing = True
+        self._changes_at_checkpoint = changes
+        future = asyncio.get_running_loop().run_in_executor(executor, _checkpoint_wal, worker_conn)
+        future.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            # Not fatal: the WAL keeps growing until a later checkpoint succeeds.
+            _log.warning("WAL checkpoint of %s failed: %s; will retry", self._path, exc)
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> Unavailable:
+        if isinstance(exc, sqlite3.OperationalError):
+            return Unavailable(
+                f"SQLite session store {self._path} failed: {exc}. If it says 'locked', "
+                f"another process held the write lock for over {self._busy_timeout_ms} ms; "
+                "otherwise check the disk and the file's permissions.",
+                code="store_unavailable",
+            )
+        return Unavailable(
+            f"SQLite session store {self._path} is unusable: {exc}. Check that the file "
+            "is a SQLite database written by agentkeel and is not corrupt "
+            "(sqlite3 FILE 'PRAGMA integrity_check').",
+            code="store_unavailable",
+        )
+
+    def _not_open(self) -> Unavailable:
+        return Unavailable(
+            f"SQLite session store {self._path} is not open (never opened, or closed "
+            "during shutdown); call `await store.open()` first",
+            code="store_unavailable",
+        )
+
+    def _connect_worker(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            # The mode is stored in the file, so the loop connection inherits it.
+            conn.execute("PRAGMA journal_mode = WAL")
+            with _write(conn):
+                _create_schema(conn)
+                _check_schema_version(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_loop(self) -> sqlite3.Connection:
+        conn = _connect(self._path, busy_timeout_ms=0)
+        # Checkpoints fsync; the worker runs them (see _start_checkpoint).
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
+
+
+def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
+    # check_same_thread=False: the store itself decides which thread uses which.
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=64
+    )
+    try:
+        # busy_timeout first: switching to WAL needs a lock another replica may hold.
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _checkpoint_wal(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copy what it can without waiting for readers or writers.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may already have rolled back (e.g. on a full disk).
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    # executescript would COMMIT the open transaction first, so run statement by statement.
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _check_schema_version(conn: sqlite3.Connection, path: Path) -> None:
+    row = conn.execute("SELECT version FROM schema_version WHERE component = 'sessions'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO schema_version (component, version) VALUES ('sessions', ?)",
+            (codec.SCHEMA_VERSION,),
+        )
+    elif row[0] > codec.SCHEMA_VERSION:
+        raise ConfigError(
+            f"SQLite session store {path} has schema version {row[0]} but this agentkeel "
+            f"understands up to {codec.SCHEMA_VERSION}; upgrade agentkeel on this replica "
+            "(a newer version wrote the file)."
+        )
+
+
+# Everything below runs on the store's worker thread.
+
+
+def _create_session(conn: sqlite3.Connection, session: SessionRecord) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO sessions ({codec.SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.session_id,
+                session.user_id,
+                session.agent_id,
+                session.version,
+                session.created_at,
+                codec.dumps(dict(session.metadata)),
+                session.head,
+                session.turn_count,
+                session.ended_at,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise codec.session_exists(session.session_id) from exc
+
+
+def _get_session(conn: sqlite3.Connection, session_id: str) -> SessionRecord | None:
+    row = conn.execute(
+        f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return None if row is None else codec.session_from_row(row, parse=codec.loads)
+
+
+def _end_session(conn: sqlite3.Connection, session_id: str, ended_at: float) -> bool:
+    cursor = conn.execute(
+        "UPDATE sessions SET ended_at = ? WHERE session_id = ? AND ended_at IS NULL",
+        (ended_at, session_id),
+    )
+    return cursor.rowcount == 1
+
+
+def _count_active_sessions(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL").fetchone()
+    return int(row[0])
+
+
+def _list_turns(conn: sqlite3.Connection, session_id: str) -> list[TurnRecord]:
+    rows = conn.execute(
+        f"SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = ? ORDER BY number",
+        (session_id,),
+    ).fetchall()
+    return [codec.turn_from_row(row, parse=codec.loads) for row in rows]
+
+
+def _context_turns(
+    conn: sqlite3.Connection, session_id: str, cache: codec.TurnCache
+) -> list[TurnRecord]:
+    numbers = [row[0] for row in conn.execute(_CONTEXT_NUMBERS_SQL, {"sid": session_id})]
+    found = cache.get_many(session_id, numbers)
+    missing = [number for number in numbers if number not in found]
+    if missing:
+        # Rows never change once written, so reading them apart from the chain is safe.
+        for row in conn.execute(_TURNS_BY_NUMBER_SQL, (session_id, codec.dumps(missing))):
+            turn = codec.turn_from_row(row, parse=codec.loads)
+            found[turn.number] = turn
+            cache.put(turn)
+    return [found[number] for number in numbers]
+
+
+def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCache) -> None:
+    # Encode before taking the write lock: other replicas wait while we hold it.
+    values = (
+        turn.session_id,
+        turn.number,
+        turn.parent,
+        turn.content,
+        turn.reply,
+        codec.dumps(codec.encode_messages(turn.messages)),
+        codec.dumps(codec.encode_usage(turn.usage)),
+        codec.dumps([dict(call) for call in turn.tool_calls]),
+        turn.started_at,
+        turn.completed_at,
+        turn.version,
+        turn.correlation_id,
+    )
+    with _write(conn):
+        row = conn.execute(
+            "SELECT head, ended_at FROM sessions WHERE session_id = ?", (turn.session_id,)
+        ).fetchone()
+        if row is None or row[1] is not None:
+            raise codec.session_not_found(turn.session_id, ended=row is not None)
+        if row[0] != turn.parent:
+            raise codec.turn_head_moved(turn, row[0])
+        try:
+            conn.execute(
+                f"INSERT INTO turns ({codec.TURN_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise codec.turn_exists(turn) from exc
+        conn.execute(
+            "UPDATE sessions SET head = ?, turn_count = turn_count + 1 WHERE session_id = ?",
+            (turn.number, turn.session_id),
+        )
+    # Cache what a later read would decode, so the next turn's context is ready.
+    cache.put(codec.turn_from_row(values, parse=codec.loads))
+
+
+def _rewind(conn: sqlite3.Connection, session_id: str, to_turn: int, now: float) -> SessionRecord:
+    with _write(conn):
+        row = conn.execute(
+            f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None or row[8] is not None:
+            raise codec.session_not_found(session_id, ended=row is not None)
+        session = codec.session_from_row(row, parse=codec.loads)
+        if to_turn != 0 and (
+            to_turn < 0
+            or conn.execute(
+                "SELECT 1 FROM turns WHERE session_id = ? AND number = ?", (session_id, to_turn)
+            ).fetchone()
+            is None
+        ):
+            raise codec.rewind_target_missing(session_id, to_turn, session.turn_count)
+        conn.execute("UPDATE sessions SET head = ? WHERE session_id = ?", (to_turn, session_id))
+        conn.execute(
+            "INSERT INTO session_rewinds (session_id, from_head, to_turn, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (session_id, session.head, to_turn, now),
+        )
+    return dataclasses.replace(session, head=to_turn)
+
+
+def _add_feedback(conn: sqlite3.Connection, feedback: FeedbackRecord) -> None:
+    try:
+        conn.execute(
+            f"INSERT INTO feedback ({codec.FEEDBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (
+                feedback.session_id,
+                feedback.score,
+                feedback.created_at,
+                feedback.turn,
+                feedback.comment,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        # The only constraint a well-formed record can break is the session reference.
+        raise NotFound(
+            f"cannot add feedback: session {feedback.session_id!r} does not exist",
+            code="session_not_found",
+        ) from exc
+
+
+def _list_feedback(conn: sqlite3.Connection, session_id: str) -> list[FeedbackRecord]:
+    rows = conn.execute(
+        f"SELECT {codec.FEEDBACK_COLUMNS} FROM feedback WHERE session_id = ? ORDER BY id",
+        (session_id,),
+    ).fetchall()
+    return [codec.feedback_from_row(row) for row in rows]
+
+
+def _reserve(conn: sqlite3.Connection, key: str, amount: int, limit: int) -> bool:
+    # fetchall: the statement must run to completion to commit and release the lock.
+    rows = conn.execute(_RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}).fetchall()
+    return bool(rows)
+
+
+def _settle(conn: sqlite3.Connection, key: str, reserved: int, used: int) -> None:
+    conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
+
+
+def _used(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT used FROM budgets WHERE key = ?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])

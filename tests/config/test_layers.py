@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentkeel.config import flatten, load_settings
+from agentkeel.errors import ConfigError
+
+
+def test_defaults_apply_without_any_layer() -> None:
+    """With no file and an empty environment every value is the built-in default."""
+    loaded = load_settings(environ={})
+    assert loaded.settings.guardrails.max_turns_per_session == 50
+    assert loaded.settings.guardrails.max_steps_per_turn == 10
+    assert loaded.source_of("guardrails.max_turns_per_session") == "default"
+
+
+def test_file_overrides_defaults_and_env_overrides_file(tmp_path: Path) -> None:
+    """Layer order is defaults < keel.yaml < environment, and provenance says which won."""
+    cfg = tmp_path / "keel.yaml"
+    cfg.write_text("server:\n  port: 9001\n  drain_timeout_s: 5\nagent:\n  version: v7\n")
+    loaded = load_settings(config_path=cfg, environ={"KEEL_SERVER__PORT": "9002"})
+    assert loaded.settings.server.port == 9002
+    assert loaded.settings.server.drain_timeout_s == 5
+    assert loaded.settings.agent.version == "v7"
+    assert loaded.source_of("server.port") == "env"
+    assert loaded.source_of("server.drain_timeout_s") == "file"
+    assert loaded.source_of("server.host") == "default"
+
+
+def test_config_path_from_keel_config_env(tmp_path: Path) -> None:
+    """KEEL_CONFIG names the file when --config is not given."""
+    cfg = tmp_path / "k.yaml"
+    cfg.write_text("agent:\n  id: support\n")
+    loaded = load_settings(environ={"KEEL_CONFIG": str(cfg)})
+    assert loaded.settings.agent.id == "support"
+
+
+def test_flags_override_everything(tmp_path: Path) -> None:
+    """Overrides passed in code (CLI flags) sit above the environment."""
+    loaded = load_settings(environ={"KEEL_SERVER__PORT": "9002"}, overrides={"server": {"port": 1}})
+    assert loaded.settings.server.port == 1
+    assert loaded.source_of("server.port") == "flags"
+
+
+def test_models_chain_from_env_json() -> None:
+    """A whole provider chain can come from one environment variable as JSON."""
+    loaded = load_settings(
+        environ={"KEEL_MODELS": '[{"name": "s", "kind": "scripted", "latency_s": 0.5}]'}
+    )
+    assert [m.name for m in loaded.settings.models] == ["s"]
+    assert loaded.settings.models[0].latency_s == 0.5
+
+
+def test_invalid_value_names_key_value_and_layer() -> None:
+    """A bad value is reported with its key, its value and the layer it came from."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"KEEL_SERVER__PORT": "not-a-port"})
+    message = str(info.value)
+    assert "server.port" in message and "not-a-port" in message and "env" in message
+
+
+def test_unknown_key_in_file_is_rejected(tmp_path: Path) -> None:
+    """A typo in keel.yaml is an error, not silently ignored."""
+    cfg = tmp_path / "keel.yaml"
+    cfg.write_text("guardrails:\n  max_turn_per_session: 3\n")
+    with pytest.raises(ConfigError, match="max_turn_per_session"):
+        load_settings(config_path=cfg, environ={})
+
+
+def test_missing_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
+    """A missing file or broken YAML names the file."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_path=tmp_path / "nope.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(config_path=bad, environ={})
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(config_path=scalar, environ={})
+
+
+def test_plain_environment_secret_is_refused() -> None:
+    """An API key in a plain environment variable is refused with the *_FILE alternative."""
+    with pytest.raises(ConfigError, match="KEEL_OPENAI_API_KEY_FILE"):
+        load_settings(environ={"KEEL_OPENAI_API_KEY": "sk-live-123"})
+
+
+def test_duplicate_provider_names_rejected() -> None:
+    """Provider names label metrics, so they must be unique."""
+    with pytest.raises(ConfigError, match="unique"):
+        load_settings(
+            overrides={"models": [{"name": "a", "kind": "scripted"}, {"name": "a"}]}, environ={}
+        )
+
+
+def test_flatten_lists_every_leaf() -> None:
+    """flatten() gives dotted keys for config show."""
+    flat = flatten(load_settings(environ={}).settings)
+    assert flat["server.port"] == 8081
+    assert "guardrails.tool_storm_threshold" in flat
+    assert isinstance(flat["models"], list)
