@@ -26,13 +26,14 @@ from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import CallTools, Fail, OnEnd, Say, ScriptedProvider, StepLike
-from agentkeel.models.types import ChatMessage
+from agentkeel.models.types import ChatMessage, ToolCall
 from agentkeel.resilience.clock import ManualClock
 from agentkeel.runtime.app import MAX_BODY_BYTES, create_app
 from agentkeel.runtime.stores import SessionBackend
 from agentkeel.runtime.types import Agent, Reply, Turn
 from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.telemetry.metrics import ModelMetrics
+from agentkeel.testing.harness import AgentHarness, HarnessError
 
 StoreFactory = Callable[[], Awaitable[SessionBackend]]
 
@@ -929,3 +930,57 @@ async def test_metrics_are_exposed_without_session_or_user_labels(serve: ServerF
     assert "agent_context_utilization_ratio" in text
     assert session_id not in text
     assert "user-4711" not in text
+
+
+# -- the package surface and the test harness ----------------------------------------
+
+
+def test_runtime_exports_resolve() -> None:
+    """Every name in agentkeel.runtime.__all__ resolves, the lazy ones included."""
+    import agentkeel.runtime as runtime
+
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None, name
+    assert {"create_app", "AgentService", "ToolAgent", "Turn", "Reply", "Agent"} <= set(
+        runtime.__all__
+    )
+
+
+async def test_agent_harness_runs_an_agent_through_the_server() -> None:
+    """AgentHarness serves the built-in agent with a scripted model over in-process HTTP."""
+    script = [CallTools.one("calculator", expression="6 * 7"), Say("It is 42.")]
+    async with AgentHarness(script=script) as harness:
+        outcome = await harness.say("What is 6 * 7?")
+        session = await harness.session()
+        metrics = await harness.metrics()
+    assert outcome.reply == "It is 42."
+    assert outcome.turn == 1
+    assert outcome.tool_calls[0]["name"] == "calculator"
+    assert session["turn_count"] == 1
+    assert 'agent_turns_total{agent="default",status="ok"} 1.0' in metrics
+
+
+async def test_agent_harness_with_custom_tools_agent_and_errors() -> None:
+    """Custom tool functions and guardrail settings apply; an error response raises
+    HarnessError with the server's status and code."""
+
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    class Echoing:
+        async def respond(self, turn: Turn) -> Reply:
+            specs = await turn.tools.list_tools()
+            result = await turn.tools.call(
+                ToolCall(id="1", name=specs[0].name, arguments={"text": turn.content})
+            )
+            return Reply(content=result.content)
+
+    async with AgentHarness(
+        agent=Echoing(), tools=[shout], settings={"guardrails": {"max_turns_per_session": 1}}
+    ) as harness:
+        assert (await harness.say("quiet")).reply == "QUIET"
+        with pytest.raises(HarnessError) as info:
+            await harness.say("again")
+    assert info.value.status == 429
+    assert info.value.code == "turn_limit_reached"

@@ -26,6 +26,7 @@ __all__ = [
     "SESSION_COLUMNS",
     "TURN_COLUMNS",
     "TurnCache",
+    "check_budget_amounts",
     "decode_message",
     "decode_messages",
     "decode_tool_call",
@@ -37,8 +38,13 @@ __all__ = [
     "encode_usage",
     "feedback_from_row",
     "loads",
+    "rewind_target_missing",
+    "session_exists",
     "session_from_row",
+    "session_not_found",
+    "turn_exists",
     "turn_from_row",
+    "turn_head_moved",
 ]
 
 SCHEMA_VERSION = 1

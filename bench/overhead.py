@@ -1,0 +1,182 @@
+"""The runtime's own cost per turn: a replica with a zero-latency scripted model,
+next to a bare Starlette endpoint under the same uvicorn settings (the floor).
+
+Figures: round-trip p50 and p99 of one client sending turns one after another,
+and turns/s with 32 concurrent clients. Each is the median of several runs.
+Everything a real turn does is included: session lock, guardrails, token
+accounting, the SQLite commit, metrics, the JSON log line. Only the model is
+free. Sessions are 20 turns long, then a client starts a new one.
+
+    python -m bench.overhead
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import httpx
+
+from bench._common import (
+    Figure,
+    agent_replica,
+    free_port,
+    median,
+    percentile,
+    print_figures,
+    server_process,
+)
+
+RUNS = 3
+SEQUENTIAL_TURNS = 1000
+WARMUP_TURNS = 200
+CONCURRENCY = 32
+THROUGHPUT_TURNS = 4000
+THROUGHPUT_CAP_S = 15.0
+TURNS_PER_SESSION = 20
+
+T = TypeVar("T")
+Send = Callable[[httpx.AsyncClient, str], Awaitable[None]]
+NewSession = Callable[[httpx.AsyncClient], Awaitable[str]]
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run with uvloop when installed, as the servers do, so the client is not the floor."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def _agent_session(client: httpx.AsyncClient) -> str:
+    response = await client.post("/v1/sessions", json={"user_id": "bench"})
+    response.raise_for_status()
+    return str(response.json()["session_id"])
+
+
+async def _agent_turn(client: httpx.AsyncClient, session_id: str) -> None:
+    response = await client.post(
+        f"/v1/sessions/{session_id}/messages", json={"content": "What is the weather like?"}
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"turn failed: {response.status_code} {response.text[:200]}")
+
+
+async def _bare_session(client: httpx.AsyncClient) -> str:
+    return "bare"
+
+
+async def _bare_turn(client: httpx.AsyncClient, session_id: str) -> None:
+    response = await client.post("/echo", json={"content": "What is the weather like?"})
+    response.raise_for_status()
+
+
+async def sequential(url: str, new_session: NewSession, send: Send, turns: int) -> list[float]:
+    """Round-trip seconds of ``turns`` turns sent one after another."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
+        session = await new_session(client)
+        for index in range(turns):
+            if index and index % TURNS_PER_SESSION == 0:
+                session = await new_session(client)
+            start = time.perf_counter()
+            await send(client, session)
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+async def throughput(
+    url: str, new_session: NewSession, send: Send, *, clients: int, turns: int, cap_s: float
+) -> float:
+    """Turns per second with ``clients`` concurrent clients, each on its own sessions."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    remaining = turns
+    done = 0
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30.0, limits=limits, trust_env=False
+    ) as client:
+        sessions = await asyncio.gather(*(new_session(client) for _ in range(clients)))
+        start = time.perf_counter()
+        deadline = start + cap_s
+
+        async def worker(session: str) -> None:
+            nonlocal remaining, done
+            sent = 0
+            while remaining > 0 and time.perf_counter() < deadline:
+                remaining -= 1
+                if sent and sent % TURNS_PER_SESSION == 0:
+                    session = await new_session(client)
+                await send(client, session)
+                sent += 1
+                done += 1
+
+        await asyncio.gather(*(worker(session) for session in sessions))
+        elapsed = time.perf_counter() - start
+    return done / elapsed
+
+
+async def measure(url: str, new_session: NewSession, send: Send) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"p50": [], "p99": [], "tps": []}
+    await sequential(url, new_session, send, WARMUP_TURNS)
+    for _ in range(RUNS):
+        latencies = await sequential(url, new_session, send, SEQUENTIAL_TURNS)
+        results["p50"].append(percentile(latencies, 50) * 1000)
+        results["p99"].append(percentile(latencies, 99) * 1000)
+        results["tps"].append(
+            await throughput(
+                url,
+                new_session,
+                send,
+                clients=CONCURRENCY,
+                turns=THROUGHPUT_TURNS,
+                cap_s=THROUGHPUT_CAP_S,
+            )
+        )
+    return results
+
+
+def run() -> list[Figure]:
+    with agent_replica(latency_s=0.0) as replica:
+        agent = run_async(measure(replica.url, _agent_session, _agent_turn))
+    port = free_port()
+    bare_url = f"http://127.0.0.1:{port}"
+    with server_process(
+        [sys.executable, "-m", "bench._bare_server", str(port)],
+        ready_url=f"{bare_url}/ready",
+        base_url=bare_url,
+    ):
+        bare = run_async(measure(bare_url, _bare_session, _bare_turn))
+    runs = f"median of {RUNS} runs"
+    overhead_p50 = median(agent["p50"]) - median(bare["p50"])
+    return [
+        Figure("turn round trip p50 (runtime)", median(agent["p50"]), "ms", runs),
+        Figure("turn round trip p99 (runtime)", median(agent["p99"]), "ms", runs),
+        Figure("bare Starlette round trip p50", median(bare["p50"]), "ms", "the floor"),
+        Figure("bare Starlette round trip p99", median(bare["p99"]), "ms", "the floor"),
+        Figure("runtime overhead per turn (p50)", overhead_p50, "ms", "runtime p50 - floor p50"),
+        Figure(
+            f"turns/s, {CONCURRENCY} clients (runtime)",
+            median(agent["tps"]),
+            "turns/s",
+            f"one replica; target >= 1,000; {runs}",
+        ),
+        Figure(
+            f"requests/s, {CONCURRENCY} clients (bare)",
+            median(bare["tps"]),
+            "req/s",
+            "the floor, incl. the load generator's own cost",
+        ),
+    ]
+
+
+def main() -> None:
+    print_figures("runtime overhead per turn (scripted model, zero latency)", run())
+
+
+if __name__ == "__main__":
+    main()
