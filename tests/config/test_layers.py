@@ -103,3 +103,16 @@ def test_flatten_lists_every_leaf() -> None:
     assert flat["server.port"] == 8081
     assert "guardrails.tool_storm_threshold" in flat
     assert isinstance(flat["models"], list)
+
+
+def test_secret_paths_and_dirs_in_env_are_allowed(tmp_path: Path) -> None:
+    """Variables that name where a secret is (a file, the secrets dir) are not secrets."""
+    loaded = load_settings(
+        environ={
+            "KEEL_SECRETS_DIR": str(tmp_path),
+            "KEEL_SERVER__ADMIN_TOKEN_FILE": str(tmp_path / "admin_token"),
+        }
+    )
+    assert loaded.settings.secrets_dir == tmp_path
+    with pytest.raises(ConfigError, match="looks like a secret"):
+        load_settings(environ={"KEEL_SERVER__ADMIN_TOKEN": "t"})

@@ -419,6 +419,7 @@ async def test_turn_limit_is_429(serve: ServerFactory) -> None:
     error = error_of(response)
     assert error["code"] == "turn_limit_reached"
     assert "Start a new session" in error["message"]
+    assert "retry-after" not in response.headers
     assert server.metric(
         "agent_guardrail_events_total", guardrail="turn_limit", agent="default"
     ) == (1.0)
@@ -596,6 +597,7 @@ async def test_model_unavailable_is_503_and_stores_nothing(serve: ServerFactory)
     response = await server.say(session_id, "hello?")
     assert response.status_code == 503
     assert error_of(response)["code"] == "model_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
     stored = (await server.client.get(f"/v1/sessions/{session_id}")).json()
     assert stored["turn_count"] == 0
     assert server.metric("agent_turns_total", agent="default", status="model_unavailable") == 1.0
@@ -948,7 +950,7 @@ def test_runtime_exports_resolve() -> None:
 
 async def test_agent_harness_runs_an_agent_through_the_server() -> None:
     """AgentHarness serves the built-in agent with a scripted model over in-process HTTP."""
-    script = [CallTools.one("calculator", expression="6 * 7"), Say("It is 42.")]
+    script: list[StepLike] = [CallTools.one("calculator", expression="6 * 7"), Say("It is 42.")]
     async with AgentHarness(script=script) as harness:
         outcome = await harness.say("What is 6 * 7?")
         session = await harness.session()

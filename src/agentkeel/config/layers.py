@@ -23,7 +23,8 @@ from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
 
 CONFIG_ENV = "KEEL_CONFIG"
-_SECRET_WORDS = ("API_KEY", "TOKEN", "PASSWORD", "SECRET")
+# Names that hold a secret value; *_FILE variants (a path) and KEEL_SECRETS_DIR are fine.
+_SECRET_SUFFIXES = ("API_KEY", "_TOKEN", "PASSWORD", "_SECRET_VALUE")
 
 
 class Layer(Protocol):
@@ -67,18 +68,14 @@ class EnvLayer:
 
     def load(self) -> Mapping[str, Any]:
         for key in self.environ:
-            if key.startswith("KEEL_") and not key.endswith("_FILE") and any(
-                word in key for word in _SECRET_WORDS
-            ):
+            if key.startswith("KEEL_") and key.endswith(_SECRET_SUFFIXES):
                 raise ConfigError(
                     f"Environment variable '{key}' looks like a secret. Secrets are read from "
                     f"files only: set '{key}_FILE' to a file that holds it, or put it in the "
                     "secrets directory."
                 )
         source = EnvSettingsSource(KeelSettings)
-        source.env_vars = {
-            k.lower(): v for k, v in self.environ.items() if k.startswith("KEEL_")
-        }
+        source.env_vars = {k.lower(): v for k, v in self.environ.items() if k.startswith("KEEL_")}
         values = dict(source())
         values.pop("config", None)
         return values
@@ -133,8 +130,10 @@ def load_settings(
     >>> loaded.settings.server.port, loaded.source_of("server.port")
     (8085, 'flags')
     """
-    stack = list(layers) if layers is not None else default_layers(
-        config_path=config_path, environ=environ
+    stack = (
+        list(layers)
+        if layers is not None
+        else default_layers(config_path=config_path, environ=environ)
     )
     if overrides:
         stack.append(DictLayer(overrides))

@@ -86,9 +86,7 @@ class AgentSettings(_Section):
     entrypoint: str | None = Field(
         default=None, description="package.module:object of a custom agent; unset = ToolAgent."
     )
-    system_prompt: str = (
-        "You are a helpful assistant. Answer briefly. Use a tool when it helps."
-    )
+    system_prompt: str = "You are a helpful assistant. Answer briefly. Use a tool when it helps."
     tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
     temperature: float | None = 0.2
 
@@ -146,7 +144,10 @@ class KeelSettings(BaseSettings):
     """Everything a keel process needs; see ``agentkeel.config.load_settings``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KEEL_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix="KEEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     data_dir: Path = Path(".keel")

@@ -198,11 +198,13 @@ def create_app(
     guardrails = settings.guardrails
     # Build what can fail on bad configuration now, so a typo in agent.tools or
     # agent.entrypoint stops the process before it listens.
-    the_agent: Agent = agent or (
-        load_agent(settings.agent.entrypoint)
-        if settings.agent.entrypoint
-        else ToolAgent.from_settings(settings)
-    )
+    the_agent: Agent
+    if agent is not None:
+        the_agent = agent
+    elif settings.agent.entrypoint:
+        the_agent = load_agent(settings.agent.entrypoint)
+    else:
+        the_agent = ToolAgent.from_settings(settings)
     tools = toolset if toolset is not None else builtin_toolset(settings.agent.tools, clock=clock)
     model_metrics = ModelMetrics(registry) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)

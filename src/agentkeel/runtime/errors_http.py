@@ -1,7 +1,8 @@
 """Render errors as ``{"error": {"code", "message"}}`` with the right status.
 
-429 and 503 responses carry ``Retry-After`` (whole seconds, at least 1) when
-the error knows when a retry could work. Anything that is not a ``KeelError``
+503 responses always carry ``Retry-After`` (whole seconds, at least 1); 429
+responses carry it when a retry can work after a known wait (a daily budget,
+a rate limit), not for limits that waiting does not lift. Anything that is not a ``KeelError``
 is logged with its traceback and answered with a 500 ``internal_error`` that
 names the correlation id, never with internals.
 """
@@ -48,8 +49,14 @@ def retry_after_header(seconds: float | None) -> dict[str, str]:
 def error_response(exc: KeelError) -> JSONResponse:
     """The response for a ``KeelError``: its status, code and message."""
     headers: dict[str, str] = {}
-    if exc.status in (429, 503):
-        headers = retry_after_header(getattr(exc, "retry_after", None))
+    retry_after = getattr(exc, "retry_after", None)
+    if exc.status == 503:
+        # Unavailable is transient by definition: without a better figure, ask for 1 s.
+        headers = retry_after_header(retry_after if retry_after is not None else 1.0)
+    elif exc.status == 429:
+        # A 429 without a known time (turn limit, a spent session budget) will not
+        # clear by waiting, so it carries no Retry-After.
+        headers = retry_after_header(retry_after)
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 

@@ -53,11 +53,18 @@ class HttpMetricsMiddleware:
     """Counts requests and measures duration per route template; logs each request."""
 
     def __init__(
-        self, app: ASGIApp, *, metrics: HttpMetrics, skip_paths: tuple[str, ...] = ("/metrics",)
+        self,
+        app: ASGIApp,
+        *,
+        metrics: HttpMetrics,
+        skip_paths: tuple[str, ...] = ("/metrics",),
+        quiet_paths: tuple[str, ...] = ("/health", "/ready"),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.skip_paths = skip_paths
+        # Probes poll these every few seconds; a 503 there is expected while draining.
+        self.quiet_paths = quiet_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.skip_paths:
@@ -82,9 +89,10 @@ class HttpMetricsMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.duration.labels(route, method).observe(elapsed)
-            if status >= 500 or _log.isEnabledFor(logging.DEBUG):
+            loud = status >= 500 and status != 503 and scope["path"] not in self.quiet_paths
+            if loud or _log.isEnabledFor(logging.DEBUG):
                 _log.log(
-                    logging.WARNING if status >= 500 else logging.DEBUG,
+                    logging.WARNING if loud else logging.DEBUG,
                     "%s %s %s",
                     method,
                     scope["path"],

@@ -1,7 +1,12 @@
-"""Helpers for testing agents built on agentkeel: a scripted model and its script steps.
+"""Helpers for testing agents built on agentkeel: a scripted model, its script
+steps, and a harness that runs an agent in-process behind the real runtime.
 
->>> from agentkeel.testing import ManualClock, Say, ScriptedProvider
+>>> from agentkeel.testing import AgentHarness, Say
+>>> async with AgentHarness(agent=my_agent, script=[Say("hello")]) as h:
+...     outcome = await h.say("hi")
 """
+
+from agentkeel.testing.harness import AgentHarness, HarnessError
 
 from agentkeel.testing.scripted import (
     CallTools,
@@ -17,6 +22,8 @@ from agentkeel.testing.scripted import (
 )
 
 __all__ = [
+    "AgentHarness",
+    "HarnessError",
     "CallTools",
     "Fail",
     "ManualClock",
