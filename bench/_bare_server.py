@@ -27,9 +27,7 @@ async def echo(request: Request) -> Response:
 
 def main() -> None:
     port = int(sys.argv[1])
-    app = Starlette(
-        routes=[Route("/ready", ready), Route("/echo", echo, methods=["POST"])]
-    )
+    app = Starlette(routes=[Route("/ready", ready), Route("/echo", echo, methods=["POST"])])
     uvicorn.run(
         app,
         host="127.0.0.1",

@@ -105,6 +105,13 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without KEEL_* settings (the bench sets its own)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
@@ -113,9 +120,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def agent_config(
-    directory: Path, *, latency_s: float = 0.0, log_level: str = "info"
-) -> Path:
+def agent_config(directory: Path, *, latency_s: float = 0.0, log_level: str = "info") -> Path:
     """A keel.yaml for a replica over the scripted model, with limits out of the way.
 
     Guardrails that would cut a benchmark short (turns per session, token

@@ -21,7 +21,8 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     │   └── RateLimited
     ├── Unavailable (503)
     │   ├── Draining
-    │   └── ModelUnavailable          every provider in the chain failed or is open
+    │   ├── ModelUnavailable          every provider in the chain failed or is open
+    │   └── ToolServerUnavailable     an MCP tool server cannot be reached
     └── ProviderError                  one provider failed one call (retried / fallen back)
         ├── ProviderTimeout
         └── ProviderRateLimited
@@ -138,6 +139,13 @@ class Draining(Unavailable):
 
 class ModelUnavailable(Unavailable):
     code = "model_unavailable"
+
+
+class ToolServerUnavailable(Unavailable):
+    """An MCP tool server did not answer (connection refused, reset, bad response).
+    The tools client turns it into a failed tool result the model reads."""
+
+    code = "tool_server_unavailable"
 
 
 class ProviderError(KeelError):

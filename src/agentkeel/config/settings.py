@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentkeel.config.memory import MemorySettings
+from agentkeel.tools.settings import ToolsSettings
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -167,6 +170,8 @@ class KeelSettings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     up: UpSettings = Field(default_factory=UpSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:

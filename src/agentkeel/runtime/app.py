@@ -61,9 +61,10 @@ from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
 from agentkeel.secrets.resolver import SecretResolver
-from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics
+from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
-from agentkeel.tools.builtins import builtin_toolset
+from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
+from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
 
 logger = logging.getLogger("agentkeel.runtime")
@@ -205,7 +206,18 @@ def create_app(
         the_agent = load_agent(settings.agent.entrypoint)
     else:
         the_agent = ToolAgent.from_settings(settings)
-    tools = toolset if toolset is not None else builtin_toolset(settings.agent.tools, clock=clock)
+    local_tools: ToolSet | None = toolset
+    tool_metrics: ToolMetrics | None = None
+    if toolset is None:
+        # With MCP servers configured, agent.tools is the allowlist across every
+        # source; only the built-in names among it are served in-process.
+        names = (
+            [name for name in settings.agent.tools if name in BUILTIN_NAMES]
+            if settings.tools.servers
+            else settings.agent.tools
+        )
+        local_tools = builtin_toolset(names, clock=clock)
+        tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)
 
@@ -231,6 +243,18 @@ def create_app(
                     storage_uri=settings.redis_url or "memory://",
                 )
                 stack.push_async_callback(limiter.aclose)
+            tools = local_tools
+            if tool_metrics is not None:
+                client = build_tools_client(
+                    settings.tools,
+                    local=local_tools,
+                    metrics=tool_metrics,
+                    redis_url=settings.redis_url,
+                    clock=clock,
+                )
+                stack.push_async_callback(client.aclose)
+                await _check_tools(client, settings)
+                tools = client
             budget = None
             if guardrails.session_token_budget or guardrails.user_daily_token_budget:
                 budget = TokenBudget(
@@ -304,6 +328,31 @@ def create_app(
     app.state.service = None
     app.state.turn_tasks = runtime.tasks
     return app
+
+
+async def _check_tools(client: GuardedToolsClient, settings: KeelSettings) -> None:
+    """Discover the MCP servers' tools once at startup: a name clash stops the process
+    (``ConfigError``); an unreachable server or an allowlisted tool nobody offers is
+    logged, and the replica starts anyway (the server may come up later)."""
+    if not settings.tools.servers:
+        return
+    unreachable = await client.tools.check()
+    for name in unreachable:
+        logger.warning(
+            "MCP server %s is unreachable at startup; its tools are offered once it answers",
+            name,
+            extra={"category": "tool_discovery"},
+        )
+    if unreachable:
+        return
+    offered = {spec.name for spec in await client.list_tools()}
+    missing = [name for name in settings.agent.tools if name not in offered]
+    if missing:
+        logger.warning(
+            "agent.tools lists %s, which no tool source offers; check the names and tools.servers",
+            ", ".join(repr(name) for name in missing),
+            extra={"category": "config"},
+        )
 
 
 async def _finish_tasks(runtime: _Runtime, *, limit_s: float) -> None:

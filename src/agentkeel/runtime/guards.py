@@ -384,7 +384,9 @@ class GuardedTools:
                 return ToolResult(status="rejected", content=f"rate limited, retry in {wait}s")
         assert self._toolset is not None  # a known name implies a tool set
         try:
-            return await self._toolset.call(call.name, dict(call.arguments), context=self._context)
+            result = await self._toolset.call(
+                call.name, dict(call.arguments), context=self._context
+            )
         except Exception as exc:
             # A broken tool source must not fail the turn: the model reads the failure.
             self._log.warning(
@@ -395,6 +397,18 @@ class GuardedTools:
                 extra={"tool": call.name, "category": "tool_error"},
             )
             return ToolResult(status="failure", content=f"{call.name} failed: {exc}")
+        if result.stop_reason is not None:
+            # The tool source's own guardrail (the session's call budget) ends the loop.
+            self._stopped = result.content
+            self._metrics.guardrail_events.labels(result.stop_reason, self._context.agent_id).inc()
+            self._log.warning(
+                "tool loop stopped (%s): %s",
+                result.stop_reason,
+                result.content,
+                extra={"tool": call.name, "category": "guardrail", "reason": result.stop_reason},
+            )
+            return ToolResult(status=result.status, content=result.content + _ANSWER_NOW)
+        return result
 
 
 def _canonical(arguments: Mapping[str, Any]) -> str:

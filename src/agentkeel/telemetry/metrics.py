@@ -177,3 +177,83 @@ class AgentMetrics:
         self.draining = Gauge(
             "agent_draining", "1 while this replica drains, else 0.", registry=registry
         )
+
+
+class ToolMetrics:
+    """The guarded tools client: breakers per MCP server and tool, discovery, limits.
+
+    ``agent_tool_calls_total`` and the call duration histogram live on
+    ``AgentMetrics`` (every call passes the turn's guarded handle); these are
+    the client's own figures.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.breaker_state = Gauge(
+            "agent_tool_breaker_state",
+            "Circuit breaker state per MCP server and tool: 0 closed, 1 half-open, 2 open.",
+            ["server", "tool"],
+            registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "agent_tool_breaker_transitions_total",
+            "Tool breaker state changes per MCP server and target state.",
+            ["server", "state"],
+            registry=registry,
+        )
+        self.server_calls = Counter(
+            "agent_tool_server_calls_total",
+            "Tool calls per MCP server (or 'local') and status, as the client saw them.",
+            ["server", "status"],
+            registry=registry,
+        )
+        self.server_duration = Histogram(
+            "agent_tool_server_call_duration_seconds",
+            "Tool call duration per MCP server and tool, measured by the client.",
+            ["server", "tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.discovery_errors = Counter(
+            "agent_tool_discovery_errors_total",
+            "Failed tool discoveries (tools/list) per MCP server.",
+            ["server"],
+            registry=registry,
+        )
+        self.tools_discovered = Gauge(
+            "agent_tool_server_tools",
+            "Tools offered by each MCP server at the latest discovery.",
+            ["server"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "agent_tool_refusals_total",
+            "Calls the client refused before reaching a tool, by reason (breaker_open, "
+            "rate_limited, session_budget).",
+            ["tool", "reason"],
+            registry=registry,
+        )
+        self.truncated = Counter(
+            "agent_tool_results_truncated_total",
+            "Tool results cut to tools.max_result_chars.",
+            ["tool"],
+            registry=registry,
+        )
+
+
+class ToolServerMetrics:
+    """The tool server: calls it served, by tool and status, and their duration."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tool_calls = Counter(
+            "agent_tool_calls_total",
+            "Tool calls by tool and status (success, failure, timeout, rejected).",
+            ["tool", "status"],
+            registry=registry,
+        )
+        self.tool_duration = Histogram(
+            "agent_tool_call_duration_seconds",
+            "Tool call duration by tool.",
+            ["tool"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )

@@ -28,6 +28,10 @@ class ToolResult:
 
     content: str
     status: ToolStatus = "success"
+    stop_reason: str | None = None
+    """Set by a tool source whose guardrail ends the tool loop (e.g. the session's
+    call budget is spent): a short, bounded label such as ``tool_session_budget``.
+    The turn's guarded tools handle then stops offering tools and counts it."""
 
     @property
     def is_error(self) -> bool:

@@ -1,0 +1,77 @@
+"""Run the memory server: ``run_memory_server(settings)`` (what ``keel serve memory`` calls).
+
+``python -m agentkeel.memory.serve`` runs it with settings from ``KEEL_CONFIG``
+and the ``KEEL_*`` environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from agentkeel.config.layers import load_settings
+from agentkeel.config.memory import MemorySettings
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import KeelError
+from agentkeel.memory.app import create_app
+from agentkeel.telemetry.logging import configure_logging
+
+logger = logging.getLogger("agentkeel.memory.serve")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def memory_settings_for(settings: KeelSettings) -> MemorySettings:
+    """The ``memory`` section, with the data and secrets directories of the whole config
+    when the section does not set its own."""
+    memory = settings.memory
+    updates: dict[str, object] = {"log_level": settings.log_level}
+    if "data_dir" not in memory.model_fields_set:
+        updates["data_dir"] = settings.data_dir / "memory"
+    if "secrets_dir" not in memory.model_fields_set:
+        updates["secrets_dir"] = settings.secrets_dir
+    return memory.model_copy(update=updates)
+
+
+def run_memory_server(settings: KeelSettings) -> int:
+    """Serve the memory API until SIGTERM/Ctrl-C; blocks and returns the exit code."""
+    memory = memory_settings_for(settings)
+    configure_logging(service="memory", level=memory.log_level)
+    try:
+        app = create_app(memory)
+    except KeelError as exc:
+        logger.error("cannot start the memory server: %s", exc.message)
+        return EXIT_ERROR
+    config = uvicorn.Config(
+        app,
+        host=memory.host,
+        port=memory.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as exc:
+        logger.error("the memory server did not start; see the errors above")
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
+    return EXIT_OK if server.started else EXIT_ERROR
+
+
+def main() -> int:
+    """Entry point for ``python -m agentkeel.memory.serve``."""
+    try:
+        settings = load_settings().settings
+    except KeelError as exc:
+        print(f"keel: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return run_memory_server(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

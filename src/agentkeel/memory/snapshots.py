@@ -1,0 +1,467 @@
+"""Snapshots: checkpoints of the current state at a log position, with a checksum.
+
+A snapshot is one gzip JSONL file under ``<data_dir>/snapshots/``::
+
+    {"format": "agentkeel-memory-snapshot/1", "id", "seq", "head_hash", "created_at", ...}
+    {"id": "...", "namespace": "...", "content": "...", ...}      one line per memory, id order
+    {"end": true, "memories": N, "state_digest": "<sha256>"}
+
+plus ``<id>.sha256`` beside it (``sha256sum`` format) and a row in the store's
+snapshot catalog. Everything in it is read from one consistent view of the
+store, so it is the state exactly at ``seq``.
+
+``verify`` is what makes a snapshot worth keeping: the file's checksum, its
+structure and digest, a restore into a scratch store read back to the same
+digest, and, while the log still holds ``seq``, the digest of a replay of the
+log up to ``seq``. An untested snapshot is not a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from agentkeel.config.memory import RetentionSettings
+from agentkeel.errors import Conflict, InvalidRequest, NotFound
+from agentkeel.memory.hashchain import ChainVerifier, StateDigest, canonical_json
+from agentkeel.memory.integrity import check_integrity, replayed_state_digest
+from agentkeel.memory.metrics import MemoryMetrics
+from agentkeel.memory.store import (
+    SNAPSHOT_KINDS,
+    MemoryRecord,
+    MemoryStore,
+    RestoreResult,
+    SnapshotKind,
+    SnapshotRecord,
+)
+from agentkeel.resilience.clock import Clock
+
+logger = logging.getLogger("agentkeel.memory.snapshots")
+
+FORMAT = "agentkeel-memory-snapshot/1"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    """Every check a verification ran; ``ok`` only when all passed."""
+
+    snapshot_id: str
+    ok: bool
+    checks: tuple[VerifyCheck, ...]
+    verified_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "ok": self.ok,
+            "verified_at": self.verified_at,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+    def summary(self) -> str:
+        failed = [c for c in self.checks if not c.ok]
+        if not failed:
+            return f"snapshot {self.snapshot_id} verified ({len(self.checks)} checks passed)"
+        return f"snapshot {self.snapshot_id} FAILED verification: " + "; ".join(
+            f"{c.name}: {c.detail}" for c in failed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PruneDecision:
+    """Which snapshots a retention pass keeps (and why) and which it removes."""
+
+    keep: dict[str, list[str]] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keep": self.keep, "remove": list(self.remove), "dry_run": self.dry_run}
+
+
+def plan_retention(
+    snapshots: Sequence[SnapshotRecord], *, now: float, policy: RetentionSettings
+) -> PruneDecision:
+    """Decide what to keep: the newest ``keep_deploy`` deploy snapshots, the newest
+    snapshot from the last ``keep_daily_s``, and the newest weekly snapshot in each
+    of the last ``weekly_weeks`` weeks (counted back from ``now``). The rest go."""
+    newest_first = sorted(snapshots, key=lambda s: (s.created_at, s.id), reverse=True)
+    keep: dict[str, list[str]] = {}
+
+    def mark(snapshot: SnapshotRecord, why: str) -> None:
+        keep.setdefault(snapshot.id, []).append(why)
+
+    for snapshot in [s for s in newest_first if s.kind == "deploy"][: policy.keep_deploy]:
+        mark(snapshot, "newest deploy")
+    recent = [s for s in newest_first if now - s.created_at <= policy.keep_daily_s]
+    if recent:
+        mark(recent[0], "newest in the last day")
+    for week in range(policy.weekly_weeks):
+        start, end = now - (week + 1) * policy.keep_weekly_s, now - week * policy.keep_weekly_s
+        in_week = [s for s in newest_first if s.kind == "weekly" and start < s.created_at <= end]
+        if in_week:
+            mark(in_week[0], f"weekly, week {week + 1} back")
+    remove = tuple(s.id for s in newest_first if s.id not in keep)
+    return PruneDecision(keep=keep, remove=remove)
+
+
+class SnapshotManager:
+    """Creates, verifies, restores from and prunes snapshots of one store."""
+
+    def __init__(
+        self,
+        *,
+        store: MemoryStore,
+        directory: Path,
+        clock: Clock,
+        metrics: MemoryMetrics | None = None,
+    ) -> None:
+        self._store = store
+        self._directory = Path(directory)
+        self._clock = clock
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+
+    # --- create -------------------------------------------------------------
+
+    async def create(self, *, label: str = "", kind: SnapshotKind = "manual") -> SnapshotRecord:
+        """Write a snapshot of the state as of now and record it in the catalog."""
+        if kind not in SNAPSHOT_KINDS:
+            raise InvalidRequest(f"snapshot kind {kind!r} is not one of {list(SNAPSHOT_KINDS)}.")
+        created_at = self._clock.time()
+        snapshot_id = _snapshot_id(created_at)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        final = self._directory / f"{snapshot_id}.jsonl.gz"
+        partial = final.with_suffix(".partial")
+        digest = StateDigest()
+        async with self._lock, self._store.reader() as reader:
+            head = await reader.head()
+            raw = await asyncio.to_thread(partial.open, "wb")
+            hashing = _HashingWriter(raw)
+            out = gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=3, mtime=0)
+            try:
+                header = {
+                    "format": FORMAT,
+                    "id": snapshot_id,
+                    "label": label,
+                    "kind": kind,
+                    "seq": head.seq,
+                    "head_hash": head.hash,
+                    "created_at": created_at,
+                }
+                await asyncio.to_thread(out.write, (canonical_json(header) + "\n").encode())
+                async for page in reader.memories_by_id():
+                    lines = []
+                    for memory in page:
+                        digest.add(memory)
+                        lines.append(canonical_json(memory.to_json()))
+                    await asyncio.to_thread(out.write, ("\n".join(lines) + "\n").encode())
+                trailer = {
+                    "end": True,
+                    "memories": digest.count,
+                    "state_digest": digest.hexdigest(),
+                }
+                await asyncio.to_thread(out.write, (canonical_json(trailer) + "\n").encode())
+                await asyncio.to_thread(out.close)
+                await asyncio.to_thread(_fsync_close, raw)
+            except BaseException:
+                raw.close()
+                partial.unlink(missing_ok=True)
+                raise
+        partial.replace(final)
+        sha = hashing.hexdigest()
+        final.with_name(f"{snapshot_id}.sha256").write_text(f"{sha}  {final.name}\n")
+        snapshot = SnapshotRecord(
+            id=snapshot_id,
+            label=label,
+            kind=kind,
+            seq=head.seq,
+            head_hash=head.hash,
+            created_at=created_at,
+            path=str(final),
+            sha256=sha,
+            size_bytes=hashing.size,
+            memories=digest.count,
+            state_digest=digest.hexdigest(),
+        )
+        await self._store.add_snapshot(snapshot)
+        logger.info(
+            "snapshot %s (%s) taken at seq %d: %d memories, %d bytes",
+            snapshot_id,
+            kind,
+            head.seq,
+            digest.count,
+            hashing.size,
+            extra={"category": "snapshot"},
+        )
+        await self.refresh_metrics()
+        return snapshot
+
+    # --- verify -------------------------------------------------------------
+
+    async def verify(self, snapshot_id: str) -> VerifyOutcome:
+        """Run every check on one snapshot and record the outcome in the catalog."""
+        snapshot = await self._get(snapshot_id)
+        checks: list[VerifyCheck] = []
+        rows = await self._checked_rows(snapshot, checks)
+        if rows is not None:
+            checks.append(await _scratch_restore(snapshot, rows))
+            checks.append(await self._against_log(snapshot))
+        ok = all(check.ok for check in checks)
+        outcome = VerifyOutcome(
+            snapshot_id=snapshot_id, ok=ok, checks=tuple(checks), verified_at=self._clock.time()
+        )
+        await self._store.record_verification(
+            snapshot_id, at=outcome.verified_at, ok=ok, message=outcome.summary()
+        )
+        (logger.info if ok else logger.error)(outcome.summary(), extra={"category": "snapshot"})
+        if self._metrics is not None:
+            self._metrics.last_verification_ok.set(1 if ok else 0)
+        await self.refresh_metrics()
+        return outcome
+
+    async def _checked_rows(
+        self, snapshot: SnapshotRecord, checks: list[VerifyCheck]
+    ) -> list[MemoryRecord] | None:
+        path = Path(snapshot.path)
+        if not await asyncio.to_thread(path.is_file):
+            checks.append(VerifyCheck("file", False, f"{path} is missing"))
+            return None
+        sha = await asyncio.to_thread(_sha256_file, path)
+        if sha != snapshot.sha256:
+            checks.append(
+                VerifyCheck(
+                    "checksum",
+                    False,
+                    f"the file's SHA-256 is {sha[:16]}…, the catalog says "
+                    f"{snapshot.sha256[:16]}…: the file was changed or damaged",
+                )
+            )
+            return None
+        checks.append(VerifyCheck("checksum", True, f"sha256 {sha[:16]}… matches"))
+        try:
+            header, rows, trailer = await asyncio.to_thread(_read_snapshot, path)
+        except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile) as exc:
+            checks.append(VerifyCheck("structure", False, f"the file cannot be read: {exc}"))
+            return None
+        digest = StateDigest()
+        ordered = True
+        for before, memory in zip([None, *rows], rows, strict=False):
+            if before is not None and before.id >= memory.id:
+                ordered = False
+            digest.add(memory)
+        problems = []
+        if header.get("seq") != snapshot.seq or header.get("head_hash") != snapshot.head_hash:
+            problems.append("the header's log position differs from the catalog")
+        if not ordered:
+            problems.append("memories are not in id order")
+        if trailer.get("memories") != len(rows) or len(rows) != snapshot.memories:
+            problems.append(f"{len(rows)} memories read, {snapshot.memories} recorded")
+        if trailer.get("state_digest") != digest.hexdigest():
+            problems.append("the rows' digest differs from the file's trailer")
+        if digest.hexdigest() != snapshot.state_digest:
+            problems.append("the rows' digest differs from the catalog's")
+        if problems:
+            checks.append(VerifyCheck("structure", False, "; ".join(problems)))
+            return None
+        checks.append(VerifyCheck("structure", True, f"{len(rows)} memories, digest matches"))
+        return rows
+
+    async def _against_log(self, snapshot: SnapshotRecord) -> VerifyCheck:
+        event = await self._store.event_at(snapshot.seq) if snapshot.seq else None
+        if snapshot.seq and (event is None or event.hash != snapshot.head_hash):
+            return VerifyCheck(
+                "log",
+                True,
+                f"skipped: the live log no longer holds event {snapshot.seq} (a restore moved "
+                "it); checksum and digest checks stand alone",
+            )
+        async with self._store.reader() as reader:
+            verifier = ChainVerifier()
+            async for page in reader.events_by_seq():
+                verifier.feed([e for e in page if e.seq <= snapshot.seq])
+                if page[-1].seq >= snapshot.seq:
+                    break
+            digest, count = await replayed_state_digest(reader, up_to_seq=snapshot.seq)
+        if verifier.problem is not None:
+            return VerifyCheck("log", False, f"the log up to the snapshot: {verifier.problem}")
+        if digest != snapshot.state_digest:
+            return VerifyCheck(
+                "log",
+                False,
+                f"a replay of the log up to seq {snapshot.seq} gives {count} memories with a "
+                "different digest: the snapshot does not hold the state it claims",
+            )
+        return VerifyCheck("log", True, f"equals a replay of the log up to seq {snapshot.seq}")
+
+    # --- restore and prune --------------------------------------------------
+
+    async def restore(self, snapshot_id: str, *, reason: str) -> RestoreResult:
+        """Restore the store to the snapshot; events after it go to a quarantine."""
+        snapshot = await self._get(snapshot_id)
+        checks: list[VerifyCheck] = []
+        rows = await self._checked_rows(snapshot, checks)
+        if rows is None:
+            raise Conflict(
+                f"snapshot {snapshot_id} cannot be restored: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
+                + ". Pick another snapshot, or restore to a sequence number instead.",
+                code="snapshot_invalid",
+            )
+        event = await self._store.event_at(snapshot.seq) if snapshot.seq else None
+        if snapshot.seq and (event is None or event.hash != snapshot.head_hash):
+            raise Conflict(
+                f"snapshot {snapshot_id} was taken at seq {snapshot.seq}, which is no longer in "
+                "the live log (a later restore quarantined it). Replay that quarantine first or "
+                "pick a newer snapshot.",
+                code="snapshot_off_log",
+            )
+        return await self._store.restore(
+            target_seq=snapshot.seq, reason=f"{reason} (snapshot {snapshot_id})", rows=rows
+        )
+
+    async def prune(self, policy: RetentionSettings, *, dry_run: bool = False) -> PruneDecision:
+        """Apply the retention policy: delete the files and catalog rows it does not keep."""
+        snapshots = await self._store.list_snapshots()
+        decision = plan_retention(snapshots, now=self._clock.time(), policy=policy)
+        if dry_run:
+            return PruneDecision(keep=decision.keep, remove=decision.remove, dry_run=True)
+        by_id = {s.id: s for s in snapshots}
+        for snapshot_id in decision.remove:
+            await asyncio.to_thread(_remove_files, Path(by_id[snapshot_id].path), snapshot_id)
+            await self._store.delete_snapshot(snapshot_id)
+        if decision.remove:
+            logger.info(
+                "pruned %d snapshot(s)", len(decision.remove), extra={"category": "snapshot"}
+            )
+        await self.refresh_metrics()
+        return decision
+
+    async def refresh_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        snapshots = await self._store.list_snapshots()
+        self._metrics.last_snapshot.set(max((s.created_at for s in snapshots), default=0))
+        verified = [s.created_at for s in snapshots if s.verified_ok]
+        self._metrics.last_verified_snapshot.set(max(verified, default=0))
+
+    async def _get(self, snapshot_id: str) -> SnapshotRecord:
+        snapshot = await self._store.get_snapshot(snapshot_id)
+        if snapshot is None:
+            raise NotFound(
+                f"snapshot {snapshot_id!r} does not exist; GET /v1/snapshots lists them.",
+                code="snapshot_not_found",
+            )
+        return snapshot
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _snapshot_id(created_at: float) -> str:
+    stamp = datetime.fromtimestamp(created_at, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"snap-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._raw.write(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _remove_files(path: Path, snapshot_id: str) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(f"{snapshot_id}.sha256").unlink(missing_ok=True)
+
+
+def _fsync_close(raw: IO[bytes]) -> None:
+    raw.flush()
+    os.fsync(raw.fileno())
+    raw.close()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_snapshot(
+    path: Path,
+) -> tuple[dict[str, Any], list[MemoryRecord], dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        header: dict[str, Any] = json.loads(handle.readline())
+        if header.get("format") != FORMAT:
+            raise ValueError(f"unknown format {header.get('format')!r}")
+        rows: list[MemoryRecord] = []
+        trailer: dict[str, Any] | None = None
+        for line in handle:
+            data = json.loads(line)
+            if data.get("end") is True:
+                trailer = data
+                break
+            rows.append(MemoryRecord.from_json(data))
+    if trailer is None:
+        raise ValueError("the file ends without its trailer line (truncated)")
+    return header, rows, trailer
+
+
+async def _scratch_restore(snapshot: SnapshotRecord, rows: list[MemoryRecord]) -> VerifyCheck:
+    """Load the rows into a throwaway SQLite store and read them back."""
+    from agentkeel.memory.sqlite_store import SqliteMemoryStore
+
+    with tempfile.TemporaryDirectory(prefix="keel-verify-") as scratch_dir:
+        scratch = SqliteMemoryStore(path=Path(scratch_dir) / "scratch.db")
+        await scratch.open()
+        try:
+            await scratch.restore(target_seq=0, reason="verify", rows=rows)
+            digest = StateDigest()
+            async with scratch.reader() as reader:
+                async for page in reader.memories_by_id():
+                    for memory in page:
+                        digest.add(memory)
+            report = await check_integrity(scratch)
+        finally:
+            await scratch.aclose()
+    if digest.hexdigest() != snapshot.state_digest:
+        return VerifyCheck("scratch_restore", False, "the restored rows read back differently")
+    if not report.chain_ok:
+        return VerifyCheck("scratch_restore", False, f"scratch store: {report.summary()}")
+    return VerifyCheck(
+        "scratch_restore", True, f"{digest.count} memories restored into a scratch store"
+    )

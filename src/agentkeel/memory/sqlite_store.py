@@ -1,0 +1,943 @@
+"""The embedded memory store: one SQLite file in WAL mode.
+
+Every call runs on the store's own worker thread with one connection, so
+writes are serialized (the hash chain needs that anyway) and the event loop
+never waits on disk. A write is ``BEGIN IMMEDIATE`` … ``COMMIT``: the events,
+the ``memories`` rows, the chain head and the idempotency key change together
+or not at all. Search uses an FTS5 table whose content is the ``memories``
+table itself, kept in sync by triggers. Long reads (integrity checks,
+snapshots) open their own connection: a WAL read transaction sees one
+consistent moment while writes go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agentkeel.errors import Conflict, InvalidRequest, KeelError, NotFound, Unavailable
+from agentkeel.memory import planner
+from agentkeel.memory.hashchain import canonical_json
+from agentkeel.memory.store import (
+    GENESIS_HASH,
+    ChainHead,
+    EventRecord,
+    MemoryRecord,
+    QuarantineRecord,
+    ReplayResult,
+    RestoreResult,
+    SearchHit,
+    SearchQuery,
+    SnapshotRecord,
+    StateReader,
+    StoreStats,
+    WriteOp,
+    WriteResult,
+)
+from agentkeel.resilience.clock import Clock, SystemClock
+
+__all__ = ["SqliteMemoryStore"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
+PAGE_SIZE = 5000
+
+_MEMORY_COLUMNS = (
+    "id, namespace, content, tags, importance, metadata, created_at, updated_at, version"
+)
+_EVENT_COLUMNS = "seq, time, namespace, op, memory_id, payload, prev_hash, hash"
+_SNAPSHOT_COLUMNS = (
+    "id, label, kind, seq, head_hash, created_at, path, sha256, size_bytes, memories, "
+    "state_digest, verified_at, verified_ok, verify_message"
+)
+_QUARANTINE_COLUMNS = (
+    "id, created_at, reason, target_seq, from_seq, to_seq, event_count, restore_seq, replayed_at"
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS memory_events (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    namespace TEXT NOT NULL,
+    op TEXT NOT NULL,
+    memory_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_events_memory_idx ON memory_events (memory_id, seq);
+CREATE INDEX IF NOT EXISTS memory_events_time_idx ON memory_events (time);
+CREATE TABLE IF NOT EXISTS memory_chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    head_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO memory_chain (id, head_seq, head_hash, last_seq)
+VALUES (1, 0, '{GENESIS_HASH}', 0);
+CREATE TABLE IF NOT EXISTS memories (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    content TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    importance REAL NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_namespace_idx ON memories (namespace, created_at);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
+    content, tags, content='memories', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TABLE IF NOT EXISTS memory_idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memory_quarantines (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    target_seq INTEGER NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq INTEGER NOT NULL,
+    event_count INTEGER NOT NULL,
+    restore_seq INTEGER NOT NULL,
+    replayed_at REAL
+);
+CREATE TABLE IF NOT EXISTS memory_quarantine_events (
+    quarantine_id TEXT NOT NULL REFERENCES memory_quarantines (id),
+    seq INTEGER NOT NULL,
+    time REAL NOT NULL,
+    namespace TEXT NOT NULL,
+    op TEXT NOT NULL,
+    memory_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (quarantine_id, seq)
+);
+CREATE TABLE IF NOT EXISTS memory_snapshots (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    memories INTEGER NOT NULL,
+    state_digest TEXT NOT NULL,
+    verified_at REAL,
+    verified_ok INTEGER,
+    verify_message TEXT
+);
+"""
+
+_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content, tags) VALUES (new.rowid, new.content, new.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, tags)
+    VALUES ('delete', old.rowid, old.content, old.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, tags)
+    VALUES ('delete', old.rowid, old.content, old.tags);
+    INSERT INTO memories_fts (rowid, content, tags) VALUES (new.rowid, new.content, new.tags);
+END;
+"""
+
+_DROP_TRIGGERS = """
+DROP TRIGGER IF EXISTS memories_fts_insert;
+DROP TRIGGER IF EXISTS memories_fts_delete;
+DROP TRIGGER IF EXISTS memories_fts_update;
+"""
+
+_UPSERT_SQL = f"""
+INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    namespace = excluded.namespace, content = excluded.content, tags = excluded.tags,
+    importance = excluded.importance, metadata = excluded.metadata,
+    created_at = excluded.created_at, updated_at = excluded.updated_at,
+    version = excluded.version
+"""
+
+# The state a replay of the live log gives: per memory, its newest event, unless a delete.
+_REPLAY_SQL = f"""
+INSERT INTO memories ({_MEMORY_COLUMNS})
+SELECT e.memory_id, e.namespace, json_extract(e.payload, '$.content'),
+    json_extract(e.payload, '$.tags'), json_extract(e.payload, '$.importance'),
+    json_extract(e.payload, '$.metadata'), json_extract(e.payload, '$.created_at'),
+    json_extract(e.payload, '$.updated_at'), json_extract(e.payload, '$.version')
+FROM memory_events AS e
+WHERE e.op IN ('create', 'update') AND e.seq = (
+    SELECT max(x.seq) FROM memory_events AS x WHERE x.memory_id = e.memory_id AND x.op != 'restore'
+)
+"""
+
+
+class SqliteMemoryStore:
+    """Memories, their hash-chained event log, quarantines and the snapshot catalog
+    in one SQLite file.
+
+    ``busy_timeout_s``: how long a write waits for another process's lock before
+    failing with ``Unavailable``. ``clock`` stamps events.
+
+    >>> store = SqliteMemoryStore(path=Path(".keel/memory/memory.db"))
+    >>> await store.open()
+    >>> await store.write([CreateMemory(namespace="agent:support", content="likes tea")])
+    """
+
+    def __init__(
+        self, *, path: Path, busy_timeout_s: float = 5.0, clock: Clock | None = None
+    ) -> None:
+        self._path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._clock: Clock = clock or SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def describe(self) -> str:
+        """Where the store is, for logs and messages."""
+        return f"sqlite:{self._path}"
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating the file, its directory and the tables if absent)."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-memory")
+        try:
+            self._conn = await self._submit(self._connect_and_migrate)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the connection and stop the worker; safe to call twice."""
+        executor, self._executor = self._executor, None
+        conn, self._conn = self._conn, None
+        if executor is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    # --- writes -------------------------------------------------------------
+
+    async def write(
+        self, ops: Sequence[WriteOp], *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        """Apply every op or none, in one transaction; see ``MemoryStore.write``."""
+        planner.check_ops(ops)
+        return await self._run(_write, ops, idempotency_key, self._clock.time())
+
+    async def restore(
+        self,
+        *,
+        target_seq: int,
+        reason: str,
+        rows: Sequence[MemoryRecord] | None = None,
+    ) -> RestoreResult:
+        """Rebuild the state at ``target_seq``; later events go to a new quarantine."""
+        return await self._run(_restore, target_seq, reason, rows, self._clock.time())
+
+    async def replay_quarantine(self, quarantine_id: str) -> ReplayResult:
+        """Apply a quarantine's events again as new events; mark it replayed."""
+        return await self._run(_replay_quarantine, quarantine_id, self._clock.time())
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, memory_id: str) -> MemoryRecord | None:
+        """The memory, or None if it does not exist."""
+        return await self._run(_get, memory_id)
+
+    async def search(self, query: SearchQuery) -> list[SearchHit]:
+        """Ranked full-text hits (FTS5 bm25), or the newest memories when no text."""
+        return await self._run(_search, query)
+
+    async def stats(self) -> StoreStats:
+        """Counts, the chain head and the file size."""
+        stats = await self._run(_stats)
+        size = 0
+        for suffix in ("", "-wal"):
+            candidate = self._path.with_name(self._path.name + suffix)
+            if candidate.exists():
+                size += candidate.stat().st_size
+        return StoreStats(
+            memories=stats.memories, events=stats.events, head=stats.head, size_bytes=size
+        )
+
+    async def event_at(self, seq: int) -> EventRecord | None:
+        """The live event with this sequence number, if any."""
+        return await self._run(_event_at, seq)
+
+    async def seq_at_time(self, at: float) -> int:
+        """The newest live event at or before ``at`` (epoch seconds); 0 if none."""
+        return await self._run(_seq_at_time, at)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[StateReader]:
+        """A consistent read-only view on its own connection and thread."""
+        if self._executor is None:
+            raise self._not_open()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-memory-read")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, self._connect_reader)
+        except sqlite3.DatabaseError as exc:
+            executor.shutdown(wait=False)
+            raise self._translate(exc) from exc
+        try:
+            yield _SqliteReader(conn=conn, executor=executor, translate=self._translate)
+        finally:
+            await loop.run_in_executor(executor, conn.close)
+            executor.shutdown(wait=True)
+
+    # --- quarantine and snapshots -------------------------------------------
+
+    async def list_quarantines(self) -> list[QuarantineRecord]:
+        return await self._run(_list_quarantines)
+
+    async def quarantine_events(self, quarantine_id: str) -> list[EventRecord]:
+        return await self._run(_quarantine_events, quarantine_id)
+
+    async def add_snapshot(self, snapshot: SnapshotRecord) -> None:
+        await self._run(_add_snapshot, snapshot)
+
+    async def list_snapshots(self) -> list[SnapshotRecord]:
+        return await self._run(_list_snapshots)
+
+    async def get_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        return await self._run(_get_snapshot, snapshot_id)
+
+    async def record_verification(
+        self, snapshot_id: str, *, at: float, ok: bool, message: str
+    ) -> None:
+        await self._run(_record_verification, snapshot_id, at, ok, message)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await self._run(_delete_snapshot, snapshot_id)
+
+    # --- plumbing -----------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        conn = self._conn
+        if conn is None:
+            raise self._not_open()
+        return await self._submit(functools.partial(fn, conn, *args))
+
+    async def _submit(self, fn: Callable[[], _T]) -> _T:
+        executor = self._executor
+        if executor is None:
+            raise self._not_open()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn)
+        except KeelError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> Unavailable:
+        if isinstance(exc, sqlite3.OperationalError):
+            return Unavailable(
+                f"SQLite memory store {self._path} failed: {exc}. If it says 'locked', "
+                f"another process held the write lock for over {self._busy_timeout_ms} ms; "
+                "otherwise check the disk and the file's permissions.",
+                code="store_unavailable",
+                retry_after=1.0,
+            )
+        return Unavailable(
+            f"SQLite memory store {self._path} is unusable: {exc}. Check that the file is a "
+            "memory database written by agentkeel and is not corrupt "
+            "(sqlite3 FILE 'PRAGMA integrity_check'); restore a snapshot if it is.",
+            code="store_unavailable",
+        )
+
+    def _not_open(self) -> Unavailable:
+        return Unavailable(
+            f"SQLite memory store {self._path} is not open (never opened, or closed during "
+            "shutdown); call `await store.open()` first",
+            code="store_unavailable",
+        )
+
+    def _connect_and_migrate(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            with _transaction(conn):
+                for statement in _statements(_SCHEMA):
+                    conn.execute(statement)
+                _create_triggers(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
+        conn.execute("BEGIN")
+        # The first read pins the WAL snapshot every later page of this reader sees.
+        conn.execute("SELECT head_seq FROM memory_chain").fetchone()
+        return conn
+
+
+# -- connection helpers --------------------------------------------------------------
+
+
+def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";\n") if part.strip()]
+
+
+def _create_triggers(conn: sqlite3.Connection) -> None:
+    for statement in _TRIGGERS.split("END;"):
+        if statement.strip():
+            conn.execute(statement.strip() + " END;")
+
+
+def _drop_triggers(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_DROP_TRIGGERS):
+        conn.execute(statement)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _memory_from_row(row: Sequence[Any]) -> MemoryRecord:
+    return MemoryRecord(
+        id=row[0],
+        namespace=row[1],
+        content=row[2],
+        tags=tuple(json.loads(row[3])),
+        importance=float(row[4]),
+        metadata=json.loads(row[5]),
+        created_at=float(row[6]),
+        updated_at=float(row[7]),
+        version=int(row[8]),
+    )
+
+
+def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        memory.id,
+        memory.namespace,
+        memory.content,
+        json.dumps(list(memory.tags), ensure_ascii=False),
+        memory.importance,
+        canonical_json(dict(memory.metadata)),
+        memory.created_at,
+        memory.updated_at,
+        memory.version,
+    )
+
+
+def _event_from_row(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(
+        seq=int(row[0]),
+        time=float(row[1]),
+        namespace=row[2],
+        op=row[3],
+        memory_id=row[4],
+        payload=row[5],
+        prev_hash=row[6],
+        hash=row[7],
+    )
+
+
+def _event_params(event: EventRecord) -> tuple[Any, ...]:
+    return (
+        event.seq,
+        event.time,
+        event.namespace,
+        event.op,
+        event.memory_id,
+        event.payload,
+        event.prev_hash,
+        event.hash,
+    )
+
+
+def _head(conn: sqlite3.Connection) -> ChainHead:
+    row = conn.execute("SELECT head_seq, head_hash, last_seq FROM memory_chain").fetchone()
+    return ChainHead(seq=int(row[0]), hash=row[1], last_seq=int(row[2]))
+
+
+def _set_head(conn: sqlite3.Connection, head: ChainHead) -> None:
+    conn.execute(
+        "UPDATE memory_chain SET head_seq = ?, head_hash = ?, last_seq = ?",
+        (head.seq, head.hash, head.last_seq),
+    )
+
+
+def _fetch_many(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, MemoryRecord]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    ).fetchall()
+    return {row[0]: _memory_from_row(row) for row in rows}
+
+
+def _apply_plan(conn: sqlite3.Connection, plan: planner.Plan) -> None:
+    conn.executemany(
+        f"INSERT INTO memory_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [_event_params(event) for event in plan.events],
+    )
+    for memory_id, memory in plan.rows.items():
+        if memory is None:
+            conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+        else:
+            conn.execute(_UPSERT_SQL, _memory_params(memory))
+    assert plan.head is not None
+    _set_head(conn, plan.head)
+
+
+# -- operations (run on the worker thread) --------------------------------------------
+
+
+def _write(
+    conn: sqlite3.Connection, ops: Sequence[WriteOp], key: str | None, now: float
+) -> WriteResult:
+    fingerprint = planner.fingerprint(ops) if key is not None else ""
+    with _transaction(conn):
+        if key is not None:
+            row = conn.execute(
+                "SELECT fingerprint, result FROM memory_idempotency WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                return _idempotent_result(key, fingerprint, row[0], row[1])
+        head = _head(conn)
+        current = _fetch_many(conn, planner.referenced_ids(ops))
+        plan = planner.plan_write(ops, head=head, current=current, now=now)
+        _apply_plan(conn, plan)
+        assert plan.result is not None
+        if key is not None:
+            conn.execute(
+                "INSERT INTO memory_idempotency (key, fingerprint, result, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key, fingerprint, canonical_json(plan.result.to_json()), now),
+            )
+        return plan.result
+
+
+def _idempotent_result(key: str, fingerprint: str, stored_fp: str, result: str) -> WriteResult:
+    if stored_fp != fingerprint:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for a different request. Use a new "
+            "key for a new write; reuse a key only to retry the very same request.",
+            code="idempotency_key_reused",
+        )
+    return WriteResult.from_json(json.loads(result), replayed=True)
+
+
+def _get(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
+    row = conn.execute(
+        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)
+    ).fetchone()
+    return None if row is None else _memory_from_row(row)
+
+
+def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
+    terms = planner.query_terms(query.text)
+    where = ["m.namespace = ?"]
+    params: list[Any] = [query.namespace]
+    for tag in query.tags:
+        where.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE json_each.value = ?)")
+        params.append(tag)
+    if query.since is not None:
+        where.append("m.created_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        where.append("m.created_at <= ?")
+        params.append(query.until)
+    columns = ", ".join(f"m.{column.strip()}" for column in _MEMORY_COLUMNS.split(","))
+    if not terms:
+        rows = conn.execute(
+            f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
+            "ORDER BY m.created_at DESC, m.id LIMIT ?",
+            (*params, query.limit),
+        ).fetchall()
+        return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
+    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    rows = conn.execute(
+        f"SELECT {columns}, bm25(memories_fts) AS rank FROM memories_fts "
+        "JOIN memories AS m ON m.rowid = memories_fts.rowid "
+        f"WHERE memories_fts MATCH ? AND {' AND '.join(where)} ORDER BY rank LIMIT ?",
+        (match, *params, query.limit),
+    ).fetchall()
+    # bm25 is lower-is-better and negative; flip it so higher scores rank first.
+    return [SearchHit(memory=_memory_from_row(row), score=-float(row[9])) for row in rows]
+
+
+def _stats(conn: sqlite3.Connection) -> StoreStats:
+    memories = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+    events = conn.execute("SELECT count(*) FROM memory_events").fetchone()[0]
+    return StoreStats(memories=memories, events=events, head=_head(conn), size_bytes=None)
+
+
+def _event_at(conn: sqlite3.Connection, seq: int) -> EventRecord | None:
+    row = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq = ?", (seq,)
+    ).fetchone()
+    return None if row is None else _event_from_row(row)
+
+
+def _seq_at_time(conn: sqlite3.Connection, at: float) -> int:
+    row = conn.execute("SELECT max(seq) FROM memory_events WHERE time <= ?", (at,)).fetchone()
+    return int(row[0]) if row[0] is not None else 0
+
+
+def _check_target(conn: sqlite3.Connection, head: ChainHead, target_seq: int) -> str:
+    """The hash the chain continues from after restoring to ``target_seq``."""
+    if target_seq < 0 or target_seq > head.seq:
+        raise InvalidRequest(
+            f"cannot restore to sequence {target_seq}: the live log runs from 1 to {head.seq}. "
+            "Pick a sequence in that range (GET /v1/integrity shows the head)."
+        )
+    if target_seq == 0:
+        return GENESIS_HASH
+    row = conn.execute("SELECT hash FROM memory_events WHERE seq = ?", (target_seq,)).fetchone()
+    if row is None:
+        raise InvalidRequest(
+            f"cannot restore to sequence {target_seq}: that event is not in the live log (an "
+            "earlier restore moved it to a quarantine). Replay that quarantine first, or pick "
+            "another sequence."
+        )
+    return str(row[0])
+
+
+def _restore(
+    conn: sqlite3.Connection,
+    target_seq: int,
+    reason: str,
+    rows: Sequence[MemoryRecord] | None,
+    now: float,
+) -> RestoreResult:
+    with _transaction(conn):
+        head = _head(conn)
+        target_hash = _check_target(conn, head, target_seq)
+        moved = conn.execute(
+            "SELECT count(*), min(seq), max(seq) FROM memory_events WHERE seq > ?", (target_seq,)
+        ).fetchone()
+        count = int(moved[0])
+        quarantine_id = uuid.uuid4().hex if count else None
+        if quarantine_id is not None:
+            conn.execute(
+                f"INSERT INTO memory_quarantine_events (quarantine_id, {_EVENT_COLUMNS}) "
+                f"SELECT ?, {_EVENT_COLUMNS} FROM memory_events WHERE seq > ?",
+                (quarantine_id, target_seq),
+            )
+            conn.execute("DELETE FROM memory_events WHERE seq > ?", (target_seq,))
+        _drop_triggers(conn)
+        conn.execute("DELETE FROM memories")
+        if rows is None:
+            conn.execute(_REPLAY_SQL)
+        else:
+            conn.executemany(
+                f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_memory_params(memory) for memory in rows],
+            )
+        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+        _create_triggers(conn)
+        marker = planner.plan_restore_marker(
+            head=ChainHead(seq=target_seq, hash=target_hash, last_seq=head.last_seq),
+            now=now,
+            target_seq=target_seq,
+            quarantine_id=quarantine_id,
+            moved=count,
+            reason=reason,
+        )
+        _apply_plan(conn, marker)
+        assert marker.head is not None
+        if quarantine_id is not None:
+            conn.execute(
+                f"INSERT INTO memory_quarantines ({_QUARANTINE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    quarantine_id,
+                    now,
+                    reason,
+                    target_seq,
+                    int(moved[1]),
+                    int(moved[2]),
+                    count,
+                    marker.head.seq,
+                ),
+            )
+        memories = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+        return RestoreResult(
+            target_seq=target_seq,
+            restore_seq=marker.head.seq,
+            quarantine_id=quarantine_id,
+            quarantined_events=count,
+            memories=int(memories),
+        )
+
+
+def _quarantine_from_row(row: Sequence[Any]) -> QuarantineRecord:
+    return QuarantineRecord(
+        id=row[0],
+        created_at=float(row[1]),
+        reason=row[2],
+        target_seq=int(row[3]),
+        from_seq=int(row[4]),
+        to_seq=int(row[5]),
+        event_count=int(row[6]),
+        restore_seq=int(row[7]),
+        replayed_at=None if row[8] is None else float(row[8]),
+    )
+
+
+def _list_quarantines(conn: sqlite3.Connection) -> list[QuarantineRecord]:
+    rows = conn.execute(
+        f"SELECT {_QUARANTINE_COLUMNS} FROM memory_quarantines ORDER BY created_at, restore_seq"
+    ).fetchall()
+    return [_quarantine_from_row(row) for row in rows]
+
+
+def _quarantine_events(conn: sqlite3.Connection, quarantine_id: str) -> list[EventRecord]:
+    if (
+        conn.execute("SELECT 1 FROM memory_quarantines WHERE id = ?", (quarantine_id,)).fetchone()
+        is None
+    ):
+        raise _quarantine_not_found(quarantine_id)
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM memory_quarantine_events WHERE quarantine_id = ? "
+        "ORDER BY seq",
+        (quarantine_id,),
+    ).fetchall()
+    return [_event_from_row(row) for row in rows]
+
+
+def _quarantine_not_found(quarantine_id: str) -> NotFound:
+    return NotFound(
+        f"quarantine {quarantine_id!r} does not exist; GET /v1/quarantine lists them.",
+        code="quarantine_not_found",
+    )
+
+
+def _replay_quarantine(conn: sqlite3.Connection, quarantine_id: str, now: float) -> ReplayResult:
+    with _transaction(conn):
+        row = conn.execute(
+            "SELECT replayed_at FROM memory_quarantines WHERE id = ?", (quarantine_id,)
+        ).fetchone()
+        if row is None:
+            raise _quarantine_not_found(quarantine_id)
+        if row[0] is not None:
+            raise Conflict(
+                f"quarantine {quarantine_id!r} was already replayed; replaying it twice would "
+                "apply its writes twice.",
+                code="quarantine_replayed",
+            )
+        events = _quarantine_events(conn, quarantine_id)
+        ids = sorted({event.memory_id for event in events if event.memory_id})
+        current = _fetch_many(conn, ids)
+        plan = planner.plan_replay(events, head=_head(conn), current=current, now=now)
+        _apply_plan(conn, plan)
+        conn.execute(
+            "UPDATE memory_quarantines SET replayed_at = ? WHERE id = ?", (now, quarantine_id)
+        )
+        return ReplayResult(
+            quarantine_id=quarantine_id, applied=len(plan.events), skipped=tuple(plan.skipped)
+        )
+
+
+def _snapshot_from_row(row: Sequence[Any]) -> SnapshotRecord:
+    return SnapshotRecord(
+        id=row[0],
+        label=row[1],
+        kind=row[2],
+        seq=int(row[3]),
+        head_hash=row[4],
+        created_at=float(row[5]),
+        path=row[6],
+        sha256=row[7],
+        size_bytes=int(row[8]),
+        memories=int(row[9]),
+        state_digest=row[10],
+        verified_at=None if row[11] is None else float(row[11]),
+        verified_ok=None if row[12] is None else bool(row[12]),
+        verify_message=row[13],
+    )
+
+
+def _add_snapshot(conn: sqlite3.Connection, snapshot: SnapshotRecord) -> None:
+    conn.execute(
+        f"INSERT INTO memory_snapshots ({_SNAPSHOT_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            snapshot.id,
+            snapshot.label,
+            snapshot.kind,
+            snapshot.seq,
+            snapshot.head_hash,
+            snapshot.created_at,
+            snapshot.path,
+            snapshot.sha256,
+            snapshot.size_bytes,
+            snapshot.memories,
+            snapshot.state_digest,
+            snapshot.verified_at,
+            None if snapshot.verified_ok is None else int(snapshot.verified_ok),
+            snapshot.verify_message,
+        ),
+    )
+
+
+def _list_snapshots(conn: sqlite3.Connection) -> list[SnapshotRecord]:
+    rows = conn.execute(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots ORDER BY created_at, id"
+    ).fetchall()
+    return [_snapshot_from_row(row) for row in rows]
+
+
+def _get_snapshot(conn: sqlite3.Connection, snapshot_id: str) -> SnapshotRecord | None:
+    row = conn.execute(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots WHERE id = ?", (snapshot_id,)
+    ).fetchone()
+    return None if row is None else _snapshot_from_row(row)
+
+
+def _record_verification(
+    conn: sqlite3.Connection, snapshot_id: str, at: float, ok: bool, message: str
+) -> None:
+    conn.execute(
+        "UPDATE memory_snapshots SET verified_at = ?, verified_ok = ?, verify_message = ? "
+        "WHERE id = ?",
+        (at, int(ok), message, snapshot_id),
+    )
+
+
+def _delete_snapshot(conn: sqlite3.Connection, snapshot_id: str) -> None:
+    conn.execute("DELETE FROM memory_snapshots WHERE id = ?", (snapshot_id,))
+
+
+# -- the consistent reader -----------------------------------------------------------
+
+
+class _SqliteReader:
+    """Pages of one WAL snapshot, read on the reader's own thread."""
+
+    def __init__(
+        self,
+        *,
+        conn: sqlite3.Connection,
+        executor: ThreadPoolExecutor,
+        translate: Callable[[sqlite3.DatabaseError], Unavailable],
+    ) -> None:
+        self._conn = conn
+        self._executor = executor
+        self._translate = translate
+
+    async def _call(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    async def head(self) -> ChainHead:
+        return await self._call(functools.partial(_head, self._conn))
+
+    async def events_by_seq(self) -> AsyncIterator[list[EventRecord]]:
+        last = 0
+        while True:
+            rows = await self._call(
+                functools.partial(
+                    _fetch,
+                    self._conn,
+                    f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (last, PAGE_SIZE),
+                )
+            )
+            if not rows:
+                return
+            page = [_event_from_row(row) for row in rows]
+            last = page[-1].seq
+            yield page
+
+    async def events_by_memory(
+        self, *, up_to_seq: int | None = None
+    ) -> AsyncIterator[list[EventRecord]]:
+        last_id, last_seq = "", 0
+        limit = up_to_seq if up_to_seq is not None else (1 << 62)
+        while True:
+            rows = await self._call(
+                functools.partial(
+                    _fetch,
+                    self._conn,
+                    f"SELECT {_EVENT_COLUMNS} FROM memory_events "
+                    "WHERE op != 'restore' AND (memory_id, seq) > (?, ?) AND seq <= ? "
+                    "ORDER BY memory_id, seq LIMIT ?",
+                    (last_id, last_seq, limit, PAGE_SIZE),
+                )
+            )
+            if not rows:
+                return
+            page = [_event_from_row(row) for row in rows]
+            last_id, last_seq = page[-1].memory_id, page[-1].seq
+            yield page
+
+    async def memories_by_id(self) -> AsyncIterator[list[MemoryRecord]]:
+        last = ""
+        while True:
+            rows = await self._call(
+                functools.partial(
+                    _fetch,
+                    self._conn,
+                    f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+                    (last, PAGE_SIZE),
+                )
+            )
+            if not rows:
+                return
+            page = [_memory_from_row(row) for row in rows]
+            last = page[-1].id
+            yield page
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    return conn.execute(sql, params).fetchall()

@@ -1,0 +1,83 @@
+"""Run the tool server: ``run_tool_server(settings)`` (what ``keel serve tools`` calls).
+
+``python -m agentkeel.tools.serve [package.module ...]`` runs it with settings
+from ``KEEL_CONFIG`` and the ``KEEL_*`` environment, serving the given tool
+modules too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from agentkeel.config.layers import load_settings
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import KeelError
+from agentkeel.telemetry.logging import configure_logging
+from agentkeel.tools.server import create_app
+
+logger = logging.getLogger("agentkeel.tools.serve")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()) -> int:
+    """Serve MCP tools on ``tools.server.host:port`` until SIGTERM or Ctrl-C.
+
+    ``tools_modules`` (from ``--tools``) are served in addition to
+    ``tools.server.tools_modules``. Blocks; returns the process exit code.
+    """
+    configure_logging(service="tools", level=settings.log_level)
+    if tools_modules:
+        server = settings.tools.server
+        merged = [
+            *server.tools_modules,
+            *(m for m in tools_modules if m not in server.tools_modules),
+        ]
+        settings = settings.model_copy(
+            update={
+                "tools": settings.tools.model_copy(
+                    update={"server": server.model_copy(update={"tools_modules": merged})}
+                )
+            }
+        )
+    try:
+        app = create_app(settings)
+    except KeelError as exc:
+        logger.error("cannot start the tool server: %s", exc.message)
+        return EXIT_ERROR
+    server_settings = settings.tools.server
+    config = uvicorn.Config(
+        app,
+        host=server_settings.host,
+        port=server_settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn_server = uvicorn.Server(config)
+    try:
+        uvicorn_server.run()
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
+    return EXIT_OK if uvicorn_server.started else EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m agentkeel.tools.serve [package.module ...]``."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        settings = load_settings().settings
+    except KeelError as exc:
+        print(f"keel: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return run_tool_server(settings, tools_modules=args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

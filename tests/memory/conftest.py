@@ -1,0 +1,57 @@
+"""Fixtures for memory tests: the memory store on every backend.
+
+``memory_store`` runs a test once on SQLite and once on PostgreSQL (a fresh
+schema per test, dropped afterwards; skipped when PostgreSQL is unreachable).
+Both share one ``ManualClock``, so event times are predictable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agentkeel.memory.backends import MemoryBackend, open_memory_store
+from agentkeel.resilience.clock import ManualClock
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose search_path is a schema created for this test and dropped after it."""
+    schema = f"keel_mem_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def memory_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty memory store, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'memory.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=0.0, wall_start=1_700_000_000.0)
+
+
+@pytest.fixture
+async def memory_store(memory_store_url: str, clock: ManualClock) -> AsyncIterator[MemoryBackend]:
+    """An open, empty memory store (SQLite, then PostgreSQL)."""
+    store = open_memory_store(memory_store_url, clock=clock)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
