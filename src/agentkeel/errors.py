@@ -22,7 +22,8 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     ├── Unavailable (503)
     │   ├── Draining
     │   ├── ModelUnavailable          every provider in the chain failed or is open
-    │   └── ToolServerUnavailable     an MCP tool server cannot be reached
+    │   ├── ToolServerUnavailable     an MCP tool server cannot be reached
+    │   └── MemoryUnavailable         the memory server cannot answer a read now
     └── ProviderError                  one provider failed one call (retried / fallen back)
         ├── ProviderTimeout
         └── ProviderRateLimited
@@ -146,6 +147,14 @@ class ToolServerUnavailable(Unavailable):
     The tools client turns it into a failed tool result the model reads."""
 
     code = "tool_server_unavailable"
+
+
+class MemoryUnavailable(Unavailable):
+    """The memory server cannot answer now (down, unreachable, breaker open). Reads
+    raise it at once; writes go to the local outbox instead, so an agent that
+    catches it can answer without its memories."""
+
+    code = "memory_unavailable"
 
 
 class ProviderError(KeelError):

@@ -16,6 +16,7 @@ from agentkeel.ops import local_model
 from agentkeel.ops.local_model import (
     BUNDLED_MODEL_FILE,
     check_server_installed,
+    default_threads,
     find_bundled_model,
     local_model_base_url,
     local_model_command,
@@ -99,12 +100,12 @@ def test_command_serves_the_model_with_chatml_on_the_configured_address(bundled:
     }
 
 
-def test_command_uses_this_interpreter_and_all_cpus_by_default(bundled: Path) -> None:
-    """Without overrides the server runs under sys.executable with one thread per usable CPU."""
+def test_command_uses_this_interpreter_and_leaves_a_core_free(bundled: Path) -> None:
+    """Without overrides the server runs under sys.executable, one thread fewer than CPUs."""
     command = local_model_command(LocalModelSettings(), find_spec=package_at(bundled.parent))
     assert command[0] == sys.executable
-    threads = int(command[command.index("--n_threads") + 1])
-    assert 1 <= threads <= 8
+    assert command[command.index("--n_threads") + 1] == str(default_threads())
+    assert [default_threads(n) for n in (1, 2, 4, 32)] == [1, 1, 3, 8]
 
 
 def test_urls_follow_the_settings() -> None:

@@ -216,7 +216,7 @@ class UpView:
                 status.name,
                 urls.get(status.name, "-"),
                 str(status.pid or "-"),
-                str(status.log_path),
+                _short(status.log_path),
             )
         self._out.print(table)
         self._out.print(f"data dir: {data_dir}  admin token: {data_dir / ADMIN_TOKEN_FILE}")
@@ -224,6 +224,14 @@ class UpView:
             "keel up is running. Talk to it with `keel chat`; "
             "Ctrl-C stops it (replicas drain first)."
         )
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _base_url(spec: ServiceSpec) -> str:
@@ -286,7 +294,7 @@ def up(
     overrides = {"up": {"replicas": replicas}} if replicas is not None else None
     loaded = load_cli_settings(ctx, config_path=config, data_dir=data_dir, overrides=overrides)
     settings = loaded.settings
-    config_path = config or _global_config(ctx)
+    config_path = config or cli_state(ctx).config_path
     start_model = settings.local_model.enabled and not no_local_model
     if start_model:
         check_server_installed()
@@ -312,11 +320,3 @@ def up(
     view.begin("Starting keel services...")
     asyncio.run(_supervise(supervisor, view, on_started))
     stderr_console().print("[green]keel up stopped cleanly.[/]")
-
-
-def _global_config(ctx: typer.Context) -> Path | None:
-    state_path = cli_state(ctx).config_path
-    if state_path is not None:
-        return state_path
-    env_path = os.environ.get("KEEL_CONFIG")
-    return Path(env_path) if env_path else None

@@ -68,3 +68,48 @@ class MemorySettings(BaseModel):
     @property
     def snapshot_dir(self) -> Path:
         return self.data_dir / "snapshots"
+
+
+class MemoryClientBreakerSettings(BaseModel):
+    """The memory client's circuit breaker: quick to open, quick to probe again, so
+    writes go to the outbox at once in an outage and flow again soon after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failure_threshold: int = Field(default=3, ge=1)
+    failure_window_s: float = Field(default=30.0, gt=0)
+    latency_threshold_s: float = Field(default=5.0, gt=0)
+    latency_window: int = Field(default=20, ge=1)
+    min_latency_samples: int = Field(default=5, ge=1)
+    open_s: float = Field(default=3.0, gt=0, description="How long it stays open before a probe.")
+
+
+class MemoryClientSettings(BaseModel):
+    """How agents (``turn.memory``) and the tool server reach the memory server.
+
+    The bearer token comes from ``token_file`` or ``secrets_dir/<token_secret>``,
+    never from a settings value. Writes made while the server is down wait in a
+    SQLite outbox, one file per client under ``outbox_dir``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="The memory server for turn.memory, e.g. http://127.0.0.1:8788; unset = "
+        "agents get no memory handle.",
+    )
+    token_file: Path | None = Field(default=None, description="File that holds the bearer token.")
+    token_secret: str = Field(
+        default="memory_token", description="Name of the token's file inside secrets_dir."
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="Per request, read and write.")
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+    outbox_dir: Path | None = Field(
+        default=None, description="Where outbox files live; unset = <data_dir>/memory-outbox."
+    )
+    retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before the outbox retries a delivery."
+    )
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest wait between retries.")
+    breaker: MemoryClientBreakerSettings = Field(default_factory=MemoryClientBreakerSettings)

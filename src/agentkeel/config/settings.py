@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agentkeel.config.memory import MemorySettings
+from agentkeel.config.memory import MemoryClientSettings, MemorySettings
 from agentkeel.tools.settings import ToolsSettings
 
 
@@ -171,6 +171,7 @@ class KeelSettings(BaseSettings):
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     up: UpSettings = Field(default_factory=UpSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    memory_client: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
 
     @model_validator(mode="after")

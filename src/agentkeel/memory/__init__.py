@@ -3,12 +3,18 @@
 >>> store = open_memory_store("sqlite:///.keel/memory/memory.db")
 >>> await store.open()
 >>> await store.write([CreateMemory(namespace="agent:support/user:42", content="likes tea")])
+
+Agents reach the server through ``MemoryClient`` (``turn.memory``): reads fail fast
+while it is down, writes wait in a durable local outbox.
 """
 
-from agentkeel.config.memory import MemorySettings, RetentionSettings
+from agentkeel.config.memory import MemoryClientSettings, MemorySettings, RetentionSettings
+from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.memory.app import create_app
 from agentkeel.memory.backends import MemoryBackend, open_memory_store
+from agentkeel.memory.client import MemoryClient, WriteOutcome, build_memory_client
 from agentkeel.memory.integrity import IntegrityReport, check_integrity
+from agentkeel.memory.outbox import MemoryOutbox
 from agentkeel.memory.postgres_store import PostgresMemoryStore
 from agentkeel.memory.snapshots import SnapshotManager, plan_retention
 from agentkeel.memory.sqlite_store import SqliteMemoryStore
@@ -27,7 +33,11 @@ __all__ = [
     "CreateMemory",
     "DeleteMemory",
     "IntegrityReport",
+    "MemoryApiClient",
     "MemoryBackend",
+    "MemoryClient",
+    "MemoryClientSettings",
+    "MemoryOutbox",
     "MemoryRecord",
     "MemorySettings",
     "MemoryStore",
@@ -38,7 +48,9 @@ __all__ = [
     "SnapshotManager",
     "SqliteMemoryStore",
     "UpdateMemory",
+    "WriteOutcome",
     "WriteResult",
+    "build_memory_client",
     "check_integrity",
     "create_app",
     "open_memory_store",

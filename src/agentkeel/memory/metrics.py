@@ -97,3 +97,15 @@ class MemoryClientMetrics:
             "Outbox writes delivered to the memory server.",
             registry=registry,
         )
+        self.outbox_failed = Counter(
+            "agent_memory_outbox_failed_total",
+            "Outbox writes the memory server refused for good (kept in the outbox file).",
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "agent_memory_client_breaker_state",
+            "The memory client's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=registry,
+        )
+        self.outbox_depth.set(0)
+        self.breaker_state.set(0)

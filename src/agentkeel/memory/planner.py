@@ -131,6 +131,31 @@ def _check_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return loaded
 
 
+def check_fields(
+    *,
+    namespace: str | None = None,
+    memory_id: str | None = None,
+    content: str | None = None,
+    tags: Sequence[str] | None = None,
+    importance: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Apply the store's rules to the fields given, so a client can refuse a bad write
+    before it accepts it (into its outbox, say) rather than after."""
+    if namespace is not None:
+        check_namespace(namespace)
+    if memory_id is not None:
+        check_memory_id(memory_id)
+    if content is not None:
+        _check_content(content)
+    if tags is not None:
+        _check_tags(tags)
+    if importance is not None:
+        _check_importance(importance)
+    if metadata is not None:
+        _check_metadata(metadata)
+
+
 def check_ops(ops: Sequence[WriteOp]) -> None:
     """Reject an empty or oversized batch before any transaction starts."""
     if not ops:

@@ -2,6 +2,7 @@
 
 from agentkeel.ops.local_model import (
     check_server_installed,
+    default_threads,
     find_bundled_model,
     local_model_base_url,
     local_model_command,
@@ -26,6 +27,7 @@ __all__ = [
     "Supervisor",
     "SupervisorEvent",
     "check_server_installed",
+    "default_threads",
     "dependency_levels",
     "find_bundled_model",
     "local_model_base_url",

@@ -365,7 +365,12 @@ class Supervisor:
                 await self._until_stop(self._clock.sleep(delay))
                 if self._halting:
                     return
-                await self._spawn(svc)
+                try:
+                    await self._spawn(svc)
+                except ConfigError as exc:
+                    # The command cannot start at all now; keep trying with backoff.
+                    self._emit("exited", svc, detail=exc.message)
+                    continue
                 if await self._wait_ready(svc) is None:
                     break
 

@@ -40,6 +40,8 @@ from agentkeel.errors import (
     Unauthorized,
     Unavailable,
 )
+from agentkeel.memory.client import MemoryClient, build_memory_client
+from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.models.factory import build_gateway
 from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
@@ -174,6 +176,7 @@ def create_app(
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
     rate_limiter: RateLimiter | None = None,
+    memory: Any | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -181,8 +184,10 @@ def create_app(
     and closed with it: the store (``settings.store_url()``), the model gateway
     (``build_gateway``), the tools (``builtin_toolset(settings.agent.tools)``),
     the tool rate limiter (Redis when ``redis_url`` is set) and the agent
-    (``agent.entrypoint`` or a ``ToolAgent``). A store passed in must be open
-    already; the caller closes what it passed.
+    (``agent.entrypoint`` or a ``ToolAgent``) and, when ``memory_client.url`` is
+    set, the ``MemoryClient`` agents get as ``turn.memory`` (its outbox is
+    ``<data_dir>/memory-outbox/agent-<id>-<replica>.db``). A store or memory
+    handle passed in must be open already; the caller closes what it passed.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running) and,
     once started, ``service``.
@@ -220,10 +225,20 @@ def create_app(
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    owned_memory = (
+        _build_memory(settings, registry=registry, clock=clock) if memory is None else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            the_memory = memory
+            if owned_memory is not None:
+                await owned_memory.open()
+                # Closed last (the stack unwinds in reverse), after the turns finished:
+                # a short last try, then what is left waits in the outbox for the next start.
+                stack.push_async_callback(owned_memory.aclose, flush_timeout_s=2.0)
+                the_memory = owned_memory
             the_store = store
             if the_store is None:
                 backend = open_store(settings.store_url(), pool_size=settings.store.pool_size)
@@ -277,6 +292,7 @@ def create_app(
                 budget=budget,
                 rate_limiter=limiter,
                 drain=drain,
+                memory=the_memory,
             )
             await service.refresh_active_sessions()
             runtime.service = service
@@ -328,6 +344,26 @@ def create_app(
     app.state.service = None
     app.state.turn_tasks = runtime.tasks
     return app
+
+
+def _build_memory(
+    settings: KeelSettings, *, registry: CollectorRegistry, clock: Clock
+) -> MemoryClient | None:
+    """The ``turn.memory`` handle when ``memory_client.url`` is set; built here so a
+    missing token file stops the process before it listens."""
+    url = settings.memory_client.url
+    if not url:
+        return None
+    replica = settings.server.replica_id or f"port{settings.server.port}"
+    return build_memory_client(
+        settings.memory_client,
+        url=url,
+        name=f"agent-{settings.agent.id}-{replica}",
+        data_dir=settings.data_dir,
+        secrets_dir=settings.secrets_dir,
+        metrics=MemoryClientMetrics(registry),
+        clock=clock,
+    )
 
 
 async def _check_tools(client: GuardedToolsClient, settings: KeelSettings) -> None:

@@ -43,6 +43,8 @@ from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
+from agentkeel.memory.client import MemoryClient, build_memory_client
+from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.resilience.clock import Clock
 from agentkeel.telemetry.correlation import (
     HEADER,
@@ -188,9 +190,11 @@ def create_app(
 ) -> Starlette:
     """Build the tool server for ``settings.tools.server``.
 
-    ``memory_client`` adds ``memory_search`` and ``memory_store``; ``functions``
-    adds tools beyond the configured modules (tests, embedding).
-    ``app.state`` exposes ``registry`` and ``toolset``.
+    ``memory_client`` adds ``memory_search`` and ``memory_store``; without one,
+    ``tools.server.memory_url`` builds a ``MemoryClient`` (token and outbox from
+    the ``memory_client`` section), opened and closed with the app.
+    ``functions`` adds tools beyond the configured modules (tests, embedding).
+    ``app.state`` exposes ``registry``, ``toolset`` and ``memory_client``.
 
     >>> app = create_app(load_settings().settings)
     """
@@ -198,6 +202,18 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     http_metrics = HttpMetrics(registry)
     tool_metrics = ToolServerMetrics(registry)
+    owned_memory: MemoryClient | None = None
+    if memory_client is None and server_settings.memory_url:
+        owned_memory = build_memory_client(
+            settings.memory_client,
+            url=server_settings.memory_url,
+            name=f"tools-{server_settings.port}",
+            data_dir=settings.data_dir,
+            secrets_dir=settings.secrets_dir,
+            metrics=MemoryClientMetrics(registry),
+            clock=clock,
+        )
+        memory_client = owned_memory
     toolset = build_server_toolset(
         server_settings,
         memory_client=memory_client,
@@ -215,17 +231,24 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with manager.run():
-            state["ready"] = True
-            logger.info(
-                "tool server ready: %d tool(s): %s",
-                len(toolset.names),
-                ", ".join(toolset.names),
-            )
-            try:
-                yield
-            finally:
-                state["ready"] = False
+        if owned_memory is not None:
+            await owned_memory.open()
+        try:
+            async with manager.run():
+                state["ready"] = True
+                logger.info(
+                    "tool server ready: %d tool(s): %s",
+                    len(toolset.names),
+                    ", ".join(toolset.names),
+                )
+                try:
+                    yield
+                finally:
+                    state["ready"] = False
+        finally:
+            if owned_memory is not None:
+                # A short last try; what is left stays in the outbox for the next start.
+                await owned_memory.aclose(flush_timeout_s=2.0)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "tools"})
@@ -257,6 +280,7 @@ def create_app(
     )
     app.state.registry = registry
     app.state.toolset = toolset
+    app.state.memory_client = memory_client
     return app
 
 
