@@ -45,6 +45,7 @@ REPLICAS = 4
 WRITE_EVERY_S = 0.5
 BEFORE_S = 3.0
 AFTER_S = 3.0
+BUSY = 20
 TOKEN = "fault-test-token-" + "f" * 24
 ADMIN = "fault-test-admin-" + "a" * 24
 
@@ -142,6 +143,8 @@ class Ledger:
     """What the writers were told: acknowledged contents, and writes that raised."""
 
     acknowledged: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    busy: asyncio.Event = field(default_factory=asyncio.Event)
     queued: int = 0
     stored: int = 0
     errors: list[str] = field(default_factory=list)
@@ -155,6 +158,9 @@ async def session_writer(
     while not stop.is_set():
         content = f"session {session} memory {number}"
         number += 1
+        ledger.in_flight += 1
+        if ledger.in_flight >= BUSY:
+            ledger.busy.set()
         try:
             outcome = await client.store(namespace, content, tags=["fault"])
         except Exception as exc:  # recorded, and the test fails on any
@@ -165,6 +171,8 @@ async def session_writer(
                 ledger.queued += 1
             else:
                 ledger.stored += 1
+        finally:
+            ledger.in_flight -= 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), WRITE_EVERY_S)
 
@@ -207,6 +215,12 @@ async def test_acknowledged_writes_survive_a_memory_server_outage(
     try:
         await asyncio.sleep(BEFORE_S)
         stored_before = ledger.stored
+        # Kill in the middle of a burst of writes, so some answers are lost after the
+        # server committed them (their redelivery must be a no-op).
+        ledger.busy.clear()
+        async with asyncio.timeout(5):
+            await ledger.busy.wait()
+        await asyncio.sleep(0.05)
         memory_server.stop(signal.SIGKILL)
         await asyncio.sleep(outage_s)
         queued_during = ledger.queued

@@ -1,7 +1,7 @@
 """``keel serve <service>``: run one agentkeel service in the foreground.
 
-``agent`` is here now; the memory and tool servers join as ``serve memory``
-and ``serve tools``: each is one function registered on ``serve_app``.
+``agent``, ``memory`` and ``tools``: each is one function registered on
+``serve_app``; the server stack is imported only by the command that runs it.
 """
 
 from __future__ import annotations
@@ -53,5 +53,59 @@ def agent(
     from agentkeel.runtime.serve import run_agent_server
 
     code = run_agent_server(settings, agent_entrypoint=entrypoint)
+    if code:
+        raise typer.Exit(code)
+
+
+def _host_port(host: str | None, port: int | None) -> dict[str, Any]:
+    return {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+
+
+@serve_app.command("memory", epilog="Example: keel serve memory --port 8788")
+@exits_on_keel_error
+def memory(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (memory.port, default 8788).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
+    ] = None,
+) -> None:
+    """Serve the memory API (memories, snapshots, restore, integrity) until SIGTERM or Ctrl-C."""
+    server = _host_port(host, port)
+    overrides = {"memory": server} if server else None
+    settings = load_cli_settings(ctx, config_path=config, overrides=overrides).settings
+    from agentkeel.memory.serve import run_memory_server
+
+    code = run_memory_server(settings)
+    if code:
+        raise typer.Exit(code)
+
+
+@serve_app.command("tools", epilog="Example: keel serve tools --tools myapp.tools --port 9090")
+@exits_on_keel_error
+def tools(
+    ctx: typer.Context,
+    modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools", help="package.module whose public functions are served (repeatable)."
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (tools.server.port, default 9090).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
+    ] = None,
+) -> None:
+    """Serve MCP tools over streamable HTTP at /mcp until SIGTERM or Ctrl-C."""
+    server = _host_port(host, port)
+    overrides = {"tools": {"server": server}} if server else None
+    settings = load_cli_settings(ctx, config_path=config, overrides=overrides).settings
+    from agentkeel.tools.serve import run_tool_server
+
+    code = run_tool_server(settings, tools_modules=modules or [])
     if code:
         raise typer.Exit(code)

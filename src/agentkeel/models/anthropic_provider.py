@@ -9,15 +9,15 @@ The system prompt travels apart from the messages; tool calls are
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 from pydantic import SecretStr
 
-from agentkeel.errors import ProviderError, ProviderRateLimited, ProviderTimeout
+from agentkeel.errors import ProviderError
+from agentkeel.models.sdk_errors import convert_sdk_error
 from agentkeel.models.tokens import estimate_text_tokens, estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -28,7 +28,6 @@ from agentkeel.models.types import (
     ToolSpec,
     Usage,
 )
-from agentkeel.resilience.retry import parse_retry_after
 from agentkeel.telemetry.correlation import HEADER as CORRELATION_HEADER
 from agentkeel.telemetry.correlation import get_correlation_id
 
@@ -190,56 +189,12 @@ class AnthropicProvider:
         )
 
     def _convert(self, exc: anthropic.AnthropicError) -> ProviderError:
-        """The SDK's error as a ProviderError saying whether a retry may help."""
-        where = f"{self.base_url} (model '{self.model}')"
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeout(
-                f"timeout after {self.timeout_s:g}s waiting for {where}",
-                provider=self.name,
-                retryable=True,
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderError(
-                f"cannot reach {where}: {exc.__cause__ or exc}; is the endpoint reachable?",
-                provider=self.name,
-                retryable=True,
-            )
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            retry_after = _retry_after(exc.response.headers)
-            detail = _short(exc.message)
-            if status == 429:
-                after = f", retry after {retry_after:g}s" if retry_after is not None else ""
-                return ProviderRateLimited(
-                    f"rate limited (HTTP 429{after}) by {where}: {detail}",
-                    provider=self.name,
-                    retryable=True,
-                    retry_after=retry_after,
-                    status_code=status,
-                )
-            if status in (401, 403):
-                return ProviderError(
-                    f"HTTP {status} from {where}: {detail}; check the API key file "
-                    "(models[].api_key_file or api_key_secret)",
-                    provider=self.name,
-                    status_code=status,
-                )
-            # 529 is Anthropic's "overloaded": retryable like any 5xx.
-            return ProviderError(
-                f"HTTP {status} from {where}: {detail}",
-                provider=self.name,
-                retryable=status >= 500 or status in (408, 409),
-                retry_after=retry_after,
-                status_code=status,
-            )
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return ProviderError(
-                f"unreadable reply from {where}: {_short(str(exc))}",
-                provider=self.name,
-                status_code=exc.status_code,
-            )
-        return ProviderError(
-            f"error from {where}: {_short(str(exc))}", provider=self.name, retryable=True
+        return convert_sdk_error(
+            exc,
+            sdk=anthropic,
+            provider=self.name,
+            where=f"{self.base_url} (model '{self.model}')",
+            timeout_s=self.timeout_s,
         )
 
     def __repr__(self) -> str:
@@ -323,12 +278,3 @@ def _arguments(raw: str) -> dict[str, Any]:
 
 def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    return parse_retry_after(headers.get("retry-after"), now=time.time())
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -18,7 +17,8 @@ import httpx
 import openai
 from pydantic import SecretStr
 
-from agentkeel.errors import ProviderError, ProviderRateLimited, ProviderTimeout
+from agentkeel.errors import ProviderError
+from agentkeel.models.sdk_errors import convert_sdk_error
 from agentkeel.models.tokens import estimate_text_tokens, estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -29,7 +29,6 @@ from agentkeel.models.types import (
     ToolSpec,
     Usage,
 )
-from agentkeel.resilience.retry import parse_retry_after
 from agentkeel.telemetry.correlation import HEADER as CORRELATION_HEADER
 from agentkeel.telemetry.correlation import get_correlation_id
 
@@ -217,56 +216,12 @@ class OpenAIProvider:
         return [_plain_message(m) for m in messages]
 
     def _convert(self, exc: openai.OpenAIError) -> ProviderError:
-        """The SDK's error as a ProviderError saying whether a retry may help."""
-        where = f"{self.base_url} (model '{self.model}')"
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(
-                f"timeout after {self.timeout_s:g}s waiting for {where}",
-                provider=self.name,
-                retryable=True,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(
-                f"cannot reach {where}: {exc.__cause__ or exc}; is the server running?",
-                provider=self.name,
-                retryable=True,
-            )
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            retry_after = _retry_after(exc.response.headers)
-            detail = _short(exc.message)
-            if status == 429:
-                after = f", retry after {retry_after:g}s" if retry_after is not None else ""
-                return ProviderRateLimited(
-                    f"rate limited (HTTP 429{after}) by {where}: {detail}",
-                    provider=self.name,
-                    retryable=True,
-                    retry_after=retry_after,
-                    status_code=status,
-                )
-            if status in (401, 403):
-                return ProviderError(
-                    f"HTTP {status} from {where}: {detail}; check the API key file "
-                    "(models[].api_key_file or api_key_secret)",
-                    provider=self.name,
-                    status_code=status,
-                )
-            return ProviderError(
-                f"HTTP {status} from {where}: {detail}",
-                provider=self.name,
-                retryable=status >= 500 or status in (408, 409),
-                retry_after=retry_after,
-                status_code=status,
-            )
-        if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderError(
-                f"unreadable reply from {where}: {_short(str(exc))}",
-                provider=self.name,
-                status_code=exc.status_code,
-            )
-        # An error event inside a stream, or another API-level failure.
-        return ProviderError(
-            f"error from {where}: {_short(str(exc))}", provider=self.name, retryable=True
+        return convert_sdk_error(
+            exc,
+            sdk=openai,
+            provider=self.name,
+            where=f"{self.base_url} (model '{self.model}')",
+            timeout_s=self.timeout_s,
         )
 
     def __repr__(self) -> str:
@@ -345,19 +300,3 @@ def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"_raw": raw}
     return value if isinstance(value, dict) else {"_raw": raw}
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After from response headers (``retry-after-ms`` wins when present)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    return parse_retry_after(headers.get("retry-after"), now=time.time())
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
