@@ -9,8 +9,15 @@ and times, from this process, the same function three ways:
 - MCP guarded: through ``GuardedToolsClient`` over ``McpToolSource`` to the
   tool server (one HTTP round trip per call, loopback).
 
-Prints p50 and p99 per way and the added cost of the MCP call over the
-in-process one (target: at most 2 ms p50 added). Never asserts timing.
+Both guarded clients are built by ``build_tools_client`` as an agent replica
+builds them, with the rate limit and the session budget on (raised so that
+they never refuse a bench call).
+
+Prints p50 and p99 per way, the added cost of the MCP call over the
+in-process one (target: at most 2 ms p50 added), and the CPU time one MCP call
+costs this process and the tool server. On a machine whose cores other work
+shares, the CPU figures move much less from run to run than the latencies.
+Never asserts timing.
 
     python -m bench.tool_call
 """
@@ -18,18 +25,26 @@ in-process one (target: at most 2 ms p50 added). Never asserts timing.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.builtins import builtin_toolset, calculator
-from agentkeel.tools.client import GuardedToolsClient
-from agentkeel.tools.composite import CompositeToolSet
-from agentkeel.tools.mcp_source import McpToolSource
-from agentkeel.tools.types import ToolContext
-from bench._common import Figure, free_port, percentile, print_figures, server_process
+from agentkeel.tools.client import GuardedToolsClient, build_tools_client
+from agentkeel.tools.settings import McpServerSettings, ToolsSettings
+from agentkeel.tools.types import ToolContext, ToolSet
+from bench._common import (
+    Figure,
+    cpu_seconds,
+    free_port,
+    percentile,
+    print_figures,
+    server_process,
+)
 
 WARMUP = 50
 CALLS = 1000
@@ -48,22 +63,29 @@ async def _time(call: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return samples
 
 
-def _client(source_name: str, source: object) -> GuardedToolsClient:
-    return GuardedToolsClient(
-        tools=CompositeToolSet([(source_name, source)]),  # type: ignore[list-item]
-        metrics=ToolMetrics(CollectorRegistry()),
-        call_timeout_s=10,
-        max_result_chars=16_000,
+def _client(*, local: ToolSet | None, servers: list[McpServerSettings]) -> GuardedToolsClient:
+    unlimited = 10 * (WARMUP + CALLS)
+    settings = ToolsSettings(
+        servers=servers, calls_per_minute=unlimited, session_call_budget=unlimited
     )
+    return build_tools_client(settings, local=local, metrics=ToolMetrics(CollectorRegistry()))
 
 
-async def _measure(url: str) -> dict[str, list[float]]:
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    samples: dict[str, list[float]]
+    client_cpu_s: float
+    """CPU seconds of this process per MCP call."""
+    server_cpu_s: float
+    """CPU seconds of the tool server per MCP call."""
+
+
+async def _measure(url: str, server_pid: int) -> _Measured:
     async def direct() -> object:
         return calculator(EXPRESSION)
 
-    local = _client("local", builtin_toolset(["calculator"]))
-    source = McpToolSource(name="tools", url=url)
-    remote = _client("tools", source)
+    local = _client(local=builtin_toolset(["calculator"]), servers=[])
+    remote = _client(local=None, servers=[McpServerSettings(name="tools", url=url)])
     await local.list_tools()
     await remote.list_tools()
 
@@ -76,12 +98,20 @@ async def _measure(url: str) -> dict[str, list[float]]:
         return result
 
     try:
-        return {
+        samples = {
             "in-process": await _time(direct, CALLS),
             "local guarded": await _time(via_local, CALLS),
-            "MCP guarded": await _time(via_mcp, CALLS),
         }
+        client_cpu, server_cpu = time.process_time(), cpu_seconds(server_pid)
+        samples["MCP guarded"] = await _time(via_mcp, CALLS)
+        calls = WARMUP + CALLS
+        return _Measured(
+            samples=samples,
+            client_cpu_s=(time.process_time() - client_cpu) / calls,
+            server_cpu_s=(cpu_seconds(server_pid) - server_cpu) / calls,
+        )
     finally:
+        await local.aclose()
         await remote.aclose()
 
 
@@ -91,12 +121,13 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     env = {"KEEL_TOOLS__SERVER__PORT": str(port), "KEEL_LOG_LEVEL": "warning"}
     with server_process(
-        [__import__("sys").executable, "-m", "agentkeel.tools.serve"],
+        [sys.executable, "-m", "agentkeel.tools.serve"],
         ready_url=f"{base}/ready",
         base_url=base,
         env=env,
-    ):
-        samples = asyncio.run(_measure(f"{base}/mcp"))
+    ) as server:
+        measured = asyncio.run(_measure(f"{base}/mcp", server.pid))
+    samples = measured.samples
     figures: list[Figure] = []
     for name, values in samples.items():
         figures.append(Figure(f"{name} p50", percentile(values, 50) * 1000, "ms"))
@@ -113,6 +144,10 @@ def main() -> None:
     )
     figures.append(
         Figure("MCP call added p99", (percentile(samples["MCP guarded"], 99) - base99) * 1000, "ms")
+    )
+    figures.append(Figure("MCP call CPU, client", measured.client_cpu_s * 1000, "ms", "per call"))
+    figures.append(
+        Figure("MCP call CPU, tool server", measured.server_cpu_s * 1000, "ms", "per call")
     )
     print_figures(f"One tool call, {CALLS} calls each (calculator)", figures)
 

@@ -126,6 +126,25 @@ async def test_verify_catches_forged_content_with_matching_checksum(
     assert {c["name"]: c["ok"] for c in body["checks"]}["structure"] is False
 
 
+async def test_restore_from_forged_content_changes_nothing(
+    client: httpx.AsyncClient, memory_store_url: str
+) -> None:
+    """Rows stream from the file into the restore; a digest that fails at the end of the
+    file rolls the whole restore back (409 snapshot_invalid, state and log as before)."""
+    await put(client, "the truth")
+    snap = await snapshot(client)
+    await put(client, "written later")
+    sha = forge(Path(str(snap["path"])), "the truth", "a lie")
+    raw_sql(memory_store_url, f"UPDATE memory_snapshots SET sha256 = '{sha}'")
+    restore = await client.post("/v1/restore", json={"snapshot_id": snap["id"]}, headers=ADM)
+    assert restore.status_code == 409, restore.text
+    assert restore.json()["error"]["code"] == "snapshot_invalid"
+    assert "digest" in restore.json()["error"]["message"]
+    assert await contents(client) == {"the truth", "written later"}
+    assert (await client.get("/v1/quarantine", headers=ADM)).json()["quarantines"] == []
+    assert (await client.get("/v1/integrity", headers=ADM)).json()["ok"] is True
+
+
 async def test_restore_to_snapshot_with_quarantine_and_replay(client: httpx.AsyncClient) -> None:
     """Restoring a snapshot brings its state back; later writes wait in the quarantine
     and a replay applies them again."""

@@ -7,7 +7,7 @@ import pytest
 from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from agentkeel.resilience.clock import ManualClock
-from agentkeel.resilience.retry import RetryPolicy, parse_retry_after
+from agentkeel.resilience.retry import RetryPolicy, parse_retry_after, retry_after_seconds
 
 
 class Flaky:
@@ -119,3 +119,9 @@ def test_parse_retry_after_reads_seconds_and_http_dates() -> None:
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after(None, now=now) is None
     assert parse_retry_after("", now=now) is None
+
+
+def test_retry_after_seconds_rounds_up_to_whole_seconds() -> None:
+    """A caller told to wait never comes back early: fractions round up, and the
+    wait is at least one second."""
+    assert [retry_after_seconds(s) for s in (0.0, 0.2, 1.0, 1.4, 29.01)] == [1, 1, 1, 2, 30]

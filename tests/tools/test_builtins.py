@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agentkeel.errors import ConfigError
@@ -142,6 +144,20 @@ async def test_builtin_toolset_runs_the_tools() -> None:
     assert bad.content == "calculator failed: division by zero"
     now = await tools.call("current_time", {}, context=CONTEXT)
     assert now.content == "1970-01-01T00:00:00+00:00"
+
+
+async def test_builtin_tools_run_without_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in tools are quick and never block, so a call never hands off to a
+    worker thread (which would cost more than the tool itself)."""
+
+    def no_threads(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a built-in tool was sent to a worker thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_threads)
+    tools = builtin_toolset(list(BUILTIN_NAMES), clock=ManualClock(wall_start=0.0))
+    ok = await tools.call("calculator", {"expression": "6 * 7"}, context=CONTEXT)
+    now = await tools.call("current_time", {"timezone": "UTC"}, context=CONTEXT)
+    assert [ok.content, now.content] == ["42", "1970-01-01T00:00:00+00:00"]
 
 
 def test_builtin_toolset_rejects_unknown_names_listing_the_known_ones() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agentkeel.errors import ConfigError
-from agentkeel.tools.local import LocalToolSet
+from agentkeel.tools.local import LocalToolSet, runs_inline
 from agentkeel.tools.types import ToolContext, ToolSet
 
 CONTEXT = ToolContext(agent_id="a", session_id="s-1", user_id="u-1", turn=3)
@@ -94,6 +94,32 @@ async def test_sync_functions_run_off_the_event_loop() -> None:
     result = await LocalToolSet([where]).call("where", {}, context=CONTEXT)
     assert result.content == "ok"
     assert seen == [False]
+
+
+async def test_runs_inline_keeps_a_quick_sync_tool_on_the_event_loop() -> None:
+    """A sync tool marked @runs_inline is called on the event loop's thread, without
+    the hand-off to a worker thread; its schema and result are the same as without."""
+    seen: list[bool] = []
+
+    @runs_inline
+    def here(word: str) -> str:
+        """Report the thread."""
+        seen.append(threading.current_thread() is threading.main_thread())
+        return word.upper()
+
+    tools = LocalToolSet([here])
+    result = await tools.call("here", {"word": "ok"}, context=CONTEXT)
+    assert (result.status, result.content) == ("success", "OK")
+    assert seen == [True]
+    assert tools.input_schema("here") == (await tools.list_tools())[0].parameters
+
+
+def test_input_schema_by_name() -> None:
+    """input_schema gives a tool's argument schema, and None for a name not in the set."""
+    tools = LocalToolSet([search])
+    schema = tools.input_schema("search")
+    assert schema is not None and schema["required"] == ["query"]
+    assert tools.input_schema("missing") is None
 
 
 async def test_arguments_are_validated_and_defaults_applied() -> None:

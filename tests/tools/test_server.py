@@ -11,8 +11,9 @@ import httpx
 import httpx2
 import mcp_types as mcp
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
@@ -160,3 +161,29 @@ def test_unknown_builtin_is_a_config_error() -> None:
     """A typo in tools.server.builtins stops the server before it listens."""
     with pytest.raises(ConfigError, match="unknown tool"):
         create_app(settings(builtins=["calculater"]))
+
+
+async def test_a_tool_call_does_not_run_the_tool_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stateless tools/call looks up the called tool's schema directly; the SDK would
+    otherwise run the whole tools/list handler on every call to check its headers."""
+    app = create_app(settings())
+    toolset = app.state.toolset
+    listings: list[int] = []
+    list_tools = toolset.list_tools
+
+    async def counted() -> Any:
+        listings.append(1)
+        return await list_tools()
+
+    monkeypatch.setattr(toolset, "list_tools", counted)
+    async with live_server(app) as server, Client(f"{server.url}/mcp", cache=None) as client:
+        assert client.session.protocol_version in MODERN_PROTOCOL_VERSIONS
+        # The client may list the tools once for itself (output schemas).
+        await client.call_tool("calculator", {"expression": "1 + 1"})
+        before = len(listings)
+        for n in range(3):
+            result = await client.call_tool("calculator", {"expression": f"{n} + 1"})
+            assert text(result) == str(n + 1)
+        assert len(listings) == before
+        await client.list_tools()
+        assert len(listings) == before + 1

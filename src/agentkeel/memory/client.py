@@ -296,7 +296,7 @@ class MemoryClient:
             "tags": list(tags),
             "importance": importance,
             "metadata": dict(metadata or {}),
-            
+            "id": the_id,
         }
         return await self._write("create_memory", "POST", "/v1/memories", body, the_id)
 
@@ -473,7 +473,7 @@ class MemoryClient:
             method=method,
             path=path,
             body=body,
-            idempotency_key=uuid.uuid4().hex,
+            idempotency_key=key,
             memory_id=memory_id,
         )
         self._set_depth()

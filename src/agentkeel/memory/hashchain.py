@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from agentkeel.memory.store import GENESIS_HASH, EventRecord, MemoryRecord
+
+# json's own string encoder (the C one), as json.dumps(ensure_ascii=False) uses it.
+_string = encode_basestring
 
 
 def canonical_json(value: Any) -> str:
@@ -30,7 +35,34 @@ def canonical_json(value: Any) -> str:
 def event_hash(
     *, seq: int, time: float, namespace: str, op: str, memory_id: str, payload: str, prev_hash: str
 ) -> str:
-    """SHA-256 (hex) of an event's fields and its predecessor's hash."""
+    """SHA-256 (hex) of an event's fields and its predecessor's hash.
+
+    The text hashed is ``canonical_json`` of the seven fields, written out by hand
+    in sorted key order because this runs once per event on every write and every
+    integrity pass (twice as fast as building and sorting a dict); a test holds the
+    two forms equal.
+    """
+    if type(seq) is not int or type(time) is not float or not math.isfinite(time):
+        return _event_hash_slow(
+            seq=seq,
+            time=time,
+            namespace=namespace,
+            op=op,
+            memory_id=memory_id,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+    body = (
+        f'{{"memory_id":{_string(memory_id)},"namespace":{_string(namespace)},'
+        f'"op":{_string(op)},"payload":{_string(payload)},"prev_hash":{_string(prev_hash)},'
+        f'"seq":{int.__repr__(seq)},"time":{float.__repr__(time)}}}'
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _event_hash_slow(
+    *, seq: int, time: float, namespace: str, op: str, memory_id: str, payload: str, prev_hash: str
+) -> str:
     body = canonical_json(
         {
             "seq": seq,
@@ -112,6 +144,65 @@ def memory_fingerprint(memory: MemoryRecord) -> str:
     return canonical_json(memory.to_json())
 
 
+def fingerprint_from_payload(memory_id: str, namespace: str, payload: str) -> str:
+    """``memory_fingerprint`` of the memory a create/update payload describes, without
+    parsing it: the payload is canonical JSON already, so the id and namespace are
+    spliced in at their sorted places. A payload not in the canonical shape takes the
+    slow path (parse, then serialize), so the result is the same either way."""
+    at_importance = payload.find(',"importance":')
+    at_tags = payload.rfind(',"tags":[')
+    if not payload.startswith('{"content":') or at_importance < 0 or at_tags < at_importance:
+        return memory_fingerprint(memory_from_payload(memory_id, namespace, payload))
+    return (
+        f'{payload[:at_importance]},"id":{_string(memory_id)}'
+        f'{payload[at_importance:at_tags]},"namespace":{_string(namespace)}{payload[at_tags:]}'
+    )
+
+
+def fingerprint_from_columns(
+    *,
+    memory_id: str,
+    namespace: str,
+    content: str,
+    tags: Sequence[str],
+    importance: float,
+    metadata_json: str,
+    created_at: float,
+    updated_at: float,
+    version: int,
+) -> str:
+    """``memory_fingerprint`` of a memory given as stored columns (metadata as JSON
+    text), written out directly: snapshots and their checks build one per memory, and
+    going through a ``MemoryRecord`` and a sorted dict costs three times as much."""
+    floats = (importance, created_at, updated_at)
+    if any(type(value) is not float or not math.isfinite(value) for value in floats) or (
+        type(version) is not int
+    ):
+        return canonical_json(
+            {
+                "id": memory_id,
+                "namespace": namespace,
+                "content": content,
+                "tags": list(tags),
+                "importance": importance,
+                "metadata": json.loads(metadata_json),
+                "created_at": created_at,
+                "updated_at": updated_at,
+                "version": version,
+            }
+        )
+    if metadata_json != "{}":
+        # Stored canonical by the stores; normalised anyway, so the text never decides.
+        metadata_json = canonical_json(json.loads(metadata_json))
+    return (
+        f'{{"content":{_string(content)},"created_at":{float.__repr__(created_at)},'
+        f'"id":{_string(memory_id)},"importance":{float.__repr__(importance)},'
+        f'"metadata":{metadata_json},"namespace":{_string(namespace)},'
+        f'"tags":[{",".join(_string(tag) for tag in tags)}],'
+        f'"updated_at":{float.__repr__(updated_at)},"version":{int.__repr__(version)}}}'
+    )
+
+
 class StateDigest:
     """A running SHA-256 over memories fed in id order: equal digests, equal states."""
 
@@ -120,7 +211,11 @@ class StateDigest:
         self.count = 0
 
     def add(self, memory: MemoryRecord) -> None:
-        self._hash.update(memory_fingerprint(memory).encode())
+        self.add_fingerprint(memory_fingerprint(memory))
+
+    def add_fingerprint(self, fingerprint: str) -> None:
+        """Add a memory by its ``memory_fingerprint`` (when the text is at hand already)."""
+        self._hash.update(fingerprint.encode())
         self._hash.update(b"\n")
         self.count += 1
 

@@ -23,6 +23,7 @@ from typing import Any
 from agentkeel.memory.hashchain import (
     ChainVerifier,
     StateDigest,
+    fingerprint_from_payload,
     memory_fingerprint,
     memory_from_payload,
 )
@@ -163,10 +164,25 @@ async def check_integrity(store: MemoryStore, *, clock: Clock | None = None) -> 
 
 
 async def replayed_state_digest(reader: StateReader, *, up_to_seq: int) -> tuple[str, int]:
-    """Digest and count of the state a replay of the log up to ``up_to_seq`` gives."""
+    """Digest and count of the state a replay of the log up to ``up_to_seq`` gives.
+
+    Each memory's state is its newest create/update payload (gone after a delete),
+    fingerprinted from the payload text itself; history rules (version order) are
+    ``check_integrity``'s job, not this digest's.
+    """
     digest = StateDigest()
-    async for memory in replay_memories(reader, up_to_seq=up_to_seq):
-        digest.add(memory)
+    last: EventRecord | None = None
+    async for page in reader.events_by_memory(up_to_seq=up_to_seq):
+        for event in page:
+            if last is not None and event.memory_id != last.memory_id and last.op != "delete":
+                digest.add_fingerprint(
+                    fingerprint_from_payload(last.memory_id, last.namespace, last.payload)
+                )
+            last = event
+    if last is not None and last.op != "delete":
+        digest.add_fingerprint(
+            fingerprint_from_payload(last.memory_id, last.namespace, last.payload)
+        )
     return digest.hexdigest(), digest.count
 
 

@@ -15,9 +15,11 @@ the exact text.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from agentkeel.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
 from agentkeel.memory import planner
-from agentkeel.memory.hashchain import canonical_json
+from agentkeel.memory.hashchain import canonical_json, fingerprint_from_columns
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -309,9 +311,10 @@ class PostgresMemoryStore:
         *,
         target_seq: int,
         reason: str,
-        rows: Sequence[MemoryRecord] | None = None,
+        rows: Iterable[MemoryRecord] | None = None,
     ) -> RestoreResult:
-        """Rebuild the state at ``target_seq``; later events go to a new quarantine."""
+        """Rebuild the state at ``target_seq``; later events go to a new quarantine.
+        ``rows`` are read in pages on a worker thread, inside the transaction."""
         now = self._clock.time()
         async with self._connection() as conn, conn.transaction():
             head = await _lock_head(conn)
@@ -340,12 +343,14 @@ class PostgresMemoryStore:
             if rows is None:
                 await conn.execute(_REPLAY_SQL)
             else:
+                source = iter(rows)
                 async with conn.cursor() as cur:
-                    await cur.executemany(
-                        f"INSERT INTO memories ({_INSERT_MEMORY_COLUMNS}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [_memory_params(memory) for memory in rows],
-                    )
+                    while page := await asyncio.to_thread(_take, source, PAGE_SIZE):
+                        await cur.executemany(
+                            f"INSERT INTO memories ({_INSERT_MEMORY_COLUMNS}) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            [_memory_params(memory) for memory in page],
+                        )
             marker = planner.plan_restore_marker(
                 head=ChainHead(seq=target_seq, hash=target_hash, last_seq=head.last_seq),
                 now=now,
@@ -833,3 +838,33 @@ class _PostgresReader:
             page = [_memory_from_row(row) for row in rows]
             last = page[-1].id
             yield page
+
+    async def fingerprints_by_id(self) -> AsyncIterator[list[str]]:
+        last = ""
+        while True:
+            cursor = await self._conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > %s ORDER BY id LIMIT %s",
+                (last, PAGE_SIZE),
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                return
+            yield [
+                fingerprint_from_columns(
+                    memory_id=row[0],
+                    namespace=row[1],
+                    content=row[2],
+                    tags=row[3],
+                    importance=row[4],
+                    metadata_json=row[5],
+                    created_at=row[6],
+                    updated_at=row[7],
+                    version=row[8],
+                )
+                for row in rows
+            ]
+            last = rows[-1][0]
+
+
+def _take(source: Iterator[MemoryRecord], count: int) -> list[MemoryRecord]:
+    return list(itertools.islice(source, count))

@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import IO, Any
 from agentkeel.config.memory import RetentionSettings
 from agentkeel.errors import Conflict, InvalidRequest, NotFound
 from agentkeel.memory.hashchain import ChainVerifier, StateDigest, canonical_json
-from agentkeel.memory.integrity import check_integrity, replayed_state_digest
+from agentkeel.memory.integrity import replayed_state_digest
 from agentkeel.memory.metrics import MemoryMetrics
 from agentkeel.memory.store import (
     SNAPSHOT_KINDS,
@@ -169,11 +169,9 @@ class SnapshotManager:
                     "created_at": created_at,
                 }
                 await asyncio.to_thread(out.write, (canonical_json(header) + "\n").encode())
-                async for page in reader.memories_by_id():
-                    lines = []
-                    for memory in page:
-                        digest.add(memory)
-                        lines.append(canonical_json(memory.to_json()))
+                async for lines in reader.fingerprints_by_id():
+                    for line in lines:
+                        digest.add_fingerprint(line)
                     await asyncio.to_thread(out.write, ("\n".join(lines) + "\n").encode())
                 trailer = {
                     "end": True,
@@ -219,13 +217,21 @@ class SnapshotManager:
     # --- verify -------------------------------------------------------------
 
     async def verify(self, snapshot_id: str) -> VerifyOutcome:
-        """Run every check on one snapshot and record the outcome in the catalog."""
+        """Run every check on one snapshot and record the outcome in the catalog.
+
+        The file is streamed, never held in memory: one pass loads it into a
+        scratch store while checking its structure and digest, and the check
+        against the log runs alongside it.
+        """
         snapshot = await self._get(snapshot_id)
         checks: list[VerifyCheck] = []
-        rows = await self._checked_rows(snapshot, checks)
-        if rows is not None:
-            checks.append(await _scratch_restore(snapshot, rows))
-            checks.append(await self._against_log(snapshot))
+        if await self._file_intact(snapshot, checks):
+            loaded, log = await asyncio.gather(
+                _scratch_restore(snapshot), self._against_log(snapshot)
+            )
+            checks.extend(loaded)
+            if all(check.ok for check in loaded):
+                checks.append(log)
         ok = all(check.ok for check in checks)
         outcome = VerifyOutcome(
             snapshot_id=snapshot_id, ok=ok, checks=tuple(checks), verified_at=self._clock.time()
@@ -239,13 +245,12 @@ class SnapshotManager:
         await self.refresh_metrics()
         return outcome
 
-    async def _checked_rows(
-        self, snapshot: SnapshotRecord, checks: list[VerifyCheck]
-    ) -> list[MemoryRecord] | None:
+    async def _file_intact(self, snapshot: SnapshotRecord, checks: list[VerifyCheck]) -> bool:
+        """The file is there and its SHA-256 is the catalog's."""
         path = Path(snapshot.path)
         if not await asyncio.to_thread(path.is_file):
             checks.append(VerifyCheck("file", False, f"{path} is missing"))
-            return None
+            return False
         sha = await asyncio.to_thread(_sha256_file, path)
         if sha != snapshot.sha256:
             checks.append(
@@ -256,35 +261,9 @@ class SnapshotManager:
                     f"{snapshot.sha256[:16]}…: the file was changed or damaged",
                 )
             )
-            return None
+            return False
         checks.append(VerifyCheck("checksum", True, f"sha256 {sha[:16]}… matches"))
-        try:
-            header, rows, trailer = await asyncio.to_thread(_read_snapshot, path)
-        except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile) as exc:
-            checks.append(VerifyCheck("structure", False, f"the file cannot be read: {exc}"))
-            return None
-        digest = StateDigest()
-        ordered = True
-        for before, memory in zip([None, *rows], rows, strict=False):
-            if before is not None and before.id >= memory.id:
-                ordered = False
-            digest.add(memory)
-        problems = []
-        if header.get("seq") != snapshot.seq or header.get("head_hash") != snapshot.head_hash:
-            problems.append("the header's log position differs from the catalog")
-        if not ordered:
-            problems.append("memories are not in id order")
-        if trailer.get("memories") != len(rows) or len(rows) != snapshot.memories:
-            problems.append(f"{len(rows)} memories read, {snapshot.memories} recorded")
-        if trailer.get("state_digest") != digest.hexdigest():
-            problems.append("the rows' digest differs from the file's trailer")
-        if digest.hexdigest() != snapshot.state_digest:
-            problems.append("the rows' digest differs from the catalog's")
-        if problems:
-            checks.append(VerifyCheck("structure", False, "; ".join(problems)))
-            return None
-        checks.append(VerifyCheck("structure", True, f"{len(rows)} memories, digest matches"))
-        return rows
+        return True
 
     async def _against_log(self, snapshot: SnapshotRecord) -> VerifyCheck:
         event = await self._store.event_at(snapshot.seq) if snapshot.seq else None
@@ -316,17 +295,16 @@ class SnapshotManager:
     # --- restore and prune --------------------------------------------------
 
     async def restore(self, snapshot_id: str, *, reason: str) -> RestoreResult:
-        """Restore the store to the snapshot; events after it go to a quarantine."""
+        """Restore the store to the snapshot; events after it go to a quarantine.
+
+        The rows stream from the file into the store's restore transaction; the
+        file's structure and digest are checked as they pass, and a problem rolls
+        the restore back.
+        """
         snapshot = await self._get(snapshot_id)
         checks: list[VerifyCheck] = []
-        rows = await self._checked_rows(snapshot, checks)
-        if rows is None:
-            raise Conflict(
-                f"snapshot {snapshot_id} cannot be restored: "
-                + "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
-                + ". Pick another snapshot, or restore to a sequence number instead.",
-                code="snapshot_invalid",
-            )
+        if not await self._file_intact(snapshot, checks):
+            raise _not_restorable(snapshot_id, checks)
         event = await self._store.event_at(snapshot.seq) if snapshot.seq else None
         if snapshot.seq and (event is None or event.hash != snapshot.head_hash):
             raise Conflict(
@@ -335,9 +313,14 @@ class SnapshotManager:
                 "pick a newer snapshot.",
                 code="snapshot_off_log",
             )
-        return await self._store.restore(
-            target_seq=snapshot.seq, reason=f"{reason} (snapshot {snapshot_id})", rows=rows
-        )
+        try:
+            return await self._store.restore(
+                target_seq=snapshot.seq,
+                reason=f"{reason} (snapshot {snapshot_id})",
+                rows=snapshot_rows(snapshot),
+            )
+        except SnapshotDamaged as exc:
+            raise _not_restorable(snapshot_id, [VerifyCheck("structure", False, str(exc))]) from exc
 
     async def prune(self, policy: RetentionSettings, *, dry_run: bool = False) -> PruneDecision:
         """Apply the retention policy: delete the files and catalog rows it does not keep."""
@@ -421,47 +404,105 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_snapshot(
-    path: Path,
-) -> tuple[dict[str, Any], list[MemoryRecord], dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        header: dict[str, Any] = json.loads(handle.readline())
-        if header.get("format") != FORMAT:
-            raise ValueError(f"unknown format {header.get('format')!r}")
-        rows: list[MemoryRecord] = []
-        trailer: dict[str, Any] | None = None
-        for line in handle:
-            data = json.loads(line)
-            if data.get("end") is True:
-                trailer = data
-                break
-            rows.append(MemoryRecord.from_json(data))
+class SnapshotDamaged(ValueError):
+    """A snapshot file whose content is not what its header, trailer and catalog say."""
+
+
+def _not_restorable(snapshot_id: str, checks: list[VerifyCheck]) -> Conflict:
+    return Conflict(
+        f"snapshot {snapshot_id} cannot be restored: "
+        + "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
+        + ". Nothing was changed. Pick another snapshot, or restore to a sequence number "
+        "instead.",
+        code="snapshot_invalid",
+    )
+
+
+def snapshot_rows(snapshot: SnapshotRecord) -> Iterator[MemoryRecord]:
+    """The memories in a snapshot file, read one line at a time and checked as they
+    pass: format, log position, id order, and at the end the count and the digest
+    against the trailer and the catalog. Raises ``SnapshotDamaged`` on the first
+    problem, so a restore consuming the rows rolls back."""
+    path = Path(snapshot.path)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            header: dict[str, Any] = json.loads(handle.readline())
+            if header.get("format") != FORMAT:
+                raise SnapshotDamaged(f"unknown format {header.get('format')!r}")
+            if header.get("seq") != snapshot.seq or header.get("head_hash") != snapshot.head_hash:
+                raise SnapshotDamaged("the header's log position differs from the catalog")
+            digest = StateDigest()
+            last_id: str | None = None
+            trailer: dict[str, Any] | None = None
+            for raw in handle:
+                line = raw.rstrip("\n")
+                data = json.loads(line)
+                if data.get("end") is True:
+                    trailer = data
+                    break
+                memory = MemoryRecord.from_json(data)
+                if last_id is not None and memory.id <= last_id:
+                    raise SnapshotDamaged(f"memory {memory.id!r} is out of id order")
+                last_id = memory.id
+                # The file holds fingerprints as written; the digest covers them as is.
+                digest.add_fingerprint(line)
+                yield memory
+    except (OSError, EOFError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
+        if isinstance(exc, SnapshotDamaged):
+            raise
+        raise SnapshotDamaged(f"the file cannot be read: {exc}") from exc
     if trailer is None:
-        raise ValueError("the file ends without its trailer line (truncated)")
-    return header, rows, trailer
+        raise SnapshotDamaged("the file ends without its trailer line (truncated)")
+    problems = []
+    if trailer.get("memories") != digest.count or digest.count != snapshot.memories:
+        problems.append(f"{digest.count} memories read, {snapshot.memories} recorded")
+    if trailer.get("state_digest") != digest.hexdigest():
+        problems.append("the rows' digest differs from the file's trailer")
+    if digest.hexdigest() != snapshot.state_digest:
+        problems.append("the rows' digest differs from the catalog's")
+    if problems:
+        raise SnapshotDamaged("; ".join(problems))
 
 
-async def _scratch_restore(snapshot: SnapshotRecord, rows: list[MemoryRecord]) -> VerifyCheck:
-    """Load the rows into a throwaway SQLite store and read them back."""
+async def _scratch_restore(snapshot: SnapshotRecord) -> list[VerifyCheck]:
+    """Stream the file into a throwaway SQLite store (checking its structure on the
+    way), then read the store back: the ``structure`` and ``scratch_restore`` checks."""
     from agentkeel.memory.sqlite_store import SqliteMemoryStore
 
     with tempfile.TemporaryDirectory(prefix="keel-verify-") as scratch_dir:
         scratch = SqliteMemoryStore(path=Path(scratch_dir) / "scratch.db")
         await scratch.open()
         try:
-            await scratch.restore(target_seq=0, reason="verify", rows=rows)
+            try:
+                await scratch.restore(target_seq=0, reason="verify", rows=snapshot_rows(snapshot))
+            except SnapshotDamaged as exc:
+                return [VerifyCheck("structure", False, str(exc))]
+            structure = VerifyCheck(
+                "structure", True, f"{snapshot.memories} memories, digest matches"
+            )
             digest = StateDigest()
             async with scratch.reader() as reader:
-                async for page in reader.memories_by_id():
-                    for memory in page:
-                        digest.add(memory)
-            report = await check_integrity(scratch)
+                async for lines in reader.fingerprints_by_id():
+                    for line in lines:
+                        digest.add_fingerprint(line)
+                verifier = ChainVerifier()
+                async for page in reader.events_by_seq():
+                    verifier.feed(page)
         finally:
             await scratch.aclose()
     if digest.hexdigest() != snapshot.state_digest:
-        return VerifyCheck("scratch_restore", False, "the restored rows read back differently")
-    if not report.chain_ok:
-        return VerifyCheck("scratch_restore", False, f"scratch store: {report.summary()}")
-    return VerifyCheck(
-        "scratch_restore", True, f"{digest.count} memories restored into a scratch store"
-    )
+        return [
+            structure,
+            VerifyCheck("scratch_restore", False, "the restored rows read back differently"),
+        ]
+    if verifier.problem is not None:
+        return [
+            structure,
+            VerifyCheck("scratch_restore", False, f"scratch store: {verifier.problem}"),
+        ]
+    return [
+        structure,
+        VerifyCheck(
+            "scratch_restore", True, f"{digest.count} memories restored into a scratch store"
+        ),
+    ]

@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from agentkeel.errors import Conflict, InvalidRequest, KeelError, NotFound, Unavailable
 from agentkeel.memory import planner
-from agentkeel.memory.hashchain import canonical_json
+from agentkeel.memory.hashchain import canonical_json, fingerprint_from_columns
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -63,6 +63,16 @@ _QUARANTINE_COLUMNS = (
     "id, created_at, reason, target_seq, from_seq, to_seq, event_count, restore_seq, replayed_at"
 )
 
+# The namespace as one search token (its UTF-8 in hex), indexed with the text: a
+# search ANDs it with the query words, so the index yields only that namespace's
+# matches instead of every namespace's, filtered afterwards.
+_NS_KEY_COLUMN = "ns_key TEXT GENERATED ALWAYS AS ('ns' || hex(namespace)) VIRTUAL"
+_FTS_TABLE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 ("
+    "content, tags, ns_key, content='memories', content_rowid='rowid', "
+    "tokenize='porter unicode61')"
+)
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS memory_events (
     seq INTEGER PRIMARY KEY,
@@ -94,12 +104,11 @@ CREATE TABLE IF NOT EXISTS memories (
     metadata TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    {_NS_KEY_COLUMN}
 );
 CREATE INDEX IF NOT EXISTS memories_namespace_idx ON memories (namespace, created_at);
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 (
-    content, tags, content='memories', content_rowid='rowid', tokenize='porter unicode61'
-);
+{_FTS_TABLE};
 CREATE TABLE IF NOT EXISTS memory_idempotency (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -149,16 +158,18 @@ CREATE TABLE IF NOT EXISTS memory_snapshots (
 
 _TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts (rowid, content, tags) VALUES (new.rowid, new.content, new.tags);
+    INSERT INTO memories_fts (rowid, content, tags, ns_key)
+    VALUES (new.rowid, new.content, new.tags, new.ns_key);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content, tags)
-    VALUES ('delete', old.rowid, old.content, old.tags);
+    INSERT INTO memories_fts (memories_fts, rowid, content, tags, ns_key)
+    VALUES ('delete', old.rowid, old.content, old.tags, old.ns_key);
 END;
 CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content, tags)
-    VALUES ('delete', old.rowid, old.content, old.tags);
-    INSERT INTO memories_fts (rowid, content, tags) VALUES (new.rowid, new.content, new.tags);
+    INSERT INTO memories_fts (memories_fts, rowid, content, tags, ns_key)
+    VALUES ('delete', old.rowid, old.content, old.tags, old.ns_key);
+    INSERT INTO memories_fts (rowid, content, tags, ns_key)
+    VALUES (new.rowid, new.content, new.tags, new.ns_key);
 END;
 """
 
@@ -258,9 +269,10 @@ class SqliteMemoryStore:
         *,
         target_seq: int,
         reason: str,
-        rows: Sequence[MemoryRecord] | None = None,
+        rows: Iterable[MemoryRecord] | None = None,
     ) -> RestoreResult:
-        """Rebuild the state at ``target_seq``; later events go to a new quarantine."""
+        """Rebuild the state at ``target_seq``; later events go to a new quarantine.
+        ``rows`` are read on the store's thread, one at a time, inside the transaction."""
         return await self._run(_restore, target_seq, reason, rows, self._clock.time())
 
     async def replay_quarantine(self, quarantine_id: str) -> ReplayResult:
@@ -390,6 +402,7 @@ class SqliteMemoryStore:
             with _transaction(conn):
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
+                _add_namespace_key(conn)
                 _create_triggers(conn)
         except BaseException:
             conn.close()
@@ -421,6 +434,19 @@ def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
 
 def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";\n") if part.strip()]
+
+
+def _add_namespace_key(conn: sqlite3.Connection) -> None:
+    """Bring a file from before the namespace search key up to date (one transaction)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_xinfo(memories)")}
+    if "ns_key" in columns:
+        return
+    _log.info("adding the namespace search key to %s (one-time index rebuild)", "memories")
+    _drop_triggers(conn)
+    conn.execute("DROP TABLE IF EXISTS memories_fts")
+    conn.execute(f"ALTER TABLE memories ADD COLUMN {_NS_KEY_COLUMN}")
+    conn.execute(_FTS_TABLE)
+    conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
 
 
 def _create_triggers(conn: sqlite3.Connection) -> None:
@@ -580,6 +606,11 @@ def _get(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
     return None if row is None else _memory_from_row(row)
 
 
+def namespace_key(namespace: str) -> str:
+    """The search token of a namespace, as the ``ns_key`` column computes it."""
+    return "ns" + namespace.encode().hex().upper()
+
+
 def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
     terms = planner.query_terms(query.text)
     where = ["m.namespace = ?"]
@@ -601,9 +632,10 @@ def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
             (*params, query.limit),
         ).fetchall()
         return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
-    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    words = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    match = f'ns_key : "{namespace_key(query.namespace)}" AND {{content tags}} : ({words})'
     rows = conn.execute(
-        f"SELECT {columns}, bm25(memories_fts) AS rank FROM memories_fts "
+        f"SELECT {columns}, bm25(memories_fts, 1.0, 1.0, 0.0) AS rank FROM memories_fts "
         "JOIN memories AS m ON m.rowid = memories_fts.rowid "
         f"WHERE memories_fts MATCH ? AND {' AND '.join(where)} ORDER BY rank LIMIT ?",
         (match, *params, query.limit),
@@ -653,7 +685,7 @@ def _restore(
     conn: sqlite3.Connection,
     target_seq: int,
     reason: str,
-    rows: Sequence[MemoryRecord] | None,
+    rows: Iterable[MemoryRecord] | None,
     now: float,
 ) -> RestoreResult:
     with _transaction(conn):
@@ -678,7 +710,7 @@ def _restore(
         else:
             conn.executemany(
                 f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_memory_params(memory) for memory in rows],
+                (_memory_params(memory) for memory in rows),
             )
         conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
         _create_triggers(conn)
@@ -937,6 +969,37 @@ class _SqliteReader:
             page = [_memory_from_row(row) for row in rows]
             last = page[-1].id
             yield page
+
+    async def fingerprints_by_id(self) -> AsyncIterator[list[str]]:
+        last = ""
+        while True:
+            # Built on the reader's thread, straight from the columns.
+            last, page = await self._call(functools.partial(_fingerprint_page, self._conn, last))
+            if not page:
+                return
+            yield page
+
+
+def _fingerprint_page(conn: sqlite3.Connection, after: str) -> tuple[str, list[str]]:
+    rows = conn.execute(
+        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+        (after, PAGE_SIZE),
+    ).fetchall()
+    page = [
+        fingerprint_from_columns(
+            memory_id=row[0],
+            namespace=row[1],
+            content=row[2],
+            tags=json.loads(row[3]),
+            importance=row[4],
+            metadata_json=row[5],
+            created_at=row[6],
+            updated_at=row[7],
+            version=row[8],
+        )
+        for row in rows
+    ]
+    return (rows[-1][0] if rows else after), page
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:

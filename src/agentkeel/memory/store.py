@@ -12,7 +12,7 @@ delete, the version deleted), so replaying the log needs nothing but the log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -372,6 +372,11 @@ class StateReader(Protocol):
 
     def memories_by_id(self) -> AsyncIterator[list[MemoryRecord]]: ...
 
+    def fingerprints_by_id(self) -> AsyncIterator[list[str]]:
+        """``memory_fingerprint`` of every memory, in id order: what snapshots write and
+        digest. A backend may build them straight from its columns."""
+        ...
+
 
 @runtime_checkable
 class MemoryStore(Protocol):
@@ -406,12 +411,14 @@ class MemoryStore(Protocol):
         *,
         target_seq: int,
         reason: str,
-        rows: Sequence[MemoryRecord] | None = None,
+        rows: Iterable[MemoryRecord] | None = None,
     ) -> RestoreResult:
         """Make the state what it was at ``target_seq``; move later events to a quarantine.
 
         With ``rows`` (a verified snapshot taken at ``target_seq``) the table is
-        loaded from them instead of replaying the log.
+        loaded from them instead of replaying the log. They are consumed as a stream
+        (a snapshot need not fit in memory), possibly on another thread; if iterating
+        them raises, the restore is rolled back and the error propagates.
         """
         ...
 

@@ -1,12 +1,13 @@
 """Circuit breakers, retries, rate limits and token budgets, each over an injectable clock."""
 
-from agentkeel.resilience.breaker import BreakerState, CircuitBreaker
+from agentkeel.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, Reservation, TokenBudget
 from agentkeel.resilience.clock import Clock, ManualClock, SystemClock
 from agentkeel.resilience.ratelimit import RateDecision, RateLimiter
-from agentkeel.resilience.retry import RetryPolicy, parse_retry_after
+from agentkeel.resilience.retry import RetryPolicy, parse_retry_after, retry_after_seconds
 
 __all__ = [
+    "BreakerConfig",
     "BreakerState",
     "BudgetLedger",
     "CircuitBreaker",
@@ -20,4 +21,5 @@ __all__ = [
     "SystemClock",
     "TokenBudget",
     "parse_retry_after",
+    "retry_after_seconds",
 ]

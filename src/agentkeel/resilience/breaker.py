@@ -14,16 +14,36 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from agentkeel.resilience.clock import Clock
-
-if TYPE_CHECKING:
-    from agentkeel.config.settings import BreakerSettings
 
 BreakerState = Literal["closed", "open", "half_open"]
 StateListener = Callable[[str, str], None]
 """Called with ``(old_state, new_state)`` after every transition."""
+
+
+class BreakerConfig(Protocol):
+    """What configures a breaker: the ``breaker`` section of the model gateway
+    (``BreakerSettings``) or of the tools client (``ToolBreakerSettings``)."""
+
+    @property
+    def failure_threshold(self) -> int: ...
+
+    @property
+    def failure_window_s(self) -> float: ...
+
+    @property
+    def latency_threshold_s(self) -> float: ...
+
+    @property
+    def latency_window(self) -> int: ...
+
+    @property
+    def min_latency_samples(self) -> int: ...
+
+    @property
+    def open_s(self) -> float: ...
 
 
 class CircuitBreaker:
@@ -84,11 +104,11 @@ class CircuitBreaker:
     def from_settings(
         cls,
         name: str,
-        settings: BreakerSettings,
+        settings: BreakerConfig,
         clock: Clock,
         on_state_change: StateListener | None = None,
     ) -> CircuitBreaker:
-        """A breaker configured from the ``breaker`` settings section."""
+        """A breaker configured from a ``breaker`` settings section."""
         return cls(
             name=name,
             clock=clock,

@@ -1,7 +1,8 @@
-"""Per-key rate limits over the ``limits`` library, in memory or shared through Redis.
+"""Per-key rate limits, in this process's memory or shared through Redis.
 
 A moving window: at most ``per_minute`` hits in any 60 seconds. With a
-``redis://`` storage every replica draws on the same counters.
+``redis://`` storage every replica draws on the same counters (through the
+``limits`` library); ``memory://`` counts in ``MovingWindows``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
 from agentkeel.errors import ConfigError
+from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.moving_window import MovingWindows
+from agentkeel.resilience.storage import (
+    MEMORY_SCHEME,
+    REDIS_TIMEOUT_S,
+    check_storage_uri,
+    redact_uri,
+)
 
 logger = logging.getLogger(__name__)
-
-_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +42,9 @@ class RateDecision:
 class RateLimiter:
     """At most ``per_minute`` hits per key in any minute; ``per_minute=0`` means no limit.
 
-    Storage is built on the first hit (the memory backend needs a running event
-    loop). When the shared storage is unreachable the limiter lets the hit
-    through and logs a warning: a Redis outage should not stop every agent.
+    Redis storage is connected on the first hit. When it is unreachable the
+    limiter lets the hit through and logs a warning: a Redis outage should not
+    stop every agent. ``clock`` times the in-memory windows.
 
     >>> limiter = RateLimiter(per_minute=60, storage_uri="redis://127.0.0.1:6379/0")
     >>> decision = await limiter.hit("tool:session-123")
@@ -45,7 +52,12 @@ class RateLimiter:
     """
 
     def __init__(
-        self, *, per_minute: int, storage_uri: str = "memory://", key_prefix: str = "agentkeel"
+        self,
+        *,
+        per_minute: int,
+        storage_uri: str = "memory://",
+        key_prefix: str = "agentkeel",
+        clock: Clock | None = None,
     ) -> None:
         if per_minute < 0:
             raise ConfigError(
@@ -55,6 +67,11 @@ class RateLimiter:
         self.storage_uri = storage_uri
         self._key_prefix = key_prefix
         self._item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
+        self._windows = (
+            MovingWindows(limit=per_minute, window_s=60.0, clock=clock or SystemClock())
+            if per_minute > 0 and storage_uri.startswith(MEMORY_SCHEME)
+            else None
+        )
         self._storage: Any = None
         self._strategy: MovingWindowRateLimiter | None = None
         self._redis_pool: Any = None
@@ -63,17 +80,22 @@ class RateLimiter:
         """Count one hit on ``key`` if the limit allows it."""
         if self._item is None:
             return RateDecision(allowed=True)
+        if self._windows is not None:
+            counted = self._windows.hit(key)
+            return RateDecision(
+                allowed=counted.allowed,
+                retry_after=counted.retry_after,
+                remaining=counted.remaining,
+            )
         strategy = self._ensure_strategy()
         try:
             allowed = await strategy.hit(self._item, key)
             stats = await strategy.get_window_stats(self._item, key)
         except Exception as exc:
-            if self._is_memory:
-                raise
             logger.warning(
                 "Rate-limit storage %s is unreachable (%s); allowing the hit. "
                 "Check Redis or set redis_url to empty for per-replica limits.",
-                _redact(self.storage_uri),
+                redact_uri(self.storage_uri),
                 exc,
             )
             return RateDecision(allowed=True)
@@ -84,6 +106,8 @@ class RateLimiter:
 
     async def reset(self) -> None:
         """Forget every counter under this limiter's key prefix (tests, or lifting a limit)."""
+        if self._windows is not None:
+            self._windows.clear()
         if self._storage is not None:
             await self._storage.reset()
 
@@ -95,47 +119,28 @@ class RateLimiter:
         self._storage = None
         self._strategy = None
 
-    @property
-    def _is_memory(self) -> bool:
-        return self.storage_uri.startswith("memory://")
-
     def _ensure_strategy(self) -> MovingWindowRateLimiter:
         if self._strategy is not None:
             return self._strategy
         uri = self.storage_uri
-        try:
-            if uri.startswith("memory://"):
-                self._storage = storage_from_string("async+memory://")
-            elif uri.startswith(_REDIS_SCHEMES):
-                import redis.asyncio
+        # memory:// is counted by MovingWindows, so a valid URI here is Redis.
+        check_storage_uri(uri, what="Rate-limit storage")
+        import redis.asyncio
 
-                # We own the pool so that aclose() can close its connections.
-                # Bounded timeouts: a blackholed Redis must not hang every tool call.
-                self._redis_pool = redis.asyncio.ConnectionPool.from_url(
-                    uri, socket_connect_timeout=2.0, socket_timeout=2.0
-                )
-                self._storage = storage_from_string(
-                    f"async+{uri}",
-                    implementation="redispy",
-                    key_prefix=self._key_prefix,
-                    connection_pool=self._redis_pool,
-                )
-            else:
-                raise ConfigError(
-                    f"Rate-limit storage '{_redact(uri)}' is not supported; "
-                    "use memory:// or redis://host:port/db."
-                )
+        try:
+            # We own the pool so that aclose() can close its connections.
+            self._redis_pool = redis.asyncio.ConnectionPool.from_url(
+                uri, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+            )
+            self._storage = storage_from_string(
+                f"async+{uri}",
+                implementation="redispy",
+                key_prefix=self._key_prefix,
+                connection_pool=self._redis_pool,
+            )
         except ConfigurationError as exc:
             raise ConfigError(
-                f"Rate-limit storage '{_redact(uri)}' cannot be used: {exc}."
+                f"Rate-limit storage '{redact_uri(uri)}' cannot be used: {exc}."
             ) from exc
         self._strategy = MovingWindowRateLimiter(self._storage)
         return self._strategy
-
-
-def _redact(uri: str) -> str:
-    """The URI without a password (redis://:secret@host → redis://***@host)."""
-    scheme, sep, rest = uri.partition("://")
-    if "@" not in rest:
-        return uri
-    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"

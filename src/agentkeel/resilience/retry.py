@@ -9,6 +9,7 @@ caller, which falls back to the next provider instead.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -26,6 +27,12 @@ T = TypeVar("T")
 
 RetryListener = Callable[[ProviderError, int, float], None]
 """Called before each retry with the error, the attempt that failed (1-based) and the wait."""
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """The wait to tell a caller, in whole seconds: rounded up and at least 1, since a
+    retry even a fraction of a second early is refused again."""
+    return max(1, math.ceil(seconds))
 
 
 class _BackoffWait(wait_base):

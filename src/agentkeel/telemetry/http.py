@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, Protocol
 
 import httpx
 
 from agentkeel.telemetry.correlation import HEADER, get_correlation_id
 
 
-async def _add_correlation(request: httpx.Request) -> None:
+class _OutgoingRequest(Protocol):
+    @property
+    def headers(self) -> MutableMapping[str, str]: ...
+
+
+async def add_correlation_id(request: _OutgoingRequest) -> None:
+    """A request event hook that sets ``X-Correlation-ID`` to the current correlation id.
+
+    Works for ``httpx`` and for ``httpx2`` (the MCP SDK's HTTP client) alike:
+
+    >>> client = httpx2.AsyncClient(event_hooks={"request": [add_correlation_id]})
+    """
     cid = get_correlation_id()
     if cid and HEADER not in request.headers:
         request.headers[HEADER] = cid
@@ -21,7 +33,7 @@ def make_async_client(**kwargs: Any) -> httpx.AsyncClient:
     >>> client = make_async_client(base_url="http://127.0.0.1:8788", timeout=5.0)
     """
     hooks = kwargs.pop("event_hooks", {}) or {}
-    request_hooks = [*hooks.get("request", []), _add_correlation]
+    request_hooks = [*hooks.get("request", []), add_correlation_id]
     return httpx.AsyncClient(
         event_hooks={"request": request_hooks, "response": list(hooks.get("response", []))},
         **kwargs,

@@ -75,5 +75,6 @@ def configure_logging(*, service: str, level: str = "info", stream: IO[str] | No
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    for noisy in ("httpx", "httpcore", "openai", "anthropic"):
+    # httpx2 is the MCP SDK's HTTP client: one INFO line per tool call otherwise.
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

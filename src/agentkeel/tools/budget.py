@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentkeel.errors import ConfigError
+from agentkeel.resilience.storage import (
+    MEMORY_SCHEME,
+    REDIS_TIMEOUT_S,
+    check_storage_uri,
+    redact_uri,
+)
 
 logger = logging.getLogger("agentkeel.tools.client")
-
-_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +56,7 @@ class SessionCallBudget:
             raise ConfigError(
                 f"tools.session_call_budget is {limit}; use a positive number, or 0 for no limit."
             )
-        if not storage_uri.startswith(("memory://", *_REDIS_SCHEMES)):
-            raise ConfigError(
-                f"Budget storage '{storage_uri.split('@')[-1]}' is not supported; use memory:// "
-                "or redis://host:port/db."
-            )
+        check_storage_uri(storage_uri, what="Tool budget storage")
         self.limit = limit
         self.storage_uri = storage_uri
         self._ttl_s = ttl_s
@@ -69,7 +69,7 @@ class SessionCallBudget:
         """Count one call for ``session_id`` if the budget has room for it."""
         if self.limit == 0:
             return BudgetDecision(allowed=True, used=0, limit=0)
-        if self.storage_uri.startswith("memory://"):
+        if self.storage_uri.startswith(MEMORY_SCHEME):
             used = self._counts.pop(session_id, 0)
             if used < self.limit:
                 used += 1
@@ -92,7 +92,8 @@ class SessionCallBudget:
                 used, _ = await pipe.execute()
         except Exception as exc:
             logger.warning(
-                "Tool budget storage is unreachable (%s); allowing the call. Check Redis.",
+                "Tool budget storage %s is unreachable (%s); allowing the call. Check Redis.",
+                redact_uri(self.storage_uri),
                 exc,
             )
             return BudgetDecision(allowed=True, used=0, limit=self.limit)
@@ -104,7 +105,9 @@ class SessionCallBudget:
             import redis.asyncio
 
             self._redis = redis.asyncio.Redis.from_url(
-                self.storage_uri, socket_connect_timeout=2.0, socket_timeout=2.0
+                self.storage_uri,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
             )
         return self._redis
 

@@ -2,7 +2,10 @@
 
 Both are plain functions, so ``LocalToolSet`` derives their schemas from the
 signatures like any user tool. ``builtin_toolset(["calculator"])`` is how the
-runtime turns ``agent.tools`` from the settings into a ``ToolSet``.
+runtime turns ``agent.tools`` from the settings into a ``ToolSet``. Both finish
+in microseconds (``current_time`` reads a small zone file the first time a
+zone is asked for), so they run on the event loop (``@runs_inline``) rather
+than in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agentkeel.errors import ConfigError
 from agentkeel.resilience.clock import Clock, SystemClock
-from agentkeel.tools.local import LocalToolSet
+from agentkeel.tools.local import LocalToolSet, runs_inline
 
 MAX_EXPRESSION_CHARS = 1_000
 MAX_EXPONENT = 10_000
@@ -79,6 +82,7 @@ _FUNCTIONS: dict[str, Callable[..., Number]] = {
 _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 
+@runs_inline
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression and return the result.
 
@@ -217,6 +221,7 @@ def make_current_time(*, clock: Clock | None = None) -> Callable[..., str]:
     """Build the ``current_time`` tool on a clock (the system clock by default)."""
     source = clock or SystemClock()
 
+    @runs_inline
     def current_time(timezone: str = "UTC") -> str:
         """Return the current date and time as ISO-8601, in UTC or an IANA time zone.
 

@@ -28,6 +28,7 @@ from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ToolMetrics
 from agentkeel.tools.budget import SessionCallBudget
 from agentkeel.tools.composite import CompositeToolSet
@@ -81,7 +82,6 @@ class GuardedToolsClient:
         key = (source, tool)
         found = self._breakers.get(key)
         if found is None:
-            settings = self._breaker_settings
 
             def on_change(old: str, new: str) -> None:
                 self._metrics.breaker_state.labels(source, tool).set(BREAKER_STATE_VALUES[new])
@@ -97,16 +97,8 @@ class GuardedToolsClient:
                     extra={"tool": tool, "category": "breaker", "status": new},
                 )
 
-            found = CircuitBreaker(
-                name=f"{source}/{tool}",
-                clock=self._clock,
-                failure_threshold=settings.failure_threshold,
-                failure_window_s=settings.failure_window_s,
-                latency_threshold_s=settings.latency_threshold_s,
-                latency_window=settings.latency_window,
-                min_latency_samples=settings.min_latency_samples,
-                open_s=settings.open_s,
-                on_state_change=on_change,
+            found = CircuitBreaker.from_settings(
+                f"{source}/{tool}", self._breaker_settings, self._clock, on_change
             )
             self._metrics.breaker_state.labels(source, tool).set(0)
             self._breakers[key] = found
@@ -128,7 +120,7 @@ class GuardedToolsClient:
             return refusal
         breaker = self.breaker(source, name)
         if not breaker.allow():
-            wait = max(1, round(breaker.retry_after()))
+            wait = retry_after_seconds(breaker.retry_after())
             self._metrics.refusals.labels(name, "breaker_open").inc()
             self._metrics.server_calls.labels(source, "failure").inc()
             return ToolResult(
@@ -156,7 +148,7 @@ class GuardedToolsClient:
             decision_rl = await self._limiter.hit(f"tool:{context.session_id}:{name}")
             if not decision_rl.allowed:
                 self._metrics.refusals.labels(name, "rate_limited").inc()
-                wait = max(1, round(decision_rl.retry_after))
+                wait = retry_after_seconds(decision_rl.retry_after)
                 return ToolResult(
                     status="rejected",
                     content=f"429 rate limited: '{name}' may be called at most "

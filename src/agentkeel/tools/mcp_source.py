@@ -33,7 +33,8 @@ from mcp.shared.exceptions import MCPError
 from agentkeel.errors import ToolServerUnavailable
 from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.clock import Clock, SystemClock
-from agentkeel.telemetry.correlation import HEADER, get_correlation_id, set_correlation_id
+from agentkeel.telemetry.correlation import get_correlation_id, set_correlation_id
+from agentkeel.telemetry.http import add_correlation_id
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.types import ToolContext, ToolResult
 
@@ -45,18 +46,15 @@ _MAX_PAGES = 50
 HttpClientFactory = Callable[[], httpx2.AsyncClient]
 
 
-async def _add_correlation_id(request: httpx2.Request) -> None:
-    cid = get_correlation_id()
-    if cid and HEADER not in request.headers:
-        request.headers[HEADER] = cid
-
-
 def default_http_client(*, connect_timeout_s: float) -> httpx2.AsyncClient:
-    """An HTTP client for MCP requests: bounded connect, unbounded read (the
-    tools client's per-call timeout bounds each call), correlation id on every request."""
+    """An HTTP client for MCP requests: bounded connect, correlation id on every request.
+
+    Reads, writes and the pool wait have no timeout of their own: the tools
+    client's per-call timeout bounds each call, and one timer per call is
+    cheaper than the transport arming one per socket operation."""
     return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(connect_timeout_s, read=None),
-        event_hooks={"request": [_add_correlation_id]},
+        timeout=httpx2.Timeout(None, connect=connect_timeout_s),
+        event_hooks={"request": [add_correlation_id]},
     )
 
 

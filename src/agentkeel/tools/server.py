@@ -176,7 +176,14 @@ def create_mcp_server(
             is_error=result.is_error,
         )
 
-    return Server(SERVER_NAME, on_list_tools=list_tools, on_call_tool=call_tool)
+    # Without a schema lookup the SDK runs the whole tools/list handler on every
+    # tools/call to check Mcp-Param-* headers.
+    return Server(
+        SERVER_NAME,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        get_tool_input_schema=toolset.input_schema,
+    )
 
 
 def create_app(
