@@ -15,10 +15,15 @@ import asyncio
 import threading
 import time
 
-import httpx
-
 from bench._common import Figure, agent_replica, median, print_figures, rss_bytes
-from bench.overhead import CONCURRENCY, _agent_session, _agent_turn, run_async, throughput
+from bench.overhead import (
+    CONCURRENCY,
+    _agent_session,
+    _agent_turn,
+    connect,
+    run_async,
+    throughput,
+)
 
 SESSIONS = 2000
 BATCHES = 3
@@ -35,11 +40,14 @@ async def idle_sessions(url: str, count: int) -> None:
 
     async def worker() -> None:
         nonlocal remaining
-        async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
+        client = await connect(url)
+        try:
             while remaining > 0:
                 remaining -= 1
                 session = await _agent_session(client)
                 await _agent_turn(client, session)
+        finally:
+            client.close()
 
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
 

@@ -17,8 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
-
-import httpx
+from urllib.parse import urlsplit
 
 from bench._common import (
     Figure,
@@ -30,6 +29,7 @@ from bench._common import (
     print_figures,
     server_process,
 )
+from bench._http import HttpConnection
 
 RUNS = 3
 SEQUENTIAL_TURNS = 1000
@@ -40,8 +40,9 @@ THROUGHPUT_CAP_S = 15.0
 TURNS_PER_SESSION = 20
 
 T = TypeVar("T")
-Send = Callable[[httpx.AsyncClient, str], Awaitable[None]]
-NewSession = Callable[[httpx.AsyncClient], Awaitable[str]]
+Send = Callable[[HttpConnection, str], Awaitable[None]]
+NewSession = Callable[[HttpConnection], Awaitable[str]]
+TURN_BODY = b'{"content": "What is the weather like?"}'
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -54,33 +55,40 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def _agent_session(client: httpx.AsyncClient) -> str:
-    response = await client.post("/v1/sessions", json={"user_id": "bench"})
-    response.raise_for_status()
+async def connect(url: str) -> HttpConnection:
+    """A keep-alive connection to ``http://host:port``."""
+    parts = urlsplit(url)
+    return await HttpConnection.open(parts.hostname or "127.0.0.1", parts.port or 80)
+
+
+async def _agent_session(client: HttpConnection) -> str:
+    response = await client.post_json("/v1/sessions", {"user_id": "bench"})
+    if response.status != 201:
+        raise RuntimeError(f"session not created: {response.status} {response.body[:200]!r}")
     return str(response.json()["session_id"])
 
 
-async def _agent_turn(client: httpx.AsyncClient, session_id: str) -> None:
-    response = await client.post(
-        f"/v1/sessions/{session_id}/messages", json={"content": "What is the weather like?"}
-    )
-    if response.status_code != 200:
-        raise RuntimeError(f"turn failed: {response.status_code} {response.text[:200]}")
+async def _agent_turn(client: HttpConnection, session_id: str) -> None:
+    response = await client.request("POST", f"/v1/sessions/{session_id}/messages", TURN_BODY)
+    if response.status != 200:
+        raise RuntimeError(f"turn failed: {response.status} {response.body[:200]!r}")
 
 
-async def _bare_session(client: httpx.AsyncClient) -> str:
+async def _bare_session(client: HttpConnection) -> str:
     return "bare"
 
 
-async def _bare_turn(client: httpx.AsyncClient, session_id: str) -> None:
-    response = await client.post("/echo", json={"content": "What is the weather like?"})
-    response.raise_for_status()
+async def _bare_turn(client: HttpConnection, session_id: str) -> None:
+    response = await client.request("POST", "/echo", TURN_BODY)
+    if response.status != 200:
+        raise RuntimeError(f"echo failed: {response.status}")
 
 
 async def sequential(url: str, new_session: NewSession, send: Send, turns: int) -> list[float]:
     """Round-trip seconds of ``turns`` turns sent one after another."""
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
+    client = await connect(url)
+    try:
         session = await new_session(client)
         for index in range(turns):
             if index and index % TURNS_PER_SESSION == 0:
@@ -88,6 +96,8 @@ async def sequential(url: str, new_session: NewSession, send: Send, turns: int) 
             start = time.perf_counter()
             await send(client, session)
             latencies.append(time.perf_counter() - start)
+    finally:
+        client.close()
     return latencies
 
 
@@ -96,9 +106,8 @@ async def throughput(
 ) -> float:
     """Turns per second with ``clients`` concurrent clients, each on its own sessions.
 
-    Each client has its own connection: one ``httpx.AsyncClient`` shared by 32
-    tasks spends more time in its pool than on the wire (about 430 req/s
-    against the bare endpoint here, against 1,100 with one client per task).
+    Each client has its own keep-alive connection, as separate users would
+    (see ``bench._http`` for why not ``httpx``).
     """
     remaining = turns
     done = 0
@@ -107,7 +116,8 @@ async def throughput(
 
     async def worker() -> None:
         nonlocal remaining, done, started
-        async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False) as client:
+        client = await connect(url)
+        try:
             session = await new_session(client)
             started += 1
             if started == clients:
@@ -121,6 +131,8 @@ async def throughput(
                 await send(client, session)
                 sent += 1
                 done += 1
+        finally:
+            client.close()
 
     deadline = float("inf")
     tasks = [asyncio.create_task(worker()) for _ in range(clients)]
@@ -134,13 +146,20 @@ async def throughput(
 async def measure(
     url: str, pid: int, new_session: NewSession, send: Send
 ) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"p50": [], "p99": [], "tps": [], "cpu_ms": []}
+    results: dict[str, list[float]] = {
+        "p50": [],
+        "p99": [],
+        "tps": [],
+        "cpu_ms": [],
+        "client_cpu_ms": [],
+    }
     await sequential(url, new_session, send, WARMUP_TURNS)
     for _ in range(RUNS):
         latencies = await sequential(url, new_session, send, SEQUENTIAL_TURNS)
         results["p50"].append(percentile(latencies, 50) * 1000)
         results["p99"].append(percentile(latencies, 99) * 1000)
         cpu_before = cpu_seconds(pid)
+        client_before = time.process_time()
         started = time.perf_counter()
         rate = await throughput(
             url,
@@ -154,6 +173,8 @@ async def measure(
         results["tps"].append(rate)
         # Session creation is part of the load too; it is small beside the turns.
         results["cpu_ms"].append((cpu_seconds(pid) - cpu_before) * 1000 / max(turns, 1))
+        client_cpu = time.process_time() - client_before
+        results["client_cpu_ms"].append(client_cpu * 1000 / max(turns, 1))
     return results
 
 
@@ -177,6 +198,12 @@ def run() -> list[Figure]:
         Figure("bare Starlette round trip p99", median(bare["p99"]), "ms", "the floor"),
         Figure("runtime overhead per turn (p50)", overhead_p50, "ms", "runtime p50 - floor p50"),
         Figure(
+            "runtime overhead per turn (p99)",
+            median(agent["p99"]) - median(bare["p99"]),
+            "ms",
+            "runtime p99 - floor p99",
+        ),
+        Figure(
             f"turns/s, {CONCURRENCY} clients (runtime)",
             median(agent["tps"]),
             "turns/s",
@@ -187,6 +214,12 @@ def run() -> list[Figure]:
             median(agent["cpu_ms"]),
             "ms",
             f"server process only; 1 core = {1000 / median(agent['cpu_ms']):,.0f} turns/s",
+        ),
+        Figure(
+            "load generator CPU per turn",
+            median(agent["client_cpu_ms"]),
+            "ms",
+            "client process, against the replica; shares the cores",
         ),
         Figure(
             "bare Starlette CPU per request",

@@ -414,6 +414,26 @@ async def test_two_replicas_share_turns_and_only_one_commits_a_number(
     assert stored is not None and (stored.head, stored.turn_count) == (2, 2)
 
 
+async def test_a_warm_replica_sees_turns_and_rewinds_another_replica_made(
+    session_store_factory: SessionStoreFactory,
+) -> None:
+    """A store whose cache holds the older turns still returns the current chain after
+    another store appended turns and rewound the session."""
+    first, second = await session_store_factory(), await session_store_factory()
+    await first.create_session(make_session())
+    await append_chain(first, 2)
+    assert [t.number for t in await first.context_turns("s1")] == [1, 2]
+
+    await second.append_turn(make_turn(3, 2))
+    assert [t.number for t in await first.context_turns("s1")] == [1, 2, 3]
+
+    await second.rewind("s1", 1)
+    await second.append_turn(make_turn(4, 1))
+    context = await first.context_turns("s1")
+    assert [t.number for t in context] == [1, 4]
+    assert context[-1] == as_stored(make_turn(4, 1))
+
+
 async def test_many_racing_turns_commit_exactly_once_each(
     session_store_factory: SessionStoreFactory,
 ) -> None:
@@ -695,3 +715,26 @@ def test_turn_cache_of_size_zero_keeps_nothing() -> None:
     cache.put(make_turn(1, 0))
 
     assert cache.get_many("s1", [1]) == {}
+
+
+def test_turn_cache_chain_follows_parents_and_gives_up_on_a_gap() -> None:
+    """The cached chain is oldest first along parents; a turn missing from the cache
+    (or a head of 0) gives None or an empty chain instead of a partial one."""
+    cache = codec.TurnCache(max_turns=10)
+    for turn in (make_turn(1, 0), make_turn(2, 1), make_turn(3, 1)):
+        cache.put(as_stored(turn))
+
+    chain = cache.chain("s1", 3)
+    assert chain is not None and [t.number for t in chain] == [1, 3]
+    assert cache.chain("s1", 0) == []
+    assert cache.chain("s1", 4) is None
+    assert cache.chain("other", 1) is None
+
+
+def test_turn_cache_chain_stops_on_a_parent_cycle() -> None:
+    """A corrupt parent loop in cached rows ends the walk (None) instead of spinning."""
+    cache = codec.TurnCache(max_turns=10)
+    cache.put(as_stored(make_turn(1, 2)))
+    cache.put(as_stored(make_turn(2, 1)))
+
+    assert cache.chain("s1", 2) is None

@@ -7,6 +7,7 @@ import logging
 import httpx
 
 from agentkeel.telemetry import configure_logging, make_async_client, set_correlation_id
+from agentkeel.telemetry.logging import JsonFormatter
 
 
 def test_json_lines_carry_the_shared_fields() -> None:
@@ -45,3 +46,22 @@ async def test_outgoing_requests_carry_the_correlation_id() -> None:
     finally:
         set_correlation_id(None)
     assert seen == ["downstream-7"]
+
+
+def test_timestamps_follow_each_record_across_seconds() -> None:
+    """Each line's timestamp is its own record's UTC time, to the millisecond, also when
+    consecutive records fall in different seconds."""
+    formatter = JsonFormatter(service="agent")
+    stamps = []
+    for created in (0.5, 0.75, 61.25, 0.5):
+        record = logging.makeLogRecord({"msg": "tick"})
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        stamps.append(json.loads(formatter.format(record))["timestamp"])
+
+    assert stamps == [
+        "1970-01-01T00:00:00.500Z",
+        "1970-01-01T00:00:00.750Z",
+        "1970-01-01T00:01:01.250Z",
+        "1970-01-01T00:00:00.500Z",
+    ]

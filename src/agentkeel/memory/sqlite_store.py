@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from agentkeel.errors import Conflict, InvalidRequest, KeelError, NotFound, Unavailable
 from agentkeel.memory import planner
 from agentkeel.memory.hashchain import canonical_json, fingerprint_from_columns
+from agentkeel.memory.sqlite_search import TermStats, ranked_search
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -222,6 +223,7 @@ class SqliteMemoryStore:
         self._clock: Clock = clock or SystemClock()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._term_stats = TermStats(clock=self._clock)
 
     @property
     def path(self) -> Path:
@@ -287,7 +289,7 @@ class SqliteMemoryStore:
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """Ranked full-text hits (FTS5 bm25), or the newest memories when no text."""
-        return await self._run(_search, query)
+        return await self._run(_search, query, self._term_stats)
 
     async def stats(self) -> StoreStats:
         """Counts, the chain head and the file size."""
@@ -606,13 +608,11 @@ def _get(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
     return None if row is None else _memory_from_row(row)
 
 
-def namespace_key(namespace: str) -> str:
-    """The search token of a namespace, as the ``ns_key`` column computes it."""
-    return "ns" + namespace.encode().hex().upper()
-
-
-def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
+def _search(conn: sqlite3.Connection, query: SearchQuery, stats: TermStats) -> list[SearchHit]:
     terms = planner.query_terms(query.text)
+    columns = ", ".join(f"m.{column.strip()}" for column in _MEMORY_COLUMNS.split(","))
+    if terms:
+        return ranked_search(conn, query, stats=stats, columns=columns, to_record=_memory_from_row)
     where = ["m.namespace = ?"]
     params: list[Any] = [query.namespace]
     for tag in query.tags:
@@ -624,24 +624,12 @@ def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
     if query.until is not None:
         where.append("m.created_at <= ?")
         params.append(query.until)
-    columns = ", ".join(f"m.{column.strip()}" for column in _MEMORY_COLUMNS.split(","))
-    if not terms:
-        rows = conn.execute(
-            f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
-            "ORDER BY m.created_at DESC, m.id LIMIT ?",
-            (*params, query.limit),
-        ).fetchall()
-        return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
-    words = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-    match = f'ns_key : "{namespace_key(query.namespace)}" AND {{content tags}} : ({words})'
     rows = conn.execute(
-        f"SELECT {columns}, bm25(memories_fts, 1.0, 1.0, 0.0) AS rank FROM memories_fts "
-        "JOIN memories AS m ON m.rowid = memories_fts.rowid "
-        f"WHERE memories_fts MATCH ? AND {' AND '.join(where)} ORDER BY rank LIMIT ?",
-        (match, *params, query.limit),
+        f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
+        "ORDER BY m.created_at DESC, m.id LIMIT ?",
+        (*params, query.limit),
     ).fetchall()
-    # bm25 is lower-is-better and negative; flip it so higher scores rank first.
-    return [SearchHit(memory=_memory_from_row(row), score=-float(row[9])) for row in rows]
+    return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
 
 
 def _stats(conn: sqlite3.Connection) -> StoreStats:

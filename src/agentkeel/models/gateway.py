@@ -200,19 +200,10 @@ class ModelGateway:
         self, provider: str, model: str, system: str, elapsed: float, response: ModelResponse
     ) -> None:
         m = self._metrics
-        m.duration.labels(provider=provider, model=model).observe(elapsed)
-        labels = {
-            "gen_ai_operation_name": OPERATION,
-            "gen_ai_system": system,
-            "gen_ai_request_model": model,
-        }
-        m.operation_duration.labels(**labels).observe(elapsed)
-        m.token_usage.labels(**labels, gen_ai_token_type="input").observe(
-            response.usage.input_tokens
-        )
-        m.token_usage.labels(**labels, gen_ai_token_type="output").observe(
-            response.usage.output_tokens
-        )
+        m.duration_for(provider, model).observe(elapsed)
+        m.operation_duration_for(OPERATION, system, model).observe(elapsed)
+        m.token_usage_for(OPERATION, system, model, "input").observe(response.usage.input_tokens)
+        m.token_usage_for(OPERATION, system, model, "output").observe(response.usage.output_tokens)
 
     def _breaker_listener(self, provider: str) -> _BreakerListener:
         return _BreakerListener(self._metrics, provider, self._breakers[provider])

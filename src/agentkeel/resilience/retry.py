@@ -1,6 +1,8 @@
 """Retries on one provider: exponential backoff with full jitter, honouring Retry-After.
 
-Built on tenacity; the sleeps go through the injected ``Clock`` so tests see
+A plain loop rather than tenacity: it runs around every model call, and the
+first attempt (nearly always the only one) should cost one ``await``, not a
+retry state machine. The sleeps go through the injected ``Clock`` so tests see
 every wait without waiting. A ``Retry-After`` longer than
 ``max_retry_after_s`` is not waited out: the error goes straight back to the
 caller, which falls back to the next provider instead.
@@ -13,9 +15,6 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
 
 from agentkeel.errors import ProviderError
 from agentkeel.resilience.clock import Clock
@@ -33,22 +32,6 @@ def retry_after_seconds(seconds: float) -> int:
     """The wait to tell a caller, in whole seconds: rounded up and at least 1, since a
     retry even a fraction of a second early is refused again."""
     return max(1, math.ceil(seconds))
-
-
-class _BackoffWait(wait_base):
-    """Full jitter (uniform in [0, min(max, initial * 2**n)]) unless the error names a wait."""
-
-    def __init__(self, *, initial_s: float, max_s: float, rng: random.Random) -> None:
-        self._initial_s = initial_s
-        self._max_s = max_s
-        self._rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, ProviderError) and exc.retry_after is not None:
-            return max(0.0, exc.retry_after)
-        ceiling = min(self._max_s, self._initial_s * 2 ** (retry_state.attempt_number - 1))
-        return self._rng.uniform(0.0, ceiling)
 
 
 class RetryPolicy:
@@ -79,27 +62,28 @@ class RetryPolicy:
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` up to ``max_attempts`` times; re-raise the last error."""
-        retrying = AsyncRetrying(
-            sleep=self._clock.sleep,
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=_BackoffWait(
-                initial_s=self.settings.initial_backoff_s,
-                max_s=self.settings.max_backoff_s,
-                rng=self._rng,
-            ),
-            retry=retry_if_exception(self.should_retry),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        return await retrying(call)
+        attempt = 1
+        while True:
+            try:
+                return await call()
+            except ProviderError as exc:
+                if attempt >= self.settings.max_attempts or not self.should_retry(exc):
+                    raise
+                wait = self.backoff(exc, attempt)
+                if self._on_retry is not None:
+                    self._on_retry(exc, attempt, wait)
+            await self._clock.sleep(wait)
+            attempt += 1
 
-    def _before_sleep(self, retry_state: RetryCallState) -> None:
-        if self._on_retry is None or retry_state.outcome is None:
-            return
-        exc = retry_state.outcome.exception()
-        if isinstance(exc, ProviderError):
-            wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
-            self._on_retry(exc, retry_state.attempt_number, wait)
+    def backoff(self, exc: ProviderError, attempt: int) -> float:
+        """The wait after failed ``attempt`` (1-based): the error's Retry-After when it
+        names one, else full jitter, uniform in [0, min(max, initial * 2**(attempt-1))]."""
+        if exc.retry_after is not None:
+            return max(0.0, exc.retry_after)
+        ceiling = min(
+            self.settings.max_backoff_s, self.settings.initial_backoff_s * 2 ** (attempt - 1)
+        )
+        return self._rng.uniform(0.0, ceiling)
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -40,8 +40,6 @@ from agentkeel.errors import (
     Unauthorized,
     Unavailable,
 )
-from agentkeel.memory.client import MemoryClient, build_memory_client
-from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.models.factory import build_gateway
 from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
@@ -68,6 +66,9 @@ from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMid
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
+
+if TYPE_CHECKING:
+    from agentkeel.memory.client import MemoryClient
 
 logger = logging.getLogger("agentkeel.runtime")
 
@@ -309,18 +310,19 @@ def create_app(
                 runtime.service = None
                 await _finish_tasks(runtime, limit_s=settings.server.drain_timeout_s)
 
+    # Starlette tries routes in order, and turns are most of the traffic.
     routes = [
+        Route(
+            "/v1/sessions/{session_id}/messages",
+            _endpoint(_post_message(runtime)),
+            methods=["POST"],
+        ),
         Route("/health", _endpoint(_health(runtime)), methods=["GET"]),
         Route("/ready", _endpoint(_ready(runtime)), methods=["GET"]),
         Route("/metrics", _metrics(registry), methods=["GET"]),
         Route("/v1/sessions", _endpoint(_create_session(runtime)), methods=["POST"]),
         Route("/v1/sessions/{session_id}", _endpoint(_get_session(runtime)), methods=["GET"]),
         Route("/v1/sessions/{session_id}", _endpoint(_end_session(runtime)), methods=["DELETE"]),
-        Route(
-            "/v1/sessions/{session_id}/messages",
-            _endpoint(_post_message(runtime)),
-            methods=["POST"],
-        ),
         Route("/v1/sessions/{session_id}/rewind", _endpoint(_rewind(runtime)), methods=["POST"]),
         Route(
             "/v1/sessions/{session_id}/feedback",
@@ -354,6 +356,11 @@ def _build_memory(
     url = settings.memory_client.url
     if not url:
         return None
+    # Imported only when configured: the memory client brings the memory package
+    # and its SDKs, a good part of a replica's start-up time.
+    from agentkeel.memory.client import build_memory_client
+    from agentkeel.memory.metrics import MemoryClientMetrics
+
     replica = settings.server.replica_id or f"port{settings.server.port}"
     return build_memory_client(
         settings.memory_client,

@@ -216,7 +216,7 @@ class GuardedModel:
                 window,
                 extra={"category": "guardrail", "reason": "context_trimmed"},
             )
-        self._metrics.context_utilization.labels(self._agent_id).set(trimmed.tokens / window)
+        self._metrics.context_utilization_for(self._agent_id).set(trimmed.tokens / window)
         reservation = await self._reserve(trimmed.tokens + limit)
         self.steps += 1
         used = 0
@@ -240,11 +240,11 @@ class GuardedModel:
         self.usage = self.usage + response.usage
         model = response.model or response.provider or "unknown"
         if response.usage.input_tokens:
-            self._metrics.tokens.labels(model, "input", self._agent_id).inc(
+            self._metrics.tokens_for(model, "input", self._agent_id).inc(
                 response.usage.input_tokens
             )
         if response.usage.output_tokens:
-            self._metrics.tokens.labels(model, "output", self._agent_id).inc(
+            self._metrics.tokens_for(model, "output", self._agent_id).inc(
                 response.usage.output_tokens
             )
         return response

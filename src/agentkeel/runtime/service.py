@@ -305,10 +305,10 @@ class AgentService:
                 finally:
                     self.metrics.turns_in_flight.dec()
         except KeelError as exc:
-            self.metrics.turns.labels(self.agent_id, exc.code).inc()
+            self.metrics.turns_for(self.agent_id, exc.code).inc()
             raise
-        self.metrics.turns.labels(self.agent_id, "ok").inc()
-        self.metrics.turn_duration.labels(self.agent_id).observe(self.clock.monotonic() - start)
+        self.metrics.turns_for(self.agent_id, "ok").inc()
+        self.metrics.turn_duration_for(self.agent_id).observe(self.clock.monotonic() - start)
         return outcome
 
     def _validate(self, content: str) -> ValidatedInput:

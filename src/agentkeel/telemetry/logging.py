@@ -42,11 +42,22 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, *, service: str) -> None:
         super().__init__()
         self.service = service
+        # One encoder for every line: json.dumps with options builds a new one per call.
+        self._encoder = json.JSONEncoder(default=str, ensure_ascii=False)
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        # Formatting the date is most of a timestamp's cost; it changes once a second.
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "timestamp": self._timestamp(record),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -58,7 +69,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return self._encoder.encode(out)
 
 
 def configure_logging(*, service: str, level: str = "info", stream: IO[str] | None = None) -> None:
@@ -70,6 +81,12 @@ def configure_logging(*, service: str, level: str = "info", stream: IO[str] | No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The JSON lines carry none of these, and finding the caller walks the stack on
+    # every record (the logging docs' own advice for a hot path).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # uvicorn's access log duplicates our request log line; keep its errors.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -8,6 +8,8 @@ or a user id.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -15,6 +17,33 @@ MODEL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+_Family = TypeVar("_Family", Counter, Gauge, Histogram)
+
+
+class Children(Generic[_Family]):
+    """The children of one labelled metric family, each built once.
+
+    ``family.labels(...)`` validates the values, builds a key and takes the
+    family's lock on every call; code that records on every request or turn
+    calls this instead. Label values are bounded (see above), so this is too.
+
+    >>> turns = Children(metrics.turns)
+    >>> turns("agent-1", "ok").inc()
+    """
+
+    __slots__ = ("_children", "_family")
+
+    def __init__(self, family: _Family) -> None:
+        self._family: _Family = family
+        self._children: dict[tuple[str, ...], _Family] = {}
+
+    def __call__(self, *values: str) -> _Family:
+        """The child for these label values, in the family's label order."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._family.labels(*values)
+        return child
 
 
 class HttpMetrics:
@@ -37,6 +66,9 @@ class HttpMetrics:
         self.in_flight = Gauge(
             "agent_http_requests_in_flight", "HTTP requests being served.", registry=registry
         )
+        # Per-request lookups: (route, method, status) and (route, method).
+        self.requests_for = Children(self.requests)
+        self.duration_for = Children(self.duration)
 
 
 class ModelMetrics:
@@ -94,6 +126,10 @@ class ModelMetrics:
             ["provider", "state"],
             registry=registry,
         )
+        # Per-call lookups on the gateway's success path.
+        self.duration_for = Children(self.duration)
+        self.operation_duration_for = Children(self.operation_duration)
+        self.token_usage_for = Children(self.token_usage)
 
 
 class AgentMetrics:
@@ -177,6 +213,11 @@ class AgentMetrics:
         self.draining = Gauge(
             "agent_draining", "1 while this replica drains, else 0.", registry=registry
         )
+        # Per-turn lookups.
+        self.turns_for = Children(self.turns)
+        self.turn_duration_for = Children(self.turn_duration)
+        self.tokens_for = Children(self.tokens)
+        self.context_utilization_for = Children(self.context_utilization)
 
 
 class ToolMetrics:

@@ -87,8 +87,8 @@ class HttpMetricsMiddleware:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.duration.labels(route, method).observe(elapsed)
+            self.metrics.requests_for(route, method, str(status)).inc()
+            self.metrics.duration_for(route, method).observe(elapsed)
             loud = status >= 500 and status != 503 and scope["path"] not in self.quiet_paths
             if loud or _log.isEnabledFor(logging.DEBUG):
                 _log.log(

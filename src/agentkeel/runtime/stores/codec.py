@@ -213,6 +213,28 @@ class TurnCache:
                     found[number] = turn
         return found
 
+    def chain(self, session_id: str, head: int) -> list[TurnRecord] | None:
+        """The context ending at ``head`` (0: none), oldest first, following each
+        turn's parent, or None when a turn of it is not cached.
+
+        Parents never change once stored, so a walk from a head read at any
+        moment gives the same chain a single query would have."""
+        chain: list[TurnRecord] = []
+        number = head
+        with self._lock:
+            while number > 0:
+                key = (session_id, number)
+                turn = self._turns.get(key)
+                if turn is None:
+                    return None
+                self._turns.move_to_end(key)
+                chain.append(turn)
+                if len(chain) > len(self._turns):
+                    return None  # a parent cycle; let the database answer
+                number = turn.parent
+        chain.reverse()
+        return chain
+
     def put(self, turn: TurnRecord) -> None:
         """Remember a stored turn, dropping the least recently used beyond the limit."""
         if self._max_turns <= 0:

@@ -492,6 +492,16 @@ def _list_turns(conn: sqlite3.Connection, session_id: str) -> list[TurnRecord]:
 def _context_turns(
     conn: sqlite3.Connection, session_id: str, cache: codec.TurnCache
 ) -> list[TurnRecord]:
+    # Usually every turn of the chain is cached (this replica wrote or read it last
+    # time): one primary-key read of the head then beats the recursive query.
+    head_row = conn.execute(
+        "SELECT head FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if head_row is None:
+        return []
+    cached = cache.chain(session_id, head_row[0])
+    if cached is not None:
+        return cached
     numbers = [row[0] for row in conn.execute(_CONTEXT_NUMBERS_SQL, {"sid": session_id})]
     found = cache.get_many(session_id, numbers)
     missing = [number for number in numbers if number not in found]
@@ -521,12 +531,19 @@ def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCa
         turn.correlation_id,
     )
     with _write(conn):
-        row = conn.execute(
-            "SELECT head, ended_at FROM sessions WHERE session_id = ?", (turn.session_id,)
-        ).fetchone()
-        if row is None or row[1] is not None:
-            raise codec.session_not_found(turn.session_id, ended=row is not None)
-        if row[0] != turn.parent:
+        # The head check and the move in one statement; the reason for a refusal
+        # is looked up only when there is one.
+        moved = conn.execute(
+            "UPDATE sessions SET head = ?, turn_count = turn_count + 1"
+            " WHERE session_id = ? AND head = ? AND ended_at IS NULL",
+            (turn.number, turn.session_id, turn.parent),
+        ).rowcount
+        if moved != 1:
+            row = conn.execute(
+                "SELECT head, ended_at FROM sessions WHERE session_id = ?", (turn.session_id,)
+            ).fetchone()
+            if row is None or row[1] is not None:
+                raise codec.session_not_found(turn.session_id, ended=row is not None)
             raise codec.turn_head_moved(turn, row[0])
         try:
             conn.execute(
@@ -536,10 +553,6 @@ def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCa
             )
         except sqlite3.IntegrityError as exc:
             raise codec.turn_exists(turn) from exc
-        conn.execute(
-            "UPDATE sessions SET head = ?, turn_count = turn_count + 1 WHERE session_id = ?",
-            (turn.number, turn.session_id),
-        )
     # Cache what a later read would decode, so the next turn's context is ready.
     cache.put(codec.turn_from_row(values, parse=codec.loads))
 
