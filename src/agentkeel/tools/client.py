@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkeel.errors import KeelError
 from agentkeel.models.types import ToolSpec
@@ -32,9 +32,11 @@ from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ToolMetrics
 from agentkeel.tools.budget import SessionCallBudget
 from agentkeel.tools.composite import CompositeToolSet
-from agentkeel.tools.mcp_source import HttpClientFactory, McpToolSource
 from agentkeel.tools.settings import ToolBreakerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
+
+if TYPE_CHECKING:
+    from agentkeel.tools.mcp_source import HttpClientFactory
 
 logger = logging.getLogger("agentkeel.tools.client")
 
@@ -237,8 +239,9 @@ class GuardedToolsClient:
     async def aclose(self) -> None:
         """Close every MCP connection, the rate limiter and the budget storage."""
         for _, source in self.tools.sources:
-            if isinstance(source, McpToolSource):
-                await source.aclose()
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
         if self._limiter is not None:
             await self._limiter.aclose()
         if self._budget is not None:
@@ -264,6 +267,9 @@ def build_tools_client(
     if local is not None:
         sources.append(("local", local))
     timeouts: dict[str, float] = {}
+    if settings.servers:
+        # The MCP SDK takes ~0.5 s to import; replicas without MCP servers never load it.
+        from agentkeel.tools.mcp_source import McpToolSource
     for server in settings.servers:
         sources.append(
             (
