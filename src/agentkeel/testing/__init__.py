@@ -7,7 +7,6 @@ steps, and a harness that runs an agent in-process behind the real runtime.
 """
 
 from agentkeel.testing.harness import AgentHarness, HarnessError
-
 from agentkeel.testing.scripted import (
     CallTools,
     Fail,
@@ -23,9 +22,9 @@ from agentkeel.testing.scripted import (
 
 __all__ = [
     "AgentHarness",
-    "HarnessError",
     "CallTools",
     "Fail",
+    "HarnessError",
     "ManualClock",
     "Say",
     "Script",
