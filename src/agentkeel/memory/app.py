@@ -43,13 +43,6 @@ from agentkeel.errors import InvalidRequest, KeelError, NotFound, Unavailable
 from agentkeel.memory.access import AccessControl, Principal
 from agentkeel.memory.backends import open_memory_store
 from agentkeel.memory.gate import WriteGate
-from agentkeel.memory.http import (
-    Endpoint,
-    endpoint,
-    error_response,
-    http_exception_handler,
-    parse_body,
-)
 from agentkeel.memory.integrity import IntegrityReport, check_integrity
 from agentkeel.memory.metrics import MemoryMetrics
 from agentkeel.memory.planner import MAX_BATCH_OPS
@@ -69,6 +62,8 @@ from agentkeel.memory.store import (
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.telemetry.metrics import HttpMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.web.bodies import parse_body
+from agentkeel.web.errors import Endpoint, endpoint, error_response, http_exception_handler
 
 logger = logging.getLogger("agentkeel.memory")
 
@@ -388,7 +383,7 @@ class _Routes:
         principal = self.s.principal(request)
         with self.s.observe("create_memory"):
             self.s.gate.check()
-            body = await parse_body(request, CreateBody)
+            body = await parse_body(request, CreateBody, empty=b"{}")
             principal.require_write(body.namespace)
             op = CreateMemory(
                 namespace=body.namespace,
@@ -453,7 +448,7 @@ class _Routes:
         with self.s.observe("update_memory"):
             self.s.gate.check()
             memory_id = request.path_params["memory_id"]
-            body = await parse_body(request, UpdateBody)
+            body = await parse_body(request, UpdateBody, empty=b"{}")
             namespace = await self._writable_namespace(principal, memory_id)
             op = UpdateMemory(
                 memory_id=memory_id,
@@ -492,7 +487,7 @@ class _Routes:
         principal = self.s.principal(request)
         with self.s.observe("batch_memory"):
             self.s.gate.check()
-            body = await parse_body(request, BatchBody)
+            body = await parse_body(request, BatchBody, empty=b"{}")
             ops = [
                 await self._batch_op(principal, index, item) for index, item in enumerate(body.ops)
             ]
@@ -566,7 +561,7 @@ class _Routes:
 
     async def restore(self, request: Request) -> Response:
         self.s.principal(request).require_admin()
-        body = await parse_body(request, RestoreBody)
+        body = await parse_body(request, RestoreBody, empty=b"{}")
         with self.s.observe("restore_memory"):
             snapshots = self.s.require_snapshots()
             if body.snapshot_id is not None:
@@ -616,7 +611,7 @@ class _Routes:
 
     async def snapshot_create(self, request: Request) -> Response:
         self.s.principal(request).require_admin()
-        body = await parse_body(request, SnapshotBody)
+        body = await parse_body(request, SnapshotBody, empty=b"{}")
         with self.s.observe("create_snapshot"):
             snapshot = await self.s.require_snapshots().create(label=body.label, kind=body.kind)
         return JSONResponse(snapshot.to_json(), status_code=201)
@@ -644,7 +639,7 @@ class _Routes:
 
     async def fence_up(self, request: Request) -> Response:
         self.s.principal(request).require_admin()
-        body = await parse_body(request, FenceBody)
+        body = await parse_body(request, FenceBody, empty=b"{}")
         raised = self.s.gate.raise_fence(body.reason)
         logger.warning("write fence raised: %s", body.reason, extra={"reason": body.reason})
         return JSONResponse({"fenced": True, "already_fenced": not raised})

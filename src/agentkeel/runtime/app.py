@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,10 +33,7 @@ from starlette.routing import Route
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
     Forbidden,
-    InputTooLarge,
-    InvalidRequest,
     KeelError,
-    RequestError,
     Unauthorized,
     Unavailable,
 )
@@ -45,14 +42,6 @@ from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudge
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.draining import DrainState
-from agentkeel.runtime.errors_http import (
-    error_body,
-    error_response,
-    http_exception_handler,
-    internal_error_response,
-    keel_error_handler,
-    retry_after_header,
-)
 from agentkeel.runtime.guards import ModelBackend
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
@@ -66,6 +55,18 @@ from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMid
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
+from agentkeel.web.bodies import parse_body as _parse
+from agentkeel.web.errors import (
+    endpoint as _endpoint,
+)
+from agentkeel.web.errors import (
+    error_body,
+    error_response,
+    http_exception_handler,
+    internal_error_response,
+    keel_error_handler,
+    retry_after_header,
+)
 
 if TYPE_CHECKING:
     from agentkeel.memory.client import MemoryClient
@@ -424,21 +425,6 @@ def _ledger_for(store: SessionStore) -> BudgetLedger:
     return InMemoryLedger()
 
 
-def _endpoint(handler: Endpoint) -> Endpoint:
-    """Render ``KeelError`` as its JSON error and anything else as a logged 500."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except KeelError as exc:
-            return error_response(exc)
-        except Exception as exc:
-            return internal_error_response(exc)
-
-    endpoint.__name__ = getattr(handler, "__name__", "endpoint")
-    return endpoint
-
-
 # -- probes and metrics -----------------------------------------------------------
 
 
@@ -683,47 +669,6 @@ def _check_admin(request: Request, settings: KeelSettings, secrets: SecretResolv
 
 
 # -- helpers ----------------------------------------------------------------------
-
-
-async def _parse(request: Request, model: type[_Model]) -> _Model:
-    body = await _read_body(request)
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            raise RequestError(
-                "The request body is not valid JSON "
-                f"({errors[0]['msg']}). Send a JSON object with Content-Type: application/json.",
-                code="invalid_json",
-            ) from exc
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in errors
-        )
-        raise InvalidRequest(f"The request body is invalid: {details}.") from exc
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _body_too_large(int(declared))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _body_too_large(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _body_too_large(size: int) -> InputTooLarge:
-    return InputTooLarge(
-        f"The request body is {size} bytes or more; the limit is {MAX_BODY_BYTES} bytes "
-        "(1 MiB). Send less.",
-        code="body_too_large",
-    )
 
 
 def _iso(timestamp: float) -> str:

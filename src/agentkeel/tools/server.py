@@ -42,7 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
-from agentkeel.errors import ConfigError
+from agentkeel.errors import ConfigError, Unavailable
 from agentkeel.memory.client import MemoryClient, build_memory_client
 from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.resilience.clock import Clock
@@ -61,6 +61,7 @@ from agentkeel.tools.local import LocalToolSet
 from agentkeel.tools.memory_tools import MemoryBackend, make_memory_tools
 from agentkeel.tools.settings import ToolServerSettings
 from agentkeel.tools.types import ToolContext
+from agentkeel.web.errors import error_response
 
 logger = logging.getLogger("agentkeel.tools.server")
 
@@ -262,11 +263,7 @@ def create_app(
 
     async def ready(request: Request) -> Response:
         if not state["ready"]:
-            return JSONResponse(
-                {"error": {"code": "starting", "message": "The tool server is starting."}},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return error_response(Unavailable("The tool server is starting.", code="starting"))
         return JSONResponse({"status": "ready", "tools": list(toolset.names)})
 
     async def metrics(request: Request) -> Response:

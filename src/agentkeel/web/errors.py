@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -21,6 +22,8 @@ from agentkeel.errors import KeelError
 from agentkeel.telemetry.correlation import get_correlation_id
 
 logger = logging.getLogger("agentkeel.http")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -97,3 +100,19 @@ async def keel_error_handler(request: Request, exc: Exception) -> Response:
     """A ``KeelError`` that escaped an endpoint."""
     assert isinstance(exc, KeelError)
     return error_response(exc)
+
+
+def endpoint(handler: Endpoint) -> Endpoint:
+    """Wrap a handler: a ``KeelError`` renders as its JSON error, anything else as a
+    logged 500 that names the correlation id."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except KeelError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            return internal_error_response(exc)
+
+    wrapped.__name__ = getattr(handler, "__name__", "endpoint")
+    return wrapped
