@@ -9,19 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 
-import uvicorn
-
 from agentkeel.config.layers import load_settings
 from agentkeel.config.memory import MemorySettings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
 from agentkeel.memory.app import create_app
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
 logger = logging.getLogger("agentkeel.memory.serve")
-
-EXIT_OK = 0
-EXIT_ERROR = 1
 
 
 def memory_settings_for(settings: KeelSettings) -> MemorySettings:
@@ -45,22 +41,7 @@ def run_memory_server(settings: KeelSettings) -> int:
     except KeelError as exc:
         logger.error("cannot start the memory server: %s", exc.message)
         return EXIT_ERROR
-    config = uvicorn.Config(
-        app,
-        host=memory.host,
-        port=memory.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except SystemExit as exc:
-        logger.error("the memory server did not start; see the errors above")
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
-    return EXIT_OK if server.started else EXIT_ERROR
+    return run_until_signal(app, host=memory.host, port=memory.port, service="memory")
 
 
 def main() -> int:

@@ -13,13 +13,9 @@ settings from ``KEEL_CONFIG`` and the ``KEEL_*`` environment.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
-
-import uvicorn
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
@@ -28,21 +24,12 @@ from agentkeel.runtime.app import create_app
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.loader import load_agent
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Server, loop_factory, make_server
 
 logger = logging.getLogger("agentkeel.runtime.serve")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_FORCED = 130
 """Exit code after a second signal cut the drain short (turns may be lost)."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the drain decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def run_agent_server(settings: KeelSettings, *, agent_entrypoint: str | None = None) -> int:
@@ -54,34 +41,13 @@ def run_agent_server(settings: KeelSettings, *, agent_entrypoint: str | None = N
     except KeelError as exc:
         logger.error("cannot start the agent server: %s", exc.message)
         return EXIT_ERROR
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        # Our drain already waited for the turns; this bounds the last responses.
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
+    server = make_server(app, host=settings.server.host, port=settings.server.port)
     drain: DrainState = app.state.drain
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_serve(server, drain, settings))
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (uvicorn[standard] brings it): ``uvicorn.run`` would pick
-    it, but serving through our own runner must ask for it. Its transports cost
-    far less CPU per request than the default selector loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a plain install without uvicorn[standard]
-        return None
-    return uvloop.new_event_loop
-
-
-async def _serve(server: _Server, drain: DrainState, settings: KeelSettings) -> int:
+async def _serve(server: Server, drain: DrainState, settings: KeelSettings) -> int:
     loop = asyncio.get_running_loop()
     forced = False
 
@@ -99,7 +65,7 @@ async def _serve(server: _Server, drain: DrainState, settings: KeelSettings) -> 
             server.force_exit = True
             server.should_exit = True
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
     drained = asyncio.create_task(_drain_then_stop(server, drain, settings))
     try:
@@ -109,7 +75,7 @@ async def _serve(server: _Server, drain: DrainState, settings: KeelSettings) -> 
         logger.error("the agent server did not start; see the errors above")
         return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         if not drained.done():
             drained.cancel()
@@ -120,7 +86,7 @@ async def _serve(server: _Server, drain: DrainState, settings: KeelSettings) -> 
     return EXIT_OK
 
 
-async def _drain_then_stop(server: _Server, drain: DrainState, settings: KeelSettings) -> None:
+async def _drain_then_stop(server: Server, drain: DrainState, settings: KeelSettings) -> None:
     await drain.wait_requested()
     timeout = settings.server.drain_timeout_s
     try:

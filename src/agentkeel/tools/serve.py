@@ -11,18 +11,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.tools.server import create_app
+from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
 logger = logging.getLogger("agentkeel.tools.serve")
-
-EXIT_OK = 0
-EXIT_ERROR = 1
 
 
 def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()) -> int:
@@ -50,22 +46,8 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     except KeelError as exc:
         logger.error("cannot start the tool server: %s", exc.message)
         return EXIT_ERROR
-    server_settings = settings.tools.server
-    config = uvicorn.Config(
-        app,
-        host=server_settings.host,
-        port=server_settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn_server = uvicorn.Server(config)
-    try:
-        uvicorn_server.run()
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
-    return EXIT_OK if uvicorn_server.started else EXIT_ERROR
+    server = settings.tools.server
+    return run_until_signal(app, host=server.host, port=server.port, service="tool")
 
 
 def main(argv: list[str] | None = None) -> int:
