@@ -29,6 +29,7 @@ import asyncio
 import bisect
 import itertools
 import math
+import os
 import random
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from typing import Any
 import httpx
 import psycopg
 import yaml
+from rich.console import Console
 from rich.table import Table
 
 from agentkeel.memory.backends import MemoryBackend, open_memory_store
@@ -402,79 +404,89 @@ async def large_operations(url: str, store: MemoryBackend, result: BackendResult
 # -- the report -------------------------------------------------------------------------
 
 
-def print_report(results: Sequence[BackendResult], sizes: Sequence[int]) -> None:
-    out = console()
-    table = Table(title="memory store: SQLite and PostgreSQL side by side", title_justify="left")
-    table.add_column("figure")
-    for result in results:
-        table.add_column(result.name, justify="right")
-    table.add_column("target (SQLite)", style="dim")
+def _short(size: int) -> str:
+    if size >= 1_000_000 and size % 1_000_000 == 0:
+        return f"{size // 1_000_000}M"
+    if size >= 1_000 and size % 1_000 == 0:
+        return f"{size // 1_000}k"
+    return str(size)
 
-    def row(name: str, values: Sequence[str], target: str = "") -> None:
-        table.add_row(name, *values, target)
+
+def print_report(results: Sequence[BackendResult], sizes: Sequence[int]) -> None:
+    out = Console(highlight=False, width=max(120, console().width))
+    table = Table(title="memory store: SQLite and PostgreSQL", title_justify="left")
+    table.add_column("figure", no_wrap=True)
+    for result in results:
+        table.add_column(result.name, justify="right", no_wrap=True)
+    table.add_column("target", style="dim", no_wrap=True)
 
     def at(result: BackendResult, size: int) -> SizeResult | None:
         return next((s for s in result.sizes if s.size == size), None)
 
-    def shown(value: float | None, fmt: str) -> str:
-        return "-" if value is None or math.isnan(value) else format(value, fmt)
+    def cell(value: float | None, fmt: str, unit: str = "") -> str:
+        if value is None or math.isnan(value):
+            return "-"
+        return format(value, fmt) + unit
 
     largest = max(sizes)
     for size in sizes:
-        label = f"{size:,}"
-        row(
-            f"writes/s over HTTP, {WRITERS} clients @ {label}",
-            [shown(s.writes_per_s if (s := at(r, size)) else None, ",.0f") for r in results],
+        table.add_row(
+            f"writes/s, HTTP, {WRITERS} clients @{_short(size)}",
+            *[cell(s.writes_per_s if (s := at(r, size)) else None, ",.0f") for r in results],
             "≥ 1,000" if size == largest else "",
         )
     for size in sizes:
-        label = f"{size:,}"
-        row(
-            f"search p50 / p95 ms (HTTP) @ {label}",
-            [
+        table.add_row(
+            f"search p50 / p95 ms, HTTP @{_short(size)}",
+            *[
                 f"{s.search_p50_ms:.1f} / {s.search_p95_ms:.1f}" if (s := at(r, size)) else "-"
                 for r in results
             ],
             "p95 ≤ 10 ms" if size == largest else "",
         )
     for size in sizes:
-        row(
-            f"search p50 / p95 ms (store, in-process) @ {size:,}",
-            [
+        table.add_row(
+            f"search p50 / p95 ms, store @{_short(size)}",
+            *[
                 f"{s.store_search_p50_ms:.1f} / {s.store_search_p95_ms:.1f}"
                 if (s := at(r, size))
                 else "-"
                 for r in results
             ],
+            "",
         )
     for size in sizes:
-        row(
-            f"bulk load to {size:,} (store API, batches of {MAX_BATCH_OPS})",
-            [shown(s.load_s if (s := at(r, size)) else None, ".1f") + " s" for r in results],
+        table.add_row(
+            f"bulk load to {_short(size)} (store API)",
+            *[cell(s.load_s if (s := at(r, size)) else None, ".1f", " s") for r in results],
+            "",
         )
+    biggest = {r.name: _short(r.sizes[-1].size) if r.sizes else "-" for r in results}
     for name, attr, target in (
         ("snapshot create", "snapshot_s", ""),
-        ("snapshot verify", "verify_s", "create + verify ≤ 30 s"),
+        ("snapshot verify", "verify_s", "create+verify ≤ 30 s"),
         ("point-in-time restore (seq)", "restore_seq_s", "≤ 30 s"),
         ("restore from snapshot", "restore_snapshot_s", ""),
     ):
-        row(
-            f"{name} @ {max(r.sizes[-1].size for r in results if r.sizes):,}",
-            [shown(getattr(r, attr), ".1f") + " s" for r in results],
+        table.add_row(
+            f"{name} @largest",
+            *[cell(getattr(r, attr), ".1f", f" s @{biggest[r.name]}") for r in results],
             target,
         )
-    row("snapshot file", [shown(r.snapshot_mib, ".0f") + " MiB" for r in results])
-    row("verification passed", ["yes" if r.verify_ok else "NO" for r in results])
-    row("server peak RSS", [shown(r.peak_rss_mib, ",.0f") + " MiB" for r in results])
-    row(
+    table.add_row("snapshot file", *[cell(r.snapshot_mib, ".0f", " MiB") for r in results], "")
+    table.add_row("verification passed", *["yes" if r.verify_ok else "NO" for r in results], "")
+    table.add_row("server peak RSS", *[cell(r.peak_rss_mib, ",.0f", " MiB") for r in results], "")
+    table.add_row(
         "search hit rate",
-        [f"{min(s.hit_rate for s in r.sizes):.0%}" if r.sizes else "-" for r in results],
+        *[f"{min(s.hit_rate for s in r.sizes):.0%}" if r.sizes else "-" for r in results],
+        "",
     )
     out.print(table)
     for result in results:
         if result.note:
             out.print(f"[dim]{result.name}: {result.note}[/]")
-    out.print(f"[dim]{machine_note()}[/]")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    out.print(f"[dim]{machine_note()}; load average at the end {load}[/]")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

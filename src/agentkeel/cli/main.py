@@ -20,6 +20,7 @@ from agentkeel.cli import chat as chat_cmd
 from agentkeel.cli import config_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.serve import serve_app
 
@@ -70,6 +71,8 @@ config_app.command(
     epilog="Example: keel --config keel.yaml config show --json",
 )(config_cmd.show)
 app.add_typer(config_app, name="config", epilog="Example: keel config show")
+app.add_typer(memory_app, name="memory")
+app.add_typer(snapshot_app, name="snapshot")
 
 
 @app.command("version", epilog="Example: keel version")

@@ -68,6 +68,9 @@ _QUARANTINE_COLUMNS = (
 # search ANDs it with the query words, so the index yields only that namespace's
 # matches instead of every namespace's, filtered afterwards.
 _NS_KEY_COLUMN = "ns_key TEXT GENERATED ALWAYS AS ('ns' || hex(namespace)) VIRTUAL"
+_NAMESPACE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS memories_namespace_idx ON memories (namespace, created_at)"
+)
 _FTS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 ("
     "content, tags, ns_key, content='memories', content_rowid='rowid', "
@@ -108,7 +111,7 @@ CREATE TABLE IF NOT EXISTS memories (
     version INTEGER NOT NULL,
     {_NS_KEY_COLUMN}
 );
-CREATE INDEX IF NOT EXISTS memories_namespace_idx ON memories (namespace, created_at);
+{_NAMESPACE_INDEX};
 {_FTS_TABLE};
 CREATE TABLE IF NOT EXISTS memory_idempotency (
     key TEXT PRIMARY KEY,
@@ -428,6 +431,9 @@ def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Up to 64 MiB of page cache (default 2 MiB): restores, snapshots and checks
+        # walk the whole store, and search reads many index pages.
+        conn.execute("PRAGMA cache_size = -65536")
     except BaseException:
         conn.close()
         raise
@@ -492,9 +498,10 @@ def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
         memory.id,
         memory.namespace,
         memory.content,
-        json.dumps(list(memory.tags), ensure_ascii=False),
+        json.dumps(list(memory.tags), ensure_ascii=False) if memory.tags else "[]",
         memory.importance,
-        canonical_json(dict(memory.metadata)),
+        # Most memories carry no metadata; restores write a million of these rows.
+        canonical_json(dict(memory.metadata)) if memory.metadata else "{}",
         memory.created_at,
         memory.updated_at,
         memory.version,
@@ -692,6 +699,8 @@ def _restore(
             )
             conn.execute("DELETE FROM memory_events WHERE seq > ?", (target_seq,))
         _drop_triggers(conn)
+        # Rebuilt whole afterwards: one sort beats a million scattered index updates.
+        conn.execute("DROP INDEX IF EXISTS memories_namespace_idx")
         conn.execute("DELETE FROM memories")
         if rows is None:
             conn.execute(_REPLAY_SQL)
@@ -700,6 +709,7 @@ def _restore(
                 f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_memory_params(memory) for memory in rows),
             )
+        conn.execute(_NAMESPACE_INDEX)
         conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
         _create_triggers(conn)
         marker = planner.plan_restore_marker(

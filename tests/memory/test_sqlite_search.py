@@ -1,0 +1,116 @@
+"""Ranked search on SQLite: the namespace token, BM25 over cached statistics, and the
+upgrade of files written before the namespace token existed."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from agentkeel.memory.sqlite_search import TermStats, _varints, namespace_key
+from agentkeel.memory.sqlite_store import SqliteMemoryStore
+from agentkeel.memory.store import CreateMemory, SearchQuery
+from agentkeel.resilience.clock import ManualClock
+
+NS = "agent:support/user:1"
+OTHER = "agent:support/user:2"
+
+
+async def open_store(path: Path, clock: ManualClock | None = None) -> SqliteMemoryStore:
+    store = SqliteMemoryStore(path=path, clock=clock)
+    await store.open()
+    return store
+
+
+async def test_rare_words_outrank_common_ones_within_the_namespace(tmp_path: Path) -> None:
+    """A memory matching a word rare in the whole store ranks above one matching a common
+    word, and memories of another namespace never show up, however many match."""
+    store = await open_store(tmp_path / "m.db")
+    try:
+        await store.write(
+            [CreateMemory(namespace=OTHER, content=f"likes tea number {i}") for i in range(50)]
+        )
+        await store.write(
+            [
+                CreateMemory(namespace=NS, content="likes tea in the morning"),
+                CreateMemory(namespace=NS, content="owns a tandem bicycle"),
+                CreateMemory(namespace=NS, content="nothing relevant here"),
+            ]
+        )
+        hits = await store.search(SearchQuery(namespace=NS, text="tea tandem"))
+        assert [hit.memory.content for hit in hits] == [
+            "owns a tandem bicycle",
+            "likes tea in the morning",
+        ]
+        assert all(hit.memory.namespace == NS for hit in hits)
+        assert hits[0].score is not None and hits[1].score is not None
+        assert hits[0].score > hits[1].score > 0
+        limited = await store.search(SearchQuery(namespace=OTHER, text="tea", limit=5))
+        assert len(limited) == 5
+    finally:
+        await store.aclose()
+
+
+async def test_document_frequencies_are_cached_for_ten_minutes(tmp_path: Path) -> None:
+    """A word's document frequency is counted once and reused until it is ten minutes
+    old; then it is counted again."""
+    clock = ManualClock()
+    store = await open_store(tmp_path / "m.db", clock)
+    stats = TermStats(clock=clock)
+    try:
+        await store.write([CreateMemory(namespace=NS, content="tea") for _ in range(2)])
+        conn = sqlite3.connect(tmp_path / "m.db")
+        try:
+            assert stats.document_frequency(conn, "tea") == 2
+            await store.write([CreateMemory(namespace=NS, content="more tea")])
+            assert stats.document_frequency(conn, "tea") == 2
+            clock.advance(601)
+            assert stats.document_frequency(conn, "tea") == 3
+        finally:
+            conn.close()
+    finally:
+        await store.aclose()
+
+
+def test_varints_read_sqlite_encoding() -> None:
+    """One-byte, two-byte and nine-byte varints decode as SQLite writes them."""
+    assert _varints(bytes([5, 0x7F])) == [5, 127]
+    assert _varints(bytes([0x82, 0x2C])) == [300]
+    assert _varints(bytes([0xFF] * 8 + [0x01])) == [(1 << 64) - 255]
+
+
+def test_namespace_key_is_one_token_per_namespace() -> None:
+    """The key is letters and digits only (one FTS5 token), distinct per namespace."""
+    assert namespace_key(NS).isalnum()
+    assert namespace_key(NS) != namespace_key(OTHER)
+
+
+async def test_a_file_from_before_the_namespace_token_is_upgraded(tmp_path: Path) -> None:
+    """Opening a store whose search index lacks the namespace token rebuilds the index
+    once; its memories are found afterwards and new writes are indexed."""
+    path = tmp_path / "old.db"
+    store = await open_store(path)
+    await store.write([CreateMemory(namespace=NS, content="written before the upgrade")])
+    await store.aclose()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for trigger in ("memories_fts_insert", "memories_fts_delete", "memories_fts_update"):
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("DROP TABLE memories_fts")
+        conn.execute("ALTER TABLE memories DROP COLUMN ns_key")
+        conn.execute(
+            "CREATE VIRTUAL TABLE memories_fts USING fts5 (content, tags, content='memories', "
+            "content_rowid='rowid', tokenize='porter unicode61')"
+        )
+        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+    finally:
+        conn.close()
+
+    store = await open_store(path)
+    try:
+        hits = await store.search(SearchQuery(namespace=NS, text="upgrade"))
+        assert [hit.memory.content for hit in hits] == ["written before the upgrade"]
+        await store.write([CreateMemory(namespace=NS, content="written after the upgrade")])
+        after = await store.search(SearchQuery(namespace=NS, text="after"))
+        assert [hit.memory.content for hit in after] == ["written after the upgrade"]
+    finally:
+        await store.aclose()
