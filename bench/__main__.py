@@ -14,7 +14,18 @@ import traceback
 
 from bench._common import Figure, console, print_figures
 
-BENCHMARKS = ["overhead", "concurrency", "memory", "local_model", "startup", "tool_call"]
+BENCHMARKS = [
+    "overhead",
+    "concurrency",
+    "replica_rss",
+    "local_model",
+    "startup",
+    "tool_call",
+    "memory_store",
+]
+# The full memory benchmark (up to 1M memories) takes many minutes; the summary
+# run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.
+QUICK_ARGS = {"memory_store": ["--sizes", "10000,100000"]}
 
 
 def main() -> None:
@@ -26,7 +37,10 @@ def main() -> None:
             module = importlib.import_module(f"bench.{name}")
             run = getattr(module, "run", None)
             if run is None:
-                module.main()
+                if name in QUICK_ARGS:
+                    module.main(QUICK_ARGS[name])
+                else:
+                    module.main()
                 results: list[Figure] = []
             else:
                 with out.status(f"bench.{name}..."):

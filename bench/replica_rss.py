@@ -6,7 +6,7 @@ session in memory. The figure is the replica's RSS growth over ``SESSIONS``
 new sessions divided by their number (median of several batches), after a
 warm-up so that lazy imports and caches are already in the baseline.
 
-    python -m bench.memory
+    python -m bench.replica_rss
 """
 
 from __future__ import annotations
