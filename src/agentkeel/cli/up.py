@@ -1,27 +1,67 @@
 """``keel up``: the whole embedded stack on one machine, supervised until Ctrl-C.
 
-It starts the local model server (port 8090) unless it is disabled, then N
-agent replicas (8081, 8082, ...) once the model answers, each as
-``python -m agentkeel.cli.main serve agent --port P``. State (the SQLite
-``sessions.db``), logs (``logs/<service>.log``) and the admin token live in
-the data directory (``./.keel`` by default). Ctrl-C drains the replicas
-(turns in flight finish), then stops the model server; a second Ctrl-C kills
-everything at once.
+Five kinds of service, started in dependency order, each once what it needs
+answers its ready check:
+
+===========  ============================================  ==============
+service      command                                       depends on
+===========  ============================================  ==============
+local-model  llama.cpp server (port 8090)                  -
+memory       ``keel serve memory`` (port 8788)             -
+tools        ``keel serve tools`` (port 9090)              memory
+replica-N    ``keel serve agent`` (ports 8081, 8082, ...)  all the others
+===========  ============================================  ==============
+
+``--no-local-model``, ``--no-memory`` and ``--no-tools`` (or ``local_model.enabled``,
+``up.memory``, ``up.tools`` set to false) leave a service out. State (the SQLite
+``sessions.db``, ``memory/memory.db``), logs (``logs/<service>.log``) and the
+credentials live in the data directory (``./.keel`` by default); the
+credentials are made on the first run with mode 0600 and reused after:
+
+- ``admin_token``: the replicas' admin endpoints and the memory server's admin token;
+- ``memory_agent_token``: what replicas and the tool server send to the memory server;
+- ``memory_tokens.yaml``: the memory server's tokens file, granting that token read
+  and write on every namespace.
+
+Children get file paths through ``KEEL_*_FILE`` variables, never secret values.
+
+Tools: the tool server serves the memory tools (``memory_search``,
+``memory_store``) and no other built-in, because the replicas already serve
+``calculator`` and ``current_time`` in-process and a tool name offered twice
+stops a replica. The replicas reach it as the MCP server ``tools``.
+``agent.tools`` stays the allowlist: an agent uses the memory tools only when
+it lists them, e.g. ``agent.tools: [calculator, current_time, memory_search,
+memory_store]``.
+
+Your own wiring wins. When ``memory_client.url`` is set, your agents use that
+memory server: ``keel up`` starts none, and its tool server's memory tools use
+the same URL (and your ``memory_client`` token). When ``tools.servers`` is set,
+your agents use exactly those MCP servers: ``keel up`` starts no tool server
+(run ``keel serve tools`` yourself and list it there if you want it too).
+A ``tools.server.builtins`` or ``tools.server.memory_url`` you set is kept.
+
+Ctrl-C stops in reverse order: replicas drain (turns in flight finish), then
+the tool server, then the memory and model servers (which do not call each
+other); a second Ctrl-C kills everything at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
@@ -38,16 +78,57 @@ from agentkeel.ops.local_model import (
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
 
 LOCAL_MODEL_SERVICE = "local-model"
+MEMORY_SERVICE = "memory"
+TOOLS_SERVICE = "tools"
 ADMIN_TOKEN_FILE = "admin_token"
+MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
+MEMORY_TOKENS_FILE = "memory_tokens.yaml"
+_MEMORY_GRANT_NAME = "keel-up-agents"
 # After a replica's drain: uvicorn's own graceful shutdown and closing the store.
 _REPLICA_STOP_MARGIN_S = 10.0
 _MODEL_STOP_TIMEOUT_S = 10.0
+# The memory and tool servers finish requests in flight and flush their stores.
+_SERVER_STOP_TIMEOUT_S = 15.0
 
 
 def ensure_admin_token(data_dir: Path) -> Path:
     """``<data_dir>/admin_token`` (mode 0600), created with a random token on first use."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / ADMIN_TOKEN_FILE
+    return _ensure_token_file(data_dir / ADMIN_TOKEN_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryCredentials:
+    """The files through which ``keel up``'s services authenticate to its memory server."""
+
+    agent_token_file: Path
+    """The bearer token replicas and the tool server send (``memory_client.token_file``)."""
+    tokens_file: Path
+    """The memory server's tokens file (``memory.tokens_file``) granting that token."""
+
+
+def ensure_memory_credentials(data_dir: Path) -> MemoryCredentials:
+    """``memory_agent_token`` and ``memory_tokens.yaml`` in ``data_dir`` (mode 0600).
+
+    Made on first use and reused after. The tokens file grants the agent token
+    read and write on every namespace (``"*"``); entries an operator added to it
+    are kept. Raises ``ConfigError`` when the tokens file exists but cannot be read.
+    """
+    token_file = _ensure_token_file(data_dir / MEMORY_AGENT_TOKEN_FILE)
+    token = token_file.read_text(encoding="utf-8").strip()
+    tokens_file = data_dir / MEMORY_TOKENS_FILE
+    grants = _read_grants(tokens_file) if tokens_file.exists() else {}
+    if token not in grants:
+        grants[token] = {"name": _MEMORY_GRANT_NAME, "read": ["*"], "write": ["*"]}
+        _write_private(
+            tokens_file,
+            "# Written by keel up: memory server tokens (see memory.tokens_file).\n"
+            + yaml.safe_dump({"tokens": grants}, sort_keys=False),
+        )
+    return MemoryCredentials(agent_token_file=token_file, tokens_file=tokens_file)
+
+
+def _ensure_token_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -57,8 +138,77 @@ def ensure_admin_token(data_dir: Path) -> Path:
     return path
 
 
+def _read_grants(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"Cannot read the memory tokens file {path} ({exc}). Fix it, or delete it "
+            "and run keel up again to have it made afresh."
+        ) from exc
+    # The same two shapes the memory server reads: {tokens: {...}} or the mapping itself.
+    if isinstance(loaded, dict) and set(loaded) == {"tokens"}:
+        loaded = loaded["tokens"]
+    grants = loaded if isinstance(loaded, dict) else None
+    if not isinstance(grants, dict):
+        raise ConfigError(
+            f"The memory tokens file {path} must map tokens to {{read: [...], write: [...]}}. "
+            "Fix it, or delete it and run keel up again to have it made afresh."
+        )
+    return dict(grants)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600, atomically (no half-written file)."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 def replica_name(index: int) -> str:
     return f"replica-{index}"
+
+
+def memory_url(settings: KeelSettings) -> str:
+    """Where ``keel up``'s memory server answers."""
+    return f"http://{_url_host(settings.memory.host)}:{settings.memory.port}"
+
+
+def tools_mcp_url(settings: KeelSettings) -> str:
+    """Where ``keel up``'s tool server answers MCP."""
+    server = settings.tools.server
+    return f"http://{_url_host(server.host)}:{server.port}/mcp"
+
+
+def starts_memory_server(settings: KeelSettings) -> bool:
+    """Whether ``keel up`` runs its memory server: on unless ``up.memory`` is false or
+    ``memory_client.url`` points the agents at a memory server of the user's own."""
+    return settings.up.memory and settings.memory_client.url is None
+
+
+def starts_tool_server(settings: KeelSettings) -> bool:
+    """Whether ``keel up`` runs its tool server: on unless ``up.tools`` is false or
+    ``tools.servers`` lists the MCP servers the agents use."""
+    return settings.up.tools and not settings.tools.servers
+
+
+def skipped_service_notes(settings: KeelSettings) -> list[str]:
+    """Why a service that is on in ``up`` is not started: the user's own wiring wins."""
+    notes: list[str] = []
+    if settings.up.memory and not starts_memory_server(settings):
+        notes.append(
+            f"memory: not started; memory_client.url sends agents to {settings.memory_client.url}"
+        )
+    if settings.up.tools and not starts_tool_server(settings):
+        names = ", ".join(server.name for server in settings.tools.servers)
+        notes.append(f"tools: not started; tools.servers lists the agents' MCP servers ({names})")
+    return notes
 
 
 def plan_services(
@@ -67,18 +217,25 @@ def plan_services(
     config_path: Path | None,
     start_local_model: bool,
     admin_token_file: Path,
+    memory_credentials: MemoryCredentials | None = None,
     python: str | None = None,
 ) -> list[ServiceSpec]:
-    """The children of ``keel up``: the local model (optional), then the replicas after it.
+    """The children of ``keel up`` in start order: local model (optional), memory
+    server, tool server, replicas.
 
-    Replicas get the data directory, the admin token file, their replica id and
-    the config file through ``KEEL_*`` variables, so they load the same
-    settings as ``keel up`` did; only the port differs.
+    The memory and tool servers run when ``starts_memory_server`` and
+    ``starts_tool_server`` say so; the memory server needs
+    ``memory_credentials`` (``ensure_memory_credentials``). Every child gets
+    the data directory and the config file through ``KEEL_*`` variables, so it
+    loads the same settings as ``keel up`` did, plus the wiring between the
+    services where the config leaves it unset.
     """
     interpreter = python or sys.executable
     data_dir = settings.data_dir.absolute()
+    base_env = {"PYTHONUNBUFFERED": "1", "KEEL_DATA_DIR": str(data_dir)}
+    if config_path is not None:
+        base_env["KEEL_CONFIG"] = str(config_path.absolute())
     services: list[ServiceSpec] = []
-    depends_on: tuple[str, ...] = ()
     if start_local_model:
         model = settings.local_model
         services.append(
@@ -92,32 +249,77 @@ def plan_services(
                 ready_timeout_s=settings.up.ready_timeout_s,
             )
         )
-        depends_on = (LOCAL_MODEL_SERVICE,)
+
+    # How a client reaches keel up's memory server; empty when it is not started.
+    memory_env: dict[str, str] = {}
+    if starts_memory_server(settings):
+        if memory_credentials is None:
+            raise ConfigError(
+                "keel up's memory server needs its credentials: call "
+                "ensure_memory_credentials(data_dir) and pass them as memory_credentials."
+            )
+        memory = settings.memory
+        services.append(
+            _server_spec(
+                MEMORY_SERVICE,
+                settings,
+                interpreter,
+                host=memory.host,
+                port=memory.port,
+                env={
+                    **base_env,
+                    "KEEL_MEMORY__TOKENS_FILE": str(memory_credentials.tokens_file.absolute()),
+                    "KEEL_MEMORY__ADMIN_TOKEN_FILE": str(admin_token_file.absolute()),
+                },
+            )
+        )
+        memory_env = {
+            "KEEL_MEMORY_CLIENT__URL": memory_url(settings),
+            "KEEL_MEMORY_CLIENT__TOKEN_FILE": str(memory_credentials.agent_token_file.absolute()),
+        }
+
+    if starts_tool_server(settings):
+        server = settings.tools.server
+        tools_env = dict(base_env)
+        if "builtins" not in server.model_fields_set:
+            tools_env["KEEL_TOOLS__SERVER__BUILTINS"] = "[]"
+        if server.memory_url is None:
+            if memory_env:
+                tools_env.update(memory_env)
+                tools_env["KEEL_TOOLS__SERVER__MEMORY_URL"] = memory_env["KEEL_MEMORY_CLIENT__URL"]
+            elif settings.memory_client.url is not None:
+                # The user's memory server, reached with the user's memory_client token.
+                tools_env["KEEL_TOOLS__SERVER__MEMORY_URL"] = settings.memory_client.url
+        services.append(
+            _server_spec(
+                TOOLS_SERVICE,
+                settings,
+                interpreter,
+                host=server.host,
+                port=server.port,
+                env=tools_env,
+                depends_on=(MEMORY_SERVICE,) if memory_env else (),
+            )
+        )
+
+    depends_on = tuple(spec.name for spec in services)
     host = settings.server.host
     for index in range(1, settings.up.replicas + 1):
         port = settings.up.base_port + index - 1
         env = {
-            "PYTHONUNBUFFERED": "1",
-            "KEEL_DATA_DIR": str(data_dir),
+            **base_env,
+            **memory_env,
             "KEEL_SERVER__ADMIN_TOKEN_FILE": str(admin_token_file.absolute()),
             "KEEL_SERVER__REPLICA_ID": replica_name(index),
         }
-        if config_path is not None:
-            env["KEEL_CONFIG"] = str(config_path.absolute())
+        if any(spec.name == TOOLS_SERVICE for spec in services):
+            env["KEEL_TOOLS__SERVERS"] = json.dumps(
+                [{"name": TOOLS_SERVICE, "url": tools_mcp_url(settings)}]
+            )
         services.append(
             ServiceSpec(
                 name=replica_name(index),
-                command=[
-                    interpreter,
-                    "-m",
-                    "agentkeel.cli.main",
-                    "serve",
-                    "agent",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                ],
+                command=_serve_command(interpreter, "agent", host, port),
                 env=env,
                 port=port,
                 health_url=f"http://{_url_host(host)}:{port}/health",
@@ -128,6 +330,53 @@ def plan_services(
             )
         )
     return services
+
+
+def _serve_command(interpreter: str, service: str, host: str, port: int) -> list[str]:
+    return [
+        interpreter,
+        "-m",
+        "agentkeel.cli.main",
+        "serve",
+        service,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def _server_spec(
+    name: str,
+    settings: KeelSettings,
+    interpreter: str,
+    *,
+    host: str,
+    port: int,
+    env: dict[str, str],
+    depends_on: tuple[str, ...] = (),
+) -> ServiceSpec:
+    base = f"http://{_url_host(host)}:{port}"
+    return ServiceSpec(
+        name=name,
+        command=_serve_command(interpreter, name, host, port),
+        env=env,
+        port=port,
+        health_url=f"{base}/health",
+        ready_url=f"{base}/ready",
+        depends_on=depends_on,
+        stop_timeout_s=_SERVER_STOP_TIMEOUT_S,
+        ready_timeout_s=settings.up.ready_timeout_s,
+    )
+
+
+def service_hosts(settings: KeelSettings) -> dict[str, str]:
+    """The address each of ``keel up``'s services listens on, by service name."""
+    hosts = {replica_name(i): settings.server.host for i in range(1, settings.up.replicas + 1)}
+    hosts[LOCAL_MODEL_SERVICE] = settings.local_model.host
+    hosts[MEMORY_SERVICE] = settings.memory.host
+    hosts[TOOLS_SERVICE] = settings.tools.server.host
+    return hosts
 
 
 def check_ports_free(services: list[ServiceSpec], *, host: Mapping[str, str]) -> None:
@@ -149,7 +398,8 @@ def check_ports_free(services: list[ServiceSpec], *, host: Mapping[str, str]) ->
                     f"Port {spec.port} on {address} (for {spec.name}) is already in use "
                     f"({exc.strerror}). Stop whatever listens there (another keel up?) or "
                     "choose other ports: up.base_port for replicas, local_model.port for "
-                    "the model server."
+                    "the model server, memory.port for the memory server, "
+                    "tools.server.port for the tool server."
                 ) from exc
 
 
@@ -191,7 +441,7 @@ class UpView:
         elif event.kind == "restarting":
             self._err.print(f"[yellow]restart[/]   {name} in {event.delay_s:.1f}s")
         elif event.kind == "stopping":
-            what = "draining" if name != LOCAL_MODEL_SERVICE else "stopping"
+            what = "draining" if name.startswith("replica-") else "stopping"
             self._err.print(f"[cyan]{what:<9}[/] {name} (pid {event.pid})")
         elif event.kind == "stopped":
             self._err.print(f"[dim]stopped   {name}[/]")
@@ -205,7 +455,8 @@ class UpView:
     def print_services(
         self, statuses: list[ServiceStatus], specs: list[ServiceSpec], data_dir: Path
     ) -> None:
-        urls = {spec.name: _base_url(spec) for spec in specs}
+        """The services table (name, URL, pid, log file), then where the credentials are."""
+        urls = {spec.name: service_url(spec) for spec in specs}
         table = Table(title="keel up", title_justify="left")
         table.add_column("service", no_wrap=True)
         table.add_column("url", no_wrap=True)
@@ -220,6 +471,8 @@ class UpView:
             )
         self._out.print(table)
         self._out.print(f"data dir: {data_dir}  admin token: {data_dir / ADMIN_TOKEN_FILE}")
+        if MEMORY_SERVICE in urls:
+            self._out.print(f"memory agent token: {data_dir / MEMORY_AGENT_TOKEN_FILE}")
         self._out.print(
             "keel up is running. Talk to it with `keel chat`; "
             "Ctrl-C stops it (replicas drain first)."
@@ -234,11 +487,15 @@ def _short(path: Path) -> str:
         return str(path)
 
 
-def _base_url(spec: ServiceSpec) -> str:
+def service_url(spec: ServiceSpec) -> str:
+    """The URL a user talks to: the base URL, or the MCP endpoint for the tool server."""
     url = spec.ready_url or spec.health_url or ""
     for suffix in ("/v1/models", "/ready", "/health"):
         if url.endswith(suffix):
-            return url[: -len(suffix)]
+            url = url[: -len(suffix)]
+            break
+    if spec.name == TOOLS_SERVICE and url:
+        return f"{url}/mcp"
     return url or "-"
 
 
@@ -282,6 +539,12 @@ def up(
             "--no-local-model", help="Do not start the local model server (use remote models)."
         ),
     ] = False,
+    no_memory: Annotated[
+        bool, typer.Option("--no-memory", help="Do not start the memory server (up.memory).")
+    ] = False,
+    no_tools: Annotated[
+        bool, typer.Option("--no-tools", help="Do not start the MCP tool server (up.tools).")
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="Where state and logs go (default ./.keel)."),
@@ -290,8 +553,16 @@ def up(
         Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
     ] = None,
 ) -> None:
-    """Start the local model server and the agent replicas, and supervise them until Ctrl-C."""
-    overrides = {"up": {"replicas": replicas}} if replicas is not None else None
+    """Start the local model, memory and tool servers and the agent replicas; supervise
+    them until Ctrl-C."""
+    up_flags: dict[str, Any] = {}
+    if replicas is not None:
+        up_flags["replicas"] = replicas
+    if no_memory:
+        up_flags["memory"] = False
+    if no_tools:
+        up_flags["tools"] = False
+    overrides = {"up": up_flags} if up_flags else None
     loaded = load_cli_settings(ctx, config_path=config, data_dir=data_dir, overrides=overrides)
     settings = loaded.settings
     config_path = config or cli_state(ctx).config_path
@@ -300,17 +571,19 @@ def up(
         check_server_installed()
     data = settings.data_dir.absolute()
     token_file = ensure_admin_token(data)
+    credentials = ensure_memory_credentials(data) if starts_memory_server(settings) else None
     specs = plan_services(
         settings,
         config_path=config_path,
         start_local_model=start_model,
         admin_token_file=token_file,
+        memory_credentials=credentials,
     )
-    hosts = {spec.name: settings.server.host for spec in specs}
-    hosts[LOCAL_MODEL_SERVICE] = settings.local_model.host
-    check_ports_free(specs, host=hosts)
+    check_ports_free(specs, host=service_hosts(settings))
 
     view = UpView(out=stdout_console(), err=stderr_console())
+    for note in skipped_service_notes(settings):
+        view.note(f"[yellow]note[/]      {note}")
     supervisor = Supervisor(services=specs, log_dir=data / "logs", on_event=view.on_event)
 
     def on_started() -> None:

@@ -124,9 +124,13 @@ class LocalModelSettings(_Section):
 
 
 class UpSettings(_Section):
+    """``keel up``: which services of the embedded stack it starts, and where."""
+
     replicas: int = Field(default=2, ge=1, le=32)
     base_port: int = Field(default=8081, ge=1, le=65535)
     ready_timeout_s: float = Field(default=120.0, gt=0)
+    memory: bool = Field(default=True, description="Start the memory server (off: --no-memory).")
+    tools: bool = Field(default=True, description="Start the MCP tool server (off: --no-tools).")
 
 
 def _default_models() -> list[ProviderSettings]:
