@@ -17,24 +17,23 @@ outbox: two deliverers would break the order.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
-import functools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal
 
-from agentkeel.errors import ConfigError, Unavailable
+from agentkeel.errors import ConfigError
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.storage import sqlite as storage
 
 __all__ = ["MemoryOutbox", "OutboxEntry", "OutboxOperation"]
 
-_T = TypeVar("_T")
+# How long a statement waits for a lock; only this process uses the file (see _take_lock).
+_BUSY_TIMEOUT_MS = 5000
 
 OutboxOperation = Literal["create_memory", "update_memory", "delete_memory"]
 
@@ -106,8 +105,18 @@ class MemoryOutbox:
     def __init__(self, *, path: Path, clock: Clock | None = None) -> None:
         self._path = Path(path)
         self._clock: Clock = clock or SystemClock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._worker = storage.SqliteWorker(
+            thread_name="keel-outbox",
+            errors=storage.SqliteErrors(
+                label="the memory outbox",
+                path=self._path,
+                busy_timeout_ms=_BUSY_TIMEOUT_MS,
+                code="memory_outbox_unavailable",
+                failed_hint="Check the disk (space, permissions); writes cannot be accepted "
+                "while it fails.",
+                open_hint="open the memory client first",
+            ),
+        )
         self._lock_file: IO[bytes] | None = None
         self._pending = 0
 
@@ -122,30 +131,22 @@ class MemoryOutbox:
 
     async def open(self) -> None:
         """Create or open the file and take its lock; count the rows left from before."""
-        if self._executor is not None:
+        if self._worker.is_open:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-outbox")
         try:
-            await self._submit(self._take_lock)
-            self._conn = await self._submit(self._connect)
-            self._pending = await self._run(_count_pending)
+            await self._worker.open(self._connect)
+            self._pending = await self._worker.run(_count_pending)
         except BaseException:
             await self.aclose()
             raise
 
     async def aclose(self) -> None:
         """Close the file and release the lock; pending rows stay for the next open."""
-        executor, self._executor = self._executor, None
-        conn, self._conn = self._conn, None
+        await self._worker.aclose()
+        # After the connection: the lock keeps other processes out until then.
         lock, self._lock_file = self._lock_file, None
-        if executor is None:
-            return
-        loop = asyncio.get_running_loop()
-        if conn is not None:
-            await loop.run_in_executor(executor, conn.close)
         if lock is not None:
-            await loop.run_in_executor(executor, lock.close)
-        executor.shutdown(wait=True)
+            lock.close()
 
     async def put(
         self,
@@ -158,7 +159,7 @@ class MemoryOutbox:
         memory_id: str,
     ) -> OutboxEntry:
         """Append a write; once this returns, the write is durable."""
-        entry = await self._run(
+        entry = await self._worker.run(
             _put,
             self._clock.time(),
             operation,
@@ -173,59 +174,33 @@ class MemoryOutbox:
 
     async def peek(self) -> OutboxEntry | None:
         """The oldest pending write, or None when there is nothing to deliver."""
-        return await self._run(_peek)
+        return await self._worker.run(_peek)
 
     async def remove(self, entry_id: int) -> None:
         """Forget a delivered write."""
-        removed = await self._run(_remove, entry_id)
+        removed = await self._worker.run(_remove, entry_id)
         if removed:
             self._pending = max(0, self._pending - 1)
 
     async def record_attempt(self, entry_id: int, error: str) -> None:
         """Note a failed delivery attempt that will be retried."""
-        await self._run(_record_attempt, entry_id, error)
+        await self._worker.run(_record_attempt, entry_id, error)
 
     async def fail(self, entry_id: int, error: str) -> None:
         """Set a write aside that the server refused for good; delivery goes on."""
-        moved = await self._run(_fail, entry_id, error)
+        moved = await self._worker.run(_fail, entry_id, error)
         if moved:
             self._pending = max(0, self._pending - 1)
 
     async def failed(self) -> list[OutboxEntry]:
         """The writes set aside, oldest first, with the server's reason."""
-        return await self._run(_list, "failed")
+        return await self._worker.run(_list, "failed")
 
     async def pending_entries(self) -> list[OutboxEntry]:
         """Every write still waiting, oldest first."""
-        return await self._run(_list, "pending")
+        return await self._worker.run(_list, "pending")
 
     # --- plumbing -----------------------------------------------------------
-
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        conn = self._conn
-        if conn is None:
-            raise self._not_open()
-        return await self._submit(functools.partial(fn, conn, *args))
-
-    async def _submit(self, fn: Callable[[], _T]) -> _T:
-        executor = self._executor
-        if executor is None:
-            raise self._not_open()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn)
-        except sqlite3.DatabaseError as exc:
-            raise Unavailable(
-                f"the memory outbox {self._path} failed: {exc}. Check the disk (space, "
-                "permissions); writes cannot be accepted while it fails.",
-                code="memory_outbox_unavailable",
-            ) from exc
-
-    def _not_open(self) -> Unavailable:
-        return Unavailable(
-            f"the memory outbox {self._path} is not open (closed during shutdown, or never "
-            "opened); open the memory client first",
-            code="memory_outbox_unavailable",
-        )
 
     def _take_lock(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,21 +218,21 @@ class MemoryOutbox:
         self._lock_file = handle
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
+        self._take_lock()
+        conn = storage.open_database(
+            self._path, busy_timeout_ms=_BUSY_TIMEOUT_MS, synchronous="FULL", migrate=_migrate
+        )
         # The file holds what agents were told is safe; keep others out of it.
         os.chmod(self._path, 0o600)
         return conn
 
 
 # -- operations (run on the outbox's thread) ------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
 
 
 def _entry(row: tuple[Any, ...]) -> OutboxEntry:

@@ -479,6 +479,62 @@ def _skip(event: EventRecord, existing: MemoryRecord | None, needed: str) -> Ski
     )
 
 
+# -- what every backend refuses alike ----------------------------------------------
+
+
+def replayed_result(
+    key: str, fingerprint: str, stored_fingerprint: str, result: str
+) -> WriteResult:
+    """The stored result of an idempotent write seen before, if it is the same request."""
+    if stored_fingerprint != fingerprint:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used for a different request. Use a new "
+            "key for a new write; reuse a key only to retry the very same request.",
+            code="idempotency_key_reused",
+        )
+    return WriteResult.from_json(json.loads(result), replayed=True)
+
+
+def check_restore_range(head: ChainHead, target_seq: int) -> None:
+    """Refuse a restore target outside the live log (0 is the empty state)."""
+    if target_seq < 0 or target_seq > head.seq:
+        raise InvalidRequest(
+            f"cannot restore to sequence {target_seq}: the live log runs from 1 to {head.seq}. "
+            "Pick a sequence in that range (GET /v1/integrity shows the head)."
+        )
+
+
+def restore_target_quarantined(target_seq: int) -> InvalidRequest:
+    """The error for a restore target inside the range whose event a restore moved away."""
+    return InvalidRequest(
+        f"cannot restore to sequence {target_seq}: that event is not in the live log (an "
+        "earlier restore moved it to a quarantine). Replay that quarantine first, or pick "
+        "another sequence."
+    )
+
+
+def quarantine_not_found(quarantine_id: str) -> NotFound:
+    """The error for an unknown quarantine id."""
+    return NotFound(
+        f"quarantine {quarantine_id!r} does not exist; GET /v1/quarantine lists them.",
+        code="quarantine_not_found",
+    )
+
+
+def quarantine_replayed(quarantine_id: str) -> Conflict:
+    """The error for replaying a quarantine a second time."""
+    return Conflict(
+        f"quarantine {quarantine_id!r} was already replayed; replaying it twice would "
+        "apply its writes twice.",
+        code="quarantine_replayed",
+    )
+
+
+def replayed_ids(events: Sequence[EventRecord]) -> list[str]:
+    """The memories a quarantine's events touch, to read before ``plan_replay``."""
+    return sorted({event.memory_id for event in events if event.memory_id})
+
+
 # -- search text --------------------------------------------------------------------
 
 

@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-
-from agentkeel.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
-from agentkeel.memory import planner
-from agentkeel.memory.hashchain import canonical_json, fingerprint_from_columns
+from agentkeel.memory import planner, tables
+from agentkeel.memory.hashchain import canonical_json
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -48,23 +41,10 @@ from agentkeel.memory.store import (
     WriteResult,
 )
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.storage.postgres import Connection, PostgresPool
 
 __all__ = ["PostgresMemoryStore"]
 
-_Connection = psycopg.AsyncConnection[TupleRow]
-PAGE_SIZE = 5000
-
-_MEMORY_COLUMNS = (
-    "id, namespace, content, tags, importance, metadata, created_at, updated_at, version"
-)
-_EVENT_COLUMNS = "seq, time, namespace, op, memory_id, payload, prev_hash, hash"
-_SNAPSHOT_COLUMNS = (
-    "id, label, kind, seq, head_hash, created_at, path, sha256, size_bytes, memories, "
-    "state_digest, verified_at, verified_ok, verify_message"
-)
-_QUARANTINE_COLUMNS = (
-    "id, created_at, reason, target_seq, from_seq, to_seq, event_count, restore_seq, replayed_at"
-)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS memory_events (
@@ -151,8 +131,6 @@ CREATE TABLE IF NOT EXISTS memory_snapshots (
 );
 """
 
-_SCHEMA_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('agentkeel:memory:schema'))"
-
 _INSERT_MEMORY_COLUMNS = (
     "id, namespace, content, tags, tags_text, importance, metadata, created_at, updated_at, version"
 )
@@ -202,73 +180,34 @@ class PostgresMemoryStore:
         acquire_timeout_s: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
-        if pool_size < 1:
-            raise ConfigError(f"memory store pool_size is {pool_size}; it must be at least 1")
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigError(
-                f"memory store URL is not a valid PostgreSQL URL ({exc}); expected "
-                "postgresql://USER@HOST:PORT/DATABASE"
-            ) from exc
-        self._url = url
-        host = params.get("host") or params.get("hostaddr") or "localhost"
-        self._where = f"{host}:{params.get('port') or '5432'}/{params.get('dbname') or 'postgres'}"
-        self._pool_size = pool_size
-        self._connect_timeout_s = connect_timeout_s
-        self._acquire_timeout_s = acquire_timeout_s
+        self._db = PostgresPool(
+            url=url,
+            label="PostgreSQL memory store",
+            tables="memory",
+            url_setting="memory.store_url",
+            pool_size_setting="memory.pool_size",
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            acquire_timeout_s=acquire_timeout_s,
+            application_name="agentkeel-memory",
+        )
         self._clock: Clock = clock or SystemClock()
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "connect_timeout": max(2, round(connect_timeout_s)),
-        }
-        if "application_name" not in params:
-            self._connect_kwargs["application_name"] = "agentkeel-memory"
-        self._pool: AsyncConnectionPool[_Connection] | None = None
 
     def describe(self) -> str:
         """host:port/database, for logs and messages (never the password)."""
-        return f"postgresql:{self._where}"
+        return f"postgresql:{self._db.where}"
 
     # --- lifecycle ----------------------------------------------------------
 
     async def open(self) -> None:
         """Connect, create the tables if absent, and start the pool."""
-        if self._pool is not None:
-            return
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_kwargs)
-            async with conn, conn.transaction():
-                await conn.execute(_SCHEMA_LOCK_SQL)
-                await conn.execute(_SCHEMA)
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot create the memory tables in PostgreSQL at {self._where}: "
-                f"{_first_line(exc)}. Grant the store's user CREATE on its schema."
-            ) from exc
-        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
-            self._url,
-            kwargs=self._connect_kwargs,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            timeout=self._acquire_timeout_s,
-            name="agentkeel-memory",
+        await self._db.open(
+            migrate=_migrate, lock_name="agentkeel:memory:schema", pool_name="agentkeel-memory"
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise self._unavailable(exc) from exc
-        self._pool = pool
 
     async def aclose(self) -> None:
         """Close every pooled connection; safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.aclose()
 
     # --- writes -------------------------------------------------------------
 
@@ -279,7 +218,7 @@ class PostgresMemoryStore:
         planner.check_ops(ops)
         now = self._clock.time()
         fingerprint = planner.fingerprint(ops) if idempotency_key is not None else ""
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             head = await _lock_head(conn)
             if idempotency_key is not None:
                 cursor = await conn.execute(
@@ -288,7 +227,7 @@ class PostgresMemoryStore:
                 )
                 row = await cursor.fetchone()
                 if row is not None:
-                    return _idempotent_result(idempotency_key, fingerprint, row[0], row[1])
+                    return planner.replayed_result(idempotency_key, fingerprint, row[0], row[1])
             current = await _fetch_many(conn, planner.referenced_ids(ops))
             plan = planner.plan_write(ops, head=head, current=current, now=now)
             await _apply_plan(conn, plan)
@@ -316,7 +255,7 @@ class PostgresMemoryStore:
         """Rebuild the state at ``target_seq``; later events go to a new quarantine.
         ``rows`` are read in pages on a worker thread, inside the transaction."""
         now = self._clock.time()
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             head = await _lock_head(conn)
             target_hash = await _check_target(conn, head, target_seq)
             cursor = await conn.execute(
@@ -330,12 +269,12 @@ class PostgresMemoryStore:
             if quarantine_id is not None:
                 await conn.execute(
                     "INSERT INTO memory_quarantines "
-                    f"({_QUARANTINE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, NULL)",
+                    f"({tables.QUARANTINE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, NULL)",
                     (quarantine_id, now, reason, target_seq, moved[1], moved[2], count),
                 )
                 await conn.execute(
-                    f"INSERT INTO memory_quarantine_events (quarantine_id, {_EVENT_COLUMNS}) "
-                    f"SELECT %s, {_EVENT_COLUMNS} FROM memory_events WHERE seq > %s",
+                    f"INSERT INTO memory_quarantine_events (quarantine_id, {tables.EVENT_COLUMNS}) "
+                    f"SELECT %s, {tables.EVENT_COLUMNS} FROM memory_events WHERE seq > %s",
                     (quarantine_id, target_seq),
                 )
                 await conn.execute("DELETE FROM memory_events WHERE seq > %s", (target_seq,))
@@ -345,7 +284,7 @@ class PostgresMemoryStore:
             else:
                 source = iter(rows)
                 async with conn.cursor() as cur:
-                    while page := await asyncio.to_thread(_take, source, PAGE_SIZE):
+                    while page := await asyncio.to_thread(_take, source, tables.PAGE_SIZE):
                         await cur.executemany(
                             f"INSERT INTO memories ({_INSERT_MEMORY_COLUMNS}) "
                             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -379,23 +318,18 @@ class PostgresMemoryStore:
     async def replay_quarantine(self, quarantine_id: str) -> ReplayResult:
         """Apply a quarantine's events again as new events; mark it replayed."""
         now = self._clock.time()
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             head = await _lock_head(conn)
             cursor = await conn.execute(
                 "SELECT replayed_at FROM memory_quarantines WHERE id = %s", (quarantine_id,)
             )
             row = await cursor.fetchone()
             if row is None:
-                raise _quarantine_not_found(quarantine_id)
+                raise planner.quarantine_not_found(quarantine_id)
             if row[0] is not None:
-                raise Conflict(
-                    f"quarantine {quarantine_id!r} was already replayed; replaying it twice "
-                    "would apply its writes twice.",
-                    code="quarantine_replayed",
-                )
+                raise planner.quarantine_replayed(quarantine_id)
             events = await _quarantine_events(conn, quarantine_id)
-            ids = sorted({event.memory_id for event in events if event.memory_id})
-            current = await _fetch_many(conn, ids)
+            current = await _fetch_many(conn, planner.replayed_ids(events))
             plan = planner.plan_replay(events, head=head, current=current, now=now)
             await _apply_plan(conn, plan)
             await conn.execute(
@@ -410,12 +344,12 @@ class PostgresMemoryStore:
 
     async def get(self, memory_id: str) -> MemoryRecord | None:
         """The memory, or None if it does not exist."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = %s", (memory_id,)
+                f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id = %s", (memory_id,)
             )
             row = await cursor.fetchone()
-        return None if row is None else _memory_from_row(row)
+        return None if row is None else tables.memory_from_row(row)
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """Ranked full-text hits (``ts_rank``), or the newest memories when no text."""
@@ -431,8 +365,8 @@ class PostgresMemoryStore:
         if query.until is not None:
             where.append("m.created_at <= %(until)s")
             params["until"] = query.until
-        columns = ", ".join(f"m.{column.strip()}" for column in _MEMORY_COLUMNS.split(","))
-        async with self._connection() as conn:
+        columns = ", ".join(f"m.{column.strip()}" for column in tables.MEMORY_COLUMNS.split(","))
+        async with self._db.connection() as conn:
             if not terms:
                 cursor = await conn.execute(
                     f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
@@ -440,7 +374,7 @@ class PostgresMemoryStore:
                     params,
                 )
                 rows = await cursor.fetchall()
-                return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
+                return [SearchHit(memory=tables.memory_from_row(row), score=None) for row in rows]
             params["query"] = " | ".join(f"'{term}'" for term in terms)
             cursor = await conn.execute(
                 f"SELECT {columns}, ts_rank(m.search, q) AS score "
@@ -450,11 +384,11 @@ class PostgresMemoryStore:
                 params,
             )
             rows = await cursor.fetchall()
-        return [SearchHit(memory=_memory_from_row(row), score=float(row[9])) for row in rows]
+        return [SearchHit(memory=tables.memory_from_row(row), score=float(row[9])) for row in rows]
 
     async def stats(self) -> StoreStats:
         """Counts, the chain head and the size of the memory tables."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT (SELECT count(*) FROM memories), (SELECT count(*) FROM memory_events), "
                 "pg_total_relation_size('memories') + pg_total_relation_size('memory_events')"
@@ -468,16 +402,16 @@ class PostgresMemoryStore:
 
     async def event_at(self, seq: int) -> EventRecord | None:
         """The live event with this sequence number, if any."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq = %s", (seq,)
+                f"SELECT {tables.EVENT_COLUMNS} FROM memory_events WHERE seq = %s", (seq,)
             )
             row = await cursor.fetchone()
-        return None if row is None else _event_from_row(row)
+        return None if row is None else tables.event_from_row(row)
 
     async def seq_at_time(self, at: float) -> int:
         """The newest live event at or before ``at`` (epoch seconds); 0 if none."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT max(seq) FROM memory_events WHERE time <= %s", (at,)
             )
@@ -487,7 +421,7 @@ class PostgresMemoryStore:
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StateReader]:
         """A consistent read-only view: one REPEATABLE READ transaction."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield _PostgresReader(conn)
@@ -497,61 +431,47 @@ class PostgresMemoryStore:
     # --- quarantine and snapshots -------------------------------------------
 
     async def list_quarantines(self) -> list[QuarantineRecord]:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_QUARANTINE_COLUMNS} FROM memory_quarantines "
+                f"SELECT {tables.QUARANTINE_COLUMNS} FROM memory_quarantines "
                 "ORDER BY created_at, restore_seq"
             )
             rows = await cursor.fetchall()
-        return [_quarantine_from_row(row) for row in rows]
+        return [tables.quarantine_from_row(row) for row in rows]
 
     async def quarantine_events(self, quarantine_id: str) -> list[EventRecord]:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             return await _quarantine_events(conn, quarantine_id)
 
     async def add_snapshot(self, snapshot: SnapshotRecord) -> None:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute(
-                f"INSERT INTO memory_snapshots ({_SNAPSHOT_COLUMNS}) "
+                f"INSERT INTO memory_snapshots ({tables.SNAPSHOT_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    snapshot.id,
-                    snapshot.label,
-                    snapshot.kind,
-                    snapshot.seq,
-                    snapshot.head_hash,
-                    snapshot.created_at,
-                    snapshot.path,
-                    snapshot.sha256,
-                    snapshot.size_bytes,
-                    snapshot.memories,
-                    snapshot.state_digest,
-                    snapshot.verified_at,
-                    snapshot.verified_ok,
-                    snapshot.verify_message,
-                ),
+                tables.snapshot_params(snapshot),
             )
 
     async def list_snapshots(self) -> list[SnapshotRecord]:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots ORDER BY created_at, id"
+                f"SELECT {tables.SNAPSHOT_COLUMNS} FROM memory_snapshots ORDER BY created_at, id"
             )
             rows = await cursor.fetchall()
-        return [_snapshot_from_row(row) for row in rows]
+        return [tables.snapshot_from_row(row) for row in rows]
 
     async def get_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots WHERE id = %s", (snapshot_id,)
+                f"SELECT {tables.SNAPSHOT_COLUMNS} FROM memory_snapshots WHERE id = %s",
+                (snapshot_id,),
             )
             row = await cursor.fetchone()
-        return None if row is None else _snapshot_from_row(row)
+        return None if row is None else tables.snapshot_from_row(row)
 
     async def record_verification(
         self, snapshot_id: str, *, at: float, ok: bool, message: str
     ) -> None:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute(
                 "UPDATE memory_snapshots SET verified_at = %s, verified_ok = %s, "
                 "verify_message = %s WHERE id = %s",
@@ -559,70 +479,15 @@ class PostgresMemoryStore:
             )
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute("DELETE FROM memory_snapshots WHERE id = %s", (snapshot_id,))
-
-    # --- plumbing -----------------------------------------------------------
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Connection]:
-        pool = self._pool
-        if pool is None:
-            raise Unavailable(
-                f"PostgreSQL memory store at {self._where} is not open (never opened, or "
-                "closed during shutdown); call `await store.open()` first",
-                code="store_unavailable",
-            )
-        try:
-            async with pool.connection() as conn:
-                yield conn
-        except PoolTimeout as exc:
-            raise Unavailable(
-                f"no connection to PostgreSQL at {self._where} became free within "
-                f"{self._acquire_timeout_s:g} s (pool_size={self._pool_size}): the database "
-                "is down or slow, or the pool is too small. Check the database, then raise "
-                "the memory store's pool_size if it is healthy.",
-                code="store_unavailable",
-                retry_after=1.0,
-            ) from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise self._unavailable(exc) from exc
-        except psycopg.DataError as exc:
-            raise InvalidRequest(
-                f"PostgreSQL at {self._where} refused a value: {_first_line(exc)}. "
-                "Text cannot contain NUL characters.",
-                code="invalid_value",
-            ) from exc
-
-    def _unavailable(self, exc: BaseException) -> Unavailable:
-        return Unavailable(
-            f"PostgreSQL memory store at {self._where} is unavailable: {_first_line(exc)}. "
-            "Check that the database is up and reachable, and the memory store URL.",
-            code="store_unavailable",
-            retry_after=1.0,
-        )
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _memory_from_row(row: Sequence[Any]) -> MemoryRecord:
-    return MemoryRecord(
-        id=row[0],
-        namespace=row[1],
-        content=row[2],
-        tags=tuple(row[3]),
-        importance=float(row[4]),
-        metadata=json.loads(row[5]),
-        created_at=float(row[6]),
-        updated_at=float(row[7]),
-        version=int(row[8]),
-    )
+async def _migrate(conn: Connection) -> None:
+    await conn.execute(_SCHEMA)
 
 
 def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
@@ -640,60 +505,14 @@ def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
     )
 
 
-def _event_from_row(row: Sequence[Any]) -> EventRecord:
-    return EventRecord(
-        seq=int(row[0]),
-        time=float(row[1]),
-        namespace=row[2],
-        op=row[3],
-        memory_id=row[4],
-        payload=row[5],
-        prev_hash=row[6],
-        hash=row[7],
-    )
-
-
-def _quarantine_from_row(row: Sequence[Any]) -> QuarantineRecord:
-    return QuarantineRecord(
-        id=row[0],
-        created_at=float(row[1]),
-        reason=row[2],
-        target_seq=int(row[3]),
-        from_seq=int(row[4]),
-        to_seq=int(row[5]),
-        event_count=int(row[6]),
-        restore_seq=int(row[7]),
-        replayed_at=None if row[8] is None else float(row[8]),
-    )
-
-
-def _snapshot_from_row(row: Sequence[Any]) -> SnapshotRecord:
-    return SnapshotRecord(
-        id=row[0],
-        label=row[1],
-        kind=row[2],
-        seq=int(row[3]),
-        head_hash=row[4],
-        created_at=float(row[5]),
-        path=row[6],
-        sha256=row[7],
-        size_bytes=int(row[8]),
-        memories=int(row[9]),
-        state_digest=row[10],
-        verified_at=None if row[11] is None else float(row[11]),
-        verified_ok=row[12],
-        verify_message=row[13],
-    )
-
-
-async def _read_head(conn: _Connection) -> ChainHead:
+async def _read_head(conn: Connection) -> ChainHead:
     cursor = await conn.execute("SELECT head_seq, head_hash, last_seq FROM memory_chain")
     row = await cursor.fetchone()
     assert row is not None
     return ChainHead(seq=int(row[0]), hash=row[1], last_seq=int(row[2]))
 
 
-async def _lock_head(conn: _Connection) -> ChainHead:
+async def _lock_head(conn: Connection) -> ChainHead:
     cursor = await conn.execute(
         "SELECT head_seq, head_hash, last_seq FROM memory_chain WHERE id = 1 FOR UPDATE"
     )
@@ -702,25 +521,22 @@ async def _lock_head(conn: _Connection) -> ChainHead:
     return ChainHead(seq=int(row[0]), hash=row[1], last_seq=int(row[2]))
 
 
-async def _fetch_many(conn: _Connection, ids: Sequence[str]) -> dict[str, MemoryRecord]:
+async def _fetch_many(conn: Connection, ids: Sequence[str]) -> dict[str, MemoryRecord]:
     if not ids:
         return {}
     cursor = await conn.execute(
-        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ANY(%s::text[])", (list(ids),)
+        f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id = ANY(%s::text[])", (list(ids),)
     )
-    return {row[0]: _memory_from_row(row) for row in await cursor.fetchall()}
+    return {row[0]: tables.memory_from_row(row) for row in await cursor.fetchall()}
 
 
-async def _apply_plan(conn: _Connection, plan: planner.Plan) -> None:
+async def _apply_plan(conn: Connection, plan: planner.Plan) -> None:
     async with conn.cursor() as cur:
         if plan.events:
             await cur.executemany(
-                f"INSERT INTO memory_events ({_EVENT_COLUMNS}) "
+                f"INSERT INTO memory_events ({tables.EVENT_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (e.seq, e.time, e.namespace, e.op, e.memory_id, e.payload, e.prev_hash, e.hash)
-                    for e in plan.events
-                ],
+                [tables.event_params(event) for event in plan.events],
             )
         deleted = [key for key, value in plan.rows.items() if value is None]
         upserts = [value for value in plan.rows.values() if value is not None]
@@ -735,58 +551,33 @@ async def _apply_plan(conn: _Connection, plan: planner.Plan) -> None:
     )
 
 
-def _idempotent_result(key: str, fingerprint: str, stored_fp: str, result: str) -> WriteResult:
-    if stored_fp != fingerprint:
-        raise Conflict(
-            f"Idempotency-Key {key!r} was already used for a different request. Use a new "
-            "key for a new write; reuse a key only to retry the very same request.",
-            code="idempotency_key_reused",
-        )
-    return WriteResult.from_json(json.loads(result), replayed=True)
-
-
-async def _check_target(conn: _Connection, head: ChainHead, target_seq: int) -> str:
-    if target_seq < 0 or target_seq > head.seq:
-        raise InvalidRequest(
-            f"cannot restore to sequence {target_seq}: the live log runs from 1 to {head.seq}. "
-            "Pick a sequence in that range (GET /v1/integrity shows the head)."
-        )
+async def _check_target(conn: Connection, head: ChainHead, target_seq: int) -> str:
+    planner.check_restore_range(head, target_seq)
     if target_seq == 0:
         return GENESIS_HASH
     cursor = await conn.execute("SELECT hash FROM memory_events WHERE seq = %s", (target_seq,))
     row = await cursor.fetchone()
     if row is None:
-        raise InvalidRequest(
-            f"cannot restore to sequence {target_seq}: that event is not in the live log (an "
-            "earlier restore moved it to a quarantine). Replay that quarantine first, or pick "
-            "another sequence."
-        )
+        raise planner.restore_target_quarantined(target_seq)
     return str(row[0])
 
 
-def _quarantine_not_found(quarantine_id: str) -> NotFound:
-    return NotFound(
-        f"quarantine {quarantine_id!r} does not exist; GET /v1/quarantine lists them.",
-        code="quarantine_not_found",
-    )
-
-
-async def _quarantine_events(conn: _Connection, quarantine_id: str) -> list[EventRecord]:
+async def _quarantine_events(conn: Connection, quarantine_id: str) -> list[EventRecord]:
     cursor = await conn.execute("SELECT 1 FROM memory_quarantines WHERE id = %s", (quarantine_id,))
     if await cursor.fetchone() is None:
-        raise _quarantine_not_found(quarantine_id)
+        raise planner.quarantine_not_found(quarantine_id)
     cursor = await conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM memory_quarantine_events WHERE quarantine_id = %s "
+        f"SELECT {tables.EVENT_COLUMNS} FROM memory_quarantine_events WHERE quarantine_id = %s "
         "ORDER BY seq",
         (quarantine_id,),
     )
-    return [_event_from_row(row) for row in await cursor.fetchall()]
+    return [tables.event_from_row(row) for row in await cursor.fetchall()]
 
 
 class _PostgresReader:
     """Pages of one REPEATABLE READ transaction."""
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     async def head(self) -> ChainHead:
@@ -796,13 +587,14 @@ class _PostgresReader:
         last = 0
         while True:
             cursor = await self._conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, PAGE_SIZE),
+                f"SELECT {tables.EVENT_COLUMNS} FROM memory_events "
+                "WHERE seq > %s ORDER BY seq LIMIT %s",
+                (last, tables.PAGE_SIZE),
             )
             rows = await cursor.fetchall()
             if not rows:
                 return
-            page = [_event_from_row(row) for row in rows]
+            page = [tables.event_from_row(row) for row in rows]
             last = page[-1].seq
             yield page
 
@@ -813,15 +605,15 @@ class _PostgresReader:
         limit = up_to_seq if up_to_seq is not None else (1 << 62)
         while True:
             cursor = await self._conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM memory_events "
+                f"SELECT {tables.EVENT_COLUMNS} FROM memory_events "
                 "WHERE op <> 'restore' AND (memory_id, seq) > (%s, %s) AND seq <= %s "
                 "ORDER BY memory_id, seq LIMIT %s",
-                (last_id, last_seq, limit, PAGE_SIZE),
+                (last_id, last_seq, limit, tables.PAGE_SIZE),
             )
             rows = await cursor.fetchall()
             if not rows:
                 return
-            page = [_event_from_row(row) for row in rows]
+            page = [tables.event_from_row(row) for row in rows]
             last_id, last_seq = page[-1].memory_id, page[-1].seq
             yield page
 
@@ -829,13 +621,13 @@ class _PostgresReader:
         last = ""
         while True:
             cursor = await self._conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > %s ORDER BY id LIMIT %s",
-                (last, PAGE_SIZE),
+                f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id > %s ORDER BY id LIMIT %s",
+                (last, tables.PAGE_SIZE),
             )
             rows = await cursor.fetchall()
             if not rows:
                 return
-            page = [_memory_from_row(row) for row in rows]
+            page = [tables.memory_from_row(row) for row in rows]
             last = page[-1].id
             yield page
 
@@ -843,26 +635,13 @@ class _PostgresReader:
         last = ""
         while True:
             cursor = await self._conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > %s ORDER BY id LIMIT %s",
-                (last, PAGE_SIZE),
+                f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id > %s ORDER BY id LIMIT %s",
+                (last, tables.PAGE_SIZE),
             )
             rows = await cursor.fetchall()
             if not rows:
                 return
-            yield [
-                fingerprint_from_columns(
-                    memory_id=row[0],
-                    namespace=row[1],
-                    content=row[2],
-                    tags=row[3],
-                    importance=row[4],
-                    metadata_json=row[5],
-                    created_at=row[6],
-                    updated_at=row[7],
-                    version=row[8],
-                )
-                for row in rows
-            ]
+            yield [tables.fingerprint_from_row(row) for row in rows]
             last = rows[-1][0]
 
 

@@ -31,7 +31,7 @@ from agentkeel.memory import planner
 from agentkeel.memory.store import MemoryRecord, SearchHit, SearchQuery
 from agentkeel.resilience.clock import Clock
 
-__all__ = ["TermStats", "namespace_key", "ranked_search"]
+__all__ = ["TermStats", "filters", "namespace_key", "ranked_search"]
 
 K1 = 1.2
 B = 0.75
@@ -145,7 +145,7 @@ def ranked_search(
         for term in terms
         for df in [stats.document_frequency(conn, term)]
     }
-    where, params = _filters(query)
+    where, params = filters(query)
     candidates = conn.execute(
         "SELECT m.rowid, d.sz, m.content, m.tags FROM memories AS m "
         "JOIN memories_fts_docsize AS d ON d.id = m.rowid "
@@ -184,7 +184,9 @@ def ranked_search(
     ]
 
 
-def _filters(query: SearchQuery) -> tuple[list[str], list[Any]]:
+def filters(query: SearchQuery) -> tuple[list[str], list[Any]]:
+    """WHERE terms (on ``memories AS m``) and their parameters for a query's namespace,
+    tags and time range."""
     where = ["m.namespace = ?"]
     params: list[Any] = [query.namespace]
     for tag in query.tags:

@@ -12,22 +12,18 @@ consistent moment while writes go on.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from agentkeel.errors import Conflict, InvalidRequest, KeelError, NotFound, Unavailable
-from agentkeel.memory import planner
-from agentkeel.memory.hashchain import canonical_json, fingerprint_from_columns
-from agentkeel.memory.sqlite_search import TermStats, ranked_search
+from agentkeel.memory import planner, tables
+from agentkeel.memory.hashchain import canonical_json
+from agentkeel.memory.sqlite_search import TermStats, filters, ranked_search
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -45,24 +41,15 @@ from agentkeel.memory.store import (
     WriteResult,
 )
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.storage import sqlite as storage
 
 __all__ = ["SqliteMemoryStore"]
 
-_T = TypeVar("_T")
 _log = logging.getLogger(__name__)
-PAGE_SIZE = 5000
+# Up to 64 MiB of page cache (default 2 MiB): restores, snapshots and checks
+# walk the whole store, and search reads many index pages.
+_CACHE_KIB = 65536
 
-_MEMORY_COLUMNS = (
-    "id, namespace, content, tags, importance, metadata, created_at, updated_at, version"
-)
-_EVENT_COLUMNS = "seq, time, namespace, op, memory_id, payload, prev_hash, hash"
-_SNAPSHOT_COLUMNS = (
-    "id, label, kind, seq, head_hash, created_at, path, sha256, size_bytes, memories, "
-    "state_digest, verified_at, verified_ok, verify_message"
-)
-_QUARANTINE_COLUMNS = (
-    "id, created_at, reason, target_seq, from_seq, to_seq, event_count, restore_seq, replayed_at"
-)
 
 # The namespace as one search token (its UTF-8 in hex), indexed with the text: a
 # search ANDs it with the query words, so the index yields only that namespace's
@@ -184,7 +171,7 @@ DROP TRIGGER IF EXISTS memories_fts_update;
 """
 
 _UPSERT_SQL = f"""
-INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO memories ({tables.MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     namespace = excluded.namespace, content = excluded.content, tags = excluded.tags,
     importance = excluded.importance, metadata = excluded.metadata,
@@ -194,7 +181,7 @@ ON CONFLICT (id) DO UPDATE SET
 
 # The state a replay of the live log gives: per memory, its newest event, unless a delete.
 _REPLAY_SQL = f"""
-INSERT INTO memories ({_MEMORY_COLUMNS})
+INSERT INTO memories ({tables.MEMORY_COLUMNS})
 SELECT e.memory_id, e.namespace, json_extract(e.payload, '$.content'),
     json_extract(e.payload, '$.tags'), json_extract(e.payload, '$.importance'),
     json_extract(e.payload, '$.metadata'), json_extract(e.payload, '$.created_at'),
@@ -224,8 +211,15 @@ class SqliteMemoryStore:
         self._path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
         self._clock: Clock = clock or SystemClock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._errors = storage.SqliteErrors(
+            label="SQLite memory store",
+            path=self._path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            retry_after=1.0,
+            file_kind="a memory database",
+            unusable_hint="; restore a snapshot if it is",
+        )
+        self._worker = storage.SqliteWorker(thread_name="keel-memory", errors=self._errors)
         self._term_stats = TermStats(clock=self._clock)
 
     @property
@@ -241,24 +235,11 @@ class SqliteMemoryStore:
 
     async def open(self) -> None:
         """Open (creating the file, its directory and the tables if absent)."""
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-memory")
-        try:
-            self._conn = await self._submit(self._connect_and_migrate)
-        except BaseException:
-            await self.aclose()
-            raise
+        await self._worker.open(self._connect_and_migrate)
 
     async def aclose(self) -> None:
         """Close the connection and stop the worker; safe to call twice."""
-        executor, self._executor = self._executor, None
-        conn, self._conn = self._conn, None
-        if executor is None:
-            return
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=True)
+        await self._worker.aclose()
 
     # --- writes -------------------------------------------------------------
 
@@ -267,7 +248,7 @@ class SqliteMemoryStore:
     ) -> WriteResult:
         """Apply every op or none, in one transaction; see ``MemoryStore.write``."""
         planner.check_ops(ops)
-        return await self._run(_write, ops, idempotency_key, self._clock.time())
+        return await self._worker.run(_write, ops, idempotency_key, self._clock.time())
 
     async def restore(
         self,
@@ -278,25 +259,25 @@ class SqliteMemoryStore:
     ) -> RestoreResult:
         """Rebuild the state at ``target_seq``; later events go to a new quarantine.
         ``rows`` are read on the store's thread, one at a time, inside the transaction."""
-        return await self._run(_restore, target_seq, reason, rows, self._clock.time())
+        return await self._worker.run(_restore, target_seq, reason, rows, self._clock.time())
 
     async def replay_quarantine(self, quarantine_id: str) -> ReplayResult:
         """Apply a quarantine's events again as new events; mark it replayed."""
-        return await self._run(_replay_quarantine, quarantine_id, self._clock.time())
+        return await self._worker.run(_replay_quarantine, quarantine_id, self._clock.time())
 
     # --- reads --------------------------------------------------------------
 
     async def get(self, memory_id: str) -> MemoryRecord | None:
         """The memory, or None if it does not exist."""
-        return await self._run(_get, memory_id)
+        return await self._worker.run(_get, memory_id)
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """Ranked full-text hits (FTS5 bm25), or the newest memories when no text."""
-        return await self._run(_search, query, self._term_stats)
+        return await self._worker.run(_search, query, self._term_stats)
 
     async def stats(self) -> StoreStats:
         """Counts, the chain head and the file size."""
-        stats = await self._run(_stats)
+        stats = await self._worker.run(_stats)
         size = 0
         for suffix in ("", "-wal"):
             candidate = self._path.with_name(self._path.name + suffix)
@@ -308,114 +289,63 @@ class SqliteMemoryStore:
 
     async def event_at(self, seq: int) -> EventRecord | None:
         """The live event with this sequence number, if any."""
-        return await self._run(_event_at, seq)
+        return await self._worker.run(_event_at, seq)
 
     async def seq_at_time(self, at: float) -> int:
         """The newest live event at or before ``at`` (epoch seconds); 0 if none."""
-        return await self._run(_seq_at_time, at)
+        return await self._worker.run(_seq_at_time, at)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[StateReader]:
         """A consistent read-only view on its own connection and thread."""
-        if self._executor is None:
-            raise self._not_open()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-memory-read")
-        loop = asyncio.get_running_loop()
+        if not self._worker.is_open:
+            raise self._errors.not_open()
+        worker = storage.SqliteWorker(thread_name="keel-memory-read", errors=self._errors)
+        await worker.open(self._connect_reader)
         try:
-            conn = await loop.run_in_executor(executor, self._connect_reader)
-        except sqlite3.DatabaseError as exc:
-            executor.shutdown(wait=False)
-            raise self._translate(exc) from exc
-        try:
-            yield _SqliteReader(conn=conn, executor=executor, translate=self._translate)
+            yield _SqliteReader(worker)
         finally:
-            await loop.run_in_executor(executor, conn.close)
-            executor.shutdown(wait=True)
+            await worker.aclose()
 
     # --- quarantine and snapshots -------------------------------------------
 
     async def list_quarantines(self) -> list[QuarantineRecord]:
-        return await self._run(_list_quarantines)
+        return await self._worker.run(_list_quarantines)
 
     async def quarantine_events(self, quarantine_id: str) -> list[EventRecord]:
-        return await self._run(_quarantine_events, quarantine_id)
+        return await self._worker.run(_quarantine_events, quarantine_id)
 
     async def add_snapshot(self, snapshot: SnapshotRecord) -> None:
-        await self._run(_add_snapshot, snapshot)
+        await self._worker.run(_add_snapshot, snapshot)
 
     async def list_snapshots(self) -> list[SnapshotRecord]:
-        return await self._run(_list_snapshots)
+        return await self._worker.run(_list_snapshots)
 
     async def get_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
-        return await self._run(_get_snapshot, snapshot_id)
+        return await self._worker.run(_get_snapshot, snapshot_id)
 
     async def record_verification(
         self, snapshot_id: str, *, at: float, ok: bool, message: str
     ) -> None:
-        await self._run(_record_verification, snapshot_id, at, ok, message)
+        await self._worker.run(_record_verification, snapshot_id, at, ok, message)
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
-        await self._run(_delete_snapshot, snapshot_id)
+        await self._worker.run(_delete_snapshot, snapshot_id)
 
     # --- plumbing -----------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        conn = self._conn
-        if conn is None:
-            raise self._not_open()
-        return await self._submit(functools.partial(fn, conn, *args))
-
-    async def _submit(self, fn: Callable[[], _T]) -> _T:
-        executor = self._executor
-        if executor is None:
-            raise self._not_open()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn)
-        except KeelError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._translate(exc) from exc
-
-    def _translate(self, exc: sqlite3.DatabaseError) -> Unavailable:
-        if isinstance(exc, sqlite3.OperationalError):
-            return Unavailable(
-                f"SQLite memory store {self._path} failed: {exc}. If it says 'locked', "
-                f"another process held the write lock for over {self._busy_timeout_ms} ms; "
-                "otherwise check the disk and the file's permissions.",
-                code="store_unavailable",
-                retry_after=1.0,
-            )
-        return Unavailable(
-            f"SQLite memory store {self._path} is unusable: {exc}. Check that the file is a "
-            "memory database written by agentkeel and is not corrupt "
-            "(sqlite3 FILE 'PRAGMA integrity_check'); restore a snapshot if it is.",
-            code="store_unavailable",
-        )
-
-    def _not_open(self) -> Unavailable:
-        return Unavailable(
-            f"SQLite memory store {self._path} is not open (never opened, or closed during "
-            "shutdown); call `await store.open()` first",
-            code="store_unavailable",
-        )
-
     def _connect_and_migrate(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            with _transaction(conn):
-                for statement in _statements(_SCHEMA):
-                    conn.execute(statement)
-                _add_namespace_key(conn)
-                _create_triggers(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return storage.open_database(
+            self._path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            cache_size_kib=_CACHE_KIB,
+            migrate=_migrate,
+        )
 
     def _connect_reader(self) -> sqlite3.Connection:
-        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
+        conn = storage.connect(
+            self._path, busy_timeout_ms=self._busy_timeout_ms, cache_size_kib=_CACHE_KIB
+        )
         conn.execute("BEGIN")
         # The first read pins the WAL snapshot every later page of this reader sees.
         conn.execute("SELECT head_seq FROM memory_chain").fetchone()
@@ -425,23 +355,11 @@ class SqliteMemoryStore:
 # -- connection helpers --------------------------------------------------------------
 
 
-def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        # Up to 64 MiB of page cache (default 2 MiB): restores, snapshots and checks
-        # walk the whole store, and search reads many index pages.
-        conn.execute("PRAGMA cache_size = -65536")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _statements(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";\n") if part.strip()]
+def _migrate(conn: sqlite3.Connection) -> None:
+    for statement in storage.split_statements(_SCHEMA):
+        conn.execute(statement)
+    _add_namespace_key(conn)
+    _create_triggers(conn)
 
 
 def _add_namespace_key(conn: sqlite3.Connection) -> None:
@@ -464,33 +382,12 @@ def _create_triggers(conn: sqlite3.Connection) -> None:
 
 
 def _drop_triggers(conn: sqlite3.Connection) -> None:
-    for statement in _statements(_DROP_TRIGGERS):
+    for statement in storage.split_statements(_DROP_TRIGGERS):
         conn.execute(statement)
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _memory_from_row(row: Sequence[Any]) -> MemoryRecord:
-    return MemoryRecord(
-        id=row[0],
-        namespace=row[1],
-        content=row[2],
-        tags=tuple(json.loads(row[3])),
-        importance=float(row[4]),
-        metadata=json.loads(row[5]),
-        created_at=float(row[6]),
-        updated_at=float(row[7]),
-        version=int(row[8]),
-    )
+    return tables.memory_from_row(row, tags_as_json=True)
 
 
 def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
@@ -505,32 +402,6 @@ def _memory_params(memory: MemoryRecord) -> tuple[Any, ...]:
         memory.created_at,
         memory.updated_at,
         memory.version,
-    )
-
-
-def _event_from_row(row: Sequence[Any]) -> EventRecord:
-    return EventRecord(
-        seq=int(row[0]),
-        time=float(row[1]),
-        namespace=row[2],
-        op=row[3],
-        memory_id=row[4],
-        payload=row[5],
-        prev_hash=row[6],
-        hash=row[7],
-    )
-
-
-def _event_params(event: EventRecord) -> tuple[Any, ...]:
-    return (
-        event.seq,
-        event.time,
-        event.namespace,
-        event.op,
-        event.memory_id,
-        event.payload,
-        event.prev_hash,
-        event.hash,
     )
 
 
@@ -550,7 +421,8 @@ def _fetch_many(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Memor
     if not ids:
         return {}
     rows = conn.execute(
-        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id IN (SELECT value FROM json_each(?))",
+        f"SELECT {tables.MEMORY_COLUMNS} FROM memories "
+        "WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(ids)),),
     ).fetchall()
     return {row[0]: _memory_from_row(row) for row in rows}
@@ -558,8 +430,8 @@ def _fetch_many(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Memor
 
 def _apply_plan(conn: sqlite3.Connection, plan: planner.Plan) -> None:
     conn.executemany(
-        f"INSERT INTO memory_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [_event_params(event) for event in plan.events],
+        f"INSERT INTO memory_events ({tables.EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [tables.event_params(event) for event in plan.events],
     )
     for memory_id, memory in plan.rows.items():
         if memory is None:
@@ -577,13 +449,13 @@ def _write(
     conn: sqlite3.Connection, ops: Sequence[WriteOp], key: str | None, now: float
 ) -> WriteResult:
     fingerprint = planner.fingerprint(ops) if key is not None else ""
-    with _transaction(conn):
+    with storage.write(conn):
         if key is not None:
             row = conn.execute(
                 "SELECT fingerprint, result FROM memory_idempotency WHERE key = ?", (key,)
             ).fetchone()
             if row is not None:
-                return _idempotent_result(key, fingerprint, row[0], row[1])
+                return planner.replayed_result(key, fingerprint, row[0], row[1])
         head = _head(conn)
         current = _fetch_many(conn, planner.referenced_ids(ops))
         plan = planner.plan_write(ops, head=head, current=current, now=now)
@@ -598,45 +470,25 @@ def _write(
         return plan.result
 
 
-def _idempotent_result(key: str, fingerprint: str, stored_fp: str, result: str) -> WriteResult:
-    if stored_fp != fingerprint:
-        raise Conflict(
-            f"Idempotency-Key {key!r} was already used for a different request. Use a new "
-            "key for a new write; reuse a key only to retry the very same request.",
-            code="idempotency_key_reused",
-        )
-    return WriteResult.from_json(json.loads(result), replayed=True)
-
-
 def _get(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
     row = conn.execute(
-        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)
+        f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)
     ).fetchone()
     return None if row is None else _memory_from_row(row)
 
 
 def _search(conn: sqlite3.Connection, query: SearchQuery, stats: TermStats) -> list[SearchHit]:
     terms = planner.query_terms(query.text)
-    columns = ", ".join(f"m.{column.strip()}" for column in _MEMORY_COLUMNS.split(","))
+    columns = ", ".join(f"m.{column.strip()}" for column in tables.MEMORY_COLUMNS.split(","))
     if terms:
         return ranked_search(conn, query, stats=stats, columns=columns, to_record=_memory_from_row)
-    where = ["m.namespace = ?"]
-    params: list[Any] = [query.namespace]
-    for tag in query.tags:
-        where.append("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE json_each.value = ?)")
-        params.append(tag)
-    if query.since is not None:
-        where.append("m.created_at >= ?")
-        params.append(query.since)
-    if query.until is not None:
-        where.append("m.created_at <= ?")
-        params.append(query.until)
-    rows = conn.execute(
+    where, params = filters(query)
+    found = conn.execute(
         f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
         "ORDER BY m.created_at DESC, m.id LIMIT ?",
         (*params, query.limit),
     ).fetchall()
-    return [SearchHit(memory=_memory_from_row(row), score=None) for row in rows]
+    return [SearchHit(memory=_memory_from_row(row), score=None) for row in found]
 
 
 def _stats(conn: sqlite3.Connection) -> StoreStats:
@@ -647,9 +499,9 @@ def _stats(conn: sqlite3.Connection) -> StoreStats:
 
 def _event_at(conn: sqlite3.Connection, seq: int) -> EventRecord | None:
     row = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq = ?", (seq,)
+        f"SELECT {tables.EVENT_COLUMNS} FROM memory_events WHERE seq = ?", (seq,)
     ).fetchone()
-    return None if row is None else _event_from_row(row)
+    return None if row is None else tables.event_from_row(row)
 
 
 def _seq_at_time(conn: sqlite3.Connection, at: float) -> int:
@@ -659,20 +511,12 @@ def _seq_at_time(conn: sqlite3.Connection, at: float) -> int:
 
 def _check_target(conn: sqlite3.Connection, head: ChainHead, target_seq: int) -> str:
     """The hash the chain continues from after restoring to ``target_seq``."""
-    if target_seq < 0 or target_seq > head.seq:
-        raise InvalidRequest(
-            f"cannot restore to sequence {target_seq}: the live log runs from 1 to {head.seq}. "
-            "Pick a sequence in that range (GET /v1/integrity shows the head)."
-        )
+    planner.check_restore_range(head, target_seq)
     if target_seq == 0:
         return GENESIS_HASH
     row = conn.execute("SELECT hash FROM memory_events WHERE seq = ?", (target_seq,)).fetchone()
     if row is None:
-        raise InvalidRequest(
-            f"cannot restore to sequence {target_seq}: that event is not in the live log (an "
-            "earlier restore moved it to a quarantine). Replay that quarantine first, or pick "
-            "another sequence."
-        )
+        raise planner.restore_target_quarantined(target_seq)
     return str(row[0])
 
 
@@ -683,7 +527,7 @@ def _restore(
     rows: Iterable[MemoryRecord] | None,
     now: float,
 ) -> RestoreResult:
-    with _transaction(conn):
+    with storage.write(conn):
         head = _head(conn)
         target_hash = _check_target(conn, head, target_seq)
         moved = conn.execute(
@@ -693,8 +537,8 @@ def _restore(
         quarantine_id = uuid.uuid4().hex if count else None
         if quarantine_id is not None:
             conn.execute(
-                f"INSERT INTO memory_quarantine_events (quarantine_id, {_EVENT_COLUMNS}) "
-                f"SELECT ?, {_EVENT_COLUMNS} FROM memory_events WHERE seq > ?",
+                f"INSERT INTO memory_quarantine_events (quarantine_id, {tables.EVENT_COLUMNS}) "
+                f"SELECT ?, {tables.EVENT_COLUMNS} FROM memory_events WHERE seq > ?",
                 (quarantine_id, target_seq),
             )
             conn.execute("DELETE FROM memory_events WHERE seq > ?", (target_seq,))
@@ -706,7 +550,8 @@ def _restore(
             conn.execute(_REPLAY_SQL)
         else:
             conn.executemany(
-                f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO memories ({tables.MEMORY_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_memory_params(memory) for memory in rows),
             )
         conn.execute(_NAMESPACE_INDEX)
@@ -724,7 +569,7 @@ def _restore(
         assert marker.head is not None
         if quarantine_id is not None:
             conn.execute(
-                f"INSERT INTO memory_quarantines ({_QUARANTINE_COLUMNS}) "
+                f"INSERT INTO memory_quarantines ({tables.QUARANTINE_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     quarantine_id,
@@ -747,25 +592,12 @@ def _restore(
         )
 
 
-def _quarantine_from_row(row: Sequence[Any]) -> QuarantineRecord:
-    return QuarantineRecord(
-        id=row[0],
-        created_at=float(row[1]),
-        reason=row[2],
-        target_seq=int(row[3]),
-        from_seq=int(row[4]),
-        to_seq=int(row[5]),
-        event_count=int(row[6]),
-        restore_seq=int(row[7]),
-        replayed_at=None if row[8] is None else float(row[8]),
-    )
-
-
 def _list_quarantines(conn: sqlite3.Connection) -> list[QuarantineRecord]:
     rows = conn.execute(
-        f"SELECT {_QUARANTINE_COLUMNS} FROM memory_quarantines ORDER BY created_at, restore_seq"
+        f"SELECT {tables.QUARANTINE_COLUMNS} FROM memory_quarantines "
+        "ORDER BY created_at, restore_seq"
     ).fetchall()
-    return [_quarantine_from_row(row) for row in rows]
+    return [tables.quarantine_from_row(row) for row in rows]
 
 
 def _quarantine_events(conn: sqlite3.Connection, quarantine_id: str) -> list[EventRecord]:
@@ -773,38 +605,26 @@ def _quarantine_events(conn: sqlite3.Connection, quarantine_id: str) -> list[Eve
         conn.execute("SELECT 1 FROM memory_quarantines WHERE id = ?", (quarantine_id,)).fetchone()
         is None
     ):
-        raise _quarantine_not_found(quarantine_id)
+        raise planner.quarantine_not_found(quarantine_id)
     rows = conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM memory_quarantine_events WHERE quarantine_id = ? "
+        f"SELECT {tables.EVENT_COLUMNS} FROM memory_quarantine_events WHERE quarantine_id = ? "
         "ORDER BY seq",
         (quarantine_id,),
     ).fetchall()
-    return [_event_from_row(row) for row in rows]
-
-
-def _quarantine_not_found(quarantine_id: str) -> NotFound:
-    return NotFound(
-        f"quarantine {quarantine_id!r} does not exist; GET /v1/quarantine lists them.",
-        code="quarantine_not_found",
-    )
+    return [tables.event_from_row(row) for row in rows]
 
 
 def _replay_quarantine(conn: sqlite3.Connection, quarantine_id: str, now: float) -> ReplayResult:
-    with _transaction(conn):
+    with storage.write(conn):
         row = conn.execute(
             "SELECT replayed_at FROM memory_quarantines WHERE id = ?", (quarantine_id,)
         ).fetchone()
         if row is None:
-            raise _quarantine_not_found(quarantine_id)
+            raise planner.quarantine_not_found(quarantine_id)
         if row[0] is not None:
-            raise Conflict(
-                f"quarantine {quarantine_id!r} was already replayed; replaying it twice would "
-                "apply its writes twice.",
-                code="quarantine_replayed",
-            )
+            raise planner.quarantine_replayed(quarantine_id)
         events = _quarantine_events(conn, quarantine_id)
-        ids = sorted({event.memory_id for event in events if event.memory_id})
-        current = _fetch_many(conn, ids)
+        current = _fetch_many(conn, planner.replayed_ids(events))
         plan = planner.plan_replay(events, head=_head(conn), current=current, now=now)
         _apply_plan(conn, plan)
         conn.execute(
@@ -815,60 +635,26 @@ def _replay_quarantine(conn: sqlite3.Connection, quarantine_id: str, now: float)
         )
 
 
-def _snapshot_from_row(row: Sequence[Any]) -> SnapshotRecord:
-    return SnapshotRecord(
-        id=row[0],
-        label=row[1],
-        kind=row[2],
-        seq=int(row[3]),
-        head_hash=row[4],
-        created_at=float(row[5]),
-        path=row[6],
-        sha256=row[7],
-        size_bytes=int(row[8]),
-        memories=int(row[9]),
-        state_digest=row[10],
-        verified_at=None if row[11] is None else float(row[11]),
-        verified_ok=None if row[12] is None else bool(row[12]),
-        verify_message=row[13],
-    )
-
-
 def _add_snapshot(conn: sqlite3.Connection, snapshot: SnapshotRecord) -> None:
     conn.execute(
-        f"INSERT INTO memory_snapshots ({_SNAPSHOT_COLUMNS}) "
+        f"INSERT INTO memory_snapshots ({tables.SNAPSHOT_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            snapshot.id,
-            snapshot.label,
-            snapshot.kind,
-            snapshot.seq,
-            snapshot.head_hash,
-            snapshot.created_at,
-            snapshot.path,
-            snapshot.sha256,
-            snapshot.size_bytes,
-            snapshot.memories,
-            snapshot.state_digest,
-            snapshot.verified_at,
-            None if snapshot.verified_ok is None else int(snapshot.verified_ok),
-            snapshot.verify_message,
-        ),
+        tables.snapshot_params(snapshot),
     )
 
 
 def _list_snapshots(conn: sqlite3.Connection) -> list[SnapshotRecord]:
     rows = conn.execute(
-        f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots ORDER BY created_at, id"
+        f"SELECT {tables.SNAPSHOT_COLUMNS} FROM memory_snapshots ORDER BY created_at, id"
     ).fetchall()
-    return [_snapshot_from_row(row) for row in rows]
+    return [tables.snapshot_from_row(row) for row in rows]
 
 
 def _get_snapshot(conn: sqlite3.Connection, snapshot_id: str) -> SnapshotRecord | None:
     row = conn.execute(
-        f"SELECT {_SNAPSHOT_COLUMNS} FROM memory_snapshots WHERE id = ?", (snapshot_id,)
+        f"SELECT {tables.SNAPSHOT_COLUMNS} FROM memory_snapshots WHERE id = ?", (snapshot_id,)
     ).fetchone()
-    return None if row is None else _snapshot_from_row(row)
+    return None if row is None else tables.snapshot_from_row(row)
 
 
 def _record_verification(
@@ -891,41 +677,24 @@ def _delete_snapshot(conn: sqlite3.Connection, snapshot_id: str) -> None:
 class _SqliteReader:
     """Pages of one WAL snapshot, read on the reader's own thread."""
 
-    def __init__(
-        self,
-        *,
-        conn: sqlite3.Connection,
-        executor: ThreadPoolExecutor,
-        translate: Callable[[sqlite3.DatabaseError], Unavailable],
-    ) -> None:
-        self._conn = conn
-        self._executor = executor
-        self._translate = translate
-
-    async def _call(self, fn: Callable[[], _T]) -> _T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        except sqlite3.DatabaseError as exc:
-            raise self._translate(exc) from exc
+    def __init__(self, worker: storage.SqliteWorker) -> None:
+        self._worker = worker
 
     async def head(self) -> ChainHead:
-        return await self._call(functools.partial(_head, self._conn))
+        return await self._worker.run(_head)
 
     async def events_by_seq(self) -> AsyncIterator[list[EventRecord]]:
         last = 0
         while True:
-            rows = await self._call(
-                functools.partial(
-                    _fetch,
-                    self._conn,
-                    f"SELECT {_EVENT_COLUMNS} FROM memory_events WHERE seq > ? "
-                    "ORDER BY seq LIMIT ?",
-                    (last, PAGE_SIZE),
-                )
+            rows = await self._worker.run(
+                _fetch,
+                f"SELECT {tables.EVENT_COLUMNS} FROM memory_events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, tables.PAGE_SIZE),
             )
             if not rows:
                 return
-            page = [_event_from_row(row) for row in rows]
+            page = [tables.event_from_row(row) for row in rows]
             last = page[-1].seq
             yield page
 
@@ -935,32 +704,26 @@ class _SqliteReader:
         last_id, last_seq = "", 0
         limit = up_to_seq if up_to_seq is not None else (1 << 62)
         while True:
-            rows = await self._call(
-                functools.partial(
-                    _fetch,
-                    self._conn,
-                    f"SELECT {_EVENT_COLUMNS} FROM memory_events "
-                    "WHERE op != 'restore' AND (memory_id, seq) > (?, ?) AND seq <= ? "
-                    "ORDER BY memory_id, seq LIMIT ?",
-                    (last_id, last_seq, limit, PAGE_SIZE),
-                )
+            rows = await self._worker.run(
+                _fetch,
+                f"SELECT {tables.EVENT_COLUMNS} FROM memory_events "
+                "WHERE op != 'restore' AND (memory_id, seq) > (?, ?) AND seq <= ? "
+                "ORDER BY memory_id, seq LIMIT ?",
+                (last_id, last_seq, limit, tables.PAGE_SIZE),
             )
             if not rows:
                 return
-            page = [_event_from_row(row) for row in rows]
+            page = [tables.event_from_row(row) for row in rows]
             last_id, last_seq = page[-1].memory_id, page[-1].seq
             yield page
 
     async def memories_by_id(self) -> AsyncIterator[list[MemoryRecord]]:
         last = ""
         while True:
-            rows = await self._call(
-                functools.partial(
-                    _fetch,
-                    self._conn,
-                    f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
-                    (last, PAGE_SIZE),
-                )
+            rows = await self._worker.run(
+                _fetch,
+                f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+                (last, tables.PAGE_SIZE),
             )
             if not rows:
                 return
@@ -972,32 +735,19 @@ class _SqliteReader:
         last = ""
         while True:
             # Built on the reader's thread, straight from the columns.
-            last, page = await self._call(functools.partial(_fingerprint_page, self._conn, last))
+            last, page = await self._worker.run(_fingerprint_page, last)
             if not page:
                 return
             yield page
 
 
 def _fingerprint_page(conn: sqlite3.Connection, after: str) -> tuple[str, list[str]]:
-    rows = conn.execute(
-        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
-        (after, PAGE_SIZE),
+    found = conn.execute(
+        f"SELECT {tables.MEMORY_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+        (after, tables.PAGE_SIZE),
     ).fetchall()
-    page = [
-        fingerprint_from_columns(
-            memory_id=row[0],
-            namespace=row[1],
-            content=row[2],
-            tags=json.loads(row[3]),
-            importance=row[4],
-            metadata_json=row[5],
-            created_at=row[6],
-            updated_at=row[7],
-            version=row[8],
-        )
-        for row in rows
-    ]
-    return (rows[-1][0] if rows else after), page
+    page = [tables.fingerprint_from_row(row, tags_as_json=True) for row in found]
+    return (found[-1][0] if found else after), page
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:

@@ -6,24 +6,14 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from agentkeel.errors import ConfigError
 from agentkeel.runtime.store import BudgetLedger, SessionStore
 from agentkeel.runtime.stores.postgres import PostgresSessionStore
 from agentkeel.runtime.stores.sqlite import SqliteSessionStore
+from agentkeel.storage.urls import SqlitePath, parse_store_url
 
 __all__ = ["PostgresSessionStore", "SessionBackend", "SqliteSessionStore", "open_store"]
-
-_ACCEPTED = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, a bare file path, "
-    "or postgresql://USER@HOST:PORT/DATABASE (postgres:// also works)"
-)
-# A URL scheme, but not a one-letter Windows drive such as C:.
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 
 
 @runtime_checkable
@@ -40,23 +30,7 @@ def open_store(url: str, *, pool_size: int = 10) -> SessionBackend:
     PostgreSQL with a pool of ``pool_size`` connections. Anything else is a
     ``ConfigError`` naming the value and the accepted forms.
     """
-    value = url.strip()
-    if not value:
-        raise ConfigError(f"store URL is empty; use {_ACCEPTED}")
-    match = _SCHEME.match(value)
-    if match is None:
-        return SqliteSessionStore(path=Path(value).expanduser())
-    scheme = match.group(1).lower()
-    if scheme in ("postgresql", "postgres"):
-        return PostgresSessionStore(url=value, pool_size=pool_size)
-    if scheme == "sqlite":
-        prefix = value[: len("sqlite:///")].lower()
-        path = value[len("sqlite:///") :]
-        if prefix != "sqlite:///" or not path or "?" in path:
-            raise ConfigError(
-                f"store URL {value!r} is not a SQLite URL agentkeel understands; "
-                f"write it as {_ACCEPTED}"
-            )
-        return SqliteSessionStore(path=Path(path).expanduser())
-    shown = _PASSWORD.sub(r"\1***@", value)  # never echo a password into logs
-    raise ConfigError(f"store URL {shown!r} has unsupported scheme {scheme!r}; use {_ACCEPTED}")
+    target = parse_store_url(url, what="store URL")
+    if isinstance(target, SqlitePath):
+        return SqliteSessionStore(path=target.path)
+    return PostgresSessionStore(url=target.url, pool_size=pool_size)

@@ -26,6 +26,7 @@ __all__ = [
     "SESSION_COLUMNS",
     "TURN_COLUMNS",
     "TurnCache",
+    "append_refused",
     "check_budget_amounts",
     "decode_message",
     "decode_messages",
@@ -37,7 +38,9 @@ __all__ = [
     "encode_tool_call",
     "encode_usage",
     "feedback_from_row",
+    "feedback_session_missing",
     "loads",
+    "open_session_from_row",
     "rewind_target_missing",
     "session_exists",
     "session_from_row",
@@ -45,6 +48,7 @@ __all__ = [
     "turn_exists",
     "turn_from_row",
     "turn_head_moved",
+    "turn_values",
 ]
 
 SCHEMA_VERSION = 1
@@ -164,6 +168,24 @@ def session_from_row(row: Sequence[Any], *, parse: JsonParser) -> SessionRecord:
     )
 
 
+def turn_values(turn: TurnRecord) -> tuple[Any, ...]:
+    """A turn as ``TURN_COLUMNS`` values, JSON columns as text; ``turn_from_row`` reads it back."""
+    return (
+        turn.session_id,
+        turn.number,
+        turn.parent,
+        turn.content,
+        turn.reply,
+        dumps(encode_messages(turn.messages)),
+        dumps(encode_usage(turn.usage)),
+        dumps([dict(call) for call in turn.tool_calls]),
+        turn.started_at,
+        turn.completed_at,
+        turn.version,
+        turn.correlation_id,
+    )
+
+
 def turn_from_row(row: Sequence[Any], *, parse: JsonParser) -> TurnRecord:
     """A ``TurnRecord`` from a row selected with :data:`TURN_COLUMNS`."""
     return TurnRecord(
@@ -267,6 +289,32 @@ def session_not_found(session_id: str, *, ended: bool) -> NotFound:
     return NotFound(
         f"session {session_id!r} does not exist in the session store; "
         "check the id or start a new session",
+        code="session_not_found",
+    )
+
+
+def open_session_from_row(
+    row: Sequence[Any] | None, session_id: str, *, parse: JsonParser
+) -> SessionRecord:
+    """A ``SESSION_COLUMNS`` row as a session that takes changes; ``NotFound`` if the row
+    is missing or the session has ended."""
+    if row is None or row[8] is not None:
+        raise session_not_found(session_id, ended=row is not None)
+    return session_from_row(row, parse=parse)
+
+
+def append_refused(turn: TurnRecord, row: Sequence[Any] | None) -> NotFound | Conflict:
+    """Why a turn was not appended, given the session's ``(head, ended_at)`` row (None if
+    there is no such session): it is unknown or ended, or its head moved."""
+    if row is None or row[1] is not None:
+        return session_not_found(turn.session_id, ended=row is not None)
+    return turn_head_moved(turn, row[0])
+
+
+def feedback_session_missing(session_id: str) -> NotFound:
+    """Feedback names a session the store does not hold."""
+    return NotFound(
+        f"cannot add feedback: session {session_id!r} does not exist",
         code="session_not_found",
     )
 

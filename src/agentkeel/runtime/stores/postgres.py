@@ -18,24 +18,17 @@ or unreachable is ``Unavailable`` (code ``store_unavailable``) naming the host.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from agentkeel.errors import ConfigError, InvalidRequest, NotFound, Unavailable
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
 from agentkeel.runtime.stores import codec
+from agentkeel.storage.postgres import Connection, PostgresPool, check_schema_version
 
 __all__ = ["PostgresSessionStore"]
-
-_Connection = psycopg.AsyncConnection[TupleRow]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -138,10 +131,6 @@ ON CONFLICT (key) DO UPDATE SET
     reserved = GREATEST(b.reserved - %(reserved)s::bigint, 0), used = b.used + excluded.used
 """
 
-# Serializes schema creation when several replicas start at once: concurrent
-# CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalogs.
-_SCHEMA_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('agentkeel:sessions:schema'))"
-
 
 class PostgresSessionStore:
     """Sessions, turns, feedback and token budgets in PostgreSQL.
@@ -173,81 +162,45 @@ class PostgresSessionStore:
         cache_turns: int = 4096,
         clock: Clock | None = None,
     ) -> None:
-        if pool_size < 1:
-            raise ConfigError(f"store pool_size is {pool_size}; it must be at least 1")
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigError(
-                f"store URL is not a valid PostgreSQL URL ({exc}); expected "
-                "postgresql://USER@HOST:PORT/DATABASE"
-            ) from exc
-        self._url = url
-        self._where = _describe(params)
-        self._pool_size = pool_size
-        self._connect_timeout_s = connect_timeout_s
-        self._acquire_timeout_s = acquire_timeout_s
+        self._db = PostgresPool(
+            url=url,
+            label="PostgreSQL session store",
+            tables="session",
+            url_setting="store.url",
+            pool_size_setting="store.pool_size",
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            acquire_timeout_s=acquire_timeout_s,
+            application_name="agentkeel",
+            data_hint="Text cannot contain NUL characters and turn numbers must fit in 32 bits.",
+        )
         self._clock: Clock = clock or SystemClock()
         self._cache = codec.TurnCache(max_turns=cache_turns)
-        self._connect_kwargs: dict[str, Any] = {
-            "autocommit": True,
-            # libpq takes whole seconds and treats anything below 2 as 2.
-            "connect_timeout": max(2, round(connect_timeout_s)),
-        }
-        if "application_name" not in params:
-            self._connect_kwargs["application_name"] = "agentkeel"
-        self._pool: AsyncConnectionPool[_Connection] | None = None
 
     @property
     def where(self) -> str:
         """host:port/database, for logs and error messages (never the password)."""
-        return self._where
+        return self._db.where
 
     # --- lifecycle ----------------------------------------------------------
 
     async def open(self) -> None:
         """Connect, create the tables if absent, and start the connection pool."""
-        if self._pool is not None:
-            return
-        try:
-            conn = await psycopg.AsyncConnection.connect(self._url, **self._connect_kwargs)
-            async with conn:
-                await self._create_schema(conn)
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot create the session tables in PostgreSQL at {self._where}: "
-                f"{_first_line(exc)}. Grant the store's user CREATE on its schema, or "
-                "create the tables once with a user that may."
-            ) from exc
-        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
-            self._url,
-            kwargs=self._connect_kwargs,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            timeout=self._acquire_timeout_s,
-            name="agentkeel-sessions",
+        await self._db.open(
+            migrate=self._migrate,
+            lock_name="agentkeel:sessions:schema",
+            pool_name="agentkeel-sessions",
         )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise self._unavailable(exc) from exc
-        self._pool = pool
 
     async def aclose(self) -> None:
         """Close every pooled connection; safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._db.aclose()
 
     # --- sessions -----------------------------------------------------------
 
     async def create_session(self, session: SessionRecord) -> None:
         """Store a new session; ``Conflict`` (session_exists) if the id is taken."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             try:
                 await conn.execute(
                     f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
@@ -269,7 +222,7 @@ class PostgresSessionStore:
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """The session, or None if unknown."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = %s",
                 (session_id,),
@@ -279,7 +232,7 @@ class PostgresSessionStore:
 
     async def end_session(self, session_id: str, ended_at: float) -> bool:
         """Mark the session ended; False if it was unknown or already ended."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "UPDATE sessions SET ended_at = %s WHERE session_id = %s AND ended_at IS NULL",
                 (ended_at, session_id),
@@ -288,7 +241,7 @@ class PostgresSessionStore:
 
     async def count_active_sessions(self) -> int:
         """Sessions not yet ended."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL")
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
@@ -297,7 +250,7 @@ class PostgresSessionStore:
 
     async def list_turns(self, session_id: str) -> list[TurnRecord]:
         """Every stored turn of the session, by number (rewound ones included)."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = %s ORDER BY number",
                 (session_id,),
@@ -307,7 +260,7 @@ class PostgresSessionStore:
 
     async def context_turns(self, session_id: str) -> list[TurnRecord]:
         """The turns from the head back through each parent, oldest first."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(_CONTEXT_NUMBERS_SQL, {"sid": session_id})
             numbers = [row[0] for row in await cursor.fetchall()]
             found = self._cache.get_many(session_id, numbers)
@@ -328,22 +281,9 @@ class PostgresSessionStore:
         longer ``turn.parent``; ``NotFound`` (session_not_found) if the session is
         unknown or ended.
         """
-        values = (
-            turn.session_id,
-            turn.number,
-            turn.parent,
-            turn.content,
-            turn.reply,
-            codec.dumps(codec.encode_messages(turn.messages)),
-            codec.dumps(codec.encode_usage(turn.usage)),
-            codec.dumps([dict(call) for call in turn.tool_calls]),
-            turn.started_at,
-            turn.completed_at,
-            turn.version,
-            turn.correlation_id,
-        )
+        values = codec.turn_values(turn)
         params = dict(zip(_TURN_PARAMS, values, strict=True))
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             try:
                 cursor = await conn.execute(_APPEND_TURN_SQL, params)
             except psycopg.errors.UniqueViolation as exc:
@@ -357,22 +297,18 @@ class PostgresSessionStore:
                 "SELECT head, ended_at FROM sessions WHERE session_id = %s", (turn.session_id,)
             )
             row = await cursor.fetchone()
-        if row is None or row[1] is not None:
-            raise codec.session_not_found(turn.session_id, ended=row is not None)
-        raise codec.turn_head_moved(turn, row[0])
+        raise codec.append_refused(turn, row)
 
     async def rewind(self, session_id: str, to_turn: int) -> SessionRecord:
         """Move the head back to ``to_turn`` (0 or a stored turn) and record the rewind."""
         now = self._clock.time()
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = %s FOR UPDATE",
                 (session_id,),
             )
             row = await cursor.fetchone()
-            if row is None or row[8] is not None:
-                raise codec.session_not_found(session_id, ended=row is not None)
-            session = codec.session_from_row(row, parse=_parsed)
+            session = codec.open_session_from_row(row, session_id, parse=_parsed)
             if to_turn != 0:
                 cursor = await conn.execute(
                     "SELECT 1 FROM turns WHERE session_id = %s AND number = %s",
@@ -394,7 +330,7 @@ class PostgresSessionStore:
 
     async def add_feedback(self, feedback: FeedbackRecord) -> None:
         """Append a feedback row; ``NotFound`` if the session is unknown."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             try:
                 await conn.execute(
                     f"INSERT INTO feedback ({codec.FEEDBACK_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
@@ -407,14 +343,11 @@ class PostgresSessionStore:
                     ),
                 )
             except psycopg.errors.ForeignKeyViolation as exc:
-                raise NotFound(
-                    f"cannot add feedback: session {feedback.session_id!r} does not exist",
-                    code="session_not_found",
-                ) from exc
+                raise codec.feedback_session_missing(feedback.session_id) from exc
 
     async def list_feedback(self, session_id: str) -> list[FeedbackRecord]:
         """The session's feedback in the order it was given."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {codec.FEEDBACK_COLUMNS} FROM feedback WHERE session_id = %s ORDER BY id",
                 (session_id,),
@@ -432,7 +365,7 @@ class PostgresSessionStore:
         on the locked row, so concurrent replicas never reserve past the limit.
         """
         codec.check_budget_amounts(key, amount=amount, limit=limit)
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute(
                 _RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}
             )
@@ -441,76 +374,26 @@ class PostgresSessionStore:
     async def settle(self, key: str, reserved: int, used: int) -> None:
         """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
         codec.check_budget_amounts(key, reserved=reserved, used=used)
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             await conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
 
     async def used(self, key: str) -> int:
         """Tokens recorded as used under ``key`` (0 if never seen)."""
-        async with self._connection() as conn:
+        async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT used FROM budgets WHERE key = %s", (key,))
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
 
     # --- plumbing -----------------------------------------------------------
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Connection]:
-        pool = self._pool
-        if pool is None:
-            raise Unavailable(
-                f"PostgreSQL session store at {self._where} is not open (never opened, or "
-                "closed during shutdown); call `await store.open()` first",
-                code="store_unavailable",
-            )
-        try:
-            async with pool.connection() as conn:
-                yield conn
-        except PoolTimeout as exc:
-            raise Unavailable(
-                f"no connection to PostgreSQL at {self._where} became free within "
-                f"{self._acquire_timeout_s:g} s (pool_size={self._pool_size}): the database "
-                "is down or slow, or the pool is too small for the load. Check the database, "
-                "then raise store.pool_size if it is healthy.",
-                code="store_unavailable",
-                retry_after=1.0,
-            ) from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise self._unavailable(exc) from exc
-        except psycopg.DataError as exc:
-            raise InvalidRequest(
-                f"PostgreSQL at {self._where} refused a value: {_first_line(exc)}. "
-                "Text cannot contain NUL characters and turn numbers must fit in 32 bits.",
-                code="invalid_value",
-            ) from exc
-
-    def _unavailable(self, exc: psycopg.Error) -> Unavailable:
-        return Unavailable(
-            f"PostgreSQL session store at {self._where} is unavailable: {_first_line(exc)}. "
-            "Check that the database is up and reachable from this replica, and the URL in "
-            "store.url.",
-            code="store_unavailable",
-            retry_after=1.0,
+    async def _migrate(self, conn: Connection) -> None:
+        await conn.execute(_SCHEMA)
+        await check_schema_version(
+            conn,
+            component="sessions",
+            version=codec.SCHEMA_VERSION,
+            where=f"PostgreSQL session store at {self._db.where}",
         )
-
-    async def _create_schema(self, conn: _Connection) -> None:
-        async with conn.transaction():
-            await conn.execute(_SCHEMA_LOCK_SQL)
-            await conn.execute(_SCHEMA)
-            cursor = await conn.execute(
-                "SELECT version FROM schema_version WHERE component = 'sessions'"
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                await conn.execute(
-                    "INSERT INTO schema_version (component, version) VALUES ('sessions', %s)",
-                    (codec.SCHEMA_VERSION,),
-                )
-            elif row[0] > codec.SCHEMA_VERSION:
-                raise ConfigError(
-                    f"PostgreSQL session store at {self._where} has schema version {row[0]} "
-                    f"but this agentkeel understands up to {codec.SCHEMA_VERSION}; upgrade "
-                    "agentkeel on this replica (a newer version created the tables)."
-                )
 
 
 def _jsonb(value: Any) -> Jsonb:
@@ -520,15 +403,3 @@ def _jsonb(value: Any) -> Jsonb:
 def _parsed(value: Any) -> Any:
     # psycopg has already decoded JSONB columns.
     return value
-
-
-def _describe(params: dict[str, Any]) -> str:
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    port = params.get("port") or "5432"
-    dbname = params.get("dbname") or params.get("user") or "postgres"
-    return f"{host}:{port}/{dbname}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from agentkeel.errors import ConfigError, NotFound, Unavailable
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
 from agentkeel.runtime.stores import codec
+from agentkeel.storage import sqlite as storage
 
 __all__ = ["SqliteSessionStore"]
 
@@ -42,10 +39,6 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _log = logging.getLogger(__name__)
-
-# Result codes of "someone else holds the lock" (extended codes share the low byte).
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -164,8 +157,12 @@ class SqliteSessionStore:
         self._checkpoint_every = checkpoint_every
         self._clock: Clock = clock or SystemClock()
         self._cache = codec.TurnCache(max_turns=cache_turns)
-        self._executor: ThreadPoolExecutor | None = None
-        self._worker_conn: sqlite3.Connection | None = None
+        self._errors = storage.SqliteErrors(
+            label="SQLite session store", path=self._path, busy_timeout_ms=self._busy_timeout_ms
+        )
+        self._worker = storage.SqliteWorker(
+            thread_name="keel-sqlite", errors=self._errors, passes_integrity_errors=True
+        )
         self._loop_conn: sqlite3.Connection | None = None
         self._loop_thread = 0
         self._changes_at_checkpoint = 0
@@ -180,15 +177,14 @@ class SqliteSessionStore:
 
     async def open(self) -> None:
         """Open the file (creating it and its directory) and create the tables if absent."""
-        if self._executor is not None:
+        if self._worker.is_open:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-sqlite")
         try:
-            self._worker_conn = await self._submit(self._connect_worker)
+            await self._worker.open(self._connect_worker)
             try:
                 self._loop_conn = self._connect_loop()
             except sqlite3.DatabaseError as exc:
-                raise self._translate(exc) from exc
+                raise self._errors.translate(exc) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -196,17 +192,10 @@ class SqliteSessionStore:
 
     async def aclose(self) -> None:
         """Close both connections and stop the worker thread; safe to call twice."""
-        executor, self._executor = self._executor, None
         loop_conn, self._loop_conn = self._loop_conn, None
-        worker_conn, self._worker_conn = self._worker_conn, None
         if loop_conn is not None:
             loop_conn.close()
-        if executor is None:
-            return
-        # Queued behind any pending work, so the last close checkpoints the WAL.
-        if worker_conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, worker_conn.close)
-        executor.shutdown(wait=True)
+        await self._worker.aclose()
 
     # --- sessions -----------------------------------------------------------
 
@@ -290,45 +279,32 @@ class SqliteSessionStore:
     ) -> _T:
         conn = self._loop_conn
         if conn is None:
-            raise self._not_open()
+            raise self._errors.not_open()
         if threading.get_ident() == self._loop_thread:
             try:
                 result = fn(conn, *args, **kwargs)
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED):
-                    raise self._translate(exc) from exc
+                if not storage.is_locked(exc):
+                    raise self._errors.translate(exc) from exc
                 # Locked by another process; nothing was written. Wait on the worker.
             except sqlite3.DatabaseError as exc:
-                raise self._translate(exc) from exc
+                raise self._errors.translate(exc) from exc
             else:
                 if conn.total_changes - self._changes_at_checkpoint >= self._checkpoint_every:
                     self._start_checkpoint(conn.total_changes)
                 return result
-        worker_conn = self._worker_conn
-        if worker_conn is None:
-            raise self._not_open()
-        return await self._submit(functools.partial(fn, worker_conn, *args, **kwargs))
-
-    async def _submit(self, fn: Callable[[], _T]) -> _T:
-        executor = self._executor
-        if executor is None:
-            raise self._not_open()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn)
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._translate(exc) from exc
+        return await self._worker.run(fn, *args, **kwargs)
 
     def _start_checkpoint(self, changes: int) -> None:
-        executor, worker_conn = self._executor, self._worker_conn
-        if self._checkpointing or executor is None or worker_conn is None:
+        if self._checkpointing:
+            return
+        future = self._worker.schedule(_checkpoint_wal)
+        if future is None:
             return
         self._checkpointing = True
         self._changes_at_checkpoint = changes
-        future = asyncio.get_running_loop().run_in_executor(executor, _checkpoint_wal, worker_conn)
         future.add_done_callback(self._checkpoint_done)
 
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
@@ -338,104 +314,37 @@ class SqliteSessionStore:
             # Not fatal: the WAL keeps growing until a later checkpoint succeeds.
             _log.warning("WAL checkpoint of %s failed: %s; will retry", self._path, exc)
 
-    def _translate(self, exc: sqlite3.DatabaseError) -> Unavailable:
-        if isinstance(exc, sqlite3.OperationalError):
-            return Unavailable(
-                f"SQLite session store {self._path} failed: {exc}. If it says 'locked', "
-                f"another process held the write lock for over {self._busy_timeout_ms} ms; "
-                "otherwise check the disk and the file's permissions.",
-                code="store_unavailable",
-            )
-        return Unavailable(
-            f"SQLite session store {self._path} is unusable: {exc}. Check that the file "
-            "is a SQLite database written by agentkeel and is not corrupt "
-            "(sqlite3 FILE 'PRAGMA integrity_check').",
-            code="store_unavailable",
-        )
-
-    def _not_open(self) -> Unavailable:
-        return Unavailable(
-            f"SQLite session store {self._path} is not open (never opened, or closed "
-            "during shutdown); call `await store.open()` first",
-            code="store_unavailable",
-        )
-
     def _connect_worker(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._path, busy_timeout_ms=self._busy_timeout_ms)
-        try:
-            # The mode is stored in the file, so the loop connection inherits it.
-            conn.execute("PRAGMA journal_mode = WAL")
-            with _write(conn):
-                _create_schema(conn)
-                _check_schema_version(conn, self._path)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return storage.open_database(
+            self._path,
+            busy_timeout_ms=self._busy_timeout_ms,
+            foreign_keys=True,
+            cached_statements=64,
+            migrate=self._migrate,
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        for statement in storage.split_statements(_SCHEMA):
+            conn.execute(statement)
+        storage.check_schema_version(
+            conn,
+            component="sessions",
+            version=codec.SCHEMA_VERSION,
+            where=f"SQLite session store {self._path}",
+        )
 
     def _connect_loop(self) -> sqlite3.Connection:
-        conn = _connect(self._path, busy_timeout_ms=0)
+        conn = storage.connect(
+            self._path, busy_timeout_ms=0, foreign_keys=True, cached_statements=64
+        )
         # Checkpoints fsync; the worker runs them (see _start_checkpoint).
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
 
-def _connect(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
-    # check_same_thread=False: the store itself decides which thread uses which.
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, cached_statements=64
-    )
-    try:
-        # busy_timeout first: switching to WAL needs a lock another replica may hold.
-        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _checkpoint_wal(conn: sqlite3.Connection) -> None:
     # PASSIVE: copy what it can without waiting for readers or writers.
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        # SQLite may already have rolled back (e.g. on a full disk).
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    # executescript would COMMIT the open transaction first, so run statement by statement.
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _check_schema_version(conn: sqlite3.Connection, path: Path) -> None:
-    row = conn.execute("SELECT version FROM schema_version WHERE component = 'sessions'").fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO schema_version (component, version) VALUES ('sessions', ?)",
-            (codec.SCHEMA_VERSION,),
-        )
-    elif row[0] > codec.SCHEMA_VERSION:
-        raise ConfigError(
-            f"SQLite session store {path} has schema version {row[0]} but this agentkeel "
-            f"understands up to {codec.SCHEMA_VERSION}; upgrade agentkeel on this replica "
-            "(a newer version wrote the file)."
-        )
 
 
 # Everything below runs on the store's worker thread.
@@ -516,21 +425,8 @@ def _context_turns(
 
 def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCache) -> None:
     # Encode before taking the write lock: other replicas wait while we hold it.
-    values = (
-        turn.session_id,
-        turn.number,
-        turn.parent,
-        turn.content,
-        turn.reply,
-        codec.dumps(codec.encode_messages(turn.messages)),
-        codec.dumps(codec.encode_usage(turn.usage)),
-        codec.dumps([dict(call) for call in turn.tool_calls]),
-        turn.started_at,
-        turn.completed_at,
-        turn.version,
-        turn.correlation_id,
-    )
-    with _write(conn):
+    values = codec.turn_values(turn)
+    with storage.write(conn):
         # The head check and the move in one statement; the reason for a refusal
         # is looked up only when there is one.
         moved = conn.execute(
@@ -542,9 +438,7 @@ def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCa
             row = conn.execute(
                 "SELECT head, ended_at FROM sessions WHERE session_id = ?", (turn.session_id,)
             ).fetchone()
-            if row is None or row[1] is not None:
-                raise codec.session_not_found(turn.session_id, ended=row is not None)
-            raise codec.turn_head_moved(turn, row[0])
+            raise codec.append_refused(turn, row)
         try:
             conn.execute(
                 f"INSERT INTO turns ({codec.TURN_COLUMNS})"
@@ -558,13 +452,11 @@ def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCa
 
 
 def _rewind(conn: sqlite3.Connection, session_id: str, to_turn: int, now: float) -> SessionRecord:
-    with _write(conn):
+    with storage.write(conn):
         row = conn.execute(
             f"SELECT {codec.SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
         ).fetchone()
-        if row is None or row[8] is not None:
-            raise codec.session_not_found(session_id, ended=row is not None)
-        session = codec.session_from_row(row, parse=codec.loads)
+        session = codec.open_session_from_row(row, session_id, parse=codec.loads)
         if to_turn != 0 and (
             to_turn < 0
             or conn.execute(
@@ -596,10 +488,7 @@ def _add_feedback(conn: sqlite3.Connection, feedback: FeedbackRecord) -> None:
         )
     except sqlite3.IntegrityError as exc:
         # The only constraint a well-formed record can break is the session reference.
-        raise NotFound(
-            f"cannot add feedback: session {feedback.session_id!r} does not exist",
-            code="session_not_found",
-        ) from exc
+        raise codec.feedback_session_missing(feedback.session_id) from exc
 
 
 def _list_feedback(conn: sqlite3.Connection, session_id: str) -> list[FeedbackRecord]:
