@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def test_bad_port_in_the_environment_exits_2(monkeypatch: pytest.MonkeyPatch) ->
     assert result.exit_code == 2
     assert "server.port (from env)" in result.stderr
     assert fake.calls == []
+
+
+def test_app_dir_puts_the_directory_on_sys_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keel serve --app-dir DIR` makes modules in DIR importable, as uvicorn's --app-dir."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    result = CliRunner().invoke(app, ["serve", "--app-dir", str(tmp_path), "agent", "--help"])
+    assert result.exit_code == 0
+    assert str(tmp_path.resolve()) in sys.path

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,23 @@ serve_app = typer.Typer(
     help="Run one agentkeel service in the foreground (keel up runs them all).",
     no_args_is_help=True,
 )
+
+
+@serve_app.callback()
+def _serve_options(
+    app_dir: Annotated[
+        Path,
+        typer.Option(
+            "--app-dir",
+            help="Directory your agent and tool modules are imported from (default: here).",
+        ),
+    ] = Path("."),
+) -> None:
+    # As uvicorn's --app-dir: `keel` runs from .venv/bin, so the working directory
+    # is not on sys.path unless we put it there.
+    path = str(app_dir.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 @serve_app.command(
