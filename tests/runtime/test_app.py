@@ -341,7 +341,7 @@ async def test_message_over_max_input_chars_is_413(serve: ServerFactory) -> None
 
 
 async def test_unknown_session_is_404(serve: ServerFactory) -> None:
-    """Every session route answers 404 not_found for an unknown id, with a hint."""
+    """Every session route answers 404 session_not_found for an unknown id, with a hint."""
     server = await serve()
     for response in (
         await server.say("nope", "hi"),
@@ -352,7 +352,7 @@ async def test_unknown_session_is_404(serve: ServerFactory) -> None:
     ):
         assert response.status_code == 404
         error = error_of(response)
-        assert error["code"] == "not_found"
+        assert error["code"] == "session_not_found"
         assert "'nope' does not exist" in error["message"]
 
 
@@ -470,7 +470,7 @@ async def test_fifty_concurrent_turns_never_overspend_a_shared_user_budget(
 ) -> None:
     """50 turns at once on 50 sessions of one user: reservations keep the spend within
     the daily budget; the turns that do not fit get 429 and store nothing."""
-    limit = 1500
+    limit = 600
     server = await serve(
         agent_section={"tools": []},
         guardrails={
@@ -762,7 +762,7 @@ async def test_sse_turn_refused_up_front_is_a_plain_error_response(serve: Server
     server = await serve()
     response = await server.say("missing", "hi", headers={"Accept": "text/event-stream"})
     assert response.status_code == 404
-    assert error_of(response)["code"] == "not_found"
+    assert error_of(response)["code"] == "session_not_found"
 
 
 async def test_turn_commits_even_when_the_stream_client_disconnects(serve: ServerFactory) -> None:

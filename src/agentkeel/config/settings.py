@@ -89,7 +89,9 @@ class AgentSettings(_Section):
     entrypoint: str | None = Field(
         default=None, description="package.module:object of a custom agent; unset = ToolAgent."
     )
-    system_prompt: str = "You are a helpful assistant. Answer briefly. Use a tool when it helps."
+    # Plain on purpose: small local models answer worse when told about tools they
+    # cannot call; larger models need no coaxing to use the tools they are given.
+    system_prompt: str = "You are a helpful assistant."
     tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
     temperature: float | None = 0.2
 

@@ -484,7 +484,8 @@ class AgentService:
 def _unknown_session(session_id: str) -> NotFound:
     return NotFound(
         f"Session '{session_id}' does not exist. Check the id, or create a session with "
-        "POST /v1/sessions."
+        "POST /v1/sessions.",
+        code="session_not_found",
     )
 
 
