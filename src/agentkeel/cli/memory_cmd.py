@@ -164,23 +164,19 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _memory_table(memories: Sequence[Mapping[str, Any]], scores: Sequence[Any]) -> Table:
+    # Fits 80 columns with room for the content; importance, times and versions
+    # are in `keel memory get` and in --json.
     table = Table(title_justify="left")
     table.add_column("id", no_wrap=True)
-    table.add_column("content", overflow="fold", ratio=3)
-    table.add_column("tags", overflow="fold")
-    table.add_column("importance", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("updated", no_wrap=True)
-    table.add_column("v", justify="right")
+    table.add_column("content", overflow="fold", ratio=3, min_width=20)
+    table.add_column("tags", overflow="fold", ratio=1)
+    table.add_column("score", justify="right", no_wrap=True)
     for memory, score in zip(memories, scores, strict=True):
         table.add_row(
             escape(str(memory["id"])),
             escape(str(memory["content"])),
             escape(", ".join(memory.get("tags", []))),
-            f"{memory.get('importance', 0):.2f}",
             "-" if score is None else f"{float(score):.2f}",
-            _when(memory.get("updated_at")),
-            str(memory.get("version", "")),
         )
     return table
 
@@ -479,26 +475,23 @@ def quarantine_replay(
 
 def _snapshot_table(snapshots: Sequence[Mapping[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
+    # The id carries the time it was taken (snap-YYYYmmddTHHMMSSZ-…).
     table.add_column("id", no_wrap=True)
-    for column in ("kind", "label", "taken", "seq", "memories", "size", "verified"):
-        table.add_column(column, overflow="fold")
+    for column in ("kind", "seq", "count", "verified"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("label", overflow="fold", min_width=5)
     for snap in snapshots:
         verified_ok = snap.get("verified_ok")
         verified = (
-            "-"
-            if verified_ok is None
-            else ("[green]ok[/] " if verified_ok else "[red]FAILED[/] ")
-            + _when(snap.get("verified_at"))
+            "-" if verified_ok is None else ("[green]ok[/]" if verified_ok else "[red]FAILED[/]")
         )
         table.add_row(
             escape(snap["id"]),
             snap["kind"],
-            escape(snap.get("label") or ""),
-            _when(snap["created_at"]),
             str(snap["seq"]),
             str(snap["memories"]),
-            _size(float(snap["size_bytes"])),
             verified,
+            escape(snap.get("label") or ""),
         )
     return table
 
