@@ -13,8 +13,9 @@ from starlette.applications import Starlette
 
 from agentkeel.config.memory import RetentionSettings
 from agentkeel.memory.backends import MemoryBackend
+from agentkeel.memory.snapshot_scratch import scratch_restore_checks
 from agentkeel.memory.snapshots import SnapshotManager, plan_retention
-from agentkeel.memory.store import SnapshotKind, SnapshotRecord
+from agentkeel.memory.store import CreateMemory, SnapshotKind, SnapshotRecord
 from agentkeel.resilience.clock import ManualClock
 from tests.memory.apphelpers import ADMIN, TOKEN_A, auth, running_app, write_tokens
 from tests.memory.helpers import raw_sql
@@ -254,3 +255,81 @@ async def test_scheduler_runs_due_duties(
     clock.advance(3600)
     assert await scheduler.run_due() == ["integrity"]
     assert (await client.get("/ready")).json()["read_only"] is True
+
+
+async def test_plain_verify_checks_the_position_and_deep_verify_replays_the_log(
+    memory_store: MemoryBackend, memory_store_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    """An event altered after the snapshot was taken leaves a plain verify passing (it
+    checks the file, the scratch restore and the log position only) and fails a deep
+    verify, which walks the chain and replays the log up to the snapshot."""
+    manager = SnapshotManager(store=memory_store, directory=tmp_path / "snaps", clock=clock)
+    await memory_store.write([CreateMemory(namespace=NS, content=f"m{i}") for i in range(3)])
+    snap = await manager.create(label="t")
+    raw_sql(memory_store_url, "UPDATE memory_events SET payload = 'x' WHERE seq = 2")
+    plain = await manager.verify(snap.id)
+    assert plain.ok, plain.summary()
+    assert "position" in {c.name: c.detail for c in plain.checks}["log"]
+    deep = await manager.verify(snap.id, deep=True)
+    assert not deep.ok
+    assert [c.name for c in deep.checks if not c.ok] == ["log"]
+    assert (await memory_store.get_snapshot(snap.id)).verified_ok is False  # type: ignore[union-attr]
+
+
+async def test_deep_verify_of_an_intact_snapshot_passes(
+    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A deep verify of a snapshot equal to its log reports the replay as matching."""
+    manager = SnapshotManager(store=memory_store, directory=tmp_path / "snaps", clock=clock)
+    await memory_store.write([CreateMemory(namespace=NS, content=f"m{i}") for i in range(3)])
+    snap = await manager.create(label="t")
+    outcome = await manager.verify(snap.id, deep=True)
+    assert outcome.ok, outcome.summary()
+    assert "replay" in {c.name: c.detail for c in outcome.checks}["log"]
+
+
+async def test_verify_in_a_worker_process_finds_what_the_thread_finds(
+    memory_store: MemoryBackend, memory_store_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    """With the worker-process threshold at zero, the scratch restore runs in its own
+    process: an intact snapshot passes, and forged content with a matching checksum
+    fails the structure check there too."""
+    manager = SnapshotManager(
+        store=memory_store, directory=tmp_path / "snaps", clock=clock, verify_process_from=0
+    )
+    await memory_store.write(
+        [CreateMemory(namespace=NS, content="the truth", tags=["t"], metadata={"k": 1})]
+    )
+    snap = await manager.create(label="t")
+    intact = await manager.verify(snap.id)
+    assert intact.ok, intact.summary()
+    assert "read back unchanged" in {c.name: c.detail for c in intact.checks}["scratch_restore"]
+    sha = forge(Path(snap.path), "the truth", "a lie")
+    raw_sql(memory_store_url, f"UPDATE memory_snapshots SET sha256 = '{sha}'")
+    forged = await manager.verify(snap.id)
+    assert {c.name: c.ok for c in forged.checks}["structure"] is False
+
+
+def test_scratch_checks_catch_truncation_and_disorder(tmp_path: Path) -> None:
+    """A file cut before its trailer, or with memories out of id order, fails the
+    structure check with a message naming the problem."""
+    header = '{"format":"agentkeel-memory-snapshot/1","head_hash":"h","seq":1}\n'
+    line = (
+        '{{"content":"c","created_at":1.0,"id":"{id}","importance":0.5,"metadata":{{}},'
+        '"namespace":"n","tags":[],"updated_at":1.0,"version":1}}\n'
+    )
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress((header + line.format(id="a")).encode()))
+    checks = scratch_restore_checks(
+        path=str(truncated), seq=1, head_hash="h", memories=1, state_digest="d"
+    )
+    assert [(c.name, c.ok) for c in checks] == [("structure", False)]
+    assert "truncated" in checks[0].detail
+    disordered = tmp_path / "order.jsonl.gz"
+    body = line.format(id="b") + line.format(id="a")
+    trailer = '{"end":true,"memories":2,"state_digest":"d"}\n'
+    disordered.write_bytes(gzip.compress((header + body + trailer).encode()))
+    checks = scratch_restore_checks(
+        path=str(disordered), seq=1, head_hash="h", memories=2, state_digest="d"
+    )
+    assert "out of id order" in checks[0].detail

@@ -6,6 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from agentkeel.memory import sqlite_search
 from agentkeel.memory.sqlite_search import TermStats, _varints, namespace_key
 from agentkeel.memory.sqlite_store import SqliteMemoryStore
 from agentkeel.memory.store import CreateMemory, SearchQuery
@@ -112,5 +115,54 @@ async def test_a_file_from_before_the_namespace_token_is_upgraded(tmp_path: Path
         await store.write([CreateMemory(namespace=NS, content="written after the upgrade")])
         after = await store.search(SearchQuery(namespace=NS, text="after"))
         assert [hit.memory.content for hit in after] == ["written after the upgrade"]
+    finally:
+        await store.aclose()
+
+
+async def test_a_common_word_past_its_cap_still_counts_for_later_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A common word's lookup stops at COMMON_CAP matches; a candidate found through
+    another word after that point still scores the common word from its text, so it
+    outranks an equally long memory that lacks it."""
+    monkeypatch.setattr(sqlite_search, "COMMON_FRACTION", 0.0)
+    monkeypatch.setattr(sqlite_search, "COMMON_CAP", 2)
+    store = await open_store(tmp_path / "m.db")
+    try:
+        await store.write([CreateMemory(namespace=NS, content="likes tea") for _ in range(4)])
+        await store.write([CreateMemory(namespace=NS, content="tandem ride today")])
+        await store.write([CreateMemory(namespace=NS, content="tandem tea ride")])
+        hits = await store.search(SearchQuery(namespace=NS, text="tandem tea"))
+        assert hits[0].memory.content == "tandem tea ride"
+        assert hits[0].score is not None and hits[1].score is not None
+        assert hits[0].score > hits[1].score
+        assert hits[1].memory.content == "tandem ride today"
+    finally:
+        await store.aclose()
+
+
+async def test_a_common_words_frequency_is_estimated_from_a_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word in more memories than DF_SAMPLE gets an estimate scaled from how far its
+    first matches reach into the rowids; a rarer word is counted exactly."""
+    monkeypatch.setattr(sqlite_search, "DF_SAMPLE", 3)
+    clock = ManualClock()
+    store = await open_store(tmp_path / "m.db", clock)
+    try:
+        for index in range(10):
+            await store.write(
+                [
+                    CreateMemory(namespace=NS, content=f"tea number {index}"),
+                    CreateMemory(namespace=NS, content="coffee" if index < 2 else "water"),
+                ]
+            )
+        conn = sqlite3.connect(tmp_path / "m.db")
+        try:
+            stats = TermStats(clock=clock)
+            assert 8 <= stats.document_frequency(conn, "tea") <= 14
+            assert stats.document_frequency(conn, "coffee") == 2
+        finally:
+            conn.close()
     finally:
         await store.aclose()

@@ -623,8 +623,12 @@ class _Routes:
 
     async def snapshot_verify(self, request: Request) -> Response:
         self.s.principal(request).require_admin()
+        # deep=true also replays the log up to the snapshot (as long again at scale).
+        deep = request.query_params.get("deep") in ("1", "true")
         with self.s.observe("verify_snapshot"):
-            outcome = await self.s.require_snapshots().verify(request.path_params["snapshot_id"])
+            outcome = await self.s.require_snapshots().verify(
+                request.path_params["snapshot_id"], deep=deep
+            )
         return JSONResponse(outcome.to_json(), status_code=200)
 
     async def snapshot_prune(self, request: Request) -> Response:

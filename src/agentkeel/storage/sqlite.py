@@ -106,12 +106,15 @@ def connect(
     foreign_keys: bool = False,
     cache_size_kib: int | None = None,
     cached_statements: int = 128,
+    mmap_size_bytes: int | None = None,
 ) -> sqlite3.Connection:
     """A connection with no implicit transactions, usable from any one thread at a time.
 
     ``busy_timeout_ms`` is how long a statement waits for another process's
     lock; ``synchronous`` NORMAL survives a process crash, FULL a power cut too;
-    ``cache_size_kib`` raises the page cache for stores that walk the whole file.
+    ``cache_size_kib`` raises the page cache for stores that walk the whole file;
+    ``mmap_size_bytes`` reads up to that much of the file through a memory map, so
+    scattered row reads (search over a large file) cost no system call each.
     """
     # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE.
     # check_same_thread=False: the store itself decides which thread uses which.
@@ -127,6 +130,8 @@ def connect(
         if cache_size_kib is not None:
             # Negative: a size in KiB rather than in pages.
             conn.execute(f"PRAGMA cache_size = {-int(cache_size_kib)}")
+        if mmap_size_bytes is not None:
+            conn.execute(f"PRAGMA mmap_size = {int(mmap_size_bytes)}")
     except BaseException:
         conn.close()
         raise
@@ -141,6 +146,7 @@ def open_database(
     foreign_keys: bool = False,
     cache_size_kib: int | None = None,
     cached_statements: int = 128,
+    mmap_size_bytes: int | None = None,
     migrate: Callable[[sqlite3.Connection], None] | None = None,
 ) -> sqlite3.Connection:
     """Create the file and its directory if absent, switch it to WAL, and run ``migrate``.
@@ -158,6 +164,7 @@ def open_database(
         foreign_keys=foreign_keys,
         cache_size_kib=cache_size_kib,
         cached_statements=cached_statements,
+        mmap_size_bytes=mmap_size_bytes,
     )
     try:
         # The mode is stored in the file, so every later connection inherits it.
