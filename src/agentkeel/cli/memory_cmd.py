@@ -552,18 +552,24 @@ def snapshot_list(
 def snapshot_verify(
     ctx: typer.Context,
     snapshot_id: Annotated[str, typer.Argument(help="The snapshot's id (from list).")],
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Also walk the hash chain and compare with a replay of the log."
+        ),
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the file's checksum, restore it into a scratch store and compare it with
-    the log. Exits 1 when any check fails."""
+    """Check the file's checksum and restore it into a scratch store (--deep: also
+    compare it with a replay of the log). Exits 1 when any check fails."""
     with _working(f"Verifying {snapshot_id}…", quiet=as_json):
         outcome = _call(
             ctx,
             url,
             token_file,
-            lambda api: api.verify_snapshot(snapshot_id),
+            lambda api: api.verify_snapshot(snapshot_id, deep=deep),
             timeout_s=LONG_TIMEOUT_S,
         )
     if as_json:

@@ -306,8 +306,11 @@ class MemoryApiClient:
         data = await self.request("GET", "/v1/snapshots")
         return list(data["snapshots"])
 
-    async def verify_snapshot(self, snapshot_id: str) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/snapshots/{_segment(snapshot_id)}/verify")
+    async def verify_snapshot(self, snapshot_id: str, *, deep: bool = False) -> dict[str, Any]:
+        params = {"deep": "true"} if deep else None
+        return await self.request(
+            "POST", f"/v1/snapshots/{_segment(snapshot_id)}/verify", params=params
+        )
 
     async def prune_snapshots(self, *, dry_run: bool = False) -> dict[str, Any]:
         params = {"dry_run": "true"} if dry_run else None
