@@ -232,7 +232,9 @@ def test_snapshot_create_list_verify_and_restore_with_quarantine(served: Served)
     assert verified.exit_code == 0, verified.output
     assert "scratch_restore" in verified.stdout and "FAILED" not in verified.stdout
     deep = run_json(served, "snapshot", "verify", "--deep", snapshot_id)
-    log_detail = {check["name"]: check["detail"] for check in deep["checks"]}["log"]
+    checks = deep["checks"]
+    assert isinstance(checks, list)
+    log_detail = {check["name"]: check["detail"] for check in checks}["log"]
     assert deep["ok"] is True and "replay of the log" in log_detail
 
     run_json(served, "memory", "put", NS, "written after the snapshot")
