@@ -138,3 +138,28 @@ def test_split_statements_keeps_statements_whole() -> None:
         "CREATE TABLE a (x)",
         "CREATE TABLE b (y TEXT DEFAULT ';')",
     ]
+
+
+def test_replicas_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Several processes creating the same new database at once (replicas starting
+    together) all get a WAL database with the schema, none fails on 'locked'."""
+    import multiprocessing
+
+    path = tmp_path / "shared.db"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(6) as pool:
+        results = pool.map(_open_shared, [str(path)] * 12)
+    assert results == ["wal"] * 12
+
+
+def _open_shared(raw: str) -> str:
+    def migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+
+    conn = storage.open_database(Path(raw), busy_timeout_ms=5000, migrate=migrate)
+    try:
+        mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+    finally:
+        conn.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -167,8 +168,7 @@ def open_database(
         mmap_size_bytes=mmap_size_bytes,
     )
     try:
-        # The mode is stored in the file, so every later connection inherits it.
-        conn.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(conn, timeout_s=busy_timeout_ms / 1000)
         if migrate is not None:
             with write(conn):
                 migrate(conn)
@@ -176,6 +176,24 @@ def open_database(
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, *, timeout_s: float) -> None:
+    """Set WAL mode, which is stored in the file so later connections inherit it.
+
+    While another process creates the same new file, SQLite can refuse the switch
+    with SQLITE_BUSY at once, without calling the busy handler; so wait here, up
+    to the busy timeout, as for any other lock.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_locked(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager
