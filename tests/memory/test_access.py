@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,8 @@ async def test_token_a_never_sees_namespace_b(
     """No sequence of calls with token A returns anything of a namespace only B may read:
     B's content, B's memory ids and B's namespace never appear in a response to A."""
     clock = ManualClock(wall_start=1_700_000_000.0)
-    directory = tmp_path / f"run-{clock.time()}-{len(calls)}-{id(calls)}"
-    directory.mkdir()
+    # One directory per hypothesis example (tmp_path is shared by all of them).
+    directory = Path(tempfile.mkdtemp(dir=tmp_path, prefix="run-"))
     store = SqliteMemoryStore(path=directory / "m.db", clock=clock)
     await store.open()
     try:
