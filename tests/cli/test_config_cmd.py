@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentkeel.cli.main import app
-from agentkeel.cli.output import redact_url
+from agentkeel.secrets import redact_url
 
 SECRET = "sk-live-do-not-print-8f3a9c"
 

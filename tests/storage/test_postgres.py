@@ -7,8 +7,9 @@ import pytest
 from psycopg_pool import PoolTimeout
 
 from agentkeel.errors import ConfigError, InvalidRequest, Unavailable
+from agentkeel.secrets import redact_url
 from agentkeel.storage.postgres import Connection, PostgresPool, check_schema_version, first_line
-from agentkeel.storage.urls import PostgresUrl, SqlitePath, parse_store_url, redact_url
+from agentkeel.storage.urls import PostgresUrl, SqlitePath, parse_store_url
 
 
 def _pool(

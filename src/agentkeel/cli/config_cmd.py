@@ -19,8 +19,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agentkeel.cli.output import exits_on_keel_error, redact_url, stdout_console
+from agentkeel.cli.output import exits_on_keel_error, stdout_console
 from agentkeel.config.layers import LoadedSettings, flatten, load_settings
+from agentkeel.secrets.redact import redact_url
 
 
 @dataclass(frozen=True, slots=True)

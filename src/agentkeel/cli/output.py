@@ -7,7 +7,6 @@ anything else; tracebacks are for bugs only.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -24,8 +23,6 @@ EXIT_CONFIG = 2
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 
 def stdout_console() -> Console:
@@ -65,8 +62,3 @@ def exits_on_keel_error(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper
-
-
-def redact_url(value: str) -> str:
-    """Hide the password in a URL such as ``postgresql://user:pw@host/db``."""
-    return _URL_PASSWORD.sub(r"\1***@", value)

@@ -24,8 +24,8 @@ from agentkeel.resilience.storage import (
     MEMORY_SCHEME,
     REDIS_TIMEOUT_S,
     check_storage_uri,
-    redact_uri,
 )
+from agentkeel.secrets.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RateLimiter:
             logger.warning(
                 "Rate-limit storage %s is unreachable (%s); allowing the hit. "
                 "Check Redis or set redis_url to empty for per-replica limits.",
-                redact_uri(self.storage_uri),
+                redact_url(self.storage_uri),
                 exc,
             )
             return RateDecision(allowed=True)
@@ -140,7 +140,7 @@ class RateLimiter:
             )
         except ConfigurationError as exc:
             raise ConfigError(
-                f"Rate-limit storage '{redact_uri(uri)}' cannot be used: {exc}."
+                f"Rate-limit storage '{redact_url(uri)}' cannot be used: {exc}."
             ) from exc
         self._strategy = MovingWindowRateLimiter(self._storage)
         return self._strategy

@@ -9,6 +9,7 @@ Redis round trip may take before the caller gives up on it.
 from __future__ import annotations
 
 from agentkeel.errors import ConfigError
+from agentkeel.secrets.redact import redact_url
 
 MEMORY_SCHEME = "memory://"
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
@@ -22,14 +23,6 @@ def is_redis_uri(uri: str) -> bool:
     return uri.startswith(REDIS_SCHEMES)
 
 
-def redact_uri(uri: str) -> str:
-    """The URI without a password (redis://:secret@host → redis://***@host)."""
-    scheme, sep, rest = uri.partition("://")
-    if "@" not in rest:
-        return uri
-    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
-
-
 def check_storage_uri(uri: str, *, what: str) -> None:
     """Raise ``ConfigError`` unless ``uri`` is ``memory://`` or a Redis URI.
 
@@ -37,6 +30,6 @@ def check_storage_uri(uri: str, *, what: str) -> None:
     """
     if not uri.startswith(MEMORY_SCHEME) and not is_redis_uri(uri):
         raise ConfigError(
-            f"{what} '{redact_uri(uri)}' is not supported; use memory:// or "
+            f"{what} '{redact_url(uri)}' is not supported; use memory:// or "
             "redis://host:port/db (redis_url)."
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentkeel.errors import ConfigError
+from agentkeel.secrets.redact import redact_url
 
 __all__ = ["ACCEPTED_URLS", "PostgresUrl", "SqlitePath", "parse_store_url", "redact_url"]
 
@@ -20,7 +21,6 @@ ACCEPTED_URLS = (
 )
 # A URL scheme, but not a one-letter Windows drive such as C:.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 _SQLITE_PREFIX = "sqlite:///"
 
 
@@ -68,8 +68,3 @@ def parse_store_url(url: str, *, what: str) -> SqlitePath | PostgresUrl:
     raise ConfigError(
         f"{what} {redact_url(value)!r} has unsupported scheme {scheme!r}; use {ACCEPTED_URLS}"
     )
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***``, for logs and errors."""
-    return _PASSWORD.sub(r"\1***@", text)

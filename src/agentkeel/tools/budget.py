@@ -18,8 +18,8 @@ from agentkeel.resilience.storage import (
     MEMORY_SCHEME,
     REDIS_TIMEOUT_S,
     check_storage_uri,
-    redact_uri,
 )
+from agentkeel.secrets.redact import redact_url
 
 logger = logging.getLogger("agentkeel.tools.client")
 
@@ -93,7 +93,7 @@ class SessionCallBudget:
         except Exception as exc:
             logger.warning(
                 "Tool budget storage %s is unreachable (%s); allowing the call. Check Redis.",
-                redact_uri(self.storage_uri),
+                redact_url(self.storage_uri),
                 exc,
             )
             return BudgetDecision(allowed=True, used=0, limit=self.limit)
