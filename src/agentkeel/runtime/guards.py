@@ -36,6 +36,7 @@ from agentkeel.models.types import (
 from agentkeel.resilience.budget import Reservation, TokenBudget
 from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import AgentMetrics
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
@@ -380,7 +381,7 @@ class GuardedTools:
                 self._metrics.guardrail_events.labels(
                     "tool_rate_limit", self._context.agent_id
                 ).inc()
-                wait = max(1, round(decision.retry_after))
+                wait = retry_after_seconds(decision.retry_after)
                 return ToolResult(status="rejected", content=f"rate limited, retry in {wait}s")
         assert self._toolset is not None  # a known name implies a tool set
         try:

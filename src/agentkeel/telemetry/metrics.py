@@ -132,6 +132,25 @@ class ModelMetrics:
         self.token_usage_for = Children(self.token_usage)
 
 
+def _tool_call_families(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """``agent_tool_calls_total`` and its duration histogram: a replica counts the calls
+    its agents make, a tool server the calls it serves, under the same names."""
+    calls = Counter(
+        "agent_tool_calls_total",
+        "Tool calls by tool and status (success, failure, timeout, rejected).",
+        ["tool", "status"],
+        registry=registry,
+    )
+    duration = Histogram(
+        "agent_tool_call_duration_seconds",
+        "Tool call duration by tool.",
+        ["tool"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    return calls, duration
+
+
 class AgentMetrics:
     """The agent runtime: tokens, tools, context, sessions, turns and guardrails."""
 
@@ -142,19 +161,7 @@ class AgentMetrics:
             ["model", "type", "agent"],
             registry=registry,
         )
-        self.tool_calls = Counter(
-            "agent_tool_calls_total",
-            "Tool calls by tool and status (success, failure, timeout, rejected).",
-            ["tool", "status"],
-            registry=registry,
-        )
-        self.tool_duration = Histogram(
-            "agent_tool_call_duration_seconds",
-            "Tool call duration by tool.",
-            ["tool"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self.tool_calls, self.tool_duration = _tool_call_families(registry)
         self.context_utilization = Gauge(
             "agent_context_utilization_ratio",
             "Tokens in context divided by the model's context window, at the latest model call.",
@@ -285,16 +292,4 @@ class ToolServerMetrics:
     """The tool server: calls it served, by tool and status, and their duration."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.tool_calls = Counter(
-            "agent_tool_calls_total",
-            "Tool calls by tool and status (success, failure, timeout, rejected).",
-            ["tool", "status"],
-            registry=registry,
-        )
-        self.tool_duration = Histogram(
-            "agent_tool_call_duration_seconds",
-            "Tool call duration by tool.",
-            ["tool"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self.tool_calls, self.tool_duration = _tool_call_families(registry)
