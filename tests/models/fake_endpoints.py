@@ -38,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentkeel.models.types import ToolSpec
+
 REPLY_WORDS = ["Hello", " from", " the", " fake", " endpoint."]
 REPLY_TEXT = "".join(REPLY_WORDS)
 TOOL_ARGUMENT_PIECES = ['{"expression"', ': "2 + ', '2"}']
@@ -359,3 +361,11 @@ def serve_fake_endpoints() -> Iterator[FakeEndpoints]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# A tool that both providers' tests offer the model.
+CALCULATOR = ToolSpec(
+    "calculator",
+    "Evaluates arithmetic.",
+    {"type": "object", "properties": {"expression": {"type": "string"}}},
+)

@@ -1,41 +1,28 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import SecretStr
 
 from agentkeel.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from agentkeel.models.openai_provider import OpenAIProvider, parse_tool_arguments
-from agentkeel.models.types import ChatMessage, ModelProvider, ModelRequest, ToolCall, ToolSpec
+from agentkeel.models.types import ChatMessage, ModelProvider, ModelRequest, ToolCall
 from agentkeel.telemetry.correlation import set_correlation_id
 from agentkeel.telemetry.http import make_async_client
 from tests.models.fake_endpoints import (
+    CALCULATOR,
     INPUT_TOKENS,
     OUTPUT_TOKENS,
     REPLY_TEXT,
     REPLY_WORDS,
     FakeEndpoints,
-    serve_fake_endpoints,
 )
 
-CALCULATOR = ToolSpec(
-    "calculator",
-    "Evaluates arithmetic.",
-    {"type": "object", "properties": {"expression": {"type": "string"}}},
-)
 REQUEST = ModelRequest(
     messages=[ChatMessage("system", "Be brief."), ChatMessage("user", "What is 2 + 2?")],
     tools=[CALCULATOR],
     max_tokens=64,
     temperature=0.2,
 )
-
-
-@pytest.fixture(scope="module")
-def endpoints() -> Iterator[FakeEndpoints]:
-    with serve_fake_endpoints() as running:
-        yield running
 
 
 def make_provider(endpoints: FakeEndpoints, model: str, **options: object) -> OpenAIProvider:
