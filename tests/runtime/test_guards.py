@@ -13,6 +13,7 @@ from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ModelUnavailable, TokenBudgetExhausted
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider, StepLike
+from agentkeel.models.counting import bound_tokens, text_bound
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -130,7 +131,8 @@ async def test_step_limit_stops_before_calling_the_model() -> None:
 
 
 async def test_tokens_are_reserved_before_and_settled_with_provider_usage() -> None:
-    """The call reserves estimate + max_tokens, then settles what the provider reported."""
+    """The call reserves the prompt's upper bound + max_tokens, then settles what the
+    provider reported."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
     budget = TokenBudget(
@@ -149,11 +151,112 @@ async def test_tokens_are_reserved_before_and_settled_with_provider_usage() -> N
 
     model = guarded_model(Watching(), registry, budget=budget)
     response = await model.complete(USER, max_tokens=50)
-    assert seen == [estimate_tokens(USER) + 50]
+    assert seen == [bound_tokens(USER) + 50]
     assert await ledger.reserved("session:s-1") == 0
     assert await ledger.used("session:s-1") == response.usage.total_tokens == 32
     assert await ledger.used(budget.user_key("u-1")) == 32
     assert model.usage.total_tokens == 32
+
+
+async def test_the_gateway_counts_the_prompt_reserved_for() -> None:
+    """A backend that counts tokens (the gateway) decides the reservation; the
+    realistic estimate does not."""
+    registry = CollectorRegistry()
+    ledger = InMemoryLedger()
+    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    seen: list[int] = []
+
+    class Counting:
+        context_window = 8192
+
+        async def prompt_tokens(self, request: ModelRequest) -> int:
+            return 777
+
+        async def complete(
+            self, request: ModelRequest, *, on_token: TokenCallback | None = None
+        ) -> ModelResponse:
+            seen.append(await ledger.reserved("session:s-1"))
+            return ModelResponse(content="4", model="m", usage=_usage(30, 2))
+
+    await guarded_model(Counting(), registry, budget=budget).complete(USER, max_tokens=50)
+    assert seen == [777 + 50]
+
+
+async def test_cjk_prompt_reserves_at_least_one_token_per_byte() -> None:
+    """A CJK and emoji prompt reserves no less than its UTF-8 bytes plus max_tokens,
+    where the four-characters estimate reserved a quarter of its characters."""
+    registry = CollectorRegistry()
+    ledger = InMemoryLedger()
+    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    text = "東京の天気はどうですか🌧️" * 10
+    seen: list[int] = []
+
+    class Watching:
+        context_window = 8192
+
+        async def complete(
+            self, request: ModelRequest, *, on_token: TokenCallback | None = None
+        ) -> ModelResponse:
+            seen.append(await ledger.reserved("session:s-1"))
+            return ModelResponse(content="雨", model="m", usage=_usage(30, 2))
+
+    messages = [ChatMessage(role="user", content=text)]
+    await guarded_model(Watching(), registry, budget=budget).complete(messages, max_tokens=50)
+    assert seen[0] >= len(text.encode("utf-8")) + 50
+    assert seen[0] > 2 * (estimate_tokens(messages) + 50)
+
+
+async def test_max_tokens_below_one_still_reserves_and_sends_a_cap() -> None:
+    """A max_tokens of 0 or less is replaced by the guardrail cap or 1: the request
+    always carries a positive cap and the reservation covers it."""
+    registry = CollectorRegistry()
+    provider, gateway = gateway_for(["hi", "hi"], registry=registry)
+    model = guarded_model(gateway, registry)
+    await model.complete(USER, max_tokens=0)
+    await model.complete(USER, max_tokens=-5)
+    assert [r.max_tokens for r in provider.requests] == [100, 1]
+
+
+async def test_unreported_usage_is_charged_the_bound_not_the_estimate() -> None:
+    """An endpoint that reports no usage is charged the prompt bound plus the reply's
+    byte bound, so non-English replies are not under-counted."""
+    registry = CollectorRegistry()
+    ledger = InMemoryLedger()
+    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+
+    class Silent:
+        context_window = 8192
+
+        async def complete(
+            self, request: ModelRequest, *, on_token: TokenCallback | None = None
+        ) -> ModelResponse:
+            return ModelResponse(content="答えは四です", model="m")
+
+    await guarded_model(Silent(), registry, budget=budget).complete(USER, max_tokens=50)
+    assert await ledger.used("session:s-1") == bound_tokens(USER) + text_bound("答えは四です")
+
+
+async def test_usage_above_the_reservation_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A provider that bills more than was reserved (a wrong counter, max_tokens
+    ignored) is charged in full, and a warning says the budget can be overspent."""
+    registry = CollectorRegistry()
+    ledger = InMemoryLedger()
+    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+
+    class Greedy:
+        context_window = 8192
+
+        async def complete(
+            self, request: ModelRequest, *, on_token: TokenCallback | None = None
+        ) -> ModelResponse:
+            return ModelResponse(content="...", model="greedy", usage=_usage(5000, 10))
+
+    with caplog.at_level(logging.WARNING, logger="agentkeel.test.guards"):
+        await guarded_model(Greedy(), registry, budget=budget).complete(USER, max_tokens=50)
+    assert await ledger.used("session:s-1") == 5010
+    lines = [r.getMessage() for r in caplog.records if "reserved" in r.getMessage()]
+    assert len(lines) == 1
+    assert "greedy reported 5010 tokens" in lines[0]
 
 
 async def test_a_failed_call_settles_with_zero() -> None:
@@ -180,7 +283,8 @@ async def test_a_failed_call_settles_with_zero() -> None:
 
 
 async def test_exhausted_budget_refuses_the_call_and_counts_it() -> None:
-    """A budget that cannot cover estimate + max_tokens raises 429 without a model call."""
+    """A budget that cannot cover the prompt bound + max_tokens raises 429 without a
+    model call."""
     registry = CollectorRegistry()
     provider, gateway = gateway_for(["hi"], registry=registry)
     budget = TokenBudget(

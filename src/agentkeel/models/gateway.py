@@ -10,6 +10,10 @@ Streaming and fallback: tokens already passed to ``on_token`` by a provider
 that then fails are not taken back. The next provider streams its reply from
 the start, so a streaming client may see a reply restart. Nothing special is
 emitted; clients that must not show this should not stream.
+
+Token counts for budgets: ``prompt_tokens`` asks each provider's
+``TokenCounter`` (the universal byte bound for a provider without one) and
+returns the largest, since any provider of the chain may end up answering.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ModelUnavailable, ProviderError, ProviderRateLimited, ProviderTimeout
+from agentkeel.models.counting import ByteBound, TokenCounter
 from agentkeel.models.types import ModelProvider, ModelRequest, ModelResponse, TokenCallback
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock
@@ -54,7 +59,8 @@ class ModelGateway:
 
     A provider without an entry in ``breakers`` is always tried. A provider's
     optional ``system`` attribute (``openai``, ``anthropic``) labels the
-    OpenTelemetry GenAI metrics; its name is used when it has none.
+    OpenTelemetry GenAI metrics; its name is used when it has none. A provider
+    without an entry in ``counters`` has its prompts counted with ``ByteBound``.
     """
 
     def __init__(
@@ -66,10 +72,17 @@ class ModelGateway:
         metrics: ModelMetrics,
         clock: Clock,
         rng: random.Random | None = None,
+        counters: Mapping[str, TokenCounter] | None = None,
     ) -> None:
         if not providers:
             raise ValueError("ModelGateway needs at least one provider.")
         self.providers = tuple(providers)
+        counters = counters or {}
+        # One bound serves every provider without a counter of its own: computed once a call.
+        self._byte_bound = ByteBound()
+        self._counters = tuple(
+            dict.fromkeys(counters.get(p.name, self._byte_bound) for p in self.providers)
+        )
         self._breakers = dict(breakers)
         self._metrics = metrics
         self._clock = clock
@@ -88,6 +101,12 @@ class ModelGateway:
     def context_window(self) -> int:
         """The first provider's context window (the one most calls should land on)."""
         return self.providers[0].context_window
+
+    async def prompt_tokens(self, request: ModelRequest) -> int:
+        """An upper bound on the prompt tokens of ``request`` for whichever provider
+        of the chain answers it: the largest of the providers' counts."""
+        counts = [await counter.prompt_tokens(request) for counter in self._counters]
+        return max(counts)
 
     def breaker_states(self) -> dict[str, str]:
         """Each provider's breaker state; ``closed`` for a provider without a breaker."""
@@ -133,9 +152,13 @@ class ModelGateway:
         raise self._unavailable(attempts)
 
     async def aclose(self) -> None:
-        """Close every provider's connections."""
+        """Close every provider's connections, and its token counter's."""
         for provider in self.providers:
             await provider.aclose()
+        for counter in self._counters:
+            close = getattr(counter, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _call(
         self,

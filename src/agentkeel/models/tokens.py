@@ -1,9 +1,11 @@
-"""A cheap token estimate, used before a provider reports real usage.
+"""A cheap, realistic token estimate: what fits in the context window.
 
-About four characters of English per token, plus a few tokens of framing per
-message, as chat templates add. It errs slightly high on purpose: budgets are
-reserved with it, and an over-reservation is released at settle time while an
-under-reservation could overspend.
+About four characters of English per token, about one token per CJK character
+or emoji (each byte beyond the first of a UTF-8 character adds half a token),
+plus a few tokens of framing per message, as chat templates add. Context
+trimming uses it; it is a guess, not a bound, and some text costs more. Budget
+reservations use ``agentkeel.models.counting`` instead, whose counts are never
+lower than what the provider will bill.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ REPLY_PRIMING = 3
 
 
 def estimate_text_tokens(text: str) -> int:
-    """Tokens in a piece of text, rounded up (0 for empty text)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """Tokens in a piece of text, rounded up (0 for empty text).
+
+    >>> estimate_text_tokens("abcdefgh"), estimate_text_tokens("日本語です")
+    (2, 7)
+    """
+    chars = len(text)
+    if text.isascii():
+        return -(-chars // CHARS_PER_TOKEN)
+    extra = len(text.encode("utf-8", "surrogatepass")) - chars
+    return -(-(chars + 2 * extra) // CHARS_PER_TOKEN)
 
 
 def estimate_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()) -> int:
@@ -32,10 +42,8 @@ def estimate_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] =
     11
     """
     total = REPLY_PRIMING if messages else 0
-    # Runs over the whole conversation on every model call: the text estimate is
-    # inlined (the same arithmetic as estimate_text_tokens).
     for message in messages:
-        total += MESSAGE_OVERHEAD - (-len(message.content) // CHARS_PER_TOKEN)
+        total += MESSAGE_OVERHEAD + estimate_text_tokens(message.content)
         if message.name:
             total += estimate_text_tokens(message.name)
         for call in message.tool_calls:

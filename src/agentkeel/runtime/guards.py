@@ -6,6 +6,12 @@ user's budgets before each call and settles them with the provider's figures
 after, trims old tool results when the context gets full, streams tokens to
 the turn's event sink and meters usage.
 
+Two token counts, on purpose: trimming uses the realistic estimate
+(``estimate_tokens``: does the prompt fit the window?), the reservation uses
+an upper bound (``TokenCounter.prompt_tokens``, the gateway's: the provider's
+own tokenizer or the UTF-8 byte bound) plus the call's ``max_tokens``, so a
+reservation is never smaller than what the call can cost, in any script.
+
 ``GuardedTools`` wraps a ``ToolSet`` for one turn: allowlist, storm detection
 (the same call over and over), a per-session rate limit, metrics, events.
 
@@ -23,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from agentkeel.errors import TokenBudgetExhausted
+from agentkeel.models.counting import ByteBound, TokenCounter, text_bound, tool_call_bound
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -62,7 +69,9 @@ class TurnLog(logging.LoggerAdapter[logging.Logger]):
 
 
 class ModelBackend(Protocol):
-    """What ``GuardedModel`` needs from the gateway."""
+    """What ``GuardedModel`` needs from the gateway. A backend that is also a
+    ``TokenCounter`` (``ModelGateway`` is) counts the prompts reserved for;
+    for any other the universal byte bound does."""
 
     @property
     def context_window(self) -> int: ...
@@ -157,8 +166,12 @@ class GuardedModel:
         budget: TokenBudget | None = None,
         sink: EventSink | None = None,
         estimate: TokenEstimator = estimate_tokens,
+        counter: TokenCounter | None = None,
     ) -> None:
         self._gateway = gateway
+        if counter is None:
+            counter = gateway if isinstance(gateway, TokenCounter) else ByteBound()
+        self._counter = counter
         self._metrics = metrics
         self._log = log
         self._agent_id = agent_id
@@ -201,7 +214,8 @@ class GuardedModel:
                     extra={"category": "guardrail", "reason": "step_limit"},
                 )
             raise StepLimitReached(steps=self.steps)
-        limit = min(max_tokens or self._max_output_tokens, self._max_output_tokens)
+        # Never unbounded: the reservation is the prompt bound plus this cap.
+        limit = max(1, min(max_tokens or self._max_output_tokens, self._max_output_tokens))
         window = self._gateway.context_window
         trimmed = trim_tool_results(
             messages, tools=tools, limit=int(window * self._trim_ratio), estimate=self._estimate
@@ -218,26 +232,39 @@ class GuardedModel:
                 extra={"category": "guardrail", "reason": "context_trimmed"},
             )
         self._metrics.context_utilization_for(self._agent_id).set(trimmed.tokens / window)
-        reservation = await self._reserve(trimmed.tokens + limit)
+        request = ModelRequest(
+            messages=trimmed.messages, tools=tools, max_tokens=limit, temperature=temperature
+        )
+        prompt_bound = 0
+        reservation = None
+        if self._budget is not None:
+            prompt_bound = await self._counter.prompt_tokens(request)
+            reservation = await self._reserve(prompt_bound + limit)
         self.steps += 1
         used = 0
         try:
             response = await self._gateway.complete(
-                ModelRequest(
-                    messages=trimmed.messages,
-                    tools=tools,
-                    max_tokens=limit,
-                    temperature=temperature,
-                ),
-                on_token=self._on_token if self._sink is not None else None,
+                request, on_token=self._on_token if self._sink is not None else None
             )
+            # An endpoint that reports no usage is charged the bound, never a guess.
             used = response.usage.total_tokens or (
-                trimmed.tokens
-                + self._estimate([ChatMessage(role="assistant", content=response.content)], ())
+                prompt_bound
+                + text_bound(response.content)
+                + sum(tool_call_bound(call) for call in response.tool_calls)
             )
         finally:
             if reservation is not None and self._budget is not None:
                 await self._budget.settle(reservation, used)
+        if reservation is not None and used > reservation.amount:
+            self._log.warning(
+                "model %s reported %d tokens for a call that reserved %d; the token budget "
+                "can be overspent by the difference. Configure models[].tokenizer for this "
+                "provider, or lower guardrails.max_output_tokens if it ignores max_tokens",
+                response.model or response.provider or "unknown",
+                used,
+                reservation.amount,
+                extra={"category": "guardrail", "reason": "token_budget_underestimated"},
+            )
         self.usage = self.usage + response.usage
         model = response.model or response.provider or "unknown"
         if response.usage.input_tokens:
