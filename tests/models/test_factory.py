@@ -127,3 +127,71 @@ async def test_breakers_and_retries_follow_the_settings(tmp_path: Path) -> None:
     assert gateway.breaker_states() == {"canned": "open"}
     assert info.value.retry_after == pytest.approx(7.0)
     assert clock.slept == []
+
+
+def test_tokenizer_choice_builds_the_matching_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bytes means the byte bound (no counter); auto is tiktoken for api.openai.com
+    when tiktoken is installed and the bound elsewhere; the llama.cpp flavours ask
+    the provider's server."""
+    from agentkeel.models.factory import build_counter
+    from agentkeel.models.server_counter import ServerTokenCounter
+    from agentkeel.models.tiktoken_counter import TiktokenCounter
+
+    local = "http://127.0.0.1:8090/v1"
+    assert build_counter(ProviderSettings(name="a", kind="openai", base_url=local)) is None
+    assert build_counter(ProviderSettings(name="a", kind="anthropic")) is None
+    assert build_counter(ProviderSettings(name="a", kind="scripted", tokenizer="auto")) is None
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    openai_api = build_counter(ProviderSettings(name="a", kind="openai", model="gpt-4o"))
+    assert isinstance(openai_api, TiktokenCounter) and openai_api.model == "gpt-4o"
+    assert build_counter(ProviderSettings(name="a", kind="openai", tokenizer="bytes")) is None
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert build_counter(ProviderSettings(name="a", kind="openai", model="gpt-4o")) is None
+    server = build_counter(
+        ProviderSettings(name="a", kind="openai", base_url=local, tokenizer="llama.cpp")
+    )
+    assert isinstance(server, ServerTokenCounter)
+    assert (server.root, server.flavour) == ("http://127.0.0.1:8090", "llama.cpp")
+
+
+def test_a_server_tokenizer_without_base_url_is_a_config_error() -> None:
+    """A llama.cpp tokenizer needs a server to ask; the error names the key and the fix."""
+    from agentkeel.models.factory import build_counter
+
+    with pytest.raises(ConfigError) as info:
+        build_counter(ProviderSettings(name="claude", kind="anthropic", tokenizer="llama.cpp"))
+    assert "claude" in str(info.value) and "models[].base_url" in str(info.value)
+
+
+async def test_the_built_gateway_reserves_with_each_providers_counter() -> None:
+    """build_gateway wires models[].tokenizer: a llama-cpp-python tokenizer that cannot
+    be reached still gives the byte bound."""
+    import socket
+
+    # Bound but not listening: connections to it are refused.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    settings = settings_with(
+        ProviderSettings(
+            name="local",
+            kind="openai",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            tokenizer="llama-cpp-python",
+            tokenizer_timeout_s=0.5,
+        )
+    )
+    gateway = build_gateway(
+        settings,
+        metrics=ModelMetrics(CollectorRegistry()),
+        clock=ManualClock(),
+        secrets=SecretResolver(secrets_dir=None),
+    )
+    from agentkeel.models.counting import bound_tokens
+
+    request = ModelRequest(messages=[ChatMessage("user", "你好")])
+    try:
+        assert await gateway.prompt_tokens(request) == bound_tokens(request.messages)
+    finally:
+        await gateway.aclose()
+        closed.close()

@@ -24,8 +24,9 @@ StoreFactory = Callable[[], Awaitable[SessionBackend]]
 
 # 60 CJK characters and 10 emoji: 220 UTF-8 bytes in 70 characters.
 PROMPTS = [
-    ("请用中文解释一下这个问题。" * 5)[:60] + "🙂🚀🎉👍🔥🌏🍜🐼🎌🇯" if i % 2 else
-    ("日本語のテキストはトークンが多い。" * 4)[:60] + "🙂🚀🎉👍🔥🌏🍜🐼🎌🎈"
+    ("请用中文解释一下这个问题。" * 5)[:60] + "🙂🚀🎉👍🔥🌏🍜🐼🎌🇯"
+    if i % 2
+    else ("日本語のテキストはトークンが多い。" * 4)[:60] + "🙂🚀🎉👍🔥🌏🍜🐼🎌🎈"
     for i in range(50)
 ]
 REPLY = "好的🙂"

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ModelUnavailable, TokenBudgetExhausted
+from agentkeel.models.counting import bound_tokens, text_bound
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider, StepLike
-from agentkeel.models.counting import bound_tokens, text_bound
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -163,7 +163,9 @@ async def test_the_gateway_counts_the_prompt_reserved_for() -> None:
     realistic estimate does not."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
-    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    budget = TokenBudget(
+        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+    )
     seen: list[int] = []
 
     class Counting:
@@ -187,7 +189,9 @@ async def test_cjk_prompt_reserves_at_least_one_token_per_byte() -> None:
     where the four-characters estimate reserved a quarter of its characters."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
-    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    budget = TokenBudget(
+        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+    )
     text = "東京の天気はどうですか🌧️" * 10
     seen: list[int] = []
 
@@ -222,7 +226,9 @@ async def test_unreported_usage_is_charged_the_bound_not_the_estimate() -> None:
     byte bound, so non-English replies are not under-counted."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
-    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    budget = TokenBudget(
+        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+    )
 
     class Silent:
         context_window = 8192
@@ -241,7 +247,9 @@ async def test_usage_above_the_reservation_is_logged(caplog: pytest.LogCaptureFi
     ignored) is charged in full, and a warning says the budget can be overspent."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
-    budget = TokenBudget(ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock())
+    budget = TokenBudget(
+        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+    )
 
     class Greedy:
         context_window = 8192

@@ -42,6 +42,22 @@ class ProviderSettings(_Section):
     supports_tools: bool = Field(
         default=True, description="False: the provider is called without tool definitions."
     )
+    tokenizer: Literal["auto", "bytes", "tiktoken", "llama.cpp", "llama-cpp-python"] = Field(
+        default="auto",
+        description="How prompts are counted for token budget reservations: bytes (the "
+        "UTF-8 byte bound, any model), tiktoken (OpenAI models, exact when the encoding is "
+        "installed), llama.cpp (the server's /tokenize), llama-cpp-python (its "
+        "/extras/tokenize/count); auto = tiktoken for api.openai.com, else bytes.",
+    )
+    tokenizer_encoding: str | None = Field(
+        default=None,
+        description="tiktoken: the encoding (o200k_base, cl100k_base); unset = the model's.",
+    )
+    tokenizer_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="llama.cpp tokenizers: a slower count falls back to the byte bound.",
+    )
 
 
 class BreakerSettings(_Section):

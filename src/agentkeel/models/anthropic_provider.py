@@ -17,8 +17,8 @@ import anthropic
 from pydantic import SecretStr
 
 from agentkeel.errors import ProviderError
+from agentkeel.models.counting import bound_tokens, text_bound, tool_call_bound
 from agentkeel.models.sdk_errors import convert_sdk_error
-from agentkeel.models.tokens import estimate_text_tokens, estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
     ModelRequest,
@@ -173,9 +173,10 @@ class AnthropicProvider:
             for _, b in sorted(blocks.items())
         )
         if input_tokens is None or output_tokens is None:
+            # The upper bound, never a guess: token budgets settle with this figure.
             usage = Usage(
-                input_tokens=estimate_tokens(request.messages, request.tools),
-                output_tokens=estimate_text_tokens(content),
+                input_tokens=bound_tokens(request.messages, request.tools),
+                output_tokens=text_bound(content) + sum(tool_call_bound(c) for c in calls),
             )
         else:
             usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from agentkeel.config.settings import KeelSettings, ProviderSettings
 from agentkeel.errors import ConfigError
+from agentkeel.models.counting import TokenCounter
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.models.types import ModelProvider
@@ -66,6 +69,44 @@ def build_provider(
     )
 
 
+OPENAI_HOST = "api.openai.com"
+
+
+def build_counter(settings: ProviderSettings) -> TokenCounter | None:
+    """The provider's prompt counter per ``models[].tokenizer``; None means the byte bound.
+
+    ``auto`` picks tiktoken for OpenAI's own API when tiktoken is installed, and the
+    byte bound for everything else (Anthropic's tokenizer is not public; a counting
+    round trip per model call is not worth its latency for a budget bound).
+    """
+    choice = settings.tokenizer
+    if choice == "auto":
+        openai_api = settings.kind == "openai" and (
+            settings.base_url is None or OPENAI_HOST in settings.base_url
+        )
+        choice = "tiktoken" if openai_api and importlib.util.find_spec("tiktoken") else "bytes"
+    if choice == "bytes":
+        return None
+    if choice == "tiktoken":
+        from agentkeel.models.tiktoken_counter import TiktokenCounter
+
+        return TiktokenCounter(model=settings.model, encoding=settings.tokenizer_encoding)
+    if settings.base_url is None:
+        raise ConfigError(
+            f"Model provider '{settings.name}' has tokenizer '{choice}' but no base_url to "
+            "ask; set models[].base_url to the server (e.g. http://127.0.0.1:8090/v1) or "
+            "models[].tokenizer: bytes."
+        )
+    from agentkeel.models.server_counter import ServerTokenCounter
+
+    return ServerTokenCounter(
+        base_url=settings.base_url,
+        flavour=choice,
+        model=settings.model,
+        timeout_s=settings.tokenizer_timeout_s,
+    )
+
+
 def build_gateway(
     settings: KeelSettings, *, metrics: ModelMetrics, clock: Clock, secrets: SecretResolver
 ) -> ModelGateway:
@@ -75,6 +116,9 @@ def build_gateway(
     ...     clock=SystemClock(), secrets=SecretResolver(secrets_dir=settings.secrets_dir))
     """
     providers = [build_provider(p, clock=clock, secrets=secrets) for p in settings.models]
+    counters = {
+        p.name: counter for p in settings.models if (counter := build_counter(p)) is not None
+    }
     breakers = {
         p.name: CircuitBreaker.from_settings(p.name, settings.breaker, clock) for p in providers
     }
@@ -84,4 +128,5 @@ def build_gateway(
         retry=settings.retry,
         metrics=metrics,
         clock=clock,
+        counters=counters,
     )

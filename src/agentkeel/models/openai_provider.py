@@ -18,8 +18,8 @@ import openai
 from pydantic import SecretStr
 
 from agentkeel.errors import ProviderError
+from agentkeel.models.counting import bound_tokens, text_bound, tool_call_bound
 from agentkeel.models.sdk_errors import convert_sdk_error
-from agentkeel.models.tokens import estimate_text_tokens, estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
     ModelRequest,
@@ -200,13 +200,13 @@ class OpenAIProvider:
         content: str,
         calls: Sequence[ToolCall],
     ) -> Usage:
-        """The endpoint's counts; an estimate for endpoints that report none."""
+        """The endpoint's counts; for endpoints that report none, the upper bound
+        (``agentkeel.models.counting``), so token budgets never under-count."""
         if prompt_tokens is None or completion_tokens is None:
             tools = request.tools if self.supports_tools else ()
             return Usage(
-                input_tokens=estimate_tokens(request.messages, tools),
-                output_tokens=estimate_text_tokens(content)
-                + sum(estimate_text_tokens(json.dumps(c.arguments)) for c in calls),
+                input_tokens=bound_tokens(request.messages, tools),
+                output_tokens=text_bound(content) + sum(tool_call_bound(c) for c in calls),
             )
         return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
 
