@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentkeel.models.counting import ByteBound, TokenCounter, bound_tokens
 from agentkeel.models.scripted import CallTools, Fail, Say, ScriptedProvider, ScriptStep, Wait
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
@@ -27,11 +28,15 @@ if TYPE_CHECKING:
     from agentkeel.models.factory import build_gateway, build_provider
     from agentkeel.models.gateway import ModelGateway
     from agentkeel.models.openai_provider import OpenAIProvider
+    from agentkeel.models.server_counter import ServerTokenCounter
+    from agentkeel.models.tiktoken_counter import TiktokenCounter
 
 _LAZY = {
     "AnthropicProvider": "agentkeel.models.anthropic_provider",
     "ModelGateway": "agentkeel.models.gateway",
     "OpenAIProvider": "agentkeel.models.openai_provider",
+    "ServerTokenCounter": "agentkeel.models.server_counter",
+    "TiktokenCounter": "agentkeel.models.tiktoken_counter",
     "build_gateway": "agentkeel.models.factory",
     "build_provider": "agentkeel.models.factory",
 }
@@ -46,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AnthropicProvider",
+    "ByteBound",
     "CallTools",
     "ChatMessage",
     "Fail",
@@ -57,11 +63,15 @@ __all__ = [
     "Say",
     "ScriptStep",
     "ScriptedProvider",
+    "ServerTokenCounter",
+    "TiktokenCounter",
     "TokenCallback",
+    "TokenCounter",
     "ToolCall",
     "ToolSpec",
     "Usage",
     "Wait",
+    "bound_tokens",
     "build_gateway",
     "build_provider",
     "estimate_tokens",
