@@ -442,8 +442,10 @@ def quarantine_replay(
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply a quarantine's events again as new events; ones the state no longer allows
-    are skipped and listed."""
+    """Apply a quarantine's events again, as new events.
+
+    Events the current state no longer allows are skipped and listed.
+    """
     with _working("Replaying the quarantined events…", quiet=as_json):
         result = _call(
             ctx,
@@ -562,8 +564,10 @@ def snapshot_verify(
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the file's checksum and restore it into a scratch store (--deep: also
-    compare it with a replay of the log). Exits 1 when any check fails."""
+    """Check a snapshot's checksum and restore it into a scratch store.
+
+    --deep also compares it with a replay of the log. Exits 1 when any check fails.
+    """
     with _working(f"Verifying {snapshot_id}…", quiet=as_json):
         outcome = _call(
             ctx,
@@ -678,8 +682,12 @@ def snapshot_prune(
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply the retention policy: keep the newest deploy, daily and weekly snapshots,
-    remove the rest (files and catalog rows)."""
+    """Apply the retention policy: remove the snapshots it does not keep.
+
+    memory.retention decides: by default the newest deploy snapshot, the newest one of
+    the last 24 hours and one per week for 4 weeks stay; the rest go (files and catalog
+    rows).
+    """
     with _working("Pruning snapshots…", quiet=as_json):
         decision = _call(
             ctx,

@@ -547,14 +547,25 @@ def up(
     ] = False,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where state and logs go (default ./.keel)."),
+        typer.Option(
+            "--data-dir",
+            help="Where state, logs and credentials go; wins over the global keel --data-dir "
+            "(default: KEEL_DATA_DIR, else ./.keel).",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
+        Path | None,
+        typer.Option(
+            "--config",
+            help="keel.yaml to read; wins over the global keel --config and KEEL_CONFIG.",
+        ),
     ] = None,
 ) -> None:
-    """Start the local model, memory and tool servers and the agent replicas; supervise
-    them until Ctrl-C."""
+    """Start the local model, memory and tool servers and two agent replicas; supervise them.
+
+    Ctrl-C stops them in reverse order (the replicas drain first); a second Ctrl-C
+    kills everything at once.
+    """
     up_flags: dict[str, Any] = {}
     if replicas is not None:
         up_flags["replicas"] = replicas
