@@ -15,9 +15,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def python_block(containing: str) -> str:
     """The one ```python block of README.md that contains ``containing``."""
     blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S)
-    matching = [block for block in blocks if containing in block]
+    matching: list[str] = [block for block in blocks if containing in block]
     assert len(matching) == 1, f"expected one README python block with {containing!r}"
-    return matching[0]
+    return str(matching[0])
 
 
 def run_block(source: str) -> dict[str, Any]:
