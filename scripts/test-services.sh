@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts PostgreSQL and Redis for the tests when they are installed but stopped.
-# Where neither is installed, the tests that need them skip with a reason.
+# Where neither is installed, the tests that need them skip with a reason (or fail,
+# with KEEL_TEST_REQUIRE_SERVICES=1 as .ci/run sets it).
 set -u
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   for version in $(ls /etc/postgresql 2>/dev/null); do

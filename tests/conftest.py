@@ -1,4 +1,9 @@
-"""Shared fixtures: a clean environment for every test, and service probes."""
+"""Shared fixtures: a clean environment for every test, and service probes.
+
+Tests that need PostgreSQL, Redis or the local model skip with a reason when it
+is absent (``missing_service``); ``KEEL_TEST_REQUIRE_SERVICES=1`` turns those
+skips into failures, which is how CI (``.ci/run``) runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,6 +27,20 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+REQUIRE_SERVICES_ENV = "KEEL_TEST_REQUIRE_SERVICES"
+# Read once at import, before clean_environ removes every KEEL_* variable from the tests.
+REQUIRE_SERVICES = os.environ.get(REQUIRE_SERVICES_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def missing_service(reason: str) -> NoReturn:
+    """Skip a test whose service (PostgreSQL, Redis, the local model) is absent, with the
+    reason; with ``KEEL_TEST_REQUIRE_SERVICES=1`` (CI sets it) fail instead, so a
+    machine without the service cannot pass with those tests unrun."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV}=1: every service is required)")
+    pytest.skip(reason)
+
+
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -28,21 +49,29 @@ def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def address_of(url: str, default_port: int) -> tuple[str, int]:
+    """The host and port a service URL points at."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
 POSTGRES_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
 def postgres_url() -> str:
-    if not reachable("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    host, port = address_of(POSTGRES_URL, 5432)
+    if not reachable(host, port):
+        missing_service(f"PostgreSQL is not reachable at {host}:{port}")
     return POSTGRES_URL
 
 
 @pytest.fixture
 def redis_url() -> str:
-    if not reachable("127.0.0.1", 6379):
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    host, port = address_of(REDIS_URL, 6379)
+    if not reachable(host, port):
+        missing_service(f"Redis is not reachable at {host}:{port}")
     return REDIS_URL
 
 

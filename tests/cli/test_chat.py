@@ -150,8 +150,30 @@ def test_conversation_prints_reply_and_a_stats_line_until_quit() -> None:
     text = out.getvalue()
     assert code == 0
     assert text.count("Hello") == 2
-    assert "30 in / 7 out tokens · turn 1" in text
-    assert "30 in / 7 out tokens · turn 2" in text
+    # As the README's sample conversation shows it.
+    assert "agent> Hello\n       turn 1 · 1000 ms · 30 in / 7 out tokens\n" in text
+    assert "agent> Hello\n       turn 2 · 1000 ms · 30 in / 7 out tokens\n" in text
+    assert "answered by" not in text
+
+
+def test_conversation_says_when_another_replica_answered() -> None:
+    """After a failover the stats line is followed by the replica that answered."""
+    shared = {"turns": 0}
+    first, second = FakeReplica(shared=shared), FakeReplica(shared=shared)
+    chat = client_for({A: first, B: second})
+    inputs = iter(["hello", "again", "/quit"])
+
+    def ask() -> str:
+        text = next(inputs)
+        if text == "again":
+            first.state = "draining"
+        return text
+
+    out = io.StringIO()
+    assert run_conversation(chat, "s1", ask=ask, console=Console(file=out, width=200)) == 0
+    text = out.getvalue()
+    assert text.count("answered by") == 1
+    assert f"(answered by {B})" in text
 
 
 def test_conversation_ends_on_ctrl_d_and_fails_when_nothing_answers() -> None:

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from typer.core import TyperGroup, TyperOption
 from typer.testing import CliRunner
 
 from agentkeel.cli.main import app
 
-COMMANDS = [
-    [],
-    ["up"],
-    ["chat"],
-    ["serve"],
-    ["serve", "agent"],
-    ["config"],
-    ["config", "show"],
-    ["version"],
-]
+
+def command_paths(command: Any = None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under ``keel``, so a new command is checked without a list."""
+    node = command or typer.main.get_command(app)
+    paths = [path]
+    if isinstance(node, TyperGroup):
+        for name, child in node.commands.items():
+            paths += command_paths(child, (*path, name))
+    return paths
+
+
+COMMANDS = command_paths()
 
 
 @pytest.fixture
@@ -26,12 +32,41 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+def test_the_command_tree_is_walked() -> None:
+    """The walk finds the nested commands (not only the top level)."""
+    assert ("serve", "memory") in COMMANDS
+    assert ("memory", "quarantine", "replay") in COMMANDS
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "keel")
-def test_every_command_help_shows_an_example(runner: CliRunner, command: list[str]) -> None:
-    """`--help` of every command and group succeeds and includes an `Example:` line."""
+def test_every_command_help_shows_an_example_of_itself(
+    runner: CliRunner, command: tuple[str, ...]
+) -> None:
+    """`--help` of every command and group succeeds and ends with an `Example: keel ...`
+    line that runs that very command (its words appear in order)."""
     result = runner.invoke(app, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
-    assert "Example: keel" in result.output
+    examples = [line.strip() for line in result.output.splitlines() if "Example: keel" in line]
+    assert examples, result.output
+    words = iter(examples[0].removeprefix("Example: keel").split())
+    assert all(word in words for word in command), (command, examples[0])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "keel")
+def test_no_option_help_refers_to_itself(runner: CliRunner, command: tuple[str, ...]) -> None:
+    """An option's help never explains the option by its own name ("--config overrides
+    --config"); a command's --config says what it wins over."""
+    node: Any = typer.main.get_command(app)
+    for name in command:
+        assert isinstance(node, TyperGroup)
+        node = node.commands[name]
+    for param in node.params:
+        if not isinstance(param, TyperOption) or not param.help:
+            continue
+        for flag in param.opts:
+            assert re.search(rf"(?<!keel ){re.escape(flag)}(?![\w-])", param.help) is None, (
+                f"{' '.join(command)} {flag}: {param.help}"
+            )
 
 
 def test_version_prints_the_package_version(runner: CliRunner) -> None:

@@ -17,7 +17,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner, Result
 
+from agentkeel.cli.main import app as keel_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
+from agentkeel.cli.stack import StackFile
 from agentkeel.config.memory import MemorySettings
 from agentkeel.memory.app import create_app
 from tests.integration.test_drain import free_port
@@ -217,6 +219,53 @@ def test_token_file_comes_from_the_settings_when_not_given(served: Served) -> No
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"snapshots": []}
+
+
+def local_stack(data_dir: Path, memory_url: str, admin_file: Path | None) -> Path:
+    """A data directory as keel up leaves it: its admin token and a live stack file."""
+    data_dir.mkdir(parents=True)
+    if admin_file is not None:
+        (data_dir / "admin_token").write_text(admin_file.read_text())
+    StackFile(data_dir=data_dir).write(
+        services={"memory": (memory_url, int(memory_url.rsplit(":", 1)[1]))}, state="running"
+    )
+    return data_dir
+
+
+def test_commands_find_the_local_stack_without_flags(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --url or --token-file, the memory server and admin token of the keel up stack
+    in the data directory are used, on its own port: the directory named by --data-dir,
+    by KEEL_DATA_DIR, or ./.keel in the working directory."""
+    data = local_stack(tmp_path / "data", served.url, served.admin_file)
+    runner = CliRunner()
+    by_flag = runner.invoke(
+        keel_app, ["--data-dir", str(data), "snapshot", "create", "--kind", "deploy"], env=WIDE
+    )
+    assert by_flag.exit_code == 0, by_flag.output
+    assert "snapshot taken" in by_flag.stdout
+    by_env = runner.invoke(
+        keel_app, ["memory", "integrity"], env={**WIDE, "KEEL_DATA_DIR": str(data)}
+    )
+    assert by_env.exit_code == 0, by_env.output
+    assert "hash chain" in by_env.stdout
+    local_stack(tmp_path / "project" / ".keel", served.url, served.admin_file)
+    monkeypatch.chdir(tmp_path / "project")
+    by_cwd = runner.invoke(keel_app, ["memory", "put", NS, "Prefers email", "--tag", "contact"])
+    assert by_cwd.exit_code == 0, by_cwd.output
+    assert "stored memory" in by_cwd.stdout
+
+
+def test_an_unreachable_stack_names_where_the_url_came_from(served: Served, tmp_path: Path) -> None:
+    """When the stack's memory server does not answer, the error says the URL came from
+    the stack file and to pass --url."""
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    data = local_stack(tmp_path / "data", dead_url, served.admin_file)
+    result = CliRunner().invoke(keel_app, ["--data-dir", str(data), "memory", "integrity"])
+    assert result.exit_code == 1
+    assert f"cannot reach the memory server at {dead_url}" in result.stderr
+    assert "stack.json" in result.stderr and "--url" in result.stderr
 
 
 def test_snapshot_create_list_verify_and_restore_with_quarantine(served: Served) -> None:

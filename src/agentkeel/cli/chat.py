@@ -2,7 +2,8 @@
 
 Replies stream over server-sent events and print as they arrive, followed by a
 dim line with the latency, the tokens (in/out) and the turn number. The client
-knows every replica (``--url`` repeats; by default those ``keel up`` starts):
+knows every replica (``--url`` repeats; by default those of the ``keel up`` stack
+in the data directory, see ``cli/stack.py``):
 when the one in use answers 503 (draining) or is down, the same session goes
 on at the next one, since every replica reads the same session store.
 """
@@ -23,6 +24,7 @@ from rich.prompt import Prompt
 
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, print_error, stdout_console
+from agentkeel.cli.stack import LocalStack
 from agentkeel.errors import (
     Conflict,
     KeelError,
@@ -35,6 +37,9 @@ from agentkeel.errors import (
 T = TypeVar("T")
 
 QUIT_COMMANDS = frozenset({"/quit", "/exit", "/q"})
+USER_PROMPT_SUFFIX = "> "
+AGENT_PROMPT = "agent> "
+_INDENT = " " * len(AGENT_PROMPT)
 _TIMEOUT = httpx.Timeout(connect=3.0, read=300.0, write=10.0, pool=10.0)
 
 
@@ -61,6 +66,12 @@ class StreamCallbacks:
     on_tool_result: Callable[[dict[str, Any]], None] | None = None
 
 
+class _UserPrompt(Prompt):
+    """``you> `` as in the README's sample conversation (Rich's default ends in ``: ``)."""
+
+    prompt_suffix = USER_PROMPT_SUFFIX
+
+
 class ReplicaDown(Exception):
     """The replica in use cannot take this request (down or draining); try the next."""
 
@@ -80,6 +91,7 @@ class ChatClient:
         urls: Sequence[str],
         client: httpx.Client,
         monotonic: Callable[[], float] = time.monotonic,
+        urls_source: str | None = None,
     ) -> None:
         if not urls:
             raise RequestError("keel chat needs at least one --url.")
@@ -87,6 +99,7 @@ class ChatClient:
         self._client = client
         self._monotonic = monotonic
         self._current = 0
+        self._urls_source = urls_source
 
     @property
     def url(self) -> str:
@@ -122,10 +135,15 @@ class ChatClient:
             except ReplicaDown as exc:
                 reasons.append(f"{url}: {exc}")
                 self._current = (self._current + 1) % len(self.urls)
+        origin = (
+            f" (replica URLs from {self._urls_source})"
+            if self._urls_source and self._urls_source != "--url"
+            else ""
+        )
         raise Unavailable(
             "No agent replica answered ("
             + "; ".join(reasons)
-            + "). Is `keel up` running? Start it, or point --url at a running replica."
+            + f"){origin}. Is `keel up` running? Start it, or point --url at a running replica."
         )
 
     def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
@@ -278,8 +296,13 @@ def run_conversation(
 
     A turn refused for a reason the user can act on (a limit, a bad input)
     prints its message and the conversation goes on; when no replica answers
-    at all the loop ends with exit code 1.
+    at all the loop ends with exit code 1. Output reads like the README's sample::
+
+        you> What is the capital of France?
+        agent> The capital of France is Paris.
+               turn 1 · 412 ms · 38 in / 9 out tokens
     """
+    replica = chat.url
     while True:
         try:
             text = ask().strip()
@@ -293,7 +316,7 @@ def run_conversation(
         if text == "/history":
             _print_history(chat.get_session(session_id), console)
             continue
-        console.print("[bold green]agent[/] ", end="")
+        console.print(f"[bold green]{AGENT_PROMPT}[/]", end="")
         callbacks = StreamCallbacks(
             on_token=lambda fragment: console.print(
                 fragment, end="", markup=False, highlight=False, soft_wrap=True
@@ -322,10 +345,18 @@ def run_conversation(
         if not turn.streamed:
             console.print(turn.reply, markup=False, highlight=False, soft_wrap=True, end="")
         console.print()
-        console.print(
-            f"[dim]{turn.latency_s:.2f}s · {turn.input_tokens} in / {turn.output_tokens} out "
-            f"tokens · turn {turn.turn} · {turn.url}[/]"
-        )
+        console.print(f"[dim]{stats_line(turn)}[/]")
+        if turn.url != replica:
+            console.print(f"[dim]{_INDENT}(answered by {escape(turn.url)})[/]")
+            replica = turn.url
+
+
+def stats_line(turn: ChatTurn) -> str:
+    """``turn 1 · 412 ms · 38 in / 9 out tokens``, indented under the reply."""
+    return (
+        f"{_INDENT}turn {turn.turn} · {turn.latency_s * 1000:.0f} ms · "
+        f"{turn.input_tokens} in / {turn.output_tokens} out tokens"
+    )
 
 
 def _print_history(session: dict[str, Any], console: Console) -> None:
@@ -343,7 +374,9 @@ def chat(
         list[str] | None,
         typer.Option(
             "--url",
-            help="A replica's base URL; repeat for failover (default: the replicas of keel up).",
+            help="A replica's base URL; repeat for failover (default: up.base_port and "
+            "up.replicas when set, else the replicas of the keel up stack in the data "
+            "directory, else 8081 and 8082).",
         ),
     ] = None,
     user: Annotated[str, typer.Option("--user", help="Your user id on the server.")] = "me",
@@ -355,10 +388,11 @@ def chat(
 
     Type /quit (or press Ctrl-D) to leave, /history to see the session so far.
     """
-    targets = urls or _default_urls(ctx)
+    stack = LocalStack.from_settings(load_cli_settings(ctx))
+    targets, source = stack.replica_urls(urls)
     console = stdout_console()
     with httpx.Client(timeout=_TIMEOUT, trust_env=False) as client:
-        chat_client = ChatClient(urls=targets, client=client)
+        chat_client = ChatClient(urls=targets, client=client, urls_source=source)
         if session is None:
             session_id = chat_client.start_session(user)
             console.print(f"[dim]session {session_id} on {chat_client.url} · /quit to leave[/]")
@@ -372,18 +406,8 @@ def chat(
         code = run_conversation(
             chat_client,
             session_id,
-            ask=lambda: Prompt.ask("[bold cyan]you[/]", console=console),
+            ask=lambda: _UserPrompt.ask("[bold cyan]you[/]", console=console),
             console=console,
         )
     if code:
         raise typer.Exit(code)
-
-
-def _default_urls(ctx: typer.Context) -> list[str]:
-    settings = load_cli_settings(ctx).settings
-    host = settings.server.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    return [
-        f"http://{host}:{settings.up.base_port + index}" for index in range(settings.up.replicas)
-    ]

@@ -87,7 +87,10 @@ def show(
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="keel.yaml to read (overrides the global --config)."),
+        typer.Option(
+            "--config",
+            help="keel.yaml to read; wins over the global keel --config and KEEL_CONFIG.",
+        ),
     ] = None,
 ) -> None:
     """Print every effective setting and the layer it came from (default, file, env, flags).

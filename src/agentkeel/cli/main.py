@@ -51,7 +51,11 @@ def _global_options(
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Directory for state and logs (default ./.keel)."),
+        typer.Option(
+            "--data-dir",
+            help="Directory of state, logs and the local stack's credentials "
+            "(default: KEEL_DATA_DIR, else ./.keel).",
+        ),
     ] = None,
 ) -> None:
     ctx.obj = CliState(config_path=config, data_dir=data_dir)

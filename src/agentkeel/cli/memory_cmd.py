@@ -5,9 +5,10 @@
     keel memory quarantine list|replay       events a restore moved aside (admin)
     keel snapshot create|list|verify|restore|prune                       (admin)
 
-Every command takes ``--url`` (default http://127.0.0.1:8788), ``--token-file``
-and ``--json``. Without ``--token-file`` the token comes from the settings:
-the memory admin token file, then the memory client's token file. Tables go
+Every command takes ``--url``, ``--token-file`` and ``--json``. Without them the
+URL and the token come from the settings, else from the local stack that
+``keel up`` describes in its data directory (``cli/stack.py``): right after
+``keel up`` every command works as is, whatever ports it was given. Tables go
 to stdout, spinners to stderr, so ``--json`` output stays clean for scripts.
 A failed integrity check or verification exits 1, like any other error.
 """
@@ -33,8 +34,9 @@ from agentkeel.cli.output import (
     stderr_console,
     stdout_console,
 )
-from agentkeel.errors import InvalidRequest, SecretError
-from agentkeel.memory.api_client import DEFAULT_URL, MemoryApiClient
+from agentkeel.cli.stack import LocalStack
+from agentkeel.errors import InvalidRequest, MemoryUnavailable
+from agentkeel.memory.api_client import MemoryApiClient
 
 _T = TypeVar("_T")
 
@@ -63,14 +65,19 @@ snapshot_app = typer.Typer(
 memory_app.add_typer(quarantine_app, name="quarantine")
 
 UrlOption = Annotated[
-    str, typer.Option("--url", help="The memory server's base URL.", show_default=True)
+    str | None,
+    typer.Option(
+        "--url",
+        help="The memory server's base URL (default: memory_client.url, else the memory "
+        "server of the keel up stack in the data directory, else http://127.0.0.1:8788).",
+    ),
 ]
 TokenFileOption = Annotated[
     Path | None,
     typer.Option(
         "--token-file",
-        help="File holding the bearer token (default: the memory admin token file, then "
-        "memory_client.token_file, from the settings).",
+        help="File holding the bearer token (default: the token files the settings name, "
+        "else the keel up stack's admin_token in the data directory).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -82,52 +89,40 @@ TagOption = Annotated[
 # -- plumbing ---------------------------------------------------------------------------
 
 
-def _token_path(ctx: typer.Context, token_file: Path | None) -> Path:
-    """The token file given, or the first one the settings name that exists."""
-    if token_file is not None:
-        if not token_file.is_file():
-            raise SecretError(f"--token-file {token_file} does not exist; pass a file that does.")
-        return token_file
-    settings = load_cli_settings(ctx).settings
-    from agentkeel.memory.serve import memory_settings_for
-
-    memory = memory_settings_for(settings)
-    client = settings.memory_client
-    candidates: list[Path] = []
-    if memory.admin_token_file is not None:
-        candidates.append(memory.admin_token_file)
-    if memory.secrets_dir is not None:
-        candidates.append(memory.secrets_dir / memory.admin_token_secret)
-    if client.token_file is not None:
-        candidates.append(client.token_file)
-    if settings.secrets_dir is not None:
-        candidates.append(settings.secrets_dir / client.token_secret)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates) or "none configured"
-    raise SecretError(
-        f"no memory token file found (tried: {tried}). Pass --token-file FILE: the admin "
-        "token for snapshot, integrity and quarantine commands, or a namespace token."
-    )
-
-
 def _call(
     ctx: typer.Context,
-    url: str,
+    url: str | None,
     token_file: Path | None,
     call: Callable[[MemoryApiClient], Awaitable[_T]],
     *,
     timeout_s: float = SHORT_TIMEOUT_S,
 ) -> _T:
-    """Run ``call`` against the memory server with a fresh client, from sync code."""
-    path = _token_path(ctx, token_file)
+    """Run ``call`` against the memory server with a fresh client, from sync code.
+
+    The URL and token come from the flags, else the settings, else the local stack
+    (``cli/stack.py``); a server that cannot be reached is reported with where its
+    URL came from.
+    """
+    stack = LocalStack.from_settings(load_cli_settings(ctx))
+    path = stack.memory_token_file(token_file)
+    target = stack.memory_url(url)
 
     async def run() -> _T:
-        async with MemoryApiClient(base_url=url, token_file=path, timeout_s=timeout_s) as api:
+        async with MemoryApiClient(
+            base_url=target.value, token_file=path, timeout_s=timeout_s
+        ) as api:
             return await call(api)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except MemoryUnavailable as exc:
+        if target.source == "--url":
+            raise
+        raise MemoryUnavailable(
+            f"{exc.message} The URL is from {target.source}; start keel up, or pass --url "
+            "with the memory server's address.",
+            retry_after=exc.retry_after,
+        ) from exc
 
 
 @contextmanager
@@ -203,7 +198,7 @@ def search(
         str | None, typer.Option(help="Created at or before: ISO 8601 or epoch seconds.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Results at most.")] = 20,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -242,7 +237,7 @@ def search(
 def get(
     ctx: typer.Context,
     memory_id: Annotated[str, typer.Argument(help="The memory's id.")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -282,7 +277,7 @@ def put(
     memory_id: Annotated[
         str | None, typer.Option("--id", help="The id to use (default: a new one).")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -328,7 +323,7 @@ def delete(
     version: Annotated[
         int | None, typer.Option(min=1, help="Only if the memory is still at this version.")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -344,7 +339,7 @@ def delete(
 @exits_on_keel_error
 def integrity(
     ctx: typer.Context,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -388,7 +383,7 @@ def _verdict(ok: bool, problem: str | None) -> str:
 def quarantine_list(
     ctx: typer.Context,
     events: Annotated[bool, typer.Option("--events", help="Show each quarantined event.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -438,12 +433,14 @@ def quarantine_list(
 def quarantine_replay(
     ctx: typer.Context,
     quarantine_id: Annotated[str, typer.Argument(help="The quarantine's id (from list).")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply a quarantine's events again as new events; ones the state no longer allows
-    are skipped and listed."""
+    """Apply a quarantine's events again, as new events.
+
+    Events the current state no longer allows are skipped and listed.
+    """
     with _working("Replaying the quarantined events…", quiet=as_json):
         result = _call(
             ctx,
@@ -504,7 +501,7 @@ def snapshot_create(
     kind: Annotated[
         str, typer.Option(help="deploy, daily, weekly or manual (retention keeps by kind).")
     ] = "manual",
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -530,7 +527,7 @@ def snapshot_create(
 @exits_on_keel_error
 def snapshot_list(
     ctx: typer.Context,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -558,12 +555,14 @@ def snapshot_verify(
             "--deep", help="Also walk the hash chain and compare with a replay of the log."
         ),
     ] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the file's checksum and restore it into a scratch store (--deep: also
-    compare it with a replay of the log). Exits 1 when any check fails."""
+    """Check a snapshot's checksum and restore it into a scratch store.
+
+    --deep also compares it with a replay of the log. Exits 1 when any check fails.
+    """
     with _working(f"Verifying {snapshot_id}…", quiet=as_json):
         outcome = _call(
             ctx,
@@ -616,7 +615,7 @@ def snapshot_restore(
         ),
     ] = True,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -674,12 +673,16 @@ def snapshot_prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; remove nothing.")
     ] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply the retention policy: keep the newest deploy, daily and weekly snapshots,
-    remove the rest (files and catalog rows)."""
+    """Apply the retention policy: remove the snapshots it does not keep.
+
+    memory.retention decides: by default the newest deploy snapshot, the newest one of
+    the last 24 hours and one per week for 4 weeks stay; the rest go (files and catalog
+    rows).
+    """
     with _working("Pruning snapshots…", quiet=as_json):
         decision = _call(
             ctx,

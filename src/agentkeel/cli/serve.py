@@ -15,6 +15,13 @@ import typer
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="keel.yaml to read; wins over the global keel --config and KEEL_CONFIG."
+    ),
+]
+
 serve_app = typer.Typer(
     name="serve",
     help="Run one agentkeel service in the foreground (keel up runs them all).",
@@ -55,9 +62,7 @@ def agent(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (server.port).")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
-    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve one agent replica (HTTP API v1) until SIGTERM or Ctrl-C, which drain it first."""
     server: dict[str, Any] = {}
@@ -85,9 +90,7 @@ def memory(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (memory.port, default 8788).")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
-    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve the memory API (memories, snapshots, restore, integrity) until SIGTERM or Ctrl-C."""
     server = _host_port(host, port)
@@ -114,9 +117,7 @@ def tools(
     port: Annotated[
         int | None, typer.Option(help="Port (tools.server.port, default 9090).")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
-    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve MCP tools over streamable HTTP at /mcp until SIGTERM or Ctrl-C."""
     server = _host_port(host, port)

@@ -23,6 +23,9 @@ credentials are made on the first run with mode 0600 and reused after:
 - ``memory_tokens.yaml``: the memory server's tokens file, granting that token read
   and write on every namespace.
 
+``stack.json`` (``cli/stack.py``) describes the running stack: its services' URLs
+and ports and those credential files, so the other commands find them.
+
 Children get file paths through ``KEEL_*_FILE`` variables, never secret values.
 
 Tools: the tool server serves the memory tools (``memory_search``,
@@ -68,6 +71,7 @@ from rich.table import Table
 
 from agentkeel.cli.config_cmd import cli_state, load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_console
+from agentkeel.cli.stack import StackFile
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
 from agentkeel.ops.local_model import (
@@ -547,14 +551,25 @@ def up(
     ] = False,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where state and logs go (default ./.keel)."),
+        typer.Option(
+            "--data-dir",
+            help="Where state, logs and credentials go; wins over the global keel --data-dir "
+            "(default: KEEL_DATA_DIR, else ./.keel).",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="keel.yaml to read (overrides --config).")
+        Path | None,
+        typer.Option(
+            "--config",
+            help="keel.yaml to read; wins over the global keel --config and KEEL_CONFIG.",
+        ),
     ] = None,
 ) -> None:
-    """Start the local model, memory and tool servers and the agent replicas; supervise
-    them until Ctrl-C."""
+    """Start the local model, memory and tool servers and two agent replicas; supervise them.
+
+    Ctrl-C stops them in reverse order (the replicas drain first); a second Ctrl-C
+    kills everything at once.
+    """
     up_flags: dict[str, Any] = {}
     if replicas is not None:
         up_flags["replicas"] = replicas
@@ -586,10 +601,20 @@ def up(
         view.note(f"[yellow]note[/]      {note}")
     supervisor = Supervisor(services=specs, log_dir=data / "logs", on_event=view.on_event)
 
+    # What `keel chat`, `keel memory` and the others read to find this stack.
+    stack = StackFile(data_dir=data)
+    stack.write(
+        services={spec.name: (service_url(spec), spec.port) for spec in specs}, state="starting"
+    )
+
     def on_started() -> None:
         view.end()
+        stack.mark("running")
         view.print_services(supervisor.status(), specs, data)
 
     view.begin("Starting keel services...")
-    asyncio.run(_supervise(supervisor, view, on_started))
+    try:
+        asyncio.run(_supervise(supervisor, view, on_started))
+    finally:
+        stack.mark("stopped")
     stderr_console().print("[green]keel up stopped cleanly.[/]")

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import graphlib
 import os
 import signal
 import sys
@@ -425,28 +426,34 @@ class Supervisor:
 def dependency_levels(services: Sequence[ServiceSpec]) -> list[list[str]]:
     """Service names grouped in start order: each group depends only on earlier groups.
 
-    Raises ``ConfigError`` for duplicate names, unknown dependencies and cycles.
+    Within a group, names keep the order they were given in. Raises
+    ``ConfigError`` for duplicate names, unknown dependencies and cycles.
     """
     names = [spec.name for spec in services]
     if len(set(names)) != len(names):
         raise ConfigError(f"Service names must be unique, got {names}.")
-    pending = {spec.name: set(spec.depends_on) for spec in services}
-    for name, deps in pending.items():
-        unknown = deps - pending.keys()
+    graph = {spec.name: set(spec.depends_on) for spec in services}
+    for name, deps in graph.items():
+        unknown = deps - graph.keys()
         if unknown:
             raise ConfigError(
                 f"Service '{name}' depends on {sorted(unknown)}, which are not defined."
             )
+    sorter = graphlib.TopologicalSorter(graph)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(exc.args[1])
+        raise ConfigError(
+            f"Services depend on each other in a cycle ({cycle}); remove one of those "
+            "depends_on entries."
+        ) from exc
+    position = {name: index for index, name in enumerate(names)}
     levels: list[list[str]] = []
-    placed: set[str] = set()
-    while pending:
-        level = [name for name in names if name in pending and pending[name] <= placed]
-        if not level:
-            raise ConfigError(f"Services {sorted(pending)} depend on each other in a cycle.")
+    while sorter.is_active():
+        level = sorted(sorter.get_ready(), key=position.__getitem__)
         levels.append(level)
-        placed.update(level)
-        for name in level:
-            del pending[name]
+        sorter.done(*level)
     return levels
 
 
