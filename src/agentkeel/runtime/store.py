@@ -112,6 +112,11 @@ class SessionExpiry:
     max_duration_s: float = 0.0
 
     @property
+    def never(self) -> bool:
+        """True when neither limit is set: sessions end only when deleted."""
+        return self.idle_timeout_s <= 0 and self.max_duration_s <= 0
+
+    @property
     def idle_s(self) -> float:
         """The idle timeout, with ``NEVER_S`` standing for none (for SQL)."""
         return self.idle_timeout_s if self.idle_timeout_s > 0 else NEVER_S
