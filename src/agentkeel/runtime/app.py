@@ -49,8 +49,8 @@ from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.guards import ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
-from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
+from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
 from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent

@@ -204,8 +204,7 @@ class AgentMetrics:
         )
         self.sessions_ended = Counter(
             "agent_sessions_ended_total",
-            "Session ends this replica recorded, by reason (deleted, idle_timeout, "
-            "max_duration).",
+            "Session ends this replica recorded, by reason (deleted, idle_timeout, max_duration).",
             ["agent", "reason"],
             registry=registry,
         )

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from agentkeel.errors import Conflict, InvalidRequest, NotFound, SessionEnded
@@ -26,12 +26,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "SESSION_COLUMNS",
     "TURN_COLUMNS",
+    "USER_BUDGET_DAY_CHARS",
     "TurnCache",
     "append_refused",
     "check_budget_amounts",
-    "session_budget_keys",
-    "user_budget_prefix",
-    "USER_BUDGET_DAY_CHARS",
     "decode_message",
     "decode_messages",
     "decode_tool_call",
@@ -46,15 +44,17 @@ __all__ = [
     "loads",
     "open_session_from_row",
     "rewind_target_missing",
+    "session_budget_keys",
     "session_ended",
     "session_exists",
     "session_from_row",
-    "session_values",
     "session_not_found",
+    "session_values",
     "turn_exists",
     "turn_from_row",
     "turn_head_moved",
     "turn_values",
+    "user_budget_prefix",
 ]
 
 SCHEMA_VERSION = 2

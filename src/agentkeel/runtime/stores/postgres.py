@@ -337,9 +337,7 @@ class PostgresSessionStore:
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
 
-    async def count_live_sessions(
-        self, expiry: SessionExpiry, *, now: float
-    ) -> list[LiveSessions]:
+    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
         """Sessions neither ended nor expired at ``now``, by version and last replica."""
         async with self._db.connection() as conn:
             cursor = await conn.execute(_LIVE_SQL, _expiry_params(expiry, now))

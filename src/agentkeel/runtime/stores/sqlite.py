@@ -312,9 +312,7 @@ class SqliteSessionStore:
         """Sessions not yet ended (idle ones the sweeper has not ended yet included)."""
         return await self._run(_count_active_sessions)
 
-    async def count_live_sessions(
-        self, expiry: SessionExpiry, *, now: float
-    ) -> list[LiveSessions]:
+    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
         """Sessions neither ended nor expired at ``now``, by version and last replica."""
         return await self._worker.run(_count_live, _expiry_params(expiry, now))
 
