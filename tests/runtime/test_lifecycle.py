@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from agentkeel.config.layers import load_settings
+from agentkeel.errors import Unavailable
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.resilience.budget import TokenBudget
@@ -276,8 +278,6 @@ async def test_the_background_task_sweeps_and_purges_on_its_intervals(
     async def fake_sweep() -> int:
         calls.append("sweep")
         if len(calls) == 1:
-            from agentkeel.errors import Unavailable
-
             raise Unavailable("store down")
         return 0
 
@@ -545,6 +545,4 @@ def test_expiry_is_the_earlier_of_idle_and_maximum_duration() -> None:
 
 
 def _day(timestamp: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
