@@ -12,6 +12,7 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     │   ├── InputTooLarge (413)
     │   └── InvalidRequest (422)
     ├── NotFound (404)
+    ├── SessionEnded (410)             a turn or change on a session that has ended
     ├── Unauthorized (401) / Forbidden (403)
     ├── Conflict (409)
     │   └── TurnInProgress (409)
@@ -81,6 +82,14 @@ class InputTooLarge(RequestError):
 class NotFound(KeelError):
     code = "not_found"
     status = 404
+
+
+class SessionEnded(KeelError):
+    """The session has ended (deleted, idle past the timeout, or past its maximum
+    duration) and takes no more turns; the message says when and why."""
+
+    code = "session_ended"
+    status = 410
 
 
 class Unauthorized(KeelError):

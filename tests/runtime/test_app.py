@@ -227,7 +227,8 @@ async def test_later_turns_see_earlier_turns_as_context(serve: ServerFactory) ->
 
 
 async def test_end_session(serve: ServerFactory) -> None:
-    """DELETE ends a session: later turns and a second DELETE get 404; metrics record it."""
+    """DELETE ends a session: later turns and a second DELETE get 410 session_ended saying
+    it was deleted; metrics record it; GET still returns it with ended_at and end_reason."""
     server = await serve()
     session_id = await server.session()
     assert server.metric("agent_active_sessions") == 1.0
@@ -236,16 +237,20 @@ async def test_end_session(serve: ServerFactory) -> None:
     assert ended.status_code == 200
     assert ended.json()["turn_count"] == 1
     assert ended.json()["ended_at"] is not None
+    assert ended.json()["end_reason"] == "deleted"
     after = await server.say(session_id, "still there?")
-    assert after.status_code == 404
-    assert "has ended" in error_of(after)["message"]
+    assert after.status_code == 410
+    assert error_of(after)["code"] == "session_ended"
+    assert "because it was deleted" in error_of(after)["message"]
     again = await server.client.delete(f"/v1/sessions/{session_id}")
-    assert again.status_code == 404
+    assert again.status_code == 410
     assert server.metric("agent_active_sessions") == 0.0
     assert server.metric("agent_turns_per_session_sum", agent="default") == 1.0
     assert server.metric("agent_session_duration_seconds_count", agent="default") == 1.0
+    assert server.metric("agent_sessions_ended_total", agent="default", reason="deleted") == 1.0
     fetched = (await server.client.get(f"/v1/sessions/{session_id}")).json()
     assert fetched["ended_at"] is not None
+    assert fetched["end_reason"] == "deleted"
 
 
 # -- bad requests ---------------------------------------------------------------------

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agentkeel.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
+from agentkeel.errors import (
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    SessionEnded,
+    Unavailable,
+)
 from agentkeel.models.types import ChatMessage, ToolCall, Usage
 from agentkeel.runtime.store import (
     BudgetLedger,
@@ -81,11 +88,14 @@ async def append_chain(store: SessionStore, count: int, session_id: str = "s1") 
 
 
 async def test_created_session_reads_back_unchanged(session_store: SessionBackend) -> None:
-    """A created session reads back field for field, and an unknown id reads as None."""
-    session = make_session()
+    """A created session reads back field for field (its last activity is its creation),
+    and an unknown id reads as None."""
+    session = make_session(replica="replica-1")
     await session_store.create_session(session)
 
-    assert await session_store.get_session("s1") == session
+    assert await session_store.get_session("s1") == dataclasses.replace(
+        session, last_active_at=session.created_at
+    )
     assert await session_store.get_session("nope") is None
 
 
@@ -111,14 +121,18 @@ async def test_count_active_sessions_leaves_out_ended_ones(session_store: Sessio
 
 
 async def test_end_session_happens_once(session_store: SessionBackend) -> None:
-    """end_session sets ended_at once; again, or for an unknown id, it returns False."""
+    """end_session sets ended_at and the reason once and returns the ended session; again,
+    or for an unknown id, it returns None and changes nothing."""
     await session_store.create_session(make_session())
 
-    assert await session_store.end_session("s1", 1_700_000_500.0) is True
-    assert await session_store.end_session("s1", 1_700_000_999.0) is False
-    assert await session_store.end_session("nope", 1_700_000_999.0) is False
+    ended = await session_store.end_session("s1", 1_700_000_500.0)
+    assert ended is not None
+    assert (ended.ended_at, ended.end_reason) == (1_700_000_500.0, "deleted")
+    assert await session_store.end_session("s1", 1_700_000_999.0, "idle_timeout") is None
+    assert await session_store.end_session("nope", 1_700_000_999.0) is None
     stored = await session_store.get_session("s1")
-    assert stored is not None and stored.ended_at == 1_700_000_500.0
+    assert stored is not None
+    assert (stored.ended_at, stored.end_reason) == (1_700_000_500.0, "deleted")
 
 
 # --- turns ------------------------------------------------------------------
@@ -287,15 +301,17 @@ async def test_rewind_of_an_unknown_session_is_not_found(session_store: SessionB
 
 
 async def test_an_ended_session_refuses_turns(session_store: SessionBackend) -> None:
-    """After end_session, append_turn raises NotFound and stores nothing."""
+    """After end_session, append_turn raises SessionEnded (when and why) and stores nothing."""
     await session_store.create_session(make_session())
-    await session_store.end_session("s1", 1_700_000_500.0)
+    await session_store.end_session("s1", 1_700_000_500.0, "idle_timeout")
 
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(SessionEnded) as caught:
         await session_store.append_turn(make_turn(1, 0))
 
-    assert caught.value.code == "session_not_found"
-    assert "ended" in caught.value.message
+    assert caught.value.code == "session_ended"
+    assert caught.value.status == 410
+    assert "2023-11-14T22:21:40+00:00" in caught.value.message
+    assert "idle_timeout" in caught.value.message
     assert await session_store.list_turns("s1") == []
 
 

@@ -291,12 +291,15 @@ def run_conversation(
     *,
     ask: Callable[[], str],
     console: Console,
+    restart: Callable[[], str] | None = None,
 ) -> int:
     """The prompt loop: ask, send, print; ``/quit`` or Ctrl-D ends it. Returns the exit code.
 
     A turn refused for a reason the user can act on (a limit, a bad input)
     prints its message and the conversation goes on; when no replica answers
-    at all the loop ends with exit code 1. Output reads like the README's sample::
+    at all the loop ends with exit code 1. When the session has ended (idle too
+    long), ``restart`` starts a new one and the conversation goes on in it.
+    Output reads like the README's sample::
 
         you> What is the capital of France?
         agent> The capital of France is Paris.
@@ -341,6 +344,9 @@ def run_conversation(
         except KeelError as exc:
             console.print()
             print_error(exc)
+            if exc.code == "session_ended" and restart is not None:
+                session_id = restart()
+                console.print(f"[dim]started a new session {session_id}; send it again[/]")
             continue
         if not turn.streamed:
             console.print(turn.reply, markup=False, highlight=False, soft_wrap=True, end="")
@@ -408,6 +414,7 @@ def chat(
             session_id,
             ask=lambda: _UserPrompt.ask("[bold cyan]you[/]", console=console),
             console=console,
+            restart=lambda: chat_client.start_session(user),
         )
     if code:
         raise typer.Exit(code)

@@ -23,6 +23,7 @@ from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.serve import serve_app
+from agentkeel.cli.sessions_cmd import sessions_app
 
 app = typer.Typer(
     name="keel",
@@ -77,6 +78,7 @@ config_app.command(
 app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(sessions_app, name="sessions")
 
 
 @app.command("version", epilog="Example: keel version")

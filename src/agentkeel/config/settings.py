@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
+from agentkeel.config.sessions import SessionSettings
 from agentkeel.tools.settings import ToolsSettings
 
 
@@ -189,6 +190,7 @@ class KeelSettings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     up: UpSettings = Field(default_factory=UpSettings)

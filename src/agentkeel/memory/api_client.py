@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -293,6 +294,13 @@ class MemoryApiClient:
             )
             for item in data["results"]
         ]
+
+    async def delete_namespace(self, namespace: str) -> dict[str, Any]:
+        """``DELETE /v1/namespaces/{namespace}``: ``{namespace, deleted, seq}``; every
+        memory in it is deleted (the log keeps their history). 0 for an empty one."""
+        if not namespace or namespace.startswith("/"):
+            raise InvalidRequest(f"{namespace!r} is not a namespace; give its full name.")
+        return await self.request("DELETE", f"/v1/namespaces/{quote(namespace, safe='/:@')}")
 
     # --- operations (admin token) ---------------------------------------------
 

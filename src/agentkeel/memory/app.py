@@ -6,6 +6,7 @@
     PATCH  /v1/memories/{id}         update (optimistic ``version``)
     DELETE /v1/memories/{id}         delete (optional ``?version=``)
     POST   /v1/memories:batch        several ops, all or none
+    DELETE /v1/namespaces/{namespace} delete every memory in it (write access to it)
     GET    /v1/integrity             hash chain + state check            (admin)
     POST   /v1/restore               point in time: snapshot_id | at | seq (admin)
     GET    /v1/quarantine            events moved aside by restores      (admin)
@@ -60,6 +61,7 @@ from agentkeel.memory.store import (
     WriteResult,
 )
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.telemetry.audit import audit
 from agentkeel.telemetry.metrics import HttpMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.web.bodies import parse_body
@@ -311,6 +313,9 @@ def create_app(
         Route("/v1/memories/{memory_id}", endpoint(api.get), methods=["GET"]),
         Route("/v1/memories/{memory_id}", endpoint(api.update), methods=["PATCH"]),
         Route("/v1/memories/{memory_id}", endpoint(api.delete), methods=["DELETE"]),
+        Route(
+            "/v1/namespaces/{namespace:path}", endpoint(api.delete_namespace), methods=["DELETE"]
+        ),
         Route("/v1/integrity", endpoint(api.integrity), methods=["GET"]),
         Route("/v1/restore", endpoint(api.restore), methods=["POST"]),
         Route("/v1/quarantine", endpoint(api.quarantine_list), methods=["GET"]),
@@ -482,6 +487,35 @@ class _Routes:
         return JSONResponse(
             {"deleted": item.memory_id, "seq": item.seq, "replayed": result.replayed}
         )
+
+    async def delete_namespace(self, request: Request) -> Response:
+        """Delete every memory in the namespace through the normal delete path, in
+        batches: each delete is an event in the hash-chained log, like any other."""
+        principal = self.s.principal(request)
+        with self.s.observe("delete_namespace"):
+            self.s.gate.check()
+            namespace = request.path_params["namespace"]
+            principal.require_write(namespace)
+            store = self.s.require_store()
+            deleted = 0
+            last_seq: int | None = None
+            while True:
+                hits = await store.search(SearchQuery(namespace=namespace, limit=MAX_BATCH_OPS))
+                if not hits:
+                    break
+                ops: list[WriteOp] = [
+                    DeleteMemory(memory_id=hit.memory.id, namespace=namespace) for hit in hits
+                ]
+                result = await store.write(ops)
+                deleted += len(result.items)
+                last_seq = result.items[-1].seq
+        audit(
+            "memory.delete_namespace",
+            actor=f"{principal.name}:{principal.key}",
+            namespace=namespace,
+            deleted=deleted,
+        )
+        return JSONResponse({"namespace": namespace, "deleted": deleted, "seq": last_seq})
 
     async def batch(self, request: Request) -> Response:
         principal = self.s.principal(request)

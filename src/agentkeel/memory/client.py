@@ -345,6 +345,14 @@ class MemoryClient:
 
     # --- the outbox -------------------------------------------------------------
 
+    async def delete_namespace(self, namespace: str) -> int:
+        """Delete every memory in ``namespace`` on the server now (no outbox: an erasure
+        must not wait); how many were deleted. ``MemoryUnavailable`` when it cannot be
+        reached. Used by ``keel sessions forget``."""
+        self._require_open()
+        data = await self._api.delete_namespace(namespace)
+        return int(data.get("deleted", 0))
+
     async def deliver_pending(self) -> int:
         """Deliver queued writes oldest first until none is left or one must wait;
         returns how many were delivered. The background task calls this; so can tests."""

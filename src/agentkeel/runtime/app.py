@@ -8,11 +8,15 @@ JSON is a 400 ``invalid_json``, a well-formed body with wrong fields a 422
 
 A turn runs in its own task: a client that disconnects, mid-stream or while
 waiting for JSON, does not stop it, and it is stored as usual.
+
+The session lifecycle's admin routes (``/admin/sessions/live``, ``…/prune``,
+``…/forget``) live in ``session_admin.py``; the sweeper runs in the lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -43,8 +47,10 @@ from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.guards import ModelBackend
+from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
+from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
 from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
@@ -179,6 +185,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     rate_limiter: RateLimiter | None = None,
     memory: Any | None = None,
+    run_sweeper: bool = True,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -190,6 +197,8 @@ def create_app(
     set, the ``MemoryClient`` agents get as ``turn.memory`` (its outbox is
     ``<data_dir>/memory-outbox/agent-<id>-<replica>.db``). A store or memory
     handle passed in must be open already; the caller closes what it passed.
+    ``run_sweeper=False`` leaves out the background task that ends idle sessions
+    and purges old ones (tests drive ``app.state.service.lifecycle`` instead).
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running) and,
     once started, ``service``.
@@ -280,6 +289,16 @@ def create_app(
                     user_daily_limit=guardrails.user_daily_token_budget,
                     clock=clock,
                 )
+            replica = replica_id_for(settings.server)
+            lifecycle = SessionLifecycle(
+                store=the_store,
+                settings=settings.sessions,
+                metrics=agent_metrics,
+                clock=clock,
+                replica=replica,
+                version=settings.agent.version,
+                memory=the_memory,
+            )
             service = AgentService(
                 agent=the_agent,
                 agent_id=settings.agent.id,
@@ -295,8 +314,13 @@ def create_app(
                 rate_limiter=limiter,
                 drain=drain,
                 memory=the_memory,
+                replica=replica,
+                lifecycle=lifecycle,
             )
-            await service.refresh_active_sessions()
+            await lifecycle.refresh_gauges()
+            if run_sweeper and lifecycle.tick_s > 0:
+                sweeper = asyncio.get_running_loop().create_task(lifecycle.run())
+                stack.push_async_callback(_cancel, sweeper)
             runtime.service = service
             app.state.service = service
             logger.info(
@@ -320,7 +344,7 @@ def create_app(
         ),
         Route("/health", _endpoint(_health(runtime)), methods=["GET"]),
         Route("/ready", _endpoint(_ready(runtime)), methods=["GET"]),
-        Route("/metrics", _metrics(registry), methods=["GET"]),
+        Route("/metrics", _metrics(runtime, registry), methods=["GET"]),
         Route("/v1/sessions", _endpoint(_create_session(runtime)), methods=["POST"]),
         Route("/v1/sessions/{session_id}", _endpoint(_get_session(runtime)), methods=["GET"]),
         Route("/v1/sessions/{session_id}", _endpoint(_end_session(runtime)), methods=["DELETE"]),
@@ -331,6 +355,9 @@ def create_app(
             methods=["POST"],
         ),
         Route("/admin/drain", _endpoint(_admin_drain(runtime, secrets)), methods=["POST"]),
+        *session_admin_routes(
+            runtime.require_service, check_admin=lambda r: _check_admin(r, settings, secrets)
+        ),
     ]
     app = Starlette(
         routes=routes,
@@ -399,6 +426,12 @@ async def _check_tools(client: GuardedToolsClient, settings: KeelSettings) -> No
         )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _finish_tasks(runtime: _Runtime, *, limit_s: float) -> None:
     """Let turns still running (a streaming client went away) commit before the
     store closes; cancel them after ``limit_s`` seconds."""
@@ -457,8 +490,14 @@ def _ready(runtime: _Runtime) -> Endpoint:
     return ready
 
 
-def _metrics(registry: CollectorRegistry) -> Endpoint:
+def _metrics(runtime: _Runtime, registry: CollectorRegistry) -> Endpoint:
     async def metrics(request: Request) -> Response:
+        service = runtime.service
+        if service is not None:
+            try:
+                await service.lifecycle.refresh_if_stale()
+            except KeelError as exc:
+                logger.warning("live-session gauges not refreshed: %s", exc.message)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return metrics
@@ -503,6 +542,7 @@ def _end_session(runtime: _Runtime) -> Endpoint:
             {
                 "session_id": session.session_id,
                 "ended_at": _iso(session.ended_at) if session.ended_at else None,
+                "end_reason": session.end_reason,
                 "turn_count": session.turn_count,
             }
         )
@@ -689,6 +729,8 @@ def _session_json(session: SessionRecord, turns: list[TurnRecord]) -> dict[str, 
         "version": session.version,
         "created_at": _iso(session.created_at),
         "ended_at": _iso(session.ended_at) if session.ended_at is not None else None,
+        "end_reason": session.end_reason,
+        "last_active_at": _iso(session.active_at),
         "metadata": dict(session.metadata),
         "head": session.head,
         "turn_count": session.turn_count,

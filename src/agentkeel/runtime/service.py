@@ -5,6 +5,10 @@ session's lock (one turn at a time per session), check the turn limit, load
 the context, give the agent a ``Turn`` with guarded handles, and commit one
 ``TurnRecord`` whose parent is the session's head. The turn is acknowledged
 only after the store has it; a turn that fails stores nothing.
+
+A session that has ended (deleted, idle, past its maximum duration; see
+``lifecycle.py``) refuses turns, rewinds and a second DELETE with 410
+``session_ended``, saying when and why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.settings import GuardrailSettings
 from agentkeel.errors import (
     Conflict,
@@ -25,6 +30,7 @@ from agentkeel.errors import (
     InvalidRequest,
     KeelError,
     NotFound,
+    SessionEnded,
     TurnInProgress,
     TurnLimitReached,
 )
@@ -41,6 +47,7 @@ from agentkeel.runtime.guards import (
     StepLimitReached,
     TurnLog,
 )
+from agentkeel.runtime.lifecycle import SessionLifecycle
 from agentkeel.runtime.store import (
     FeedbackRecord,
     SessionRecord,
@@ -142,6 +149,9 @@ class AgentService:
     """Sessions and turns for one agent, on a shared store.
 
     Every collaborator is passed in; ``create_app`` builds them from settings.
+    ``replica`` names this process in the store (the session's last replica);
+    ``lifecycle`` ends, counts and purges sessions (default: the built-in
+    ``SessionSettings`` over the same store, metrics and clock).
     """
 
     def __init__(
@@ -161,6 +171,8 @@ class AgentService:
         rate_limiter: RateLimiter | None = None,
         drain: DrainState | None = None,
         memory: Any | None = None,
+        replica: str = "local",
+        lifecycle: SessionLifecycle | None = None,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -176,6 +188,16 @@ class AgentService:
         self.rate_limiter = rate_limiter
         self.drain = drain or DrainState(metrics=metrics, clock=clock)
         self.memory = memory
+        self.replica = replica
+        self.lifecycle = lifecycle or SessionLifecycle(
+            store=store,
+            settings=SessionSettings(),
+            metrics=metrics,
+            clock=clock,
+            replica=replica,
+            version=version,
+            memory=memory,
+        )
         self._locks = _SessionLocks()
 
     # -- sessions -------------------------------------------------------------
@@ -185,13 +207,16 @@ class AgentService:
     ) -> SessionRecord:
         """Start a session for ``user_id``. Raises ``Draining`` while draining."""
         self.drain.check()
+        now = self.clock.time()
         record = SessionRecord(
             session_id=uuid.uuid4().hex,
             user_id=user_id,
             agent_id=self.agent_id,
             version=self.version,
-            created_at=self.clock.time(),
+            created_at=now,
             metadata=dict(metadata or {}),
+            last_active_at=now,
+            replica=self.replica,
         )
         await self.store.create_session(record)
         await self.refresh_active_sessions()
@@ -202,30 +227,23 @@ class AgentService:
         return record
 
     async def get_session(self, session_id: str) -> tuple[SessionRecord, list[TurnRecord]]:
-        """The session and all its stored turns (rewound ones included)."""
+        """The session and all its stored turns (rewound ones included); an ended one
+        too, with ``ended_at`` and ``end_reason``, until it is purged."""
         session = await self.store.get_session(session_id)
         if session is None:
             raise _unknown_session(session_id)
+        session = await self.lifecycle.end_if_expired(session)
         return session, await self.store.list_turns(session_id)
 
     async def end_session(self, session_id: str) -> SessionRecord:
-        """End a session; later turns on it get 404."""
-        session = await self._active_session(session_id)
-        now = self.clock.time()
-        if not await self.store.end_session(session_id, now):
-            raise _unknown_session(session_id)
-        self.metrics.session_duration.labels(self.agent_id).observe(
-            max(0.0, now - session.created_at)
-        )
-        self.metrics.turns_per_session.labels(self.agent_id).observe(session.turn_count)
+        """End a session (reason ``deleted``); later turns on it get 410 ``session_ended``,
+        as does a DELETE of a session that had already ended."""
+        await self._active_session(session_id)
+        ended = await self.lifecycle.end_deleted(session_id)
+        if ended is None:
+            raise await self._ended_error(session_id)
         await self.refresh_active_sessions()
-        logger.info(
-            "session ended after %d turn(s)",
-            session.turn_count,
-            extra={"session_id": session_id, "agent_id": self.agent_id},
-        )
-        ended = await self.store.get_session(session_id)
-        return ended or session
+        return ended
 
     async def rewind(self, session_id: str, turn: int) -> SessionRecord:
         """Move the session's head back to ``turn`` (0 = before the first turn); the
@@ -421,9 +439,13 @@ class AgentService:
             completed_at=self.clock.time(),
             version=self.version,
             correlation_id=correlation_id,
+            replica=self.replica,
         )
         try:
             await self.store.append_turn(record)
+        except SessionEnded as exc:
+            # Another replica recorded its end while this turn ran.
+            raise await self._ended_error(session_id) from exc
         except Conflict as exc:
             raise Conflict(
                 f"Turn {number} of session '{session_id}' was not stored: another turn or a "
@@ -471,14 +493,21 @@ class AgentService:
         return reply
 
     async def _active_session(self, session_id: str) -> SessionRecord:
+        """The session if it takes changes; 404 if unknown, 410 if it has ended (an
+        expired one is ended here first)."""
         session = await self.store.get_session(session_id)
         if session is None:
             raise _unknown_session(session_id)
+        session = await self.lifecycle.end_if_expired(session)
         if session.ended_at is not None:
-            raise NotFound(
-                f"Session '{session_id}' has ended and takes no more turns. Start a new session."
-            )
+            raise self.lifecycle.ended_error(session)
         return session
+
+    async def _ended_error(self, session_id: str) -> KeelError:
+        session = await self.store.get_session(session_id)
+        if session is None:
+            return _unknown_session(session_id)
+        return self.lifecycle.ended_error(session)
 
 
 def _unknown_session(session_id: str) -> NotFound:

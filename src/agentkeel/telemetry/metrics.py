@@ -184,7 +184,33 @@ class AgentMetrics:
         )
         self.active_sessions = Gauge(
             "agent_active_sessions",
-            "Sessions started on this replica and not yet ended.",
+            "Sessions in the shared store whose end is not recorded yet (idle ones the "
+            "sweeper has not ended yet included).",
+            registry=registry,
+        )
+        self.live_sessions = Gauge(
+            "agent_live_sessions",
+            "Live sessions (not ended, not idle, not past their maximum duration) in the "
+            "shared store, by the version that started them; every replica reports the same "
+            "figure, so aggregate with max, not sum.",
+            ["version"],
+            registry=registry,
+        )
+        self.replica_live_sessions = Gauge(
+            "agent_replica_live_sessions",
+            "Live sessions whose latest turn (or creation) this replica served; sums to the "
+            "live total across replicas.",
+            registry=registry,
+        )
+        self.sessions_ended = Counter(
+            "agent_sessions_ended_total",
+            "Session ends this replica recorded, by reason (deleted, idle_timeout, max_duration).",
+            ["agent", "reason"],
+            registry=registry,
+        )
+        self.sessions_purged = Counter(
+            "agent_sessions_purged_total",
+            "Ended sessions whose transcripts this replica purged after the retention period.",
             registry=registry,
         )
         self.turns = Counter(

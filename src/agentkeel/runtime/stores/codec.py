@@ -14,17 +14,19 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from agentkeel.errors import Conflict, InvalidRequest, NotFound
+from agentkeel.errors import Conflict, InvalidRequest, NotFound, SessionEnded
 from agentkeel.models.types import ChatMessage, Role, ToolCall, Usage
-from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.runtime.store import END_REASONS, FeedbackRecord, SessionRecord, TurnRecord
 
 __all__ = [
     "FEEDBACK_COLUMNS",
     "SCHEMA_VERSION",
     "SESSION_COLUMNS",
     "TURN_COLUMNS",
+    "USER_BUDGET_DAY_CHARS",
     "TurnCache",
     "append_refused",
     "check_budget_amounts",
@@ -42,17 +44,26 @@ __all__ = [
     "loads",
     "open_session_from_row",
     "rewind_target_missing",
+    "session_budget_keys",
+    "session_ended",
     "session_exists",
     "session_from_row",
     "session_not_found",
+    "session_values",
     "turn_exists",
     "turn_from_row",
     "turn_head_moved",
     "turn_values",
+    "user_budget_prefix",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the session tables, kept in ``schema_version`` under component 'sessions'."""
+SCHEMA_VERSION = 2
+"""Version of the session tables, kept in ``schema_version`` under component 'sessions'.
+
+1: the first release. 2: sessions gain ``end_reason``, ``last_active_at`` and
+``replica`` (turns gain ``replica``); both stores add them to a version-1 file
+or database when they open it.
+"""
 
 _ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
 
@@ -144,11 +155,12 @@ def decode_usage(data: Mapping[str, Any]) -> Usage:
 JsonParser = Callable[[Any], Any]
 
 SESSION_COLUMNS = (
-    "session_id, user_id, agent_id, version, created_at, metadata, head, turn_count, ended_at"
+    "session_id, user_id, agent_id, version, created_at, metadata, head, turn_count, ended_at,"
+    " end_reason, last_active_at, replica"
 )
 TURN_COLUMNS = (
     "session_id, number, parent, content, reply, messages, usage, tool_calls,"
-    " started_at, completed_at, version, correlation_id"
+    " started_at, completed_at, version, correlation_id, replica"
 )
 FEEDBACK_COLUMNS = "session_id, score, created_at, turn, comment"
 
@@ -165,6 +177,27 @@ def session_from_row(row: Sequence[Any], *, parse: JsonParser) -> SessionRecord:
         head=row[6],
         turn_count=row[7],
         ended_at=row[8],
+        end_reason=row[9] if row[9] in END_REASONS else None,
+        last_active_at=row[10],
+        replica=row[11],
+    )
+
+
+def session_values(session: SessionRecord, metadata: Any) -> tuple[Any, ...]:
+    """A session as ``SESSION_COLUMNS`` values; ``metadata`` is its encoded JSON column."""
+    return (
+        session.session_id,
+        session.user_id,
+        session.agent_id,
+        session.version,
+        session.created_at,
+        metadata,
+        session.head,
+        session.turn_count,
+        session.ended_at,
+        session.end_reason,
+        session.active_at,
+        session.replica,
     )
 
 
@@ -183,6 +216,7 @@ def turn_values(turn: TurnRecord) -> tuple[Any, ...]:
         turn.completed_at,
         turn.version,
         turn.correlation_id,
+        turn.replica,
     )
 
 
@@ -202,6 +236,7 @@ def turn_from_row(row: Sequence[Any], *, parse: JsonParser) -> TurnRecord:
         completed_at=row[9],
         version=row[10],
         correlation_id=row[11],
+        replica=row[12],
     )
 
 
@@ -257,6 +292,15 @@ class TurnCache:
         chain.reverse()
         return chain
 
+    def discard_sessions(self, session_ids: Iterable[str]) -> None:
+        """Forget every cached turn of these sessions (they were purged or forgotten)."""
+        gone = set(session_ids)
+        if not gone:
+            return
+        with self._lock:
+            for key in [key for key in self._turns if key[0] in gone]:
+                del self._turns[key]
+
     def put(self, turn: TurnRecord) -> None:
         """Remember a stored turn, dropping the least recently used beyond the limit."""
         if self._max_turns <= 0:
@@ -279,13 +323,21 @@ def feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
 # --- Errors -----------------------------------------------------------------
 
 
-def session_not_found(session_id: str, *, ended: bool) -> NotFound:
-    """The session is unknown, or ended and so closed to changes."""
-    if ended:
-        return NotFound(
-            f"session {session_id!r} has ended and takes no more turns; start a new session",
-            code="session_not_found",
-        )
+def session_ended(session_id: str, ended_at: float | None, reason: str | None) -> SessionEnded:
+    """The session has ended and so is closed to changes."""
+    when = "" if ended_at is None else f" at {_iso(ended_at)}"
+    why = f" ({reason})" if reason else ""
+    return SessionEnded(
+        f"session {session_id!r} ended{when}{why} and takes no more turns; start a new session"
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
+def session_not_found(session_id: str) -> NotFound:
+    """The session is unknown."""
     return NotFound(
         f"session {session_id!r} does not exist in the session store; "
         "check the id or start a new session",
@@ -297,17 +349,23 @@ def open_session_from_row(
     row: Sequence[Any] | None, session_id: str, *, parse: JsonParser
 ) -> SessionRecord:
     """A ``SESSION_COLUMNS`` row as a session that takes changes; ``NotFound`` if the row
-    is missing or the session has ended."""
-    if row is None or row[8] is not None:
-        raise session_not_found(session_id, ended=row is not None)
+    is missing, ``SessionEnded`` if the session has ended."""
+    if row is None:
+        raise session_not_found(session_id)
+    if row[8] is not None:
+        raise session_ended(session_id, row[8], row[9])
     return session_from_row(row, parse=parse)
 
 
-def append_refused(turn: TurnRecord, row: Sequence[Any] | None) -> NotFound | Conflict:
-    """Why a turn was not appended, given the session's ``(head, ended_at)`` row (None if
-    there is no such session): it is unknown or ended, or its head moved."""
-    if row is None or row[1] is not None:
-        return session_not_found(turn.session_id, ended=row is not None)
+def append_refused(
+    turn: TurnRecord, row: Sequence[Any] | None
+) -> NotFound | SessionEnded | Conflict:
+    """Why a turn was not appended, given the session's ``(head, ended_at, end_reason)``
+    row (None if there is no such session): it is unknown or ended, or its head moved."""
+    if row is None:
+        return session_not_found(turn.session_id)
+    if row[1] is not None:
+        return session_ended(turn.session_id, row[1], row[2])
     return turn_head_moved(turn, row[0])
 
 
@@ -353,6 +411,22 @@ def rewind_target_missing(session_id: str, to_turn: int, turn_count: int) -> Inv
         f"({turn_count} stored). Rewind to 0 to start over or to one of its stored turns.",
         code="invalid_rewind",
     )
+
+
+USER_BUDGET_DAY_CHARS = 10
+"""``YYYY-MM-DD``: the day at the end of a user's daily budget key."""
+
+
+def session_budget_keys(session_ids: Iterable[str]) -> list[str]:
+    """The budget-ledger keys of these sessions, as ``TokenBudget.session_key`` makes them."""
+    return [f"session:{session_id}" for session_id in session_ids]
+
+
+def user_budget_prefix(user_id: str) -> str:
+    """What every daily budget key of the user starts with (``TokenBudget.user_key``
+    is this prefix plus the day); match it with the length too, so that user 'a'
+    never matches user 'a:b'."""
+    return f"user:{user_id}:"
 
 
 def check_budget_amounts(key: str, **amounts: int) -> None:

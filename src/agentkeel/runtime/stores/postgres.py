@@ -24,7 +24,15 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from agentkeel.resilience.clock import Clock, SystemClock
-from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.runtime.store import (
+    EndReason,
+    FeedbackRecord,
+    LiveSessions,
+    RemovedCounts,
+    SessionExpiry,
+    SessionRecord,
+    TurnRecord,
+)
 from agentkeel.runtime.stores import codec
 from agentkeel.storage.postgres import Connection, PostgresPool, check_schema_version
 
@@ -44,9 +52,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata JSONB NOT NULL,
     head INTEGER NOT NULL DEFAULT 0,
     turn_count INTEGER NOT NULL DEFAULT 0,
-    ended_at DOUBLE PRECISION
+    ended_at DOUBLE PRECISION,
+    end_reason TEXT,
+    last_active_at DOUBLE PRECISION,
+    replica TEXT
 );
-CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
 CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
     number INTEGER NOT NULL,
@@ -60,6 +70,7 @@ CREATE TABLE IF NOT EXISTS turns (
     completed_at DOUBLE PRECISION NOT NULL,
     version TEXT NOT NULL,
     correlation_id TEXT,
+    replica TEXT,
     PRIMARY KEY (session_id, number)
 );
 CREATE TABLE IF NOT EXISTS session_rewinds (
@@ -69,7 +80,6 @@ CREATE TABLE IF NOT EXISTS session_rewinds (
     to_turn INTEGER NOT NULL,
     created_at DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
 CREATE TABLE IF NOT EXISTS feedback (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
@@ -78,7 +88,6 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT,
     created_at DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 CREATE TABLE IF NOT EXISTS budgets (
     key TEXT PRIMARY KEY,
     used BIGINT NOT NULL DEFAULT 0,
@@ -86,16 +95,81 @@ CREATE TABLE IF NOT EXISTS budgets (
 );
 """
 
+# Schema version 2 on tables the first release created, then the indexes the
+# sweeper, the live count, the purge and forget read through.
+_UPGRADE = """
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS end_reason TEXT,
+    ADD COLUMN IF NOT EXISTS last_active_at DOUBLE PRECISION,
+    ADD COLUMN IF NOT EXISTS replica TEXT;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS replica TEXT;
+UPDATE sessions SET last_active_at = coalesce(
+    (SELECT max(t.completed_at) FROM turns AS t WHERE t.session_id = sessions.session_id),
+    created_at
+) WHERE last_active_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_idle_idx ON sessions (last_active_at) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_age_idx ON sessions (created_at) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_ended_idx ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
+CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+"""
+
+_END_COLUMNS = """
+ended_at = LEAST(last_active_at + %(idle_s)s, created_at + %(max_s)s),
+end_reason = CASE WHEN last_active_at + %(idle_s)s <= created_at + %(max_s)s
+    THEN 'idle_timeout' ELSE 'max_duration' END
+"""
+_EXPIRED = "(last_active_at <= %(idle_cutoff)s OR created_at <= %(max_cutoff)s)"
+
+# SKIP LOCKED: replicas sweeping together take different sessions; the outer
+# ``ended_at IS NULL`` is re-checked on the locked row, so each end is recorded once.
+_END_EXPIRED_SQL = f"""
+UPDATE sessions SET {_END_COLUMNS}
+WHERE session_id IN (
+    SELECT session_id FROM sessions WHERE ended_at IS NULL AND {_EXPIRED}
+    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+) AND ended_at IS NULL
+RETURNING {codec.SESSION_COLUMNS}
+"""
+
+_END_ONE_EXPIRED_SQL = f"""
+UPDATE sessions SET {_END_COLUMNS}
+WHERE session_id = %(sid)s AND ended_at IS NULL AND {_EXPIRED}
+RETURNING {codec.SESSION_COLUMNS}
+"""
+
+_LIVE_SQL = """
+SELECT version, replica, count(*) FROM sessions
+WHERE ended_at IS NULL AND last_active_at > %(idle_cutoff)s AND created_at > %(max_cutoff)s
+GROUP BY version, replica ORDER BY version, replica
+"""
+
+_USER_BUDGETS_WHERE = "left(key, length(%(prefix)s)) = %(prefix)s AND length(key) = %(key_length)s"
+
+_COUNT_SQL = """
+WITH chosen AS ({chosen})
+SELECT
+    (SELECT count(*) FROM chosen),
+    (SELECT count(*) FROM turns WHERE session_id IN (SELECT session_id FROM chosen)),
+    (SELECT count(*) FROM feedback WHERE session_id IN (SELECT session_id FROM chosen)),
+    (SELECT count(*) FROM budgets WHERE key IN (SELECT 'session:' || session_id FROM chosen)),
+    (SELECT coalesce(array_agg(DISTINCT agent_id), '{{}}') FROM chosen)
+"""
+_PURGEABLE = "SELECT session_id, agent_id FROM sessions WHERE ended_at < %(ended_before)s"
+_OF_USER = "SELECT session_id, agent_id FROM sessions WHERE user_id = %(user_id)s"
+
 _APPEND_TURN_SQL = f"""
 WITH advanced AS (
-    UPDATE sessions SET head = %(number)s, turn_count = turn_count + 1
+    UPDATE sessions SET head = %(number)s, turn_count = turn_count + 1,
+        last_active_at = %(completed_at)s, replica = %(replica)s::text
     WHERE session_id = %(session_id)s AND head = %(parent)s AND ended_at IS NULL
     RETURNING session_id
 )
 INSERT INTO turns ({codec.TURN_COLUMNS})
 SELECT session_id, %(number)s, %(parent)s, %(content)s::text, %(reply)s::text,
     %(messages)s::jsonb, %(usage)s::jsonb, %(tool_calls)s::jsonb, %(started_at)s, %(completed_at)s,
-    %(version)s::text, %(correlation_id)s::text
+    %(version)s::text, %(correlation_id)s::text, %(replica)s::text
 FROM advanced
 RETURNING number
 """
@@ -204,18 +278,8 @@ class PostgresSessionStore:
             try:
                 await conn.execute(
                     f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        session.session_id,
-                        session.user_id,
-                        session.agent_id,
-                        session.version,
-                        session.created_at,
-                        _jsonb(dict(session.metadata)),
-                        session.head,
-                        session.turn_count,
-                        session.ended_at,
-                    ),
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    codec.session_values(session, _jsonb(dict(session.metadata))),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 raise codec.session_exists(session.session_id) from exc
@@ -230,21 +294,118 @@ class PostgresSessionStore:
             row = await cursor.fetchone()
         return None if row is None else codec.session_from_row(row, parse=_parsed)
 
-    async def end_session(self, session_id: str, ended_at: float) -> bool:
-        """Mark the session ended; False if it was unknown or already ended."""
+    async def end_session(
+        self, session_id: str, ended_at: float, reason: EndReason = "deleted"
+    ) -> SessionRecord | None:
+        """Mark the session ended; the ended record, or None if it was unknown or
+        already ended (someone else recorded the end)."""
         async with self._db.connection() as conn:
             cursor = await conn.execute(
-                "UPDATE sessions SET ended_at = %s WHERE session_id = %s AND ended_at IS NULL",
-                (ended_at, session_id),
+                "UPDATE sessions SET ended_at = %s, end_reason = %s"
+                f" WHERE session_id = %s AND ended_at IS NULL RETURNING {codec.SESSION_COLUMNS}",
+                (ended_at, reason, session_id),
             )
-            return cursor.rowcount == 1
+            row = await cursor.fetchone()
+        return None if row is None else codec.session_from_row(row, parse=_parsed)
+
+    async def end_expired_session(
+        self, session_id: str, expiry: SessionExpiry, *, now: float
+    ) -> SessionRecord | None:
+        """End the session if ``expiry`` says it ended by ``now``; the ended record, or
+        None when it is live, unknown or already ended."""
+        params = {**_expiry_params(expiry, now), "sid": session_id}
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(_END_ONE_EXPIRED_SQL, params)
+            row = await cursor.fetchone()
+        return None if row is None else codec.session_from_row(row, parse=_parsed)
+
+    async def end_expired_sessions(
+        self, expiry: SessionExpiry, *, now: float, limit: int
+    ) -> list[SessionRecord]:
+        """End up to ``limit`` sessions that ``expiry`` says ended by ``now``; the ones
+        this call ended."""
+        params = {**_expiry_params(expiry, now), "limit": limit}
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(_END_EXPIRED_SQL, params)
+            rows = await cursor.fetchall()
+        return [codec.session_from_row(row, parse=_parsed) for row in rows]
 
     async def count_active_sessions(self) -> int:
-        """Sessions not yet ended."""
+        """Sessions not yet ended (idle ones the sweeper has not ended yet included)."""
         async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT count(*) FROM sessions WHERE ended_at IS NULL")
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
+
+    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
+        """Sessions neither ended nor expired at ``now``, by version and last replica."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(_LIVE_SQL, _expiry_params(expiry, now))
+            rows = await cursor.fetchall()
+        return [LiveSessions(version=row[0], replica=row[1], count=int(row[2])) for row in rows]
+
+    # --- retention ----------------------------------------------------------
+
+    async def count_purgeable(self, *, ended_before: float) -> RemovedCounts:
+        """What ``purge_ended_sessions`` would remove, all batches together."""
+        counts = await self._count(_PURGEABLE, {"ended_before": ended_before})
+        return dataclasses.replace(counts, agent_ids=())
+
+    async def purge_ended_sessions(self, *, ended_before: float, limit: int) -> RemovedCounts:
+        """Remove up to ``limit`` sessions that ended before ``ended_before``, with their
+        turns, feedback, rewinds and session budget rows, in one transaction."""
+        async with self._db.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT session_id, agent_id FROM sessions WHERE ended_at < %s"
+                " ORDER BY ended_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (ended_before, limit),
+            )
+            rows = await cursor.fetchall()
+            removed = await _remove_sessions(conn, rows)
+        self._cache.discard_sessions(row[0] for row in rows)
+        return dataclasses.replace(removed, agent_ids=())
+
+    async def count_user_data(self, user_id: str) -> RemovedCounts:
+        """What ``forget_user`` would remove, all batches together."""
+        counts = await self._count(_OF_USER, {"user_id": user_id})
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT count(*) FROM budgets WHERE {_USER_BUDGETS_WHERE}",
+                _user_budget_params(user_id),
+            )
+            row = await cursor.fetchone()
+        daily = 0 if row is None else int(row[0])
+        return dataclasses.replace(counts, budget_rows=counts.budget_rows + daily)
+
+    async def forget_user(self, user_id: str, *, limit: int) -> RemovedCounts:
+        """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
+        feedback, rewinds and budget rows, and the user's daily budget rows."""
+        async with self._db.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT session_id, agent_id FROM sessions WHERE user_id = %s LIMIT %s FOR UPDATE",
+                (user_id, limit),
+            )
+            rows = await cursor.fetchall()
+            removed = await _remove_sessions(conn, rows)
+            cursor = await conn.execute(
+                f"DELETE FROM budgets WHERE {_USER_BUDGETS_WHERE}", _user_budget_params(user_id)
+            )
+            daily = cursor.rowcount
+        self._cache.discard_sessions(row[0] for row in rows)
+        return dataclasses.replace(removed, budget_rows=removed.budget_rows + daily)
+
+    async def _count(self, chosen: str, params: dict[str, Any]) -> RemovedCounts:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(_COUNT_SQL.format(chosen=chosen), params)
+            row = await cursor.fetchone()
+        assert row is not None
+        return RemovedCounts(
+            sessions=int(row[0]),
+            turns=int(row[1]),
+            feedback=int(row[2]),
+            budget_rows=int(row[3]),
+            agent_ids=tuple(sorted(row[4])),
+        )
 
     # --- turns --------------------------------------------------------------
 
@@ -294,7 +455,8 @@ class PostgresSessionStore:
                 return
             # Nothing written: find out why, for the caller and the operator.
             cursor = await conn.execute(
-                "SELECT head, ended_at FROM sessions WHERE session_id = %s", (turn.session_id,)
+                "SELECT head, ended_at, end_reason FROM sessions WHERE session_id = %s",
+                (turn.session_id,),
             )
             row = await cursor.fetchone()
         raise codec.append_refused(turn, row)
@@ -388,12 +550,56 @@ class PostgresSessionStore:
 
     async def _migrate(self, conn: Connection) -> None:
         await conn.execute(_SCHEMA)
+        # Refuse newer tables before changing anything in them.
         await check_schema_version(
             conn,
             component="sessions",
             version=codec.SCHEMA_VERSION,
             where=f"PostgreSQL session store at {self._db.where}",
         )
+        await conn.execute(_UPGRADE)
+        await conn.execute(
+            "UPDATE schema_version SET version = %s WHERE component = 'sessions' AND version < %s",
+            (codec.SCHEMA_VERSION, codec.SCHEMA_VERSION),
+        )
+
+
+def _expiry_params(expiry: SessionExpiry, now: float) -> dict[str, float]:
+    return {
+        "idle_s": expiry.idle_s,
+        "max_s": expiry.max_s,
+        "idle_cutoff": now - expiry.idle_s,
+        "max_cutoff": now - expiry.max_s,
+    }
+
+
+def _user_budget_params(user_id: str) -> dict[str, Any]:
+    prefix = codec.user_budget_prefix(user_id)
+    return {"prefix": prefix, "key_length": len(prefix) + codec.USER_BUDGET_DAY_CHARS}
+
+
+async def _remove_sessions(conn: Connection, rows: list[tuple[Any, ...]]) -> RemovedCounts:
+    """Delete the sessions of ``rows`` (session_id, agent_id) and every row that refers
+    to them; inside the caller's transaction, the sessions locked."""
+    if not rows:
+        return RemovedCounts()
+    ids = [row[0] for row in rows]
+    counts: list[int] = []
+    for table in ("turns", "feedback", "session_rewinds"):
+        cursor = await conn.execute(f"DELETE FROM {table} WHERE session_id = ANY(%s)", (ids,))
+        counts.append(cursor.rowcount)
+    cursor = await conn.execute(
+        "DELETE FROM budgets WHERE key = ANY(%s)", (codec.session_budget_keys(ids),)
+    )
+    budgets = cursor.rowcount
+    await conn.execute("DELETE FROM sessions WHERE session_id = ANY(%s)", (ids,))
+    return RemovedCounts(
+        sessions=len(ids),
+        turns=counts[0],
+        feedback=counts[1],
+        budget_rows=budgets,
+        agent_ids=tuple(sorted({row[1] for row in rows})),
+    )
 
 
 def _jsonb(value: Any) -> Jsonb:

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from agentkeel.resilience.clock import Clock, SystemClock
-from agentkeel.runtime.store import FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.runtime.store import (
+    EndReason,
+    FeedbackRecord,
+    LiveSessions,
+    RemovedCounts,
+    SessionExpiry,
+    SessionRecord,
+    TurnRecord,
+)
 from agentkeel.runtime.stores import codec
 from agentkeel.storage import sqlite as storage
 
@@ -40,7 +48,7 @@ _T = TypeVar("_T")
 
 _log = logging.getLogger(__name__)
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component TEXT PRIMARY KEY,
     version INTEGER NOT NULL
@@ -54,9 +62,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     metadata TEXT NOT NULL,
     head INTEGER NOT NULL DEFAULT 0,
     turn_count INTEGER NOT NULL DEFAULT 0,
-    ended_at REAL
+    ended_at REAL,
+    end_reason TEXT,
+    last_active_at REAL,
+    replica TEXT
 );
-CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
 CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
     number INTEGER NOT NULL,
@@ -70,6 +80,7 @@ CREATE TABLE IF NOT EXISTS turns (
     completed_at REAL NOT NULL,
     version TEXT NOT NULL,
     correlation_id TEXT,
+    replica TEXT,
     PRIMARY KEY (session_id, number)
 );
 CREATE TABLE IF NOT EXISTS session_rewinds (
@@ -79,7 +90,6 @@ CREATE TABLE IF NOT EXISTS session_rewinds (
     to_turn INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
@@ -88,13 +98,82 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 CREATE TABLE IF NOT EXISTS budgets (
     key TEXT PRIMARY KEY,
     used INTEGER NOT NULL DEFAULT 0,
     reserved INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# Columns schema version 2 added, for files the first release wrote.
+_ADDED_COLUMNS = (
+    ("sessions", "end_reason", "TEXT"),
+    ("sessions", "last_active_at", "REAL"),
+    ("sessions", "replica", "TEXT"),
+    ("turns", "replica", "TEXT"),
+)
+
+_BACKFILL_ACTIVE_SQL = """
+UPDATE sessions SET last_active_at = coalesce(
+    (SELECT max(t.completed_at) FROM turns AS t WHERE t.session_id = sessions.session_id),
+    created_at
+) WHERE last_active_at IS NULL
+"""
+
+# The sweeper's, the live count's, the purge's and forget's lookups; each one
+# reads only the rows it acts on.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS sessions_active_idx ON sessions (session_id) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_idle_idx ON sessions (last_active_at) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_age_idx ON sessions (created_at) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_ended_idx ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
+CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+"""
+
+# The session's end: the earlier of idle expiry and maximum duration.
+_END_COLUMNS = """
+ended_at = min(last_active_at + :idle_s, created_at + :max_s),
+end_reason = CASE WHEN last_active_at + :idle_s <= created_at + :max_s
+    THEN 'idle_timeout' ELSE 'max_duration' END
+"""
+_EXPIRED = "(last_active_at <= :idle_cutoff OR created_at <= :max_cutoff)"
+
+_END_EXPIRED_SQL = f"""
+UPDATE sessions SET {_END_COLUMNS}
+WHERE session_id IN (
+    SELECT session_id FROM sessions WHERE ended_at IS NULL AND {_EXPIRED} LIMIT :limit
+) AND ended_at IS NULL
+RETURNING {codec.SESSION_COLUMNS}
+"""
+
+_END_ONE_EXPIRED_SQL = f"""
+UPDATE sessions SET {_END_COLUMNS}
+WHERE session_id = :sid AND ended_at IS NULL AND {_EXPIRED}
+RETURNING {codec.SESSION_COLUMNS}
+"""
+
+_LIVE_SQL = """
+SELECT version, replica, count(*) FROM sessions
+WHERE ended_at IS NULL AND last_active_at > :idle_cutoff AND created_at > :max_cutoff
+GROUP BY version, replica ORDER BY version, replica
+"""
+
+_USER_BUDGETS_WHERE = "substr(key, 1, length(:prefix)) = :prefix AND length(key) = :key_length"
+
+# What a dry run reports: the rows of every session the subquery {chosen} selects.
+_COUNT_SQL = """
+WITH chosen AS ({chosen})
+SELECT
+    (SELECT count(*) FROM chosen),
+    (SELECT count(*) FROM turns WHERE session_id IN (SELECT session_id FROM chosen)),
+    (SELECT count(*) FROM feedback WHERE session_id IN (SELECT session_id FROM chosen)),
+    (SELECT count(*) FROM budgets WHERE key IN (SELECT 'session:' || session_id FROM chosen)),
+    (SELECT json_group_array(DISTINCT agent_id) FROM chosen)
+"""
+_PURGEABLE = "SELECT session_id, agent_id FROM sessions WHERE ended_at < :ended_before"
+_OF_USER = "SELECT session_id, agent_id FROM sessions WHERE user_id = :user_id"
 
 _CONTEXT_NUMBERS_SQL = """
 WITH RECURSIVE chain (number, depth) AS (
@@ -207,13 +286,59 @@ class SqliteSessionStore:
         """The session, or None if unknown."""
         return await self._run(_get_session, session_id)
 
-    async def end_session(self, session_id: str, ended_at: float) -> bool:
-        """Mark the session ended; False if it was unknown or already ended."""
-        return await self._run(_end_session, session_id, ended_at)
+    async def end_session(
+        self, session_id: str, ended_at: float, reason: EndReason = "deleted"
+    ) -> SessionRecord | None:
+        """Mark the session ended; the ended record, or None if it was unknown or
+        already ended (someone else recorded the end)."""
+        return await self._run(_end_session, session_id, ended_at, reason)
+
+    async def end_expired_session(
+        self, session_id: str, expiry: SessionExpiry, *, now: float
+    ) -> SessionRecord | None:
+        """End the session if ``expiry`` says it ended by ``now``; the ended record, or
+        None when it is live, unknown or already ended."""
+        return await self._run(_end_one_expired, session_id, _expiry_params(expiry, now))
+
+    async def end_expired_sessions(
+        self, expiry: SessionExpiry, *, now: float, limit: int
+    ) -> list[SessionRecord]:
+        """End up to ``limit`` sessions that ``expiry`` says ended by ``now``; the ones
+        this call ended."""
+        params = {**_expiry_params(expiry, now), "limit": limit}
+        return await self._worker.run(_end_expired, params)
 
     async def count_active_sessions(self) -> int:
-        """Sessions not yet ended."""
+        """Sessions not yet ended (idle ones the sweeper has not ended yet included)."""
         return await self._run(_count_active_sessions)
+
+    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
+        """Sessions neither ended nor expired at ``now``, by version and last replica."""
+        return await self._worker.run(_count_live, _expiry_params(expiry, now))
+
+    # --- retention ----------------------------------------------------------
+
+    async def count_purgeable(self, *, ended_before: float) -> RemovedCounts:
+        """What ``purge_ended_sessions`` would remove, all batches together."""
+        return await self._worker.run(_count_purgeable, ended_before)
+
+    async def purge_ended_sessions(self, *, ended_before: float, limit: int) -> RemovedCounts:
+        """Remove up to ``limit`` sessions that ended before ``ended_before``, with their
+        turns, feedback, rewinds and session budget rows, in one transaction."""
+        removed, ids = await self._worker.run(_purge_batch, ended_before, limit)
+        self._cache.discard_sessions(ids)
+        return removed
+
+    async def count_user_data(self, user_id: str) -> RemovedCounts:
+        """What ``forget_user`` would remove, all batches together."""
+        return await self._worker.run(_count_user_data, user_id)
+
+    async def forget_user(self, user_id: str, *, limit: int) -> RemovedCounts:
+        """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
+        feedback, rewinds and budget rows, and the user's daily budget rows."""
+        removed, ids = await self._worker.run(_forget_batch, user_id, limit)
+        self._cache.discard_sessions(ids)
+        return removed
 
     # --- turns --------------------------------------------------------------
 
@@ -324,13 +449,25 @@ class SqliteSessionStore:
         )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        for statement in storage.split_statements(_SCHEMA):
+        for statement in storage.split_statements(_TABLES):
             conn.execute(statement)
+        # Refuse a newer file before changing anything in it.
         storage.check_schema_version(
             conn,
             component="sessions",
             version=codec.SCHEMA_VERSION,
             where=f"SQLite session store {self._path}",
+        )
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        conn.execute(_BACKFILL_ACTIVE_SQL)
+        for statement in storage.split_statements(_INDEXES):
+            conn.execute(statement)
+        conn.execute(
+            "UPDATE schema_version SET version = ? WHERE component = 'sessions' AND version < ?",
+            (codec.SCHEMA_VERSION, codec.SCHEMA_VERSION),
         )
 
     def _connect_loop(self) -> sqlite3.Connection:
@@ -353,18 +490,9 @@ def _checkpoint_wal(conn: sqlite3.Connection) -> None:
 def _create_session(conn: sqlite3.Connection, session: SessionRecord) -> None:
     try:
         conn.execute(
-            f"INSERT INTO sessions ({codec.SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.session_id,
-                session.user_id,
-                session.agent_id,
-                session.version,
-                session.created_at,
-                codec.dumps(dict(session.metadata)),
-                session.head,
-                session.turn_count,
-                session.ended_at,
-            ),
+            f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            codec.session_values(session, codec.dumps(dict(session.metadata))),
         )
     except sqlite3.IntegrityError as exc:
         raise codec.session_exists(session.session_id) from exc
@@ -377,12 +505,127 @@ def _get_session(conn: sqlite3.Connection, session_id: str) -> SessionRecord | N
     return None if row is None else codec.session_from_row(row, parse=codec.loads)
 
 
-def _end_session(conn: sqlite3.Connection, session_id: str, ended_at: float) -> bool:
-    cursor = conn.execute(
-        "UPDATE sessions SET ended_at = ? WHERE session_id = ? AND ended_at IS NULL",
-        (ended_at, session_id),
+def _end_session(
+    conn: sqlite3.Connection, session_id: str, ended_at: float, reason: EndReason
+) -> SessionRecord | None:
+    row = conn.execute(
+        "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE session_id = ? AND ended_at IS NULL"
+        f" RETURNING {codec.SESSION_COLUMNS}",
+        (ended_at, reason, session_id),
+    ).fetchone()
+    return None if row is None else codec.session_from_row(row, parse=codec.loads)
+
+
+def _expiry_params(expiry: SessionExpiry, now: float) -> dict[str, float]:
+    return {
+        "idle_s": expiry.idle_s,
+        "max_s": expiry.max_s,
+        "idle_cutoff": now - expiry.idle_s,
+        "max_cutoff": now - expiry.max_s,
+    }
+
+
+def _end_one_expired(
+    conn: sqlite3.Connection, session_id: str, params: dict[str, float]
+) -> SessionRecord | None:
+    row = conn.execute(_END_ONE_EXPIRED_SQL, {**params, "sid": session_id}).fetchone()
+    return None if row is None else codec.session_from_row(row, parse=codec.loads)
+
+
+def _end_expired(conn: sqlite3.Connection, params: dict[str, float]) -> list[SessionRecord]:
+    with storage.write(conn):
+        rows = conn.execute(_END_EXPIRED_SQL, params).fetchall()
+    return [codec.session_from_row(row, parse=codec.loads) for row in rows]
+
+
+def _count_live(conn: sqlite3.Connection, params: dict[str, float]) -> list[LiveSessions]:
+    rows = conn.execute(_LIVE_SQL, params).fetchall()
+    return [LiveSessions(version=row[0], replica=row[1], count=int(row[2])) for row in rows]
+
+
+def _remove_sessions(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, int, int]:
+    """Delete the sessions in ``ids`` and every row that refers to them; inside a write."""
+    params = (codec.dumps(ids),)
+    in_ids = "session_id IN (SELECT value FROM json_each(?))"
+    turns = conn.execute(f"DELETE FROM turns WHERE {in_ids}", params).rowcount
+    feedback = conn.execute(f"DELETE FROM feedback WHERE {in_ids}", params).rowcount
+    conn.execute(f"DELETE FROM session_rewinds WHERE {in_ids}", params)
+    budgets = conn.execute(
+        "DELETE FROM budgets WHERE key IN (SELECT value FROM json_each(?))",
+        (codec.dumps(codec.session_budget_keys(ids)),),
+    ).rowcount
+    conn.execute(f"DELETE FROM sessions WHERE {in_ids}", params)
+    return turns, feedback, budgets
+
+
+def _count(conn: sqlite3.Connection, chosen: str, params: dict[str, object]) -> RemovedCounts:
+    row = conn.execute(_COUNT_SQL.format(chosen=chosen), params).fetchone()
+    return RemovedCounts(
+        sessions=int(row[0]),
+        turns=int(row[1]),
+        feedback=int(row[2]),
+        budget_rows=int(row[3]),
+        agent_ids=tuple(sorted(codec.loads(row[4]))),
     )
-    return cursor.rowcount == 1
+
+
+def _count_purgeable(conn: sqlite3.Connection, ended_before: float) -> RemovedCounts:
+    counts = _count(conn, _PURGEABLE, {"ended_before": ended_before})
+    return dataclasses.replace(counts, agent_ids=())
+
+
+def _purge_batch(
+    conn: sqlite3.Connection, ended_before: float, limit: int
+) -> tuple[RemovedCounts, list[str]]:
+    with storage.write(conn):
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT session_id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?"
+                " ORDER BY ended_at LIMIT ?",
+                (ended_before, limit),
+            )
+        ]
+        if not ids:
+            return RemovedCounts(), ids
+        turns, feedback, budgets = _remove_sessions(conn, ids)
+    removed = RemovedCounts(sessions=len(ids), turns=turns, feedback=feedback, budget_rows=budgets)
+    return removed, ids
+
+
+def _user_budget_params(user_id: str) -> dict[str, object]:
+    prefix = codec.user_budget_prefix(user_id)
+    return {"prefix": prefix, "key_length": len(prefix) + codec.USER_BUDGET_DAY_CHARS}
+
+
+def _count_user_data(conn: sqlite3.Connection, user_id: str) -> RemovedCounts:
+    counts = _count(conn, _OF_USER, {"user_id": user_id})
+    params = _user_budget_params(user_id)
+    daily = conn.execute(f"SELECT count(*) FROM budgets WHERE {_USER_BUDGETS_WHERE}", params)
+    return dataclasses.replace(counts, budget_rows=counts.budget_rows + int(daily.fetchone()[0]))
+
+
+def _forget_batch(
+    conn: sqlite3.Connection, user_id: str, limit: int
+) -> tuple[RemovedCounts, list[str]]:
+    with storage.write(conn):
+        rows = conn.execute(
+            "SELECT session_id, agent_id FROM sessions WHERE user_id = ? LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        ids = [row[0] for row in rows]
+        turns, feedback, budgets = _remove_sessions(conn, ids) if ids else (0, 0, 0)
+        budgets += conn.execute(
+            f"DELETE FROM budgets WHERE {_USER_BUDGETS_WHERE}", _user_budget_params(user_id)
+        ).rowcount
+    removed = RemovedCounts(
+        sessions=len(ids),
+        turns=turns,
+        feedback=feedback,
+        budget_rows=budgets,
+        agent_ids=tuple(sorted({row[1] for row in rows})),
+    )
+    return removed, ids
 
 
 def _count_active_sessions(conn: sqlite3.Connection) -> int:
@@ -430,19 +673,20 @@ def _append_turn(conn: sqlite3.Connection, turn: TurnRecord, cache: codec.TurnCa
         # The head check and the move in one statement; the reason for a refusal
         # is looked up only when there is one.
         moved = conn.execute(
-            "UPDATE sessions SET head = ?, turn_count = turn_count + 1"
-            " WHERE session_id = ? AND head = ? AND ended_at IS NULL",
-            (turn.number, turn.session_id, turn.parent),
+            "UPDATE sessions SET head = ?, turn_count = turn_count + 1, last_active_at = ?,"
+            " replica = ? WHERE session_id = ? AND head = ? AND ended_at IS NULL",
+            (turn.number, turn.completed_at, turn.replica, turn.session_id, turn.parent),
         ).rowcount
         if moved != 1:
             row = conn.execute(
-                "SELECT head, ended_at FROM sessions WHERE session_id = ?", (turn.session_id,)
+                "SELECT head, ended_at, end_reason FROM sessions WHERE session_id = ?",
+                (turn.session_id,),
             ).fetchone()
             raise codec.append_refused(turn, row)
         try:
             conn.execute(
                 f"INSERT INTO turns ({codec.TURN_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
         except sqlite3.IntegrityError as exc:

@@ -1,0 +1,86 @@
+"""DELETE /v1/namespaces/{namespace}: every memory in one namespace goes through the normal
+delete path (the hash chain still verifies), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from agentkeel.memory.api_client import MemoryApiClient
+from agentkeel.memory.backends import MemoryBackend
+from agentkeel.resilience.clock import ManualClock
+from tests.memory.apphelpers import ADMIN, TOKEN_A, TOKEN_B, auth, running_app, write_tokens
+
+NS = "agent:a1/user:ana"
+
+
+@pytest.fixture
+async def served(
+    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    async with running_app(write_tokens(tmp_path), memory_store, clock) as pair:
+        yield pair
+
+
+@pytest.fixture
+def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]
+
+
+async def put_many(client: httpx.AsyncClient, namespace: str, count: int) -> None:
+    ops = [{"op": "create", "namespace": namespace, "content": f"note {n}"} for n in range(count)]
+    for start in range(0, count, 500):
+        response = await client.post(
+            "/v1/memories:batch", json={"ops": ops[start : start + 500]}, headers=auth(TOKEN_A)
+        )
+        assert response.status_code == 200, response.text
+
+
+async def test_deleting_a_namespace_deletes_every_memory_in_it_and_nothing_else(
+    served: tuple[Starlette, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    """More memories than one batch are all deleted, each as a logged delete event; the
+    neighbouring namespace keeps its memories and the integrity check still passes; the
+    API client's call answers the same count, and 0 for an empty namespace."""
+    app, client = served
+    await put_many(client, NS, 503)
+    await put_many(client, "agent:a1/user:bob", 2)
+
+    response = await client.delete(f"/v1/namespaces/{NS}", headers=auth(TOKEN_A))
+
+    assert response.status_code == 200
+    assert response.json()["deleted"] == 503
+    listing = await client.get(
+        "/v1/memories", params={"namespace": NS, "limit": 10}, headers=auth(TOKEN_A)
+    )
+    assert listing.json()["count"] == 0
+    kept = await client.get(
+        "/v1/memories", params={"namespace": "agent:a1/user:bob"}, headers=auth(TOKEN_A)
+    )
+    assert kept.json()["count"] == 2
+    report = (await client.get("/v1/integrity", headers=auth(ADMIN))).json()
+    assert report["ok"] is True
+    assert report["events"] == 503 + 2 + 503
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN_A)
+    api = MemoryApiClient(
+        base_url="http://memory", token_file=token_file, transport=httpx.ASGITransport(app=app)
+    )
+    async with api:
+        assert (await api.delete_namespace(NS))["deleted"] == 0
+
+
+async def test_deleting_a_namespace_needs_write_access_to_it(client: httpx.AsyncClient) -> None:
+    """A token that may not write the namespace is refused with 403 and nothing goes;
+    no token is 401."""
+    await put_many(client, NS, 1)
+    forbidden = await client.delete(f"/v1/namespaces/{NS}", headers=auth(TOKEN_B))
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"]["code"] == "namespace_forbidden"
+    assert (await client.delete(f"/v1/namespaces/{NS}")).status_code == 401
+    listing = await client.get("/v1/memories", params={"namespace": NS}, headers=auth(TOKEN_A))
+    assert listing.json()["count"] == 1

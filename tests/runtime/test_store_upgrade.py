@@ -1,0 +1,127 @@
+"""A session store written by the first release (schema version 1) keeps working: opening
+it adds the lifecycle columns, dates each session's last activity from its turns, and
+records schema version 2. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agentkeel.runtime.store import SessionExpiry
+from agentkeel.runtime.stores import codec, open_store
+from tests.runtime.test_stores import make_turn
+
+# The tables as the first release created them (only those holding data here).
+V1_TABLES = """
+CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE sessions (
+    session_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, agent_id TEXT NOT NULL,
+    version TEXT NOT NULL, created_at {real} NOT NULL, metadata {json} NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0, turn_count INTEGER NOT NULL DEFAULT 0, ended_at {real}
+);
+CREATE TABLE turns (
+    session_id TEXT NOT NULL REFERENCES sessions (session_id), number INTEGER NOT NULL,
+    parent INTEGER NOT NULL, content TEXT NOT NULL, reply TEXT NOT NULL,
+    messages {json} NOT NULL, usage {json} NOT NULL, tool_calls {json} NOT NULL,
+    started_at {real} NOT NULL, completed_at {real} NOT NULL, version TEXT NOT NULL,
+    correlation_id TEXT, PRIMARY KEY (session_id, number)
+);
+INSERT INTO schema_version VALUES ('sessions', 1);
+INSERT INTO sessions VALUES ('old', 'ana', 'default', 'v0', 1000.0, '{{}}', 2, 2, NULL);
+INSERT INTO sessions VALUES ('done', 'bob', 'default', 'v0', 1000.0, '{{}}', 0, 0, 1500.0);
+"""
+
+MESSAGES = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+V1_TURN = (
+    "INSERT INTO turns VALUES ('old', {n}, {parent}, 'hi', 'yo', '{messages}', '{{}}', '[]',"
+    " {started}, {completed}, 'v0', NULL)"
+)
+
+
+def v1_statements(*, real: str, json_type: str) -> list[str]:
+    script = V1_TABLES.format(real=real, json=json_type)
+    statements = [part.strip() for part in script.split(";\n") if part.strip()]
+    for number, completed in ((1, 1100.0), (2, 1300.0)):
+        statements.append(
+            V1_TURN.format(
+                n=number,
+                parent=number - 1,
+                messages=MESSAGES,
+                started=completed - 10,
+                completed=completed,
+            )
+        )
+    return statements
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def v1_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL whose database holds tables written by the first release."""
+    if request.param == "sqlite":
+        path = tmp_path / "sessions.db"
+        with sqlite3.connect(path) as conn:
+            for statement in v1_statements(real="REAL", json_type="TEXT"):
+                conn.execute(statement)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in v1_statements(real="DOUBLE PRECISION", json_type="JSONB"):
+            conn.execute(statement.replace("%", "%%"))
+    return url
+
+
+async def test_a_first_release_store_is_upgraded_in_place_and_keeps_working(
+    v1_store_url: str,
+) -> None:
+    """Old sessions and turns read back; the last activity is the last turn's completion
+    (creation without turns); an ended session stays ended; new turns are stored; the
+    idle rule applies to old sessions; the schema version becomes 2; reopening is a no-op."""
+    store = open_store(v1_store_url)
+    await store.open()
+    try:
+        old = await store.get_session("old")
+        assert old is not None
+        assert (old.turn_count, old.last_active_at, old.ended_at) == (2, 1300.0, None)
+        done = await store.get_session("done")
+        assert done is not None and (done.ended_at, done.last_active_at) == (1500.0, 1000.0)
+        assert [turn.number for turn in await store.context_turns("old")] == [1, 2]
+
+        await store.append_turn(
+            make_turn(3, 2, session_id="old", completed_at=1400.0, replica="replica-1")
+        )
+        moved = await store.get_session("old")
+        assert moved is not None and (moved.last_active_at, moved.replica) == (1400.0, "replica-1")
+        ended = await store.end_expired_sessions(
+            SessionExpiry(idle_timeout_s=1800), now=1400.0 + 1800, limit=10
+        )
+        assert [(s.session_id, s.ended_at, s.end_reason) for s in ended] == [
+            ("old", 3200.0, "idle_timeout")
+        ]
+    finally:
+        await store.aclose()
+    again = open_store(v1_store_url)
+    await again.open()
+    try:
+        assert (await again.get_session("old")) is not None
+    finally:
+        await again.aclose()
+    assert await _schema_version(v1_store_url) == codec.SCHEMA_VERSION == 2
+
+
+async def _schema_version(url: str) -> int:
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            row = conn.execute(
+                "SELECT version FROM schema_version WHERE component = 'sessions'"
+            ).fetchone()
+    else:
+        with psycopg.connect(url) as pg:
+            row = pg.execute(
+                "SELECT version FROM schema_version WHERE component = 'sessions'"
+            ).fetchone()
+    assert row is not None
+    return int(row[0])
