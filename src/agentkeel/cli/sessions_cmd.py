@@ -26,7 +26,7 @@ from rich.table import Table
 
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_console
-from agentkeel.errors import SecretError
+from agentkeel.cli.stack import LocalStack
 from agentkeel.runtime.admin_client import AgentAdminClient
 
 _T = TypeVar("_T")
@@ -66,33 +66,14 @@ class AdminTarget:
 def admin_target(ctx: typer.Context, url: str | None, token_file: Path | None) -> AdminTarget:
     """The replica URL and admin token file for this invocation; an explicit flag wins.
 
-    The URL defaults to the first replica ``keel up`` starts (``up.base_port`` on
-    ``server.host``). The token file defaults to the first that exists of
-    ``server.admin_token_file``, ``<data dir>/admin_token`` (what ``keel up``
-    writes; data dir = ``--data-dir``, ``KEEL_DATA_DIR`` or ``./.keel``) and
-    ``<secrets_dir>/<server.admin_token_secret>``.
+    Both come from the local stack (:class:`~agentkeel.cli.stack.LocalStack`): the
+    URL is ``--url``, else the first replica ``keel up`` runs; the token file is
+    ``--token-file``, else ``server.admin_token_file``, the data directory's
+    ``admin_token`` or the secrets directory's.
     """
-    settings = load_cli_settings(ctx).settings
-    host = settings.server.host if settings.server.host not in ("", "0.0.0.0") else "127.0.0.1"
-    chosen_url = url or f"http://{host}:{settings.up.base_port}"
-    if token_file is not None:
-        if not token_file.is_file():
-            raise SecretError(f"--token-file {token_file} does not exist; pass a file that does.")
-        return AdminTarget(chosen_url, token_file)
-    server = settings.server
-    candidates = [
-        *([server.admin_token_file] if server.admin_token_file is not None else []),
-        settings.data_dir / "admin_token",
-        *([settings.secrets_dir / server.admin_token_secret] if settings.secrets_dir else []),
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return AdminTarget(chosen_url, candidate)
-    tried = ", ".join(str(candidate) for candidate in candidates)
-    raise SecretError(
-        f"no admin token file found (tried: {tried}). Pass --token-file FILE with the "
-        "replicas' admin token, or --data-dir DIR of the `keel up` that started them."
-    )
+    stack = LocalStack.from_settings(load_cli_settings(ctx))
+    urls, _source = stack.replica_urls([url] if url else None)
+    return AdminTarget(urls[0], stack.admin_token_file(token_file))
 
 
 def _call(
