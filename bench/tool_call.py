@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.builtins import builtin_toolset, calculator
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
-from agentkeel.tools.settings import McpServerSettings, ToolsSettings
+from agentkeel.config.tools import McpServerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolSet
 from bench._common import (
     Figure,

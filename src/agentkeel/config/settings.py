@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
-from agentkeel.tools.settings import ToolsSettings
+from agentkeel.config.tools import ToolsSettings
 
 
 class _Section(BaseModel):

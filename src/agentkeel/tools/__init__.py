@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from agentkeel.tools.mcp_source import McpToolSource
     from agentkeel.tools.serve import run_tool_server
     from agentkeel.tools.server import create_app as create_tool_server_app
-    from agentkeel.tools.settings import (
+    from agentkeel.config.tools import (
         HttpGetSettings,
         McpServerSettings,
         ToolBreakerSettings,
@@ -60,11 +60,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "McpToolSource": ("agentkeel.tools.mcp_source", "McpToolSource"),
     "run_tool_server": ("agentkeel.tools.serve", "run_tool_server"),
     "create_tool_server_app": ("agentkeel.tools.server", "create_app"),
-    "HttpGetSettings": ("agentkeel.tools.settings", "HttpGetSettings"),
-    "McpServerSettings": ("agentkeel.tools.settings", "McpServerSettings"),
-    "ToolBreakerSettings": ("agentkeel.tools.settings", "ToolBreakerSettings"),
-    "ToolServerSettings": ("agentkeel.tools.settings", "ToolServerSettings"),
-    "ToolsSettings": ("agentkeel.tools.settings", "ToolsSettings"),
+    "HttpGetSettings": ("agentkeel.config.tools", "HttpGetSettings"),
+    "McpServerSettings": ("agentkeel.config.tools", "McpServerSettings"),
+    "ToolBreakerSettings": ("agentkeel.config.tools", "ToolBreakerSettings"),
+    "ToolServerSettings": ("agentkeel.config.tools", "ToolServerSettings"),
+    "ToolsSettings": ("agentkeel.config.tools", "ToolsSettings"),
 }
 
 __all__ = [

@@ -32,7 +32,7 @@ from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ToolMetrics
 from agentkeel.tools.budget import SessionCallBudget
 from agentkeel.tools.composite import CompositeToolSet
-from agentkeel.tools.settings import ToolBreakerSettings, ToolsSettings
+from agentkeel.config.tools import ToolBreakerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
 if TYPE_CHECKING:

@@ -59,7 +59,7 @@ from agentkeel.tools.discovery import load_tool_modules
 from agentkeel.tools.http_get import make_http_get
 from agentkeel.tools.local import LocalToolSet
 from agentkeel.tools.memory_tools import MemoryBackend, make_memory_tools
-from agentkeel.tools.settings import ToolServerSettings
+from agentkeel.config.tools import ToolServerSettings
 from agentkeel.tools.types import ToolContext
 from agentkeel.web.errors import error_response
 
