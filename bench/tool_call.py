@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from agentkeel.config.tools import McpServerSettings, ToolsSettings
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.builtins import builtin_toolset, calculator
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
-from agentkeel.config.tools import McpServerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolSet
 from bench._common import (
     Figure,

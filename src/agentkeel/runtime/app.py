@@ -13,7 +13,6 @@ waiting for JSON, does not stop it, and it is stored as usual.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -32,9 +31,7 @@ from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
-    Forbidden,
     KeelError,
-    Unauthorized,
     Unavailable,
 )
 from agentkeel.models.factory import build_gateway
@@ -55,6 +52,7 @@ from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMid
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
+from agentkeel.web.auth import AdminToken
 from agentkeel.web.bodies import parse_body as _parse
 from agentkeel.web.errors import (
     endpoint as _endpoint,
@@ -628,8 +626,17 @@ def _sse(event: str, data: Mapping[str, Any]) -> str:
 
 
 def _admin_drain(runtime: _Runtime, secrets: SecretResolver) -> Endpoint:
+    server = runtime.settings.server
+    admin = AdminToken(
+        resolver=secrets,
+        name=server.admin_token_secret,
+        file=server.admin_token_file,
+        setting="server.admin_token_file",
+        service="agent server",
+    )
+
     async def admin_drain(request: Request) -> Response:
-        _check_admin(request, runtime.settings, secrets)
+        admin.check(request.headers.get("authorization"))
         started = runtime.drain.start(reason="admin request")
         return JSONResponse(
             {
@@ -641,31 +648,6 @@ def _admin_drain(runtime: _Runtime, secrets: SecretResolver) -> Endpoint:
         )
 
     return admin_drain
-
-
-def _check_admin(request: Request, settings: KeelSettings, secrets: SecretResolver) -> None:
-    server = settings.server
-    # Read on every call: rotating the token file takes effect without a restart.
-    token = secrets.resolve(server.admin_token_secret, file=server.admin_token_file, required=False)
-    if token is None:
-        where = (
-            f"'{settings.secrets_dir / server.admin_token_secret}'"
-            if settings.secrets_dir
-            else ("a file named by server.admin_token_file")
-        )
-        raise Forbidden(
-            "Admin endpoints are disabled because no admin token is configured. Put a token "
-            f"in {where} or set server.admin_token_file (KEEL_SERVER__ADMIN_TOKEN_FILE).",
-            code="admin_disabled",
-        )
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized(
-            "This admin endpoint needs 'Authorization: Bearer <admin token>'. The token is "
-            "the content of the configured admin token file."
-        )
-    if not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
-        raise Forbidden("The admin token is not valid for this server. Check the token file.")
 
 
 # -- helpers ----------------------------------------------------------------------

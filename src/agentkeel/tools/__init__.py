@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet, ToolStatus
 
 if TYPE_CHECKING:
+    from agentkeel.config.tools import (
+        HttpGetSettings,
+        McpServerSettings,
+        ToolBreakerSettings,
+        ToolServerSettings,
+        ToolsSettings,
+    )
     from agentkeel.tools.budget import BudgetDecision, SessionCallBudget
     from agentkeel.tools.builtins import (
         BUILTIN_NAMES,
@@ -32,13 +39,6 @@ if TYPE_CHECKING:
     from agentkeel.tools.mcp_source import McpToolSource
     from agentkeel.tools.serve import run_tool_server
     from agentkeel.tools.server import create_app as create_tool_server_app
-    from agentkeel.config.tools import (
-        HttpGetSettings,
-        McpServerSettings,
-        ToolBreakerSettings,
-        ToolServerSettings,
-        ToolsSettings,
-    )
 
 # Public name -> (module, attribute in that module).
 _LAZY: dict[str, tuple[str, str]] = {

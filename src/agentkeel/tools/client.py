@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agentkeel.config.tools import ToolBreakerSettings, ToolsSettings
 from agentkeel.errors import KeelError
 from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.breaker import CircuitBreaker
@@ -32,7 +33,6 @@ from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ToolMetrics
 from agentkeel.tools.budget import SessionCallBudget
 from agentkeel.tools.composite import CompositeToolSet
-from agentkeel.config.tools import ToolBreakerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
 if TYPE_CHECKING:

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
+from agentkeel.config.tools import ToolServerSettings
 from agentkeel.errors import ConfigError, Unavailable
 from agentkeel.memory.client import MemoryClient, build_memory_client
 from agentkeel.memory.metrics import MemoryClientMetrics
@@ -59,7 +60,6 @@ from agentkeel.tools.discovery import load_tool_modules
 from agentkeel.tools.http_get import make_http_get
 from agentkeel.tools.local import LocalToolSet
 from agentkeel.tools.memory_tools import MemoryBackend, make_memory_tools
-from agentkeel.config.tools import ToolServerSettings
 from agentkeel.tools.types import ToolContext
 from agentkeel.web.errors import error_response
 
