@@ -266,6 +266,8 @@ def create_app(
                     metrics=tool_metrics,
                     redis_url=settings.redis_url,
                     clock=clock,
+                    identity=settings.identity,
+                    secrets=secrets,
                 )
                 stack.push_async_callback(client.aclose)
                 await _check_tools(client, settings)
