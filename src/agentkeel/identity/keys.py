@@ -42,6 +42,24 @@ def generate_key_pair() -> KeyPairPem:
     return KeyPairPem(private_pem=private_pem, public_pem=public_pem)
 
 
+def public_pem_of(private_pem: str, *, source: Path) -> str:
+    """The public half (PEM) of an Ed25519 private key in PEM form, read from ``source``."""
+    try:
+        key = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise SecretError(
+            f"The caller signing key '{source}' is not a PEM private key without a password. "
+            "Delete it (and its .pub) to have a new pair made."
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SecretError(f"The caller signing key '{source}' is not an Ed25519 key.")
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
 def load_signing_key(
     resolver: SecretResolver, *, name: str, file: Path | None, setting: str
 ) -> Ed25519PrivateKey | None:
