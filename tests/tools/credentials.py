@@ -104,3 +104,8 @@ def caller(
         ttl_s=ttl_s,
     )
     return cast(mcp.RequestParamsMeta, {CALLER_META_KEY: token})
+
+
+def assertion_in(meta: mcp.RequestParamsMeta) -> str:
+    """The caller assertion a ``caller(...)`` meta carries."""
+    return str(cast(dict[str, Any], meta)[CALLER_META_KEY])

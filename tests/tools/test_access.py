@@ -31,6 +31,7 @@ from tests.tools.credentials import (
     LIMITED,
     TOKEN,
     Credentials,
+    assertion_in,
     bearer,
     caller,
     server_settings,
@@ -236,17 +237,17 @@ def _forgeries(credentials: Credentials, now: float) -> dict[str, Any]:
     return {
         "plain dict": {"agent_id": "support", "user_id": "bob", "session_id": "s9"},
         "another key": jwt.encode(claims, other_key.private_pem, algorithm="EdDSA"),
-        "alg none": jwt.encode(claims, None, algorithm="none"),
+        "alg none": jwt.encode(claims, "", algorithm="none"),
         "hmac with the public key": _hs256(claims, credentials.public_pem.encode()),
-        "expired": caller(credentials.key, tool="memory_store", user="bob", now=now - 120)[
-            CALLER_META_KEY
-        ],
-        "another tool": caller(credentials.key, tool="calculator", user="bob", now=now)[
-            CALLER_META_KEY
-        ],
-        "another audience": caller(
-            credentials.key, tool="memory_store", user="bob", now=now, audience="memory"
-        )[CALLER_META_KEY],
+        "expired": assertion_in(
+            caller(credentials.key, tool="memory_store", user="bob", now=now - 120)
+        ),
+        "another tool": assertion_in(
+            caller(credentials.key, tool="calculator", user="bob", now=now)
+        ),
+        "another audience": assertion_in(
+            caller(credentials.key, tool="memory_store", user="bob", now=now, audience="memory")
+        ),
         "garbage": "not.a.jwt",
     }
 
@@ -424,8 +425,8 @@ async def test_tokens_keys_and_assertions_never_reach_logs_or_errors(
         LIMITED,
         credentials.private_pem.splitlines()[1],
         credentials.public_pem.splitlines()[1],
-        good[CALLER_META_KEY],
-        expired[CALLER_META_KEY],
+        assertion_in(good),
+        assertion_in(expired),
     ]
     assert any("refused" in record.getMessage() for record in caplog.records)
     for secret in secrets:
