@@ -177,7 +177,13 @@ def test_signer_and_verifier_use_the_clock_they_are_given(key: Ed25519PrivateKey
     verifier = CallerVerifier(
         key=key.public_key(), issuer="agentkeel", audience="tools", leeway_s=0, time=clock.time
     )
-    fields = {"audience": "tools", "agent_id": "a", "user_id": "u", "session_id": "s", "turn": 1}
+    fields: dict[str, Any] = {
+        "audience": "tools",
+        "agent_id": "a",
+        "user_id": "u",
+        "session_id": "s",
+        "turn": 1,
+    }
     fresh = signer.sign(tool="t", **fields)
     assert verifier.verify(fresh, tool="t").user_id == "u"
     stale = signer.sign(tool="t", **fields)
