@@ -11,7 +11,9 @@ and times, from this process, the same function three ways:
 
 Both guarded clients are built by ``build_tools_client`` as an agent replica
 builds them, with the rate limit and the session budget on (raised so that
-they never refuse a bench call).
+they never refuse a bench call). The MCP client authenticates as a replica
+does: a bearer token on every request and a caller assertion signed for every
+call, which the tool server verifies.
 
 Prints p50 and p99 per way, the added cost of the MCP call over the
 in-process one (target: at most 2 ms p50 added), and the CPU time one MCP call
@@ -25,17 +27,24 @@ Never asserts timing.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
 
+from agentkeel.config.identity import IdentitySettings
+from agentkeel.config.tools import McpServerSettings, ToolsSettings
+from agentkeel.identity import generate_key_pair
+from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.builtins import builtin_toolset, calculator
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
-from agentkeel.tools.settings import McpServerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolSet
 from bench._common import (
     Figure,
@@ -63,12 +72,48 @@ async def _time(call: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return samples
 
 
-def _client(*, local: ToolSet | None, servers: list[McpServerSettings]) -> GuardedToolsClient:
+@dataclass(frozen=True, slots=True)
+class _Credentials:
+    token_file: Path
+    tokens_file: Path
+    signing_key_file: Path
+    public_key_file: Path
+
+
+def _write_credentials(directory: Path) -> _Credentials:
+    """A replica token granted every tool and a caller key pair, as keel up makes them."""
+    token = secrets.token_urlsafe(32)
+    pair = generate_key_pair()
+    files = _Credentials(
+        token_file=directory / "tools_agent_token",
+        tokens_file=directory / "tools_tokens.yaml",
+        signing_key_file=directory / "caller_signing_key",
+        public_key_file=directory / "caller_signing_key.pub",
+    )
+    files.token_file.write_text(token)
+    files.tokens_file.write_text(yaml.safe_dump({"tokens": {token: {"tools": ["*"]}}}))
+    files.signing_key_file.write_text(pair.private_pem)
+    files.public_key_file.write_text(pair.public_pem)
+    return files
+
+
+def _client(
+    *,
+    local: ToolSet | None,
+    servers: list[McpServerSettings],
+    identity: IdentitySettings | None = None,
+) -> GuardedToolsClient:
     unlimited = 10 * (WARMUP + CALLS)
     settings = ToolsSettings(
         servers=servers, calls_per_minute=unlimited, session_call_budget=unlimited
     )
-    return build_tools_client(settings, local=local, metrics=ToolMetrics(CollectorRegistry()))
+    return build_tools_client(
+        settings,
+        local=local,
+        metrics=ToolMetrics(CollectorRegistry()),
+        identity=identity,
+        secrets=SecretResolver(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +125,19 @@ class _Measured:
     """CPU seconds of the tool server per MCP call."""
 
 
-async def _measure(url: str, server_pid: int) -> _Measured:
+async def _measure(url: str, server_pid: int, credentials: _Credentials) -> _Measured:
     async def direct() -> object:
         return calculator(EXPRESSION)
 
     local = _client(local=builtin_toolset(["calculator"]), servers=[])
-    remote = _client(local=None, servers=[McpServerSettings(name="tools", url=url)])
+    server = McpServerSettings(
+        name="tools", url=url, token_file=credentials.token_file, audience="agentkeel-tools"
+    )
+    remote = _client(
+        local=None,
+        servers=[server],
+        identity=IdentitySettings(signing_key_file=credentials.signing_key_file),
+    )
     await local.list_tools()
     await remote.list_tools()
 
@@ -119,14 +171,21 @@ def main() -> None:
     """Start the tool server, time the three ways, print the figures."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"KEEL_TOOLS__SERVER__PORT": str(port), "KEEL_LOG_LEVEL": "warning"}
-    with server_process(
-        [sys.executable, "-m", "agentkeel.tools.serve"],
-        ready_url=f"{base}/ready",
-        base_url=base,
-        env=env,
-    ) as server:
-        measured = asyncio.run(_measure(f"{base}/mcp", server.pid))
+    with tempfile.TemporaryDirectory(prefix="bench-tools-") as directory:
+        credentials = _write_credentials(Path(directory))
+        env = {
+            "KEEL_TOOLS__SERVER__PORT": str(port),
+            "KEEL_LOG_LEVEL": "warning",
+            "KEEL_TOOLS__SERVER__TOKENS_FILE": str(credentials.tokens_file),
+            "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(credentials.public_key_file),
+        }
+        with server_process(
+            [sys.executable, "-m", "agentkeel.tools.serve"],
+            ready_url=f"{base}/ready",
+            base_url=base,
+            env=env,
+        ) as server:
+            measured = asyncio.run(_measure(f"{base}/mcp", server.pid, credentials))
     samples = measured.samples
     figures: list[Figure] = []
     for name, values in samples.items():

@@ -14,6 +14,7 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     ├── NotFound (404)
     ├── SessionEnded (410)             a turn or change on a session that has ended
     ├── Unauthorized (401) / Forbidden (403)
+    │   └── CallerAssertionRefused (401) a signed caller identity that does not verify
     ├── Conflict (409)
     │   └── TurnInProgress (409)
     ├── LimitExceeded (429, Retry-After)
@@ -95,6 +96,13 @@ class SessionEnded(KeelError):
 class Unauthorized(KeelError):
     code = "unauthorized"
     status = 401
+
+
+class CallerAssertionRefused(Unauthorized):
+    """A caller assertion that is missing where required, badly signed, expired, made
+    for another audience or tool, or used twice. The message says which."""
+
+    code = "caller_assertion_refused"
 
 
 class Forbidden(KeelError):

@@ -23,20 +23,27 @@ from agentkeel.cli.up import (
     MEMORY_SERVICE,
     TOOLS_SERVICE,
     MemoryCredentials,
+    ToolCredentials,
     UpView,
     check_ports_free,
     ensure_admin_token,
     ensure_memory_credentials,
+    ensure_tool_credentials,
     plan_services,
     service_hosts,
     skipped_service_notes,
 )
 from agentkeel.config import KeelSettings
+from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemorySettings
+from agentkeel.config.tools import ToolServerSettings
 from agentkeel.errors import ConfigError
+from agentkeel.identity import build_caller_signer, build_caller_verifier
 from agentkeel.memory.access import AccessControl
 from agentkeel.ops.local_model import BUNDLED_MODEL_FILE
 from agentkeel.ops.supervisor import ServiceSpec, ServiceState, ServiceStatus, dependency_levels
+from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.tools.access import ToolAccess
 
 REPLICA_COMMAND_HEAD = [sys.executable, "-m", "agentkeel.cli.main", "serve", "agent", "--host"]
 
@@ -53,6 +60,16 @@ def credentials(tmp_path: Path) -> MemoryCredentials:
     return MemoryCredentials(
         agent_token_file=tmp_path / "data" / "memory_agent_token",
         tokens_file=tmp_path / "data" / "memory_tokens.yaml",
+    )
+
+
+def tool_files(tmp_path: Path) -> ToolCredentials:
+    data = tmp_path / "data"
+    return ToolCredentials(
+        agent_token_file=data / "tools_agent_token",
+        tokens_file=data / "tools_tokens.yaml",
+        signing_key_file=data / "caller_signing_key",
+        public_key_file=data / "caller_signing_key.pub",
     )
 
 
@@ -87,6 +104,7 @@ def test_plan_starts_model_memory_tools_then_replicas(
         config_path=None,
         start_local_model=True,
         admin_token_file=token,
+        tool_credentials=tool_files(tmp_path),
         memory_credentials=credentials,
     )
     assert [s.name for s in specs] == [
@@ -136,6 +154,7 @@ def test_services_are_wired_through_file_variables(
             config_path=config,
             start_local_model=False,
             admin_token_file=token,
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
     )
@@ -150,14 +169,25 @@ def test_services_are_wired_through_file_variables(
     for client in (tools, replica):
         assert client.env["KEEL_MEMORY_CLIENT__URL"] == "http://127.0.0.1:18788"
         assert client.env["KEEL_MEMORY_CLIENT__TOKEN_FILE"] == str(credentials.agent_token_file)
+    files = tool_files(tmp_path)
+    assert tools.env["KEEL_TOOLS__SERVER__TOKENS_FILE"] == str(files.tokens_file)
+    assert tools.env["KEEL_IDENTITY__PUBLIC_KEY_FILE"] == str(files.public_key_file)
+    assert "KEEL_IDENTITY__SIGNING_KEY_FILE" not in tools.env
     assert json.loads(replica.env["KEEL_TOOLS__SERVERS"]) == [
-        {"name": "tools", "url": "http://127.0.0.1:19090/mcp"}
+        {
+            "name": "tools",
+            "url": "http://127.0.0.1:19090/mcp",
+            "token_file": str(files.agent_token_file),
+            "audience": "agentkeel-tools",
+        }
     ]
+    assert replica.env["KEEL_IDENTITY__SIGNING_KEY_FILE"] == str(files.signing_key_file)
+    assert "KEEL_IDENTITY__PUBLIC_KEY_FILE" not in replica.env
     assert replica.env["KEEL_SERVER__ADMIN_TOKEN_FILE"] == str(token)
     assert replica.env["KEEL_SERVER__REPLICA_ID"] == "replica-1"
     # The agent's allowlist is the user's: keel up never sets agent.tools.
     assert not any(key.startswith("KEEL_AGENT__") for key in replica.env)
-    secret_values = {"KEEL_MEMORY_CLIENT__TOKEN", "KEEL_MEMORY__ADMIN_TOKEN"}
+    secret_values = {"KEEL_MEMORY_CLIENT__TOKEN", "KEEL_MEMORY__ADMIN_TOKEN", "KEEL_TOOLS_TOKEN"}
     assert not secret_values & {key for spec in specs.values() for key in spec.env}
 
 
@@ -189,6 +219,7 @@ def test_no_memory_leaves_out_the_memory_server_and_its_wiring(
             config_path=None,
             start_local_model=True,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
         )
     )
     assert list(specs) == [LOCAL_MODEL_SERVICE, TOOLS_SERVICE, "replica-1"]
@@ -211,6 +242,7 @@ def test_no_tools_leaves_out_the_tool_server_and_the_mcp_wiring(
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
     )
@@ -248,6 +280,7 @@ def test_a_configured_memory_client_url_is_kept_and_no_memory_server_starts(
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
     )
@@ -274,6 +307,7 @@ def test_configured_tools_servers_are_kept_and_no_tool_server_starts(
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
     )
@@ -296,6 +330,7 @@ def test_tool_server_keeps_builtins_and_memory_url_the_user_set(
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
     )
@@ -371,6 +406,68 @@ def test_unreadable_tokens_file_is_a_config_error_naming_it(tmp_path: Path) -> N
         ensure_memory_credentials(data)
 
 
+def test_tool_server_without_credentials_is_a_config_error(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """Planning the tool server without its token and key files fails and says how to make them."""
+    settings = settings_for(tmp_path, model_file, replicas=1, memory=False)
+    with pytest.raises(ConfigError, match="ensure_tool_credentials"):
+        plan_services(
+            settings, config_path=None, start_local_model=False, admin_token_file=tmp_path / "t"
+        )
+
+
+def test_tool_credentials_are_made_once_private_and_accepted_by_the_tool_server(
+    tmp_path: Path,
+) -> None:
+    """The replicas' token, the tokens file and the key pair are 0600 and reused; the tool
+    server accepts the token for every tool and verifies what the private key signs;
+    operator entries in the tokens file are kept and a lost public key is made again."""
+    data = tmp_path / "data"
+    creds = ensure_tool_credentials(data)
+    assert creds == tool_files(tmp_path)
+    paths = (
+        creds.agent_token_file,
+        creds.tokens_file,
+        creds.signing_key_file,
+        creds.public_key_file,
+    )
+    first = [path.read_text() for path in paths]
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_tool_credentials(data) == creds
+    assert [path.read_text() for path in paths] == first
+
+    token = creds.agent_token_file.read_text().strip()
+    access = ToolAccess(
+        settings=ToolServerSettings(tokens_file=creds.tokens_file), secrets=SecretResolver()
+    )
+    assert access.authenticate(f"Bearer {token}").may_call("memory_search")
+    identity = IdentitySettings(
+        signing_key_file=creds.signing_key_file, public_key_file=creds.public_key_file
+    )
+    signer = build_caller_signer(identity, secrets=SecretResolver())
+    verifier = build_caller_verifier(identity, audience="agentkeel-tools", secrets=SecretResolver())
+    assert signer is not None and verifier is not None
+    signed = signer.sign(
+        audience="agentkeel-tools",
+        tool="memory_search",
+        agent_id="default",
+        user_id="alice",
+        session_id="s",
+        turn=1,
+    )
+    assert verifier.verify(signed, tool="memory_search").user_id == "alice"
+
+    extended = yaml.safe_load(creds.tokens_file.read_text())
+    extended["tokens"]["operator-token-" + "o" * 20] = {"name": "ops", "tools": ["calculator"]}
+    creds.tokens_file.write_text(yaml.safe_dump(extended))
+    creds.public_key_file.unlink()
+    ensure_tool_credentials(data)
+    assert "ops" in creds.tokens_file.read_text()
+    assert creds.public_key_file.read_text() == first[3]
+
+
 def test_port_in_use_is_a_config_error_naming_the_service(tmp_path: Path, model_file: Path) -> None:
     """A port that something already listens on stops keel up before any child starts."""
     settings = settings_for(tmp_path, model_file, replicas=1, memory=False, tools=False)
@@ -384,6 +481,7 @@ def test_port_in_use_is_a_config_error_naming_the_service(tmp_path: Path, model_
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
         )
         with pytest.raises(ConfigError, match=rf"Port {port} .*replica-1.*up\.base_port"):
             check_ports_free(specs, host=service_hosts(settings))
@@ -403,6 +501,7 @@ def test_busy_memory_port_names_the_memory_setting(
             config_path=None,
             start_local_model=False,
             admin_token_file=tmp_path / "t",
+            tool_credentials=tool_files(tmp_path),
             memory_credentials=credentials,
         )
         with pytest.raises(ConfigError, match=rf"Port {port} .*\(for memory\).*memory\.port"):
@@ -419,6 +518,7 @@ def test_services_table_lists_every_service_with_url_and_log(
         config_path=None,
         start_local_model=True,
         admin_token_file=tmp_path / "t",
+        tool_credentials=tool_files(tmp_path),
         memory_credentials=credentials,
     )
     statuses = [
@@ -449,6 +549,7 @@ def test_services_table_lists_every_service_with_url_and_log(
     assert rows["replica-2"][1] == "http://127.0.0.1:18082"
     assert rows[MEMORY_SERVICE][3].endswith("logs/memory.log")
     assert "memory_agent_token" in text
+    assert "tools_agent_token" in text
 
 
 def test_up_flags_turn_memory_and_tools_off(
@@ -472,6 +573,8 @@ def test_up_flags_turn_memory_and_tools_off(
     assert result.exit_code == 2, result.output
     assert planned[-1] == [MEMORY_SERVICE, TOOLS_SERVICE, "replica-1"]
     assert (tmp_path / "d" / "memory_tokens.yaml").exists()
+    assert (tmp_path / "d" / "tools_tokens.yaml").exists()
+    assert (tmp_path / "d" / "caller_signing_key").exists()
 
 
 def test_up_without_llama_cpp_exits_2_with_the_install_hint(

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.integration.test_drain import free_port, wait_ready
+from tests.tools.credentials import TOKEN, write_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -95,11 +96,19 @@ def write_script(path: Path, turns: int) -> Path:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """The tool server (ready), then a replica that discovered its tools (ready)."""
     running = Stack(tmp_path)
+    credentials = write_credentials(tmp_path / "credentials")
+    token_file = credentials.directory / "tools_agent_token"
+    token_file.write_text(TOKEN + "\n")
     try:
         tools = running.start(
             "tools",
             "agentkeel.tools.serve",
-            {"KEEL_TOOLS__SERVER__PORT": str(running.tools_port), "KEEL_DATA_DIR": str(tmp_path)},
+            {
+                "KEEL_TOOLS__SERVER__PORT": str(running.tools_port),
+                "KEEL_TOOLS__SERVER__TOKENS_FILE": str(credentials.tokens_file),
+                "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(credentials.public_key_file),
+                "KEEL_DATA_DIR": str(tmp_path),
+            },
         )
         async with httpx.AsyncClient(base_url=running.tools_url, timeout=10) as client:
             await wait_ready(client, tools)
@@ -112,8 +121,17 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
                     [{"name": "scripted", "kind": "scripted", "script": str(script)}]
                 ),
                 "KEEL_TOOLS__SERVERS": json.dumps(
-                    [{"name": "tools", "url": f"{running.tools_url}/mcp", "prefix": "remote_"}]
+                    [
+                        {
+                            "name": "tools",
+                            "url": f"{running.tools_url}/mcp",
+                            "prefix": "remote_",
+                            "token_file": str(token_file),
+                            "audience": "agentkeel-tools",
+                        }
+                    ]
                 ),
+                "KEEL_IDENTITY__SIGNING_KEY_FILE": str(credentials.signing_key_file),
                 "KEEL_TOOLS__BREAKER__FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
                 "KEEL_AGENT__TOOLS": json.dumps([TOOL]),
                 "KEEL_STORE__URL": f"sqlite:///{tmp_path / 'sessions.db'}",
@@ -187,6 +205,7 @@ async def test_one_correlation_id_in_the_agent_and_tool_server_logs(stack: Stack
     (call,) = calls
     assert call["service"] == "tools"
     assert (call["tool"], call["status"]) == ("calculator", "success")
+    # The caller the tool server logs is the one the replica's signed assertion names.
     assert (call["session_id"], call["agent_id"], call["turn"]) == (session_id, "default", 1)
 
 

@@ -41,3 +41,11 @@ def test_empty_and_missing_files_are_errors(tmp_path: Path) -> None:
         SecretResolver().resolve(None, file=empty)
     with pytest.raises(SecretError, match="does not exist"):
         SecretResolver().resolve(None, file=tmp_path / "missing")
+
+
+def test_locate_names_the_file_resolve_would_read(tmp_path: Path) -> None:
+    """locate gives the explicit file, else secrets_dir/<name> (existing or not), else None."""
+    resolver = SecretResolver(secrets_dir=tmp_path)
+    assert resolver.locate("token", file=tmp_path / "x") == tmp_path / "x"
+    assert resolver.locate("token") == tmp_path / "token"
+    assert SecretResolver().locate("token") is None

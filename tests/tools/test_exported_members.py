@@ -7,7 +7,8 @@ import sys
 import pytest
 
 import agentkeel.tools
-from agentkeel.tools import client, local, mcp_source, serve, server, settings
+from agentkeel.config import tools as tool_settings
+from agentkeel.tools import client, local, mcp_source, serve, server
 
 HEAVY_MODULES = (
     "mcp",
@@ -39,7 +40,7 @@ def test_exports_are_the_implementation_objects() -> None:
     assert agentkeel.tools.build_tools_client is client.build_tools_client
     assert agentkeel.tools.McpToolSource is mcp_source.McpToolSource
     assert agentkeel.tools.LocalToolSet is local.LocalToolSet
-    assert agentkeel.tools.ToolsSettings is settings.ToolsSettings
+    assert agentkeel.tools.ToolsSettings is tool_settings.ToolsSettings
 
 
 def test_exported_tool_sources_satisfy_the_protocol() -> None:

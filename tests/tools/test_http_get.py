@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 import pytest
 
+from agentkeel.config.tools import HttpGetSettings
 from agentkeel.tools.http_get import HttpGetRefused, is_public_address, make_http_get
-from agentkeel.tools.settings import HttpGetSettings
 
 
 def answer(*addresses: str) -> Callable[[str, int], Awaitable[Sequence[str]]]:

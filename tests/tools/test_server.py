@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import httpx
-import httpx2
 import mcp_types as mcp
 import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
 from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.tools.discovery import module_tools
-from agentkeel.tools.server import CALLER_META_KEY, create_app
+from agentkeel.tools.server import create_app
+from tests.tools.credentials import TOKEN, Credentials, bearer, server_settings, write_credentials
 from tests.tools.servers import live_server
 
 
-class FakeMemory:
-    """Implements the memory tools' backend in memory, keyed by namespace."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, list[str]] = {}
-
-    async def search(self, namespace: str, query: str, *, limit: int) -> Sequence[Any]:
-        found = [c for c in self.items.get(namespace, []) if query.lower() in c.lower()]
-        return [{"content": c} for c in found[:limit]]
-
-    async def store(self, namespace: str, content: str, *, tags: Sequence[str]) -> Any:
-        self.items.setdefault(namespace, []).append(content)
-        return {"id": f"m{len(self.items[namespace])}"}
-
-
-def settings(**server: Any) -> KeelSettings:
-    return KeelSettings(secrets_dir=None, tools={"server": server})
+@pytest.fixture
+def credentials(tmp_path: Path) -> Credentials:
+    return write_credentials(tmp_path / "credentials")
 
 
 def text(result: mcp.CallToolResult) -> str:
@@ -48,13 +33,14 @@ def text(result: mcp.CallToolResult) -> str:
     return block.text
 
 
-async def test_sdk_client_lists_and_calls_our_tools_over_http() -> None:
+async def test_sdk_client_lists_and_calls_our_tools_over_http(credentials: Credentials) -> None:
     """The SDK's streamable HTTP client and ClientSession list our tools with their
     schemas and call them; a tool error comes back as is_error, not a protocol error."""
-    app = create_app(settings(tools_modules=["tests.tools.sample_tools"]))
+    app = create_app(server_settings(credentials, tools_modules=["tests.tools.sample_tools"]))
     async with (
         live_server(app) as server,
-        streamable_http_client(f"{server.url}/mcp") as (read, write),
+        bearer(TOKEN) as http,
+        streamable_http_client(f"{server.url}/mcp", http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
         await session.initialize()
@@ -72,13 +58,15 @@ async def test_sdk_client_lists_and_calls_our_tools_over_http() -> None:
         assert bad.is_error and "division by zero" in text(bad)
 
 
-async def test_probes_and_metrics() -> None:
-    """/health and /ready answer, and /metrics counts calls by tool and status."""
-    app = create_app(settings())
+async def test_probes_and_metrics(credentials: Credentials) -> None:
+    """/health, /ready and /metrics answer without a token, and /metrics counts calls by
+    tool and status."""
+    app = create_app(server_settings(credentials))
     async with (
         live_server(app) as server,
         httpx.AsyncClient(base_url=server.url) as http,
-        streamable_http_client(f"{server.url}/mcp") as (read, write),
+        bearer(TOKEN) as mcp_http,
+        streamable_http_client(f"{server.url}/mcp", http_client=mcp_http) as (read, write),
         ClientSession(read, write) as session,
     ):
         assert (await http.get("/health")).json()["status"] == "ok"
@@ -92,48 +80,14 @@ async def test_probes_and_metrics() -> None:
     assert 'agent_tool_calls_total{status="rejected",tool="unknown"} 1.0' in metrics
 
 
-async def test_memory_tools_use_the_callers_namespace_only() -> None:
-    """memory_store/memory_search work in agent:<id>/user:<id> from the caller's _meta;
-    a namespace in the arguments is refused and an anonymous caller gets a failure."""
-    memory = FakeMemory()
-    app = create_app(settings(), memory_client=memory)
-    alice = cast(
-        mcp.RequestParamsMeta,
-        {CALLER_META_KEY: {"agent_id": "support", "user_id": "alice", "session_id": "s1"}},
-    )
-    bob = cast(
-        mcp.RequestParamsMeta,
-        {CALLER_META_KEY: {"agent_id": "support", "user_id": "bob", "session_id": "s2"}},
-    )
-    async with (
-        live_server(app) as server,
-        streamable_http_client(f"{server.url}/mcp") as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        stored = await session.call_tool("memory_store", {"content": "likes tea"}, meta=alice)
-        assert not stored.is_error, text(stored)
-        found = await session.call_tool("memory_search", {"query": "tea"}, meta=alice)
-        assert json.loads(text(found)) == [{"content": "likes tea"}]
-        other = await session.call_tool("memory_search", {"query": "tea"}, meta=bob)
-        assert text(other) == "no memories matched"
-        sneaky = await session.call_tool(
-            "memory_search", {"query": "tea", "namespace": "agent:support/user:alice"}, meta=bob
-        )
-        assert sneaky.is_error and "namespace" in text(sneaky)
-        anonymous = await session.call_tool("memory_search", {"query": "tea"})
-        assert anonymous.is_error and "calling agent and user" in text(anonymous)
-    assert list(memory.items) == ["agent:support/user:alice"]
-
-
 async def test_call_logs_carry_the_callers_correlation_id(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, credentials: Credentials
 ) -> None:
     """The server's log line for a call carries the X-Correlation-ID of the request."""
-    app = create_app(settings())
+    app = create_app(server_settings(credentials))
     caplog.set_level(logging.INFO, logger="agentkeel.tools.server")
 
-    http = httpx2.AsyncClient(headers={"X-Correlation-ID": "corr-123"})
+    http = bearer(TOKEN, **{"X-Correlation-ID": "corr-123"})
     async with (
         live_server(app) as server,
         http,
@@ -160,13 +114,15 @@ def test_module_tools_are_the_public_functions_defined_there() -> None:
 def test_unknown_builtin_is_a_config_error() -> None:
     """A typo in tools.server.builtins stops the server before it listens."""
     with pytest.raises(ConfigError, match="unknown tool"):
-        create_app(settings(builtins=["calculater"]))
+        create_app(server_settings(None, builtins=["calculater"]))
 
 
-async def test_a_tool_call_does_not_run_the_tool_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_tool_call_does_not_run_the_tool_listing(
+    monkeypatch: pytest.MonkeyPatch, credentials: Credentials
+) -> None:
     """A stateless tools/call looks up the called tool's schema directly; the SDK would
     otherwise run the whole tools/list handler on every call to check its headers."""
-    app = create_app(settings())
+    app = create_app(server_settings(credentials))
     toolset = app.state.toolset
     listings: list[int] = []
     list_tools = toolset.list_tools
@@ -176,7 +132,11 @@ async def test_a_tool_call_does_not_run_the_tool_listing(monkeypatch: pytest.Mon
         return await list_tools()
 
     monkeypatch.setattr(toolset, "list_tools", counted)
-    async with live_server(app) as server, Client(f"{server.url}/mcp", cache=None) as client:
+    async with (
+        live_server(app) as server,
+        bearer(TOKEN) as http,
+        Client(streamable_http_client(f"{server.url}/mcp", http_client=http), cache=None) as client,
+    ):
         assert client.session.protocol_version in MODERN_PROTOCOL_VERSIONS
         # The client may list the tools once for itself (output schemas).
         await client.call_tool("calculator", {"expression": "1 + 1"})

@@ -21,7 +21,11 @@ credentials are made on the first run with mode 0600 and reused after:
 - ``admin_token``: the replicas' admin endpoints and the memory server's admin token;
 - ``memory_agent_token``: what replicas and the tool server send to the memory server;
 - ``memory_tokens.yaml``: the memory server's tokens file, granting that token read
-  and write on every namespace.
+  and write on every namespace;
+- ``tools_agent_token``: the bearer token replicas send to the tool server;
+- ``tools_tokens.yaml``: the tool server's tokens file, granting that token every tool;
+- ``caller_signing_key`` / ``caller_signing_key.pub``: the Ed25519 key pair of caller
+  assertions; replicas get the private key, the tool server only the public one.
 
 ``stack.json`` (``cli/stack.py``) describes the running stack: its services' URLs
 and ports and those credential files, so the other commands find them.
@@ -74,6 +78,7 @@ from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_con
 from agentkeel.cli.stack import StackFile
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
+from agentkeel.identity.keys import generate_key_pair, public_pem_of
 from agentkeel.ops.local_model import (
     check_server_installed,
     local_model_command,
@@ -87,7 +92,12 @@ TOOLS_SERVICE = "tools"
 ADMIN_TOKEN_FILE = "admin_token"
 MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
 MEMORY_TOKENS_FILE = "memory_tokens.yaml"
+TOOLS_AGENT_TOKEN_FILE = "tools_agent_token"
+TOOLS_TOKENS_FILE = "tools_tokens.yaml"
+SIGNING_KEY_FILE = "caller_signing_key"
+PUBLIC_KEY_FILE = "caller_signing_key.pub"
 _MEMORY_GRANT_NAME = "keel-up-agents"
+_TOOLS_GRANT_NAME = "keel-up-replicas"
 # After a replica's drain: uvicorn's own graceful shutdown and closing the store.
 _REPLICA_STOP_MARGIN_S = 10.0
 _MODEL_STOP_TIMEOUT_S = 10.0
@@ -120,7 +130,7 @@ def ensure_memory_credentials(data_dir: Path) -> MemoryCredentials:
     token_file = _ensure_token_file(data_dir / MEMORY_AGENT_TOKEN_FILE)
     token = token_file.read_text(encoding="utf-8").strip()
     tokens_file = data_dir / MEMORY_TOKENS_FILE
-    grants = _read_grants(tokens_file) if tokens_file.exists() else {}
+    grants = _read_grants(tokens_file, kind="memory") if tokens_file.exists() else {}
     if token not in grants:
         grants[token] = {"name": _MEMORY_GRANT_NAME, "read": ["*"], "write": ["*"]}
         _write_private(
@@ -129,6 +139,54 @@ def ensure_memory_credentials(data_dir: Path) -> MemoryCredentials:
             + yaml.safe_dump({"tokens": grants}, sort_keys=False),
         )
     return MemoryCredentials(agent_token_file=token_file, tokens_file=tokens_file)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCredentials:
+    """The files through which ``keel up``'s replicas authenticate to its tool server."""
+
+    agent_token_file: Path
+    """The bearer token replicas send (``tools.servers[].token_file``)."""
+    tokens_file: Path
+    """The tool server's tokens file (``tools.server.tokens_file``) granting that token."""
+    signing_key_file: Path
+    """The replicas' caller signing key (``identity.signing_key_file``)."""
+    public_key_file: Path
+    """Its public half, for the tool server (``identity.public_key_file``)."""
+
+
+def ensure_tool_credentials(data_dir: Path) -> ToolCredentials:
+    """``tools_agent_token``, ``tools_tokens.yaml`` and the caller key pair in ``data_dir``
+    (mode 0600), made on first use and reused after.
+
+    The tokens file grants the agent token every tool (``"*"``); entries an
+    operator added are kept. A missing public key is made again from the private
+    one. Raises ``ConfigError`` when the tokens file exists but cannot be read.
+    """
+    token_file = _ensure_token_file(data_dir / TOOLS_AGENT_TOKEN_FILE)
+    token = token_file.read_text(encoding="utf-8").strip()
+    tokens_file = data_dir / TOOLS_TOKENS_FILE
+    grants = _read_grants(tokens_file, kind="tool server") if tokens_file.exists() else {}
+    if token not in grants:
+        grants[token] = {"name": _TOOLS_GRANT_NAME, "tools": ["*"]}
+        _write_private(
+            tokens_file,
+            "# Written by keel up: tool server tokens (see tools.server.tokens_file).\n"
+            + yaml.safe_dump({"tokens": grants}, sort_keys=False),
+        )
+    private, public = data_dir / SIGNING_KEY_FILE, data_dir / PUBLIC_KEY_FILE
+    if not private.exists():
+        pair = generate_key_pair()
+        _write_private(private, pair.private_pem)
+        _write_private(public, pair.public_pem)
+    elif not public.exists():
+        _write_private(public, public_pem_of(private.read_text(encoding="ascii"), source=private))
+    return ToolCredentials(
+        agent_token_file=token_file,
+        tokens_file=tokens_file,
+        signing_key_file=private,
+        public_key_file=public,
+    )
 
 
 def _ensure_token_file(path: Path) -> Path:
@@ -142,21 +200,21 @@ def _ensure_token_file(path: Path) -> Path:
     return path
 
 
-def _read_grants(path: Path) -> dict[str, Any]:
+def _read_grants(path: Path, *, kind: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(
-            f"Cannot read the memory tokens file {path} ({exc}). Fix it, or delete it "
+            f"Cannot read the {kind} tokens file {path} ({exc}). Fix it, or delete it "
             "and run keel up again to have it made afresh."
         ) from exc
-    # The same two shapes the memory server reads: {tokens: {...}} or the mapping itself.
+    # The same two shapes the servers read: {tokens: {...}} or the mapping itself.
     if isinstance(loaded, dict) and set(loaded) == {"tokens"}:
         loaded = loaded["tokens"]
     grants = loaded if isinstance(loaded, dict) else None
     if not isinstance(grants, dict):
         raise ConfigError(
-            f"The memory tokens file {path} must map tokens to {{read: [...], write: [...]}}. "
+            f"The {kind} tokens file {path} must map each token to its grant. "
             "Fix it, or delete it and run keel up again to have it made afresh."
         )
     return dict(grants)
@@ -222,6 +280,7 @@ def plan_services(
     start_local_model: bool,
     admin_token_file: Path,
     memory_credentials: MemoryCredentials | None = None,
+    tool_credentials: ToolCredentials | None = None,
     python: str | None = None,
 ) -> list[ServiceSpec]:
     """The children of ``keel up`` in start order: local model (optional), memory
@@ -229,7 +288,8 @@ def plan_services(
 
     The memory and tool servers run when ``starts_memory_server`` and
     ``starts_tool_server`` say so; the memory server needs
-    ``memory_credentials`` (``ensure_memory_credentials``). Every child gets
+    ``memory_credentials`` (``ensure_memory_credentials``), the tool server
+    ``tool_credentials`` (``ensure_tool_credentials``). Every child gets
     the data directory and the config file through ``KEEL_*`` variables, so it
     loads the same settings as ``keel up`` did, plus the wiring between the
     services where the config leaves it unset.
@@ -282,9 +342,20 @@ def plan_services(
             "KEEL_MEMORY_CLIENT__TOKEN_FILE": str(memory_credentials.agent_token_file.absolute()),
         }
 
+    # How a replica reaches keel up's tool server; empty when it is not started.
+    replica_tools_env: dict[str, str] = {}
     if starts_tool_server(settings):
+        if tool_credentials is None:
+            raise ConfigError(
+                "keel up's tool server needs its credentials: call "
+                "ensure_tool_credentials(data_dir) and pass them as tool_credentials."
+            )
         server = settings.tools.server
-        tools_env = dict(base_env)
+        tools_env = {
+            **base_env,
+            "KEEL_TOOLS__SERVER__TOKENS_FILE": str(tool_credentials.tokens_file.absolute()),
+            "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(tool_credentials.public_key_file.absolute()),
+        }
         if "builtins" not in server.model_fields_set:
             tools_env["KEEL_TOOLS__SERVER__BUILTINS"] = "[]"
         if server.memory_url is None:
@@ -305,6 +376,16 @@ def plan_services(
                 depends_on=(MEMORY_SERVICE,) if memory_env else (),
             )
         )
+        mcp_server = {
+            "name": TOOLS_SERVICE,
+            "url": tools_mcp_url(settings),
+            "token_file": str(tool_credentials.agent_token_file.absolute()),
+            "audience": server.audience,
+        }
+        replica_tools_env = {
+            "KEEL_TOOLS__SERVERS": json.dumps([mcp_server]),
+            "KEEL_IDENTITY__SIGNING_KEY_FILE": str(tool_credentials.signing_key_file.absolute()),
+        }
 
     depends_on = tuple(spec.name for spec in services)
     host = settings.server.host
@@ -313,13 +394,10 @@ def plan_services(
         env = {
             **base_env,
             **memory_env,
+            **replica_tools_env,
             "KEEL_SERVER__ADMIN_TOKEN_FILE": str(admin_token_file.absolute()),
             "KEEL_SERVER__REPLICA_ID": replica_name(index),
         }
-        if any(spec.name == TOOLS_SERVICE for spec in services):
-            env["KEEL_TOOLS__SERVERS"] = json.dumps(
-                [{"name": TOOLS_SERVICE, "url": tools_mcp_url(settings)}]
-            )
         services.append(
             ServiceSpec(
                 name=replica_name(index),
@@ -477,6 +555,8 @@ class UpView:
         self._out.print(f"data dir: {data_dir}  admin token: {data_dir / ADMIN_TOKEN_FILE}")
         if MEMORY_SERVICE in urls:
             self._out.print(f"memory agent token: {data_dir / MEMORY_AGENT_TOKEN_FILE}")
+        if TOOLS_SERVICE in urls:
+            self._out.print(f"tools token: {data_dir / TOOLS_AGENT_TOKEN_FILE}")
         self._out.print(
             "keel up is running. Talk to it with `keel chat`; "
             "Ctrl-C stops it (replicas drain first)."
@@ -587,12 +667,14 @@ def up(
     data = settings.data_dir.absolute()
     token_file = ensure_admin_token(data)
     credentials = ensure_memory_credentials(data) if starts_memory_server(settings) else None
+    tool_credentials = ensure_tool_credentials(data) if starts_tool_server(settings) else None
     specs = plan_services(
         settings,
         config_path=config_path,
         start_local_model=start_model,
         admin_token_file=token_file,
         memory_credentials=credentials,
+        tool_credentials=tool_credentials,
     )
     check_ports_free(specs, host=service_hosts(settings))
 

@@ -14,9 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
 from agentkeel.config.sessions import SessionSettings
-from agentkeel.tools.settings import ToolsSettings
+from agentkeel.config.tools import ToolsSettings
 
 
 class _Section(BaseModel):
@@ -197,6 +198,7 @@ class KeelSettings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     memory_client: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:

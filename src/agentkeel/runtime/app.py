@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -36,9 +35,7 @@ from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
-    Forbidden,
     KeelError,
-    Unauthorized,
     Unavailable,
 )
 from agentkeel.models.factory import build_gateway
@@ -61,6 +58,7 @@ from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMid
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
+from agentkeel.web.auth import AdminToken
 from agentkeel.web.bodies import parse_body as _parse
 from agentkeel.web.errors import (
     endpoint as _endpoint,
@@ -236,6 +234,7 @@ def create_app(
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    admin = _admin_token(settings, secrets)
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
@@ -277,6 +276,8 @@ def create_app(
                     metrics=tool_metrics,
                     redis_url=settings.redis_url,
                     clock=clock,
+                    identity=settings.identity,
+                    secrets=secrets,
                 )
                 stack.push_async_callback(client.aclose)
                 await _check_tools(client, settings)
@@ -354,9 +355,10 @@ def create_app(
             _endpoint(_feedback(runtime)),
             methods=["POST"],
         ),
-        Route("/admin/drain", _endpoint(_admin_drain(runtime, secrets)), methods=["POST"]),
+        Route("/admin/drain", _endpoint(_admin_drain(runtime, admin)), methods=["POST"]),
         *session_admin_routes(
-            runtime.require_service, check_admin=lambda r: _check_admin(r, settings, secrets)
+            runtime.require_service,
+            check_admin=lambda request: admin.check(request.headers.get("authorization")),
         ),
     ]
     app = Starlette(
@@ -667,9 +669,20 @@ def _sse(event: str, data: Mapping[str, Any]) -> str:
 # -- admin ------------------------------------------------------------------------
 
 
-def _admin_drain(runtime: _Runtime, secrets: SecretResolver) -> Endpoint:
+def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
+    server = settings.server
+    return AdminToken(
+        resolver=secrets,
+        name=server.admin_token_secret,
+        file=server.admin_token_file,
+        setting="server.admin_token_file",
+        service="agent server",
+    )
+
+
+def _admin_drain(runtime: _Runtime, admin: AdminToken) -> Endpoint:
     async def admin_drain(request: Request) -> Response:
-        _check_admin(request, runtime.settings, secrets)
+        admin.check(request.headers.get("authorization"))
         started = runtime.drain.start(reason="admin request")
         return JSONResponse(
             {
@@ -681,31 +694,6 @@ def _admin_drain(runtime: _Runtime, secrets: SecretResolver) -> Endpoint:
         )
 
     return admin_drain
-
-
-def _check_admin(request: Request, settings: KeelSettings, secrets: SecretResolver) -> None:
-    server = settings.server
-    # Read on every call: rotating the token file takes effect without a restart.
-    token = secrets.resolve(server.admin_token_secret, file=server.admin_token_file, required=False)
-    if token is None:
-        where = (
-            f"'{settings.secrets_dir / server.admin_token_secret}'"
-            if settings.secrets_dir
-            else ("a file named by server.admin_token_file")
-        )
-        raise Forbidden(
-            "Admin endpoints are disabled because no admin token is configured. Put a token "
-            f"in {where} or set server.admin_token_file (KEEL_SERVER__ADMIN_TOKEN_FILE).",
-            code="admin_disabled",
-        )
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized(
-            "This admin endpoint needs 'Authorization: Bearer <admin token>'. The token is "
-            "the content of the configured admin token file."
-        )
-    if not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
-        raise Forbidden("The admin token is not valid for this server. Check the token file.")
 
 
 # -- helpers ----------------------------------------------------------------------

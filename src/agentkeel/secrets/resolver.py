@@ -26,6 +26,15 @@ class SecretResolver:
 
     secrets_dir: Path | None = None
 
+    def locate(self, name: str | None, *, file: Path | None = None) -> Path | None:
+        """Where ``resolve`` would read the secret: ``file``, else ``secrets_dir/<name>``
+        (whether or not it exists yet), else ``None``."""
+        if file is not None:
+            return file
+        if name and self.secrets_dir is not None:
+            return self.secrets_dir / name
+        return None
+
     def resolve(
         self, name: str | None, *, file: Path | None = None, required: bool = True
     ) -> SecretStr | None:

@@ -95,3 +95,5 @@ def configure_logging(*, service: str, level: str = "info", stream: IO[str] | No
     # httpx2 is the MCP SDK's HTTP client: one INFO line per tool call otherwise.
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The MCP SDK logs every message it sends at DEBUG, caller assertions included.
+    logging.getLogger("mcp").setLevel(logging.INFO)

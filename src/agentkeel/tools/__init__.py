@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet, ToolStatus
 
 if TYPE_CHECKING:
+    from agentkeel.config.tools import (
+        HttpGetSettings,
+        McpServerSettings,
+        ToolBreakerSettings,
+        ToolServerSettings,
+        ToolsSettings,
+    )
     from agentkeel.tools.budget import BudgetDecision, SessionCallBudget
     from agentkeel.tools.builtins import (
         BUILTIN_NAMES,
@@ -32,13 +39,6 @@ if TYPE_CHECKING:
     from agentkeel.tools.mcp_source import McpToolSource
     from agentkeel.tools.serve import run_tool_server
     from agentkeel.tools.server import create_app as create_tool_server_app
-    from agentkeel.tools.settings import (
-        HttpGetSettings,
-        McpServerSettings,
-        ToolBreakerSettings,
-        ToolServerSettings,
-        ToolsSettings,
-    )
 
 # Public name -> (module, attribute in that module).
 _LAZY: dict[str, tuple[str, str]] = {
@@ -60,11 +60,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "McpToolSource": ("agentkeel.tools.mcp_source", "McpToolSource"),
     "run_tool_server": ("agentkeel.tools.serve", "run_tool_server"),
     "create_tool_server_app": ("agentkeel.tools.server", "create_app"),
-    "HttpGetSettings": ("agentkeel.tools.settings", "HttpGetSettings"),
-    "McpServerSettings": ("agentkeel.tools.settings", "McpServerSettings"),
-    "ToolBreakerSettings": ("agentkeel.tools.settings", "ToolBreakerSettings"),
-    "ToolServerSettings": ("agentkeel.tools.settings", "ToolServerSettings"),
-    "ToolsSettings": ("agentkeel.tools.settings", "ToolsSettings"),
+    "HttpGetSettings": ("agentkeel.config.tools", "HttpGetSettings"),
+    "McpServerSettings": ("agentkeel.config.tools", "McpServerSettings"),
+    "ToolBreakerSettings": ("agentkeel.config.tools", "ToolBreakerSettings"),
+    "ToolServerSettings": ("agentkeel.config.tools", "ToolServerSettings"),
+    "ToolsSettings": ("agentkeel.config.tools", "ToolsSettings"),
 }
 
 __all__ = [

@@ -23,16 +23,22 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
+from agentkeel.config.identity import IdentitySettings
+from agentkeel.config.tools import McpServerSettings, ToolBreakerSettings, ToolsSettings
 from agentkeel.errors import KeelError
+from agentkeel.identity.assertion import CallerSigner
+from agentkeel.identity.factory import build_caller_signer
 from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.resilience.retry import retry_after_seconds
+from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ToolMetrics
 from agentkeel.tools.budget import SessionCallBudget
 from agentkeel.tools.composite import CompositeToolSet
-from agentkeel.tools.settings import ToolBreakerSettings, ToolsSettings
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
 if TYPE_CHECKING:
@@ -256,13 +262,24 @@ def build_tools_client(
     redis_url: str | None = None,
     clock: Clock | None = None,
     http_client_factory: HttpClientFactory | None = None,
+    identity: IdentitySettings | None = None,
+    secrets: SecretResolver | None = None,
 ) -> GuardedToolsClient:
     """The client an agent replica uses: ``local`` tools first, then ``settings.servers``.
 
-    Nothing connects here; MCP servers are reached on first use. Close it with
-    ``aclose()``.
+    A server's bearer token (``token_file`` / ``token_secret``) is read through
+    ``secrets`` here; a server with an ``audience`` gets caller assertions signed
+    with ``identity.signing_key_file``. A missing token or key raises here, so the
+    replica stops before it listens. Nothing connects here; MCP servers are
+    reached on first use. Close it with ``aclose()``.
     """
     clock = clock or SystemClock()
+    secrets = secrets or SecretResolver()
+    signer: CallerSigner | None = None
+    if any(server.audience is not None for server in settings.servers):
+        signer = build_caller_signer(
+            identity or IdentitySettings(), secrets=secrets, time=clock.time
+        )
     sources: list[tuple[str, ToolSet]] = []
     if local is not None:
         sources.append(("local", local))
@@ -283,6 +300,9 @@ def build_tools_client(
                     clock=clock,
                     metrics=metrics,
                     http_client_factory=http_client_factory,
+                    bearer_token=_server_token(server, secrets),
+                    signer=signer,
+                    audience=server.audience,
                 ),
             )
         )
@@ -312,3 +332,9 @@ def build_tools_client(
         budget=budget,
         clock=clock,
     )
+
+
+def _server_token(server: McpServerSettings, secrets: SecretResolver) -> SecretStr | None:
+    if server.token_file is None and server.token_secret is None:
+        return None
+    return secrets.resolve(server.token_secret, file=server.token_file)

@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from agentkeel.tools.settings import HttpGetSettings
+from agentkeel.config.tools import HttpGetSettings
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """``(host, port) -> addresses``; the default asks the system resolver."""

@@ -11,9 +11,12 @@ fails keeps the last list, so the tools of a server that went down stay known
 and their calls fail with a clear message (and trip the breaker) instead of
 turning into "unknown tool".
 
-Every HTTP request carries ``X-Correlation-ID``; every ``tools/call`` names
-the caller (agent, user, session, turn) in ``_meta`` under
-``io.agentkeel/caller``, which other MCP servers ignore.
+Every HTTP request carries ``X-Correlation-ID``, and ``Authorization: Bearer``
+when the server has a token. For a server with an ``audience`` (agentkeel's
+own tool server), every ``tools/call`` carries in ``_meta`` under
+``io.agentkeel/caller`` a caller assertion signed for that one call (agent,
+user, session, turn, the tool, a minute at most); other servers get no
+caller identity.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import mcp_types as mcp
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
 
-from agentkeel.errors import ToolServerUnavailable
+from agentkeel.errors import ConfigError, ToolServerUnavailable
+from agentkeel.identity.assertion import CallerSigner
 from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.telemetry.correlation import get_correlation_id, set_correlation_id
@@ -84,7 +89,11 @@ class McpToolSource:
     server cannot be reached, so the guarded client can count it against
     the server's breaker.
 
-    >>> source = McpToolSource(name="tools", url="http://127.0.0.1:9090/mcp")
+    ``bearer_token`` is sent on every HTTP request; with ``audience``, ``signer``
+    signs the caller of every call for that audience (both or neither).
+
+    >>> source = McpToolSource(name="tools", url="http://127.0.0.1:9090/mcp",
+    ...     bearer_token=token, signer=signer, audience="agentkeel-tools")
     >>> specs = await source.list_tools()
     >>> await source.aclose()
     """
@@ -100,7 +109,17 @@ class McpToolSource:
         clock: Clock | None = None,
         metrics: ToolMetrics | None = None,
         http_client_factory: HttpClientFactory | None = None,
+        bearer_token: SecretStr | None = None,
+        signer: CallerSigner | None = None,
+        audience: str | None = None,
     ) -> None:
+        if audience is not None and signer is None:
+            raise ConfigError(
+                f"MCP server '{name}' has audience '{audience}', so every call must carry a "
+                "signed caller assertion, but no signing key is configured. Set "
+                "identity.signing_key_file (KEEL_IDENTITY__SIGNING_KEY_FILE) to the private key "
+                "whose public half the server verifies with."
+            )
         self.name = name
         self.url = url
         self.prefix = prefix
@@ -111,6 +130,9 @@ class McpToolSource:
         self._http_client_factory = http_client_factory or (
             lambda: default_http_client(connect_timeout_s=connect_timeout_s)
         )
+        self._bearer_token = bearer_token
+        self._signer = signer
+        self._audience = audience
         self._connection: _Connection | None = None
         self._connect_lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
@@ -197,14 +219,18 @@ class McpToolSource:
         if context.correlation_id and get_correlation_id() is None:
             set_correlation_id(context.correlation_id)
         client = await self._client()
-        meta: dict[str, Any] = {
-            CALLER_META_KEY: {
-                "agent_id": context.agent_id,
-                "user_id": context.user_id,
-                "session_id": context.session_id,
-                "turn": context.turn,
+        meta: dict[str, Any] | None = None
+        if self._audience is not None and self._signer is not None:
+            meta = {
+                CALLER_META_KEY: self._signer.sign(
+                    audience=self._audience,
+                    tool=remote,
+                    agent_id=context.agent_id,
+                    user_id=context.user_id,
+                    session_id=context.session_id,
+                    turn=context.turn,
+                )
             }
-        }
         try:
             result = await client.call_tool(remote, arguments, meta=meta)  # type: ignore[arg-type]
         except MCPError as exc:
@@ -253,6 +279,8 @@ class McpToolSource:
     async def _own(self, ready: asyncio.Future[Client], closing: asyncio.Event) -> None:
         try:
             http = self._http_client_factory()
+            if self._bearer_token is not None:
+                http.headers["Authorization"] = f"Bearer {self._bearer_token.get_secret_value()}"
             transport = streamable_http_client(self.url, http_client=http)
             async with http, Client(transport, cache=None, mode="auto") as client:
                 ready.set_result(client)

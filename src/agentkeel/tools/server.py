@@ -8,10 +8,25 @@ public functions of the modules in ``tools.server.tools_modules``, next to
 
 Tools are described and called through ``LocalToolSet``, so a tool's name,
 description and JSON schema come from its signature and docstring exactly as
-for in-process tools. The caller (agent, user, session, turn) travels in the
-MCP request's ``_meta`` under ``io.agentkeel/caller``; tools that take a
-``ToolContext`` receive it, which is how the memory tools find the caller's
-namespace. A caller that sends none (any third-party MCP client) is anonymous.
+for in-process tools.
+
+Every ``/mcp`` request needs a bearer token from the tool server's tokens file
+(``tools/access.py``): 401 without one, 403 for a tool the token is not
+granted; ``tools/list`` shows a token only its tools. ``/health``, ``/ready``
+and ``/metrics`` stay open, as on every service (probes and scrapers carry no
+token, and none of them shows user data).
+
+Whom a call acts for comes only from a signed caller assertion
+(``agentkeel.identity``) in the request's ``_meta`` under
+``io.agentkeel/caller``: a JWT the replica made for this one call, verified
+here with ``identity.public_key_file`` for the audience
+``tools.server.audience`` and the tool called. Tools that take a
+``ToolContext`` receive the verified caller, which is how the memory tools
+find the caller's namespace. A call without an assertion (any third-party MCP
+client) is anonymous, which tools such as ``calculator`` do not mind and the
+memory tools refuse; a call with anything else there (plain identity fields,
+an expired, replayed, wrongly signed or other tool's assertion) is refused
+with a JSON-RPC error saying why.
 
 The MCP endpoint is stateless (every POST stands alone, JSON responses), so
 any replica can answer any call and a restart loses nothing.
@@ -34,6 +49,7 @@ from mcp.server.streamable_http_manager import (
     StreamableHTTPSessionManager,
 )
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -42,10 +58,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
-from agentkeel.errors import ConfigError, Unavailable
+from agentkeel.config.tools import ToolServerSettings
+from agentkeel.errors import CallerAssertionRefused, ConfigError, Unavailable
+from agentkeel.identity.assertion import CallerVerifier
+from agentkeel.identity.factory import build_caller_verifier
 from agentkeel.memory.client import MemoryClient, build_memory_client
 from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.resilience.clock import Clock
+from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.correlation import (
     HEADER,
     accept_correlation_id,
@@ -54,19 +74,27 @@ from agentkeel.telemetry.correlation import (
 )
 from agentkeel.telemetry.metrics import HttpMetrics, ToolServerMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.tools.access import (
+    JSONRPC_FORBIDDEN,
+    JSONRPC_UNAUTHORIZED,
+    McpAuth,
+    ToolAccess,
+    caller_of,
+    tool_forbidden,
+)
 from agentkeel.tools.builtins import builtin_functions
 from agentkeel.tools.discovery import load_tool_modules
 from agentkeel.tools.http_get import make_http_get
 from agentkeel.tools.local import LocalToolSet
 from agentkeel.tools.memory_tools import MemoryBackend, make_memory_tools
-from agentkeel.tools.settings import ToolServerSettings
 from agentkeel.tools.types import ToolContext
 from agentkeel.web.errors import error_response
 
 logger = logging.getLogger("agentkeel.tools.server")
 
 CALLER_META_KEY = "io.agentkeel/caller"
-"""``_meta`` key of a ``tools/call`` that carries the caller's identity."""
+"""``_meta`` key of a ``tools/call`` that carries the signed caller assertion."""
+ANONYMOUS = "anonymous"
 
 SERVER_NAME = "agentkeel-tools"
 SERVER_BUILTINS = ("calculator", "current_time", "http_get")
@@ -105,34 +133,66 @@ def build_server_toolset(
     return LocalToolSet(chosen, timeout_s=settings.tool_timeout_s)
 
 
-def caller_context(meta: Mapping[str, Any] | None) -> ToolContext:
-    """The caller named in a request's ``_meta``, or an anonymous one."""
+def caller_context(
+    meta: Mapping[str, Any] | None, *, tool: str, verifier: CallerVerifier | None
+) -> ToolContext:
+    """The caller a call to ``tool`` acts for: the one its signed assertion names, or
+    an anonymous caller when ``_meta`` carries none.
+
+    Raises ``CallerAssertionRefused`` for anything else under ``io.agentkeel/caller``
+    (plain identity fields included) and for an assertion that does not verify.
+    """
     raw = (meta or {}).get(CALLER_META_KEY)
-    caller: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-
-    def text(key: str, default: str) -> str:
-        value = caller.get(key)
-        return value[:256] if isinstance(value, str) and value else default
-
-    turn = caller.get("turn")
+    if raw is None:
+        return ToolContext(
+            agent_id=ANONYMOUS,
+            session_id=ANONYMOUS,
+            user_id=ANONYMOUS,
+            turn=0,
+            correlation_id=get_correlation_id(),
+        )
+    if not isinstance(raw, str):
+        raise CallerAssertionRefused(
+            f"The caller in _meta['{CALLER_META_KEY}'] must be a signed caller assertion (a JWT "
+            "made for this call by an agentkeel replica); plain identity fields are not "
+            "accepted. Leave it out to call as an anonymous caller."
+        )
+    if verifier is None:
+        raise CallerAssertionRefused(
+            "This tool server cannot verify caller assertions: no public key is configured. "
+            "Set identity.public_key_file (KEEL_IDENTITY__PUBLIC_KEY_FILE) to the public half "
+            "of the replicas' signing key."
+        )
+    assertion = verifier.verify(raw, tool=tool)
     return ToolContext(
-        agent_id=text("agent_id", "anonymous"),
-        session_id=text("session_id", "anonymous"),
-        user_id=text("user_id", "anonymous"),
-        turn=turn if isinstance(turn, int) and not isinstance(turn, bool) else 0,
+        agent_id=assertion.agent_id,
+        session_id=assertion.session_id,
+        user_id=assertion.user_id,
+        turn=assertion.turn,
         correlation_id=get_correlation_id(),
     )
 
 
 def create_mcp_server(
-    toolset: LocalToolSet, *, metrics: ToolServerMetrics | None = None
+    toolset: LocalToolSet,
+    *,
+    metrics: ToolServerMetrics | None = None,
+    verifier: CallerVerifier | None = None,
 ) -> Server[Any]:
-    """The low-level MCP server over ``toolset`` (list and call tools)."""
+    """The low-level MCP server over ``toolset`` (list and call tools).
+
+    Over HTTP, ``McpAuth`` has authenticated the request; ``tools/list`` shows the
+    token's tools only, and ``tools/call`` acts for the caller ``verifier`` accepts."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: mcp.PaginatedRequestParams | None
     ) -> mcp.ListToolsResult:
-        specs = await toolset.list_tools()
+        caller = caller_of(ctx.request)
+        specs = [
+            spec
+            for spec in await toolset.list_tools()
+            if caller is None or caller.may_call(spec.name)
+        ]
         return mcp.ListToolsResult(
             tools=[
                 mcp.Tool(
@@ -148,12 +208,33 @@ def create_mcp_server(
         ctx: ServerRequestContext[Any, Any], params: mcp.CallToolRequestParams
     ) -> mcp.CallToolResult:
         _adopt_correlation_id(ctx)
-        context = caller_context(params.meta)
+        known = params.name in toolset.names
+        label = params.name if known else "unknown"
+        caller = caller_of(ctx.request)
+        if caller is not None and not caller.may_call(params.name):
+            # McpAuth refuses these before they get here; this keeps the rule in one place
+            # for a request that reached the handler some other way.
+            raise MCPError(JSONRPC_FORBIDDEN, tool_forbidden(caller, params.name).message)
+        try:
+            context = caller_context(params.meta, tool=params.name, verifier=verifier)
+        except CallerAssertionRefused as exc:
+            if metrics is not None:
+                metrics.tool_calls.labels(label, "rejected").inc()
+            logger.warning(
+                "tool call %s refused: %s",
+                params.name,
+                exc.message,
+                extra={
+                    "tool": label,
+                    "status": "rejected",
+                    "category": "auth",
+                    "caller": caller.name if caller is not None else None,
+                },
+            )
+            raise MCPError(JSONRPC_UNAUTHORIZED, exc.message) from exc
         start = time.perf_counter()
         result = await toolset.call(params.name, dict(params.arguments or {}), context=context)
         elapsed = time.perf_counter() - start
-        known = params.name in toolset.names
-        label = params.name if known else "unknown"
         if metrics is not None:
             metrics.tool_calls.labels(label, result.status).inc()
             metrics.tool_duration.labels(label).observe(elapsed)
@@ -202,11 +283,24 @@ def create_app(
     ``tools.server.memory_url`` builds a ``MemoryClient`` (token and outbox from
     the ``memory_client`` section), opened and closed with the app.
     ``functions`` adds tools beyond the configured modules (tests, embedding).
+    Tokens come from ``tools.server.tokens_file`` (or ``secrets_dir/tools_tokens``),
+    the caller public key from ``identity.public_key_file`` (or
+    ``secrets_dir/caller_public_key``); ``clock`` also times assertion expiry.
+    A tokens file that does not parse or a key that is not Ed25519 raises here.
     ``app.state`` exposes ``registry``, ``toolset`` and ``memory_client``.
 
     >>> app = create_app(load_settings().settings)
     """
     server_settings = settings.tools.server
+    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    access = ToolAccess(settings=server_settings, secrets=secrets)
+    has_tokens = access.configured()
+    verifier = build_caller_verifier(
+        settings.identity,
+        audience=server_settings.audience,
+        secrets=secrets,
+        time=clock.time if clock is not None else None,
+    )
     registry = registry if registry is not None else CollectorRegistry()
     http_metrics = HttpMetrics(registry)
     tool_metrics = ToolServerMetrics(registry)
@@ -230,7 +324,7 @@ def create_app(
         http_transport=http_transport,
     )
     manager = StreamableHTTPSessionManager(
-        app=create_mcp_server(toolset, metrics=tool_metrics),
+        app=create_mcp_server(toolset, metrics=tool_metrics, verifier=verifier),
         json_response=True,
         stateless=True,
         security_settings=_transport_security(server_settings.host),
@@ -249,6 +343,19 @@ def create_app(
                     len(toolset.names),
                     ", ".join(toolset.names),
                 )
+                if not has_tokens:
+                    logger.warning(
+                        "no tool server tokens configured (%s): every MCP request is refused "
+                        "with 401 until that file exists",
+                        access.where,
+                        extra={"category": "auth"},
+                    )
+                if verifier is None and memory_client is not None:
+                    logger.warning(
+                        "no caller public key configured (identity.public_key_file): the memory "
+                        "tools refuse every call, since no caller can be verified",
+                        extra={"category": "auth"},
+                    )
                 try:
                     yield
                 finally:
@@ -274,7 +381,7 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            Route("/mcp", StreamableHTTPASGIApp(manager)),
+            Route("/mcp", McpAuth(StreamableHTTPASGIApp(manager), access=access)),
         ],
         middleware=[
             Middleware(CorrelationMiddleware),

@@ -5,9 +5,13 @@ lists the MCP servers an agent uses, and the other fields are the guards every
 call to them passes through.
 
     tools:
+      server:
+        tokens_file: .keel/tools_tokens.yaml   # who may call which tools
       servers:
         - name: tools
           url: http://127.0.0.1:9090/mcp
+          token_file: .keel/tools_agent_token  # sent as Authorization: Bearer
+          audience: agentkeel-tools            # sign a caller assertion per call
         - name: weather
           url: https://weather.example.com/mcp
           prefix: weather_
@@ -19,6 +23,7 @@ call to them passes through.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -69,6 +74,17 @@ class ToolServerSettings(_Section):
     )
     tool_timeout_s: float = Field(default=30.0, gt=0, description="Per call, on the server side.")
     http_get: HttpGetSettings = Field(default_factory=HttpGetSettings)
+    tokens_file: Path | None = Field(
+        default=None,
+        description="YAML/JSON mapping token -> {name, tools: [...]}; every /mcp request needs "
+        "one of these tokens. Unset = secrets_dir/<tokens_secret>.",
+    )
+    tokens_secret: str = "tools_tokens"
+    audience: str = Field(
+        default="agentkeel-tools",
+        min_length=1,
+        description="The aud claim a caller assertion must carry to be accepted here.",
+    )
 
 
 class McpServerSettings(_Section):
@@ -84,6 +100,17 @@ class McpServerSettings(_Section):
         default=None, gt=0, description="Per call; unset = tools.call_timeout_s."
     )
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    token_file: Path | None = Field(
+        default=None, description="File holding the bearer token sent to this server."
+    )
+    token_secret: str | None = Field(
+        default=None, description="Name of the bearer token's file inside secrets_dir."
+    )
+    audience: str | None = Field(
+        default=None,
+        description="Sign a caller assertion for this audience on every call (e.g. "
+        "'agentkeel-tools' for keel serve tools); unset = send no caller identity.",
+    )
 
     @field_validator("name")
     @classmethod
