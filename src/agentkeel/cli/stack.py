@@ -63,6 +63,8 @@ CREDENTIALS: tuple[CredentialSpec, ...] = (
     CredentialSpec("admin_token", "admin_token", "replicas' and memory server's admin API"),
     CredentialSpec("memory_agent_token", "memory_agent_token", "every memory namespace"),
     CredentialSpec("memory_tokens", "memory_tokens.yaml", "the memory server's tokens file"),
+    CredentialSpec("tools_agent_token", "tools_agent_token", "the tool server, every tool"),
+    CredentialSpec("tools_tokens", "tools_tokens.yaml", "the tool server's tokens file"),
 )
 _CREDENTIAL_FILES = {spec.key: spec.file_name for spec in CREDENTIALS}
 
