@@ -13,6 +13,7 @@ COMMANDS = [
     [],
     ["up"],
     ["chat"],
+    ["eval"],
     ["serve"],
     ["serve", "agent"],
     ["config"],

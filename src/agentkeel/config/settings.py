@@ -91,9 +91,18 @@ class AgentSettings(_Section):
     )
     # Plain on purpose: small local models answer worse when told about tools they
     # cannot call; larger models need no coaxing to use the tools they are given.
-    system_prompt: str = "You are a helpful assistant."
+    system_prompt: str | None = Field(
+        default="You are a helpful assistant.",
+        description="The built-in agent's system message; null or empty sends none.",
+    )
     tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
     temperature: float | None = 0.2
+    history_turns: int | None = Field(
+        default=None,
+        ge=0,
+        description="Earlier turns of the session the built-in agent sends the model; "
+        "null = all that fit the context window, 0 = none.",
+    )
 
 
 class StoreSettings(_Section):
