@@ -96,6 +96,7 @@ def test_from_settings_uses_the_agent_section() -> None:
                 "tools": ["calculator"],
                 "temperature": 0.5,
                 "history_turns": 3,
+                "max_output_tokens": None,
             },
             "guardrails": {"max_output_tokens": 77},
         }
@@ -106,6 +107,24 @@ def test_from_settings_uses_the_agent_section() -> None:
     assert built.temperature == 0.5
     assert built.max_output_tokens == 77
     assert built.history_turns == 3
+
+
+@pytest.mark.parametrize(
+    ("agent_cap", "guardrail_cap", "expected"),
+    [(None, 300, 300), (40, 300, 40), (500, 300, 300)],
+)
+def test_reply_cap_is_the_agents_within_the_guardrail(
+    agent_cap: int | None, guardrail_cap: int, expected: int
+) -> None:
+    """agent.max_output_tokens caps replies; unset, or above guardrails.max_output_tokens,
+    the guardrail's cap applies."""
+    settings = KeelSettings.model_validate(
+        {
+            "agent": {"max_output_tokens": agent_cap},
+            "guardrails": {"max_output_tokens": guardrail_cap},
+        }
+    )
+    assert ToolAgent.from_settings(settings).max_output_tokens == expected
 
 
 async def test_plain_reply_without_tools() -> None:

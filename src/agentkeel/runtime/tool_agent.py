@@ -52,12 +52,16 @@ class ToolAgent:
 
     @classmethod
     def from_settings(cls, settings: KeelSettings) -> ToolAgent:
-        """The agent that ``agent.*`` and ``guardrails.max_output_tokens`` describe."""
+        """The agent that ``agent.*`` describes; its reply cap is ``agent.max_output_tokens``
+        within ``guardrails.max_output_tokens``."""
         return cls(
             system_prompt=settings.agent.system_prompt,
             tools=settings.agent.tools,
             temperature=settings.agent.temperature,
-            max_output_tokens=settings.guardrails.max_output_tokens,
+            max_output_tokens=min(
+                settings.agent.max_output_tokens or settings.guardrails.max_output_tokens,
+                settings.guardrails.max_output_tokens,
+            ),
             history_turns=settings.agent.history_turns,
         )
 
