@@ -82,7 +82,8 @@ def _ready(url: str) -> bool:
 
 async def test_default_local_agent_answers_the_smoke_set(local_model: LocalModelSettings) -> None:
     """With the shipped agent defaults, SmolLM2 answers the local-smoke set (single
-    questions and follow-ups) right and in English at least FLOOR of the time."""
+    questions and follow-ups) right and in English at least FLOOR of the time, and
+    answers the README's France-then-Italy conversation right."""
     defaults = KeelSettings(secrets_dir=None)
     models = [defaults.models[0].model_copy(update={"base_url": local_model_base_url(local_model)})]
     settings = defaults.model_copy(update={"models": models})
@@ -91,3 +92,6 @@ async def test_default_local_agent_answers_the_smoke_set(local_model: LocalModel
         report = await run_eval_set(load_eval_set("local-smoke"), target)
     print(f"\n{report.render()}\n({time.monotonic() - started:.1f}s)")
     assert report.score >= FLOOR, report.render()
+    # The README's sample conversation: Paris, then Rome for the follow-up, in English.
+    sample = [result for result in report.results if result.case == "capitals-follow-up"]
+    assert [result.passed for result in sample] == [True, True], report.render()
