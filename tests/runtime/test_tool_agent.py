@@ -6,12 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from agentkeel.config.settings import KeelSettings, RetrySettings
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import CallTools, OnEnd, Say, ScriptedProvider, StepLike
-from agentkeel.models.types import ChatMessage
+from agentkeel.models.types import ChatMessage, ToolCall
 from agentkeel.resilience.clock import ManualClock
 from agentkeel.runtime.guards import GuardedModel, GuardedTools, TurnLog
 from agentkeel.runtime.tool_agent import ToolAgent
@@ -86,10 +87,17 @@ def test_tool_agent_is_an_agent() -> None:
 
 
 def test_from_settings_uses_the_agent_section() -> None:
-    """The prompt, tools and temperature come from agent.*; the output cap from guardrails."""
+    """The prompt, tools, temperature and history length come from agent.*; the output
+    cap from guardrails."""
     settings = KeelSettings.model_validate(
         {
-            "agent": {"system_prompt": "Be kind.", "tools": ["calculator"], "temperature": 0.5},
+            "agent": {
+                "system_prompt": "Be kind.",
+                "tools": ["calculator"],
+                "temperature": 0.5,
+                "history_turns": 3,
+                "max_output_tokens": None,
+            },
             "guardrails": {"max_output_tokens": 77},
         }
     )
@@ -98,6 +106,25 @@ def test_from_settings_uses_the_agent_section() -> None:
     assert built.tools == ("calculator",)
     assert built.temperature == 0.5
     assert built.max_output_tokens == 77
+    assert built.history_turns == 3
+
+
+@pytest.mark.parametrize(
+    ("agent_cap", "guardrail_cap", "expected"),
+    [(None, 300, 300), (40, 300, 40), (500, 300, 300)],
+)
+def test_reply_cap_is_the_agents_within_the_guardrail(
+    agent_cap: int | None, guardrail_cap: int, expected: int
+) -> None:
+    """agent.max_output_tokens caps replies; unset, or above guardrails.max_output_tokens,
+    the guardrail's cap applies."""
+    settings = KeelSettings.model_validate(
+        {
+            "agent": {"max_output_tokens": agent_cap},
+            "guardrails": {"max_output_tokens": guardrail_cap},
+        }
+    )
+    assert ToolAgent.from_settings(settings).max_output_tokens == expected
 
 
 async def test_plain_reply_without_tools() -> None:
@@ -117,6 +144,70 @@ async def test_plain_reply_without_tools() -> None:
     assert request.temperature == 0.1
     assert request.max_tokens == 64
     assert {tool.name for tool in request.tools} == {"calculator", "current_time"}
+
+
+def three_turns_of_history() -> list[ChatMessage]:
+    """Three earlier turns; the second called a tool before answering."""
+    return [
+        ChatMessage(role="user", content="first"),
+        ChatMessage(role="assistant", content="one"),
+        ChatMessage(role="user", content="second"),
+        ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=(ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"}),),
+        ),
+        ChatMessage(role="tool", content="2", tool_call_id="c1", name="calculator"),
+        ChatMessage(role="assistant", content="two"),
+        ChatMessage(role="user", content="third"),
+        ChatMessage(role="assistant", content="three"),
+    ]
+
+
+async def test_history_turns_keeps_only_the_most_recent_whole_turns() -> None:
+    """history_turns=2 sends the last two turns, tool calls and results included, and
+    never half a turn."""
+    turn, provider, _ = make_turn(["ok"], history=three_turns_of_history())
+    await agent(history_turns=2).respond(turn)
+    sent = provider.requests[0].messages
+    assert [m.content for m in sent] == [
+        "You are terse.",
+        "second",
+        "",
+        "2",
+        "two",
+        "third",
+        "three",
+        "What is 6 * 7?",
+    ]
+
+
+async def test_history_turns_zero_sends_no_history_and_none_sends_all() -> None:
+    """0 sends only the system prompt and the new message; None sends every earlier turn."""
+    history = three_turns_of_history()
+    turn, provider, _ = make_turn(["ok"], history=history)
+    await agent(history_turns=0).respond(turn)
+    assert [m.role for m in provider.requests[0].messages] == ["system", "user"]
+    turn, provider, _ = make_turn(["ok"], history=history)
+    await agent(history_turns=None).respond(turn)
+    assert len(provider.requests[0].messages) == len(history) + 2
+    turn, provider, _ = make_turn(["ok"], history=history)
+    await agent(history_turns=10).respond(turn)
+    assert len(provider.requests[0].messages) == len(history) + 2
+
+
+def test_negative_history_turns_is_refused() -> None:
+    """A negative history_turns is a ValueError that says which values work."""
+    with pytest.raises(ValueError, match="history_turns is -1"):
+        agent(history_turns=-1)
+
+
+@pytest.mark.parametrize("prompt", [None, "", "   "])
+async def test_no_system_prompt_sends_no_system_message(prompt: str | None) -> None:
+    """A None or blank system prompt leaves the system message out entirely."""
+    turn, provider, _ = make_turn(["ok"])
+    await ToolAgent(system_prompt=prompt).respond(turn)
+    assert [m.role for m in provider.requests[0].messages] == ["user"]
 
 
 async def test_tool_loop_runs_tools_and_feeds_results_back() -> None:

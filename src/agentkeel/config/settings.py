@@ -107,11 +107,31 @@ class AgentSettings(_Section):
     entrypoint: str | None = Field(
         default=None, description="package.module:object of a custom agent; unset = ToolAgent."
     )
-    # Plain on purpose: small local models answer worse when told about tools they
-    # cannot call; larger models need no coaxing to use the tools they are given.
-    system_prompt: str = "You are a helpful assistant."
+    # Tuned for the bundled SmolLM2-135M on the local-smoke evaluation set (`keel eval`):
+    # a short-answer prompt, greedy decoding and a bounded history kept its replies
+    # right and in English where "You are a helpful assistant." at 0.2 drifted into
+    # French. Plain on purpose: small models answer worse when told about tools they
+    # cannot call. With a larger model, write your own prompt and raise the caps.
+    system_prompt: str | None = Field(
+        default="You are a helpful assistant. Answer in one short sentence.",
+        description="The built-in agent's system message; null or empty sends none.",
+    )
     tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
-    temperature: float | None = 0.2
+    temperature: float | None = Field(
+        default=0.0, ge=0, description="Sampling temperature; 0 = greedy (repeatable)."
+    )
+    max_output_tokens: int | None = Field(
+        default=128,
+        ge=1,
+        description="The built-in agent's cap on each reply, in tokens; null = "
+        "guardrails.max_output_tokens, which caps every agent.",
+    )
+    history_turns: int | None = Field(
+        default=4,
+        ge=0,
+        description="Earlier turns of the session the built-in agent sends the model; "
+        "null = all that fit the context window, 0 = none.",
+    )
 
 
 class StoreSettings(_Section):

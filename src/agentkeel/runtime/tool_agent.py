@@ -20,34 +20,49 @@ from agentkeel.runtime.types import Reply, Turn
 class ToolAgent:
     """Answer with a model and tools.
 
-    ``tools`` narrows the tools offered to the model (``None``: every tool the
-    turn allows). ``max_output_tokens`` caps each model call; the runtime's
-    ``guardrails.max_output_tokens`` caps it too.
+    ``system_prompt`` opens every request (``None`` or blank: no system
+    message). ``tools`` narrows the tools offered to the model (``None``: every
+    tool the turn allows). ``history_turns`` is how many earlier turns of the
+    session the model sees (``None``: all of them, as far as the context window
+    allows; ``0``: none). ``max_output_tokens`` caps each model call; the
+    runtime's ``guardrails.max_output_tokens`` caps it too.
 
-    >>> agent = ToolAgent(system_prompt="You are terse.", tools=["calculator"])
+    >>> agent = ToolAgent(system_prompt="You are terse.", tools=["calculator"], history_turns=4)
     """
 
     def __init__(
         self,
         *,
-        system_prompt: str,
+        system_prompt: str | None = None,
         tools: Sequence[str] | None = None,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        history_turns: int | None = None,
     ) -> None:
+        if history_turns is not None and history_turns < 0:
+            raise ValueError(
+                f"history_turns is {history_turns}; use 0 (no history), a positive number "
+                "of turns, or None (all of them)."
+            )
         self.system_prompt = system_prompt
         self.tools = tuple(tools) if tools is not None else None
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
+        self.history_turns = history_turns
 
     @classmethod
     def from_settings(cls, settings: KeelSettings) -> ToolAgent:
-        """The agent that ``agent.*`` and ``guardrails.max_output_tokens`` describe."""
+        """The agent that ``agent.*`` describes; its reply cap is ``agent.max_output_tokens``
+        within ``guardrails.max_output_tokens``."""
         return cls(
             system_prompt=settings.agent.system_prompt,
             tools=settings.agent.tools,
             temperature=settings.agent.temperature,
-            max_output_tokens=settings.guardrails.max_output_tokens,
+            max_output_tokens=min(
+                settings.agent.max_output_tokens or settings.guardrails.max_output_tokens,
+                settings.guardrails.max_output_tokens,
+            ),
+            history_turns=settings.agent.history_turns,
         )
 
     async def respond(self, turn: Turn) -> Reply:
@@ -56,11 +71,11 @@ class ToolAgent:
             for spec in await turn.tools.list_tools()
             if self.tools is None or spec.name in self.tools
         ]
-        conversation: list[ChatMessage] = [
-            ChatMessage(role="system", content=self.system_prompt),
-            *turn.history,
-            ChatMessage(role="user", content=turn.content),
-        ]
+        conversation: list[ChatMessage] = []
+        if self.system_prompt and self.system_prompt.strip():
+            conversation.append(ChatMessage(role="system", content=self.system_prompt))
+        conversation.extend(recent_turns(turn.history, self.history_turns))
+        conversation.append(ChatMessage(role="user", content=turn.content))
         exchange: list[ChatMessage] = []
         while turn.tools.stopped is None:
             try:
@@ -103,6 +118,27 @@ class ToolAgent:
             max_tokens=self.max_output_tokens,
             temperature=self.temperature,
         )
+
+
+def recent_turns(history: Sequence[ChatMessage], turns: int | None) -> list[ChatMessage]:
+    """The messages of the last ``turns`` turns of ``history`` (``None``: all of it).
+
+    A turn starts at a user message and holds what followed it: tool calls,
+    tool results and the answer, so a turn is never cut in half.
+
+    >>> history = [ChatMessage("user", "a"), ChatMessage("assistant", "1"),
+    ...            ChatMessage("user", "b"), ChatMessage("assistant", "2")]
+    >>> [message.content for message in recent_turns(history, 1)]
+    ['b', '2']
+    """
+    if turns is None:
+        return list(history)
+    if turns == 0:
+        return []
+    starts = [index for index, message in enumerate(history) if message.role == "user"]
+    if len(starts) <= turns:
+        return list(history)
+    return list(history[starts[-turns] :])
 
 
 def _final(content: str, exchange: list[ChatMessage]) -> Reply:
