@@ -28,9 +28,7 @@ def test_the_client_loads_without_the_server_or_the_postgres_driver() -> None:
     import sys
 
     script = (
-        "import json, sys\n"
-        "import agentkeel.memory.client\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "import json, sys\nimport agentkeel.memory.client\nprint(json.dumps(sorted(sys.modules)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True

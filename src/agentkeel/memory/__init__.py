@@ -26,6 +26,7 @@ from agentkeel.memory.store import (
     MemoryStore,
     SearchHit,
     SearchQuery,
+    SearchResult,
     UpdateMemory,
     WriteResult,
 )
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from agentkeel.memory.outbox import MemoryOutbox
     from agentkeel.memory.postgres_store import PostgresMemoryStore
     from agentkeel.memory.snapshots import SnapshotManager, plan_retention
+    from agentkeel.memory.sqlite_search import SearchBudget
     from agentkeel.memory.sqlite_store import SqliteMemoryStore
 
 # Public name -> the module that defines it.
@@ -49,6 +51,7 @@ _LAZY: dict[str, str] = {
     "MemoryClient": "agentkeel.memory.client",
     "MemoryOutbox": "agentkeel.memory.outbox",
     "PostgresMemoryStore": "agentkeel.memory.postgres_store",
+    "SearchBudget": "agentkeel.memory.sqlite_search",
     "SnapshotManager": "agentkeel.memory.snapshots",
     "SqliteMemoryStore": "agentkeel.memory.sqlite_store",
     "WriteOutcome": "agentkeel.memory.client",
@@ -73,8 +76,10 @@ __all__ = [
     "MemoryStore",
     "PostgresMemoryStore",
     "RetentionSettings",
+    "SearchBudget",
     "SearchHit",
     "SearchQuery",
+    "SearchResult",
     "SnapshotManager",
     "SqliteMemoryStore",
     "UpdateMemory",
