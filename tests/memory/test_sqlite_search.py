@@ -169,3 +169,36 @@ async def test_a_common_words_frequency_is_estimated_from_a_sample(
             conn.close()
     finally:
         await store.aclose()
+
+
+async def test_a_search_past_every_budget_says_it_is_incomplete(tmp_path: Path) -> None:
+    """When the time range lists more rows than ``filter_rows`` and a word's matches
+    outrun ``scan_rows`` before any passes the filters, the hits stay within the
+    filters and the result says it is not complete."""
+    clock = ManualClock(wall_start=1_700_000_000.0)
+    budget = SearchBudget(word_cap=1, scan_rows=2, exact_rows=0, filter_rows=1)
+    store = await open_store(tmp_path / "m.db", clock, budget)
+    try:
+        await store.write([CreateMemory(namespace=NS, content="old tea") for _ in range(5)])
+        clock.advance(60)
+        since = clock.time()
+        await store.write([CreateMemory(namespace=NS, content="new tea") for _ in range(2)])
+        result = await store.search(SearchQuery(namespace=NS, text="tea", since=since))
+        assert not result.complete
+        assert all(hit.memory.content == "new tea" for hit in result.hits)
+        roomy = await open_store(tmp_path / "m.db", clock)
+        try:
+            full = await roomy.search(SearchQuery(namespace=NS, text="tea", since=since))
+            assert full.complete and [hit.memory.content for hit in full.hits] == ["new tea"] * 2
+        finally:
+            await roomy.aclose()
+    finally:
+        await store.aclose()
+
+
+def test_a_budget_below_one_row_is_refused() -> None:
+    """A budget that could read nothing is a ValueError naming the field."""
+    with pytest.raises(ValueError, match="word_cap"):
+        SearchBudget(word_cap=0)
+    with pytest.raises(ValueError, match="filter_rows"):
+        SearchBudget(filter_rows=-1)

@@ -9,28 +9,30 @@ Finding the candidates: every memory of the namespace that matches a word and
 passes the filters (tags, ``since``/``until``), within a ``SearchBudget``:
 
 1. with a time or tag filter, the rows in the namespace's time range are listed
-   from the ``(namespace, created_at)`` index (at most ``filter_rows`` + 1).
-   When there are no more than ``exact_rows`` of them, those rows are matched
-   directly: their text goes into a temporary FTS5 table with the same
-   tokenizer, each word is looked up there, and the table is rolled back. No
-   word's posting list is read, however common the word;
+   from the ``(namespace, created_at)`` index (at most ``filter_rows`` + 1) and,
+   when there are no more than ``filter_rows``, held to the tags. When no more
+   than ``exact_rows`` rows pass, those rows are matched directly: their text
+   goes into a temporary FTS5 table with the same tokenizer, each word is looked
+   up there, and the table is rolled back. No word's posting list is read,
+   however common the word;
 2. otherwise each word is looked up in the index, ANDed with the namespace's own
    token (``ns_key``) and the words of every tag, inside the rowid range of the
-   listed rows when there were at most ``filter_rows``. Its matches are read in
-   rowid order (FTS5 reads forward; backward costs three times as much) and held
-   to the filters, until ``word_cap`` of them pass (at least ``limit`` + 1: the
+   rows that passed step 1 when it listed them. Its matches are read in rowid
+   order (FTS5 reads forward; backward costs three times as much) and held to
+   the filters, until ``word_cap`` of them pass (at least ``limit`` + 1: the
    memories matching that word and the filters then outnumber ``limit``), or
    every match was read, or ``scan_rows`` were read. A candidate found through
    another word past a capped word's last match read counts that word when its
    text holds it (exact form only), as term frequency is;
-3. a word that ran out of ``scan_rows`` with its matches not all read sends the
-   search to step 1's direct match over all the listed rows, when there were at
-   most ``filter_rows``. Only when there were more is the search incomplete.
+3. a word that read ``scan_rows`` matches without reaching the end or its cap
+   sends the search to step 1's direct match over every row that passed the
+   filters, when step 1 listed them. Only when it could not (more than
+   ``filter_rows`` rows in the time range) is the search incomplete.
 
-So the hits hold every match whenever the matches number ``limit`` or fewer and
-the filters list at most ``filter_rows`` rows (or no word's matches in the rowid
-range outrun ``scan_rows``); ``SearchResult.complete`` says whether every match
-was scored, and a hit is never outside the filters.
+So the hits hold every match whenever the matches number ``limit`` or fewer,
+unless the time range holds more than ``filter_rows`` rows of the namespace and
+a word's matches outrun ``scan_rows`` there; ``SearchResult.complete`` says
+whether every match was scored, and a hit is never outside the filters.
 
 Ranking: each word's document frequency comes from a cache (kept ten minutes); a
 word is counted up to ``DF_SAMPLE`` matches, and a word past that (a common one:
@@ -280,30 +282,40 @@ class _Candidates:
 def _candidates(
     conn: sqlite3.Connection, query: SearchQuery, terms: Sequence[str], budget: SearchBudget
 ) -> _Candidates:
-    listed: list[int] | None = None
+    scope: list[int] | None = None
     if query.tags or query.since is not None or query.until is not None:
         listed = _time_range_rows(conn, query, budget.filter_rows + 1)
-        if len(listed) <= budget.exact_rows:
-            return _Candidates(present=_match_rows(conn, query, terms, listed))
-    bounded = listed is not None and len(listed) <= budget.filter_rows
-    rowids = (min(listed), max(listed)) if bounded and listed else None
-    if bounded and not listed:
-        return _Candidates()
+        if len(listed) <= budget.filter_rows:
+            scope = _passing(conn, query, listed)
+            if len(scope) <= budget.exact_rows:
+                return _Candidates(present=_match_rows(conn, query, terms, scope))
+    rowids = (scope[0], scope[-1]) if scope else None
     found = _Candidates()
     cap = max(budget.word_cap, query.limit + 1)
     for term in terms:
         matches, last, outcome = _word_matches(
             conn, query, term, cap=cap, scan_rows=budget.scan_rows, rowids=rowids
         )
-        if outcome == "scan_rows" and bounded:
-            assert listed is not None
-            return _Candidates(present=_match_rows(conn, query, terms, listed))
+        if outcome == "scan_rows" and scope is not None:
+            return _Candidates(present=_match_rows(conn, query, terms, scope))
         for rowid in matches:
             found.present.setdefault(rowid, []).append(term)
         if outcome != "all":
             found.capped.append((term, last))
             found.complete = False
     return found
+
+
+def _passing(conn: sqlite3.Connection, query: SearchQuery, rowids: Sequence[int]) -> list[int]:
+    """Which of ``rowids`` pass every filter, in rowid order."""
+    where, params = filters(query)
+    rows = conn.execute(
+        "SELECT m.rowid FROM memories AS m NOT INDEXED "
+        f"WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {' AND '.join(where)} "
+        "ORDER BY m.rowid",
+        (json.dumps(list(rowids)), *params),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _time_range_rows(conn: sqlite3.Connection, query: SearchQuery, most: int) -> list[int]:
@@ -326,16 +338,15 @@ def _time_range_rows(conn: sqlite3.Connection, query: SearchQuery, most: int) ->
 def _match_rows(
     conn: sqlite3.Connection, query: SearchQuery, terms: Sequence[str], rowids: Sequence[int]
 ) -> dict[int, list[str]]:
-    """Which of ``rowids`` pass the filters and match each word, by FTS5's own rules:
-    their text is indexed in a temporary table (same tokenizer), searched, and
-    rolled back."""
+    """Which of ``rowids`` (rows that pass the filters) match each word, by FTS5's own
+    rules: their text is indexed in a temporary table with the same tokenizer,
+    searched, and rolled back."""
     if not rowids or not terms:
         return {}
-    where, params = filters(query)
     rows = conn.execute(
         "SELECT m.rowid, m.content, m.tags FROM memories AS m NOT INDEXED "
-        f"WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {' AND '.join(where)}",
-        (json.dumps(list(rowids)), *params),
+        "WHERE m.rowid IN (SELECT value FROM json_each(?)) AND m.namespace = ?",
+        (json.dumps(list(rowids)), query.namespace),
     ).fetchall()
     if not rows:
         return {}
