@@ -8,7 +8,11 @@ For each backend (SQLite, PostgreSQL) the memory server runs in its own process
 2. writes/s over HTTP: 8 clients, each posting one memory at a time for a fixed
    time; only acknowledged (201) writes count;
 3. search over HTTP: one client, sequential, p50/p95 of full-text queries made of
-   two words of a memory already in the namespace (so most queries hit).
+   two words of a memory already in the namespace (so most queries hit); then
+   of filtered searches for the most frequent word (in about three memories of
+   four): with ``since`` at the moment the newest tenth of the memories began,
+   and with a tag (the second most frequent word, a tag on about one memory in
+   thirty). The share of those answers that say ``complete`` is printed too.
 
 At the largest size: snapshot (``POST /v1/snapshots``), verify, restore to a
 point in time (``POST /v1/restore {seq}``, 1,000 events back) and restore from
@@ -82,6 +86,8 @@ class Corpus:
         self.generated = 0
         self.samples: list[tuple[str, str]] = []
         """Every 97th memory made: (namespace, content), to build queries from."""
+        self.marks: list[tuple[int, float]] = []
+        """(memories made, wall time) after each batch, to place ``since`` filters."""
 
     def batch(self, count: int) -> list[CreateMemory]:
         ops = []
@@ -100,6 +106,30 @@ class Corpus:
                 self.samples.append((namespace, content))
             self.generated += 1
         return ops
+
+    def mark(self) -> None:
+        self.marks.append((self.generated, time.time()))
+
+    def since_newest(self, fraction: float) -> float:
+        """A wall time before which all but about ``fraction`` of the memories were made."""
+        target = self.generated * (1.0 - fraction)
+        return next(at for made, at in self.marks if made >= target)
+
+    def filtered_queries(self, count: int, *, seed: int) -> list[dict[str, Any]]:
+        """Searches for the most frequent word, half within the newest tenth, half with
+        a tag; as GET /v1/memories parameters."""
+        rng = random.Random(seed)
+        since = self.since_newest(0.1)
+        out: list[dict[str, Any]] = []
+        for index in range(count):
+            namespace, _ = rng.choice(self.samples)
+            params: dict[str, Any] = {"namespace": namespace, "q": self.words[0], "limit": 10}
+            if index % 2 == 0:
+                params["since"] = f"{since:.6f}"
+            else:
+                params["tags"] = self.words[1]
+            out.append(params)
+        return out
 
     def queries(self, count: int, *, seed: int) -> list[tuple[str, str]]:
         """(namespace, two words from a memory in it)."""
@@ -187,6 +217,11 @@ class SizeResult:
     store_search_p50_ms: float
     store_search_p95_ms: float
     hit_rate: float
+    since_p50_ms: float = math.nan
+    since_p95_ms: float = math.nan
+    tag_p50_ms: float = math.nan
+    tag_p95_ms: float = math.nan
+    filtered_complete: float = math.nan
 
 
 @dataclass
@@ -209,6 +244,7 @@ async def bulk_load(store: MemoryBackend, corpus: Corpus, count: int) -> float:
     while remaining > 0:
         take = min(MAX_BATCH_OPS, remaining)
         await store.write(corpus.batch(take))
+        corpus.mark()
         remaining -= take
     return time.perf_counter() - started
 
@@ -301,6 +337,26 @@ async def http_searches(url: str, queries: Sequence[tuple[str, str]]) -> tuple[l
     return samples, hits
 
 
+async def http_filtered_searches(
+    url: str, queries: Sequence[dict[str, Any]]
+) -> tuple[list[float], list[float], float]:
+    """Latencies of the ``since`` and the tag searches; the share that said complete."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    since: list[float] = []
+    tagged: list[float] = []
+    complete = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as client:
+        for index, params in enumerate(queries):
+            started = time.perf_counter()
+            response = await client.get("/v1/memories", params=params, headers=headers)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            if index >= SEARCH_WARMUP:
+                (since if "since" in params else tagged).append(elapsed)
+                complete += bool(response.json().get("complete", True))
+    return since, tagged, complete / max(1, len(since) + len(tagged))
+
+
 async def store_searches(store: MemoryBackend, queries: Sequence[tuple[str, str]]) -> list[float]:
     samples = []
     for index, (namespace, text) in enumerate(queries):
@@ -343,6 +399,9 @@ async def run_backend(
                     with out.status(f"{backend.name} @ {size:,}: searches…"):
                         samples, hits = await http_searches(url, queries)
                         local = await store_searches(store, queries)
+                        since, tagged, complete = await http_filtered_searches(
+                            url, corpus.filtered_queries(searches + SEARCH_WARMUP, seed=size)
+                        )
                     result.sizes.append(
                         SizeResult(
                             size=size,
@@ -354,12 +413,19 @@ async def run_backend(
                             store_search_p50_ms=percentile(local, 50) * 1e3,
                             store_search_p95_ms=percentile(local, 95) * 1e3,
                             hit_rate=hits / max(1, len(samples)),
+                            since_p50_ms=percentile(since, 50) * 1e3,
+                            since_p95_ms=percentile(since, 95) * 1e3,
+                            tag_p50_ms=percentile(tagged, 50) * 1e3,
+                            tag_p95_ms=percentile(tagged, 95) * 1e3,
+                            filtered_complete=complete,
                         )
                     )
                     out.print(
                         f"{backend.name} @ {size:,}: {writes:,.0f} writes/s, search p50 "
                         f"{result.sizes[-1].search_p50_ms:.1f} ms p95 "
-                        f"{result.sizes[-1].search_p95_ms:.1f} ms"
+                        f"{result.sizes[-1].search_p95_ms:.1f} ms; frequent word + since p95 "
+                        f"{result.sizes[-1].since_p95_ms:.1f} ms, + tag p95 "
+                        f"{result.sizes[-1].tag_p95_ms:.1f} ms"
                     )
                 await large_operations(url, store, result)
                 result.peak_rss_mib = peak_rss_mib(pid)
@@ -455,6 +521,24 @@ def print_report(results: Sequence[BackendResult], sizes: Sequence[int]) -> None
             ],
             "",
         )
+    for label, low, high in (
+        ("frequent word + since", "since_p50_ms", "since_p95_ms"),
+        ("frequent word + tag", "tag_p50_ms", "tag_p95_ms"),
+    ):
+        for size in sizes:
+            table.add_row(
+                f"{label} p50 / p95 ms @{_short(size)}",
+                *[
+                    f"{getattr(s, low):.1f} / {getattr(s, high):.1f}" if (s := at(r, size)) else "-"
+                    for r in results
+                ],
+                "p95 ≤ 10 ms" if size == largest else "",
+            )
+    table.add_row(
+        "filtered searches complete",
+        *[f"{min(s.filtered_complete for s in r.sizes):.0%}" if r.sizes else "-" for r in results],
+        "",
+    )
     for size in sizes:
         table.add_row(
             f"bulk load to {_short(size)} (store API)",

@@ -260,3 +260,35 @@ async def test_operation_metrics(client: httpx.AsyncClient) -> None:
     ):
         assert line in text, line
     assert "agent_memory_operation_duration_seconds_bucket" in text
+
+
+async def test_a_common_word_with_since_finds_the_newer_memories(
+    client: httpx.AsyncClient, memory_store: MemoryBackend, clock: ManualClock
+) -> None:
+    """GET /v1/memories?q=common&since=… over 2,000 older memories holding "common"
+    returns the 10 newer ones, all of them."""
+    for start in range(0, 2000, 500):
+        response = await client.post(
+            "/v1/memories:batch",
+            json={
+                "ops": [
+                    {"op": "create", "namespace": NS, "content": f"common old {i}"}
+                    for i in range(start, start + 500)
+                ]
+            },
+            headers=A,
+        )
+        assert response.status_code == 200, response.text
+    clock.advance(60)
+    since = clock.time()
+    for index in range(10):
+        await create(client, f"common new {index}")
+    found = await client.get(
+        "/v1/memories", params={"namespace": NS, "q": "common", "since": str(since)}, headers=A
+    )
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["count"] == 10 and body["complete"] is True
+    assert sorted(r["memory"]["content"] for r in body["results"]) == sorted(
+        f"common new {i}" for i in range(10)
+    )

@@ -15,7 +15,7 @@ NS = "agent:a"
 
 
 async def contents(store: MemoryBackend) -> dict[str, str]:
-    hits = await store.search(SearchQuery(namespace=NS, limit=100))
+    hits = (await store.search(SearchQuery(namespace=NS, limit=100))).hits
     return {hit.memory.id: hit.memory.content for hit in hits}
 
 
@@ -119,7 +119,7 @@ async def test_restore_to_head_repairs_a_tampered_table(
     assert result.quarantine_id is None and result.quarantined_events == 0
     assert await contents(memory_store) == {"a": "alpha v2"}
     assert (await check_integrity(memory_store)).ok
-    hits = await memory_store.search(SearchQuery(namespace=NS, text="alpha"))
+    hits = (await memory_store.search(SearchQuery(namespace=NS, text="alpha"))).hits
     assert [hit.memory.id for hit in hits] == ["a"]
 
 
@@ -148,4 +148,4 @@ async def test_restore_from_rows_loads_them(
     assert result.quarantined_events == 1
     assert await contents(memory_store) == {"a": "alpha v2"}
     assert (await check_integrity(memory_store)).ok
-    assert len(await memory_store.search(SearchQuery(namespace=NS, text="alpha"))) == 1
+    assert len((await memory_store.search(SearchQuery(namespace=NS, text="alpha"))).hits) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentkeel.memory import sqlite_search
-from agentkeel.memory.sqlite_search import TermStats, _varints, namespace_key
+from agentkeel.memory.sqlite_search import SearchBudget, TermStats, _varints, namespace_key
 from agentkeel.memory.sqlite_store import SqliteMemoryStore
 from agentkeel.memory.store import CreateMemory, SearchQuery
 from agentkeel.resilience.clock import ManualClock
@@ -18,8 +18,10 @@ NS = "agent:support/user:1"
 OTHER = "agent:support/user:2"
 
 
-async def open_store(path: Path, clock: ManualClock | None = None) -> SqliteMemoryStore:
-    store = SqliteMemoryStore(path=path, clock=clock)
+async def open_store(
+    path: Path, clock: ManualClock | None = None, budget: SearchBudget | None = None
+) -> SqliteMemoryStore:
+    store = SqliteMemoryStore(path=path, clock=clock, search_budget=budget)
     await store.open()
     return store
 
@@ -39,7 +41,7 @@ async def test_rare_words_outrank_common_ones_within_the_namespace(tmp_path: Pat
                 CreateMemory(namespace=NS, content="nothing relevant here"),
             ]
         )
-        hits = await store.search(SearchQuery(namespace=NS, text="tea tandem"))
+        hits = (await store.search(SearchQuery(namespace=NS, text="tea tandem"))).hits
         assert [hit.memory.content for hit in hits] == [
             "owns a tandem bicycle",
             "likes tea in the morning",
@@ -47,7 +49,7 @@ async def test_rare_words_outrank_common_ones_within_the_namespace(tmp_path: Pat
         assert all(hit.memory.namespace == NS for hit in hits)
         assert hits[0].score is not None and hits[1].score is not None
         assert hits[0].score > hits[1].score > 0
-        limited = await store.search(SearchQuery(namespace=OTHER, text="tea", limit=5))
+        limited = (await store.search(SearchQuery(namespace=OTHER, text="tea", limit=5))).hits
         assert len(limited) == 5
     finally:
         await store.aclose()
@@ -110,29 +112,30 @@ async def test_a_file_from_before_the_namespace_token_is_upgraded(tmp_path: Path
 
     store = await open_store(path)
     try:
-        hits = await store.search(SearchQuery(namespace=NS, text="upgrade"))
+        hits = (await store.search(SearchQuery(namespace=NS, text="upgrade"))).hits
         assert [hit.memory.content for hit in hits] == ["written before the upgrade"]
         await store.write([CreateMemory(namespace=NS, content="written after the upgrade")])
-        after = await store.search(SearchQuery(namespace=NS, text="after"))
+        after = (await store.search(SearchQuery(namespace=NS, text="after"))).hits
         assert [hit.memory.content for hit in after] == ["written after the upgrade"]
     finally:
         await store.aclose()
 
 
 async def test_a_common_word_past_its_cap_still_counts_for_later_candidates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    """A common word's lookup stops at COMMON_CAP matches; a candidate found through
-    another word after that point still scores the common word from its text, so it
-    outranks an equally long memory that lacks it."""
-    monkeypatch.setattr(sqlite_search, "COMMON_FRACTION", 0.0)
-    monkeypatch.setattr(sqlite_search, "COMMON_CAP", 2)
-    store = await open_store(tmp_path / "m.db")
+    """A word's lookup stops at its cap (``limit`` + 1 here); a candidate found through
+    another word after that point still scores the capped word from its text, so it
+    outranks an equally long memory that lacks it, and the result says it is not
+    complete."""
+    store = await open_store(tmp_path / "m.db", budget=SearchBudget(word_cap=1))
     try:
         await store.write([CreateMemory(namespace=NS, content="likes tea") for _ in range(4)])
         await store.write([CreateMemory(namespace=NS, content="tandem ride today")])
         await store.write([CreateMemory(namespace=NS, content="tandem tea ride")])
-        hits = await store.search(SearchQuery(namespace=NS, text="tandem tea"))
+        result = await store.search(SearchQuery(namespace=NS, text="tandem tea", limit=2))
+        hits = result.hits
+        assert not result.complete
         assert hits[0].memory.content == "tandem tea ride"
         assert hits[0].score is not None and hits[1].score is not None
         assert hits[0].score > hits[1].score
@@ -166,3 +169,36 @@ async def test_a_common_words_frequency_is_estimated_from_a_sample(
             conn.close()
     finally:
         await store.aclose()
+
+
+async def test_a_search_past_every_budget_says_it_is_incomplete(tmp_path: Path) -> None:
+    """When the time range lists more rows than ``filter_rows`` and a word's matches
+    outrun ``scan_rows`` before any passes the filters, the hits stay within the
+    filters and the result says it is not complete."""
+    clock = ManualClock(wall_start=1_700_000_000.0)
+    budget = SearchBudget(word_cap=1, scan_rows=2, exact_rows=0, filter_rows=1)
+    store = await open_store(tmp_path / "m.db", clock, budget)
+    try:
+        await store.write([CreateMemory(namespace=NS, content="old tea") for _ in range(5)])
+        clock.advance(60)
+        since = clock.time()
+        await store.write([CreateMemory(namespace=NS, content="new tea") for _ in range(2)])
+        result = await store.search(SearchQuery(namespace=NS, text="tea", since=since))
+        assert not result.complete
+        assert all(hit.memory.content == "new tea" for hit in result.hits)
+        roomy = await open_store(tmp_path / "m.db", clock)
+        try:
+            full = await roomy.search(SearchQuery(namespace=NS, text="tea", since=since))
+            assert full.complete and [hit.memory.content for hit in full.hits] == ["new tea"] * 2
+        finally:
+            await roomy.aclose()
+    finally:
+        await store.aclose()
+
+
+def test_a_budget_below_one_row_is_refused() -> None:
+    """A budget that could read nothing is a ValueError naming the field."""
+    with pytest.raises(ValueError, match="word_cap"):
+        SearchBudget(word_cap=0)
+    with pytest.raises(ValueError, match="filter_rows"):
+        SearchBudget(filter_rows=-1)

@@ -180,21 +180,23 @@ async def test_search_ranks_and_filters(memory_store: MemoryBackend, clock: Manu
     await create(memory_store, "The user owns a bicycle", tags=["hobby"])
     await create(memory_store, "Other user likes tea", namespace="agent:support/user:2")
 
-    hits = await memory_store.search(SearchQuery(namespace=NS, text="tea"))
+    hits = (await memory_store.search(SearchQuery(namespace=NS, text="tea"))).hits
     assert [hit.memory.content[:9] for hit in hits] == ["Tea tea t", "The user "]
     assert hits[0].score is not None and hits[1].score is not None
     assert hits[0].score > hits[1].score
 
-    tagged = await memory_store.search(SearchQuery(namespace=NS, text="tea", tags=["love"]))
+    tagged = (await memory_store.search(SearchQuery(namespace=NS, text="tea", tags=["love"]))).hits
     assert len(tagged) == 1 and "loves" in tagged[0].memory.content
 
-    early = await memory_store.search(SearchQuery(namespace=NS, text="tea", until=1_700_000_050.0))
+    early = (
+        await memory_store.search(SearchQuery(namespace=NS, text="tea", until=1_700_000_050.0))
+    ).hits
     assert [hit.memory.content for hit in early] == ["The user drinks green tea every morning"]
 
-    stemmed = await memory_store.search(SearchQuery(namespace=NS, text="mornings"))
+    stemmed = (await memory_store.search(SearchQuery(namespace=NS, text="mornings"))).hits
     assert len(stemmed) == 1
 
-    listing = await memory_store.search(SearchQuery(namespace=NS, limit=2))
+    listing = (await memory_store.search(SearchQuery(namespace=NS, limit=2))).hits
     assert len(listing) == 2 and all(hit.score is None for hit in listing)
 
 
@@ -203,7 +205,7 @@ async def test_search_text_is_never_a_syntax_error(memory_store: MemoryBackend) 
     await create(memory_store, "quotes and stars")
     for text in ['"unbalanced', "a AND OR NOT (", "*", "tag:x -y", "'; DROP TABLE memories"]:
         await memory_store.search(SearchQuery(namespace=NS, text=text))
-    hits = await memory_store.search(SearchQuery(namespace=NS, text='"quotes*'))
+    hits = (await memory_store.search(SearchQuery(namespace=NS, text='"quotes*'))).hits
     assert len(hits) == 1
 
 
@@ -213,7 +215,40 @@ async def test_search_after_update_and_delete(memory_store: MemoryBackend) -> No
     await memory_store.write(
         [UpdateMemory(memory_id=memory_id, namespace=NS, content="likes pears")]
     )
-    assert await memory_store.search(SearchQuery(namespace=NS, text="apples")) == []
-    assert len(await memory_store.search(SearchQuery(namespace=NS, text="pears"))) == 1
+    assert (await memory_store.search(SearchQuery(namespace=NS, text="apples"))).hits == ()
+    assert len((await memory_store.search(SearchQuery(namespace=NS, text="pears"))).hits) == 1
     await memory_store.write([DeleteMemory(memory_id=memory_id, namespace=NS)])
-    assert await memory_store.search(SearchQuery(namespace=NS, text="pears")) == []
+    assert (await memory_store.search(SearchQuery(namespace=NS, text="pears"))).hits == ()
+
+
+async def test_a_common_word_with_a_time_filter_finds_every_newer_match(
+    memory_store: MemoryBackend, clock: ManualClock
+) -> None:
+    """With 2,000 memories holding "common" and 10 newer ones, a search for "common"
+    since a moment before the 10 returns exactly those 10, and they are all there
+    with a tag filter too."""
+    for start in range(0, 2000, 500):
+        await memory_store.write(
+            [
+                CreateMemory(namespace=NS, content=f"common old {i}")
+                for i in range(start, start + 500)
+            ]
+        )
+    clock.advance(60)
+    since = clock.time()
+    await memory_store.write(
+        [
+            CreateMemory(namespace=NS, content=f"common new {i}", tags=["fresh"] if i % 2 else [])
+            for i in range(10)
+        ]
+    )
+    recent = await memory_store.search(SearchQuery(namespace=NS, text="common", since=since))
+    assert recent.complete
+    assert sorted(hit.memory.content for hit in recent.hits) == sorted(
+        f"common new {i}" for i in range(10)
+    )
+    tagged = await memory_store.search(SearchQuery(namespace=NS, text="common", tags=["fresh"]))
+    assert tagged.complete
+    assert sorted(hit.memory.content for hit in tagged.hits) == [
+        f"common new {i}" for i in (1, 3, 5, 7, 9)
+    ]

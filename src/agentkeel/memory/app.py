@@ -431,13 +431,8 @@ class _Routes:
                 until=_parse_time(params.get("until"), "until"),
                 limit=_parse_limit(params.get("limit"), self.s.settings.max_search_limit),
             )
-            hits = await self.s.require_store().search(query)
-        return JSONResponse(
-            {
-                "results": [{"memory": h.memory.to_json(), "score": h.score} for h in hits],
-                "count": len(hits),
-            }
-        )
+            result = await self.s.require_store().search(query)
+        return JSONResponse(result.to_json())
 
     async def get(self, request: Request) -> Response:
         principal = self.s.principal(request)

@@ -34,6 +34,7 @@ from agentkeel.memory.store import (
     RestoreResult,
     SearchHit,
     SearchQuery,
+    SearchResult,
     SnapshotRecord,
     StateReader,
     StoreStats,
@@ -351,8 +352,11 @@ class PostgresMemoryStore:
             row = await cursor.fetchone()
         return None if row is None else tables.memory_from_row(row)
 
-    async def search(self, query: SearchQuery) -> list[SearchHit]:
-        """Ranked full-text hits (``ts_rank``), or the newest memories when no text."""
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Ranked full-text hits (``ts_rank``), or the newest memories when no text.
+
+        The filters are part of the one query the planner runs over every match, so
+        the result is always complete."""
         terms = planner.query_terms(query.text)
         where = ["m.namespace = %(namespace)s"]
         params: dict[str, Any] = {"namespace": query.namespace, "limit": query.limit}
@@ -374,7 +378,11 @@ class PostgresMemoryStore:
                     params,
                 )
                 rows = await cursor.fetchall()
-                return [SearchHit(memory=tables.memory_from_row(row), score=None) for row in rows]
+                return SearchResult(
+                    hits=tuple(
+                        SearchHit(memory=tables.memory_from_row(row), score=None) for row in rows
+                    )
+                )
             params["query"] = " | ".join(f"'{term}'" for term in terms)
             cursor = await conn.execute(
                 f"SELECT {columns}, ts_rank(m.search, q) AS score "
@@ -384,7 +392,11 @@ class PostgresMemoryStore:
                 params,
             )
             rows = await cursor.fetchall()
-        return [SearchHit(memory=tables.memory_from_row(row), score=float(row[9])) for row in rows]
+        return SearchResult(
+            hits=tuple(
+                SearchHit(memory=tables.memory_from_row(row), score=float(row[9])) for row in rows
+            )
+        )
 
     async def stats(self) -> StoreStats:
         """Counts, the chain head and the size of the memory tables."""

@@ -3,29 +3,45 @@
 FTS5's own ``bm25()`` reads the whole posting list of every query word to count
 the documents holding it, on every query: a common word costs tens of
 milliseconds at a million memories, whatever the namespace. This module keeps
-FTS5 for matching and ranks itself, with BM25 over the words present:
+FTS5 for matching and ranks itself, with BM25 over the words present.
 
-1. one FTS5 lookup per query word, ANDed with the namespace's own token
-   (``ns_key``), yields the candidates in that namespace only. A common word
-   (in more than ``COMMON_FRACTION`` of all memories) yields only its first
-   ``COMMON_CAP`` matches in rowid order (FTS5 reads forward; backward costs
-   three times as much): it weighs little in the score, and reading all of
-   its matches (most of a namespace) is what made such queries slow. Later
-   candidates found through the other words still count it when their text
-   holds it;
-2. each word's document frequency comes from a cache (kept ten minutes); a
-   word is counted up to ``DF_SAMPLE`` matches, and a word past that (a common
-   one: counting all of it costs up to 70 ms) gets an estimate from how far
-   into the rowids its first ``DF_SAMPLE`` matches reach. The row count and
-   average length come from FTS5's own averages record, and each candidate's
-   length from its docsize row;
-3. the filters (exact namespace, tags, time) apply to the candidates, read by
-   rowid (not through the namespace index, which would visit every memory of
-   the namespace), and the best ``limit`` are read in full.
+Finding the candidates: every memory of the namespace that matches a word and
+passes the filters (tags, ``since``/``until``), within a ``SearchBudget``:
 
-Term frequency counts exact repeats of the query word; a stemmed form that FTS5
-matched ("mornings" for "morning") counts once. Otherwise this is the BM25 that
-FTS5 computes (k1 = 1.2, b = 0.75), with the same statistics.
+1. with a time or tag filter, the rows in the namespace's time range are listed
+   from the ``(namespace, created_at)`` index (at most ``filter_rows`` + 1) and,
+   when there are no more than ``filter_rows``, held to the tags. When no more
+   than ``exact_rows`` rows pass, those rows are matched directly: their text
+   goes into a temporary FTS5 table with the same tokenizer, each word is looked
+   up there, and the table is rolled back. No word's posting list is read,
+   however common the word;
+2. otherwise each word is looked up in the index, ANDed with the namespace's own
+   token (``ns_key``) and the words of every tag, inside the rowid range of the
+   rows that passed step 1 when it listed them. Its matches are read in rowid
+   order (FTS5 reads forward; backward costs three times as much) and held to
+   the filters, until ``word_cap`` of them pass (at least ``limit`` + 1: the
+   memories matching that word and the filters then outnumber ``limit``), or
+   every match was read, or ``scan_rows`` were read. A candidate found through
+   another word past a capped word's last match read counts that word when its
+   text holds it (exact form only), as term frequency is;
+3. a word that read ``scan_rows`` matches without reaching the end or its cap
+   sends the search to step 1's direct match over every row that passed the
+   filters, when step 1 listed them. Only when it could not (more than
+   ``filter_rows`` rows in the time range) is the search incomplete.
+
+So the hits hold every match whenever the matches number ``limit`` or fewer,
+unless the time range holds more than ``filter_rows`` rows of the namespace and
+a word's matches outrun ``scan_rows`` there; ``SearchResult.complete`` says
+whether every match was scored, and a hit is never outside the filters.
+
+Ranking: each word's document frequency comes from a cache (kept ten minutes); a
+word is counted up to ``DF_SAMPLE`` matches, and a word past that (a common one:
+counting all of it costs up to 70 ms) gets an estimate from how far into the
+rowids its first ``DF_SAMPLE`` matches reach. The row count and average length
+come from FTS5's own averages record, and each candidate's length from its
+docsize row. Term frequency counts exact repeats of the query word; a stemmed
+form that FTS5 matched ("mornings" for "morning") counts once. Otherwise this is
+the BM25 that FTS5 computes (k1 = 1.2, b = 0.75), with the same statistics.
 """
 
 from __future__ import annotations
@@ -35,16 +51,17 @@ import math
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from agentkeel.memory import planner
-from agentkeel.memory.store import MemoryRecord, SearchHit, SearchQuery
+from agentkeel.memory.store import MemoryRecord, SearchHit, SearchQuery, SearchResult
 from agentkeel.resilience.clock import Clock
 
 __all__ = [
-    "COMMON_CAP",
-    "COMMON_FRACTION",
     "DF_SAMPLE",
+    "TOKENIZE",
+    "SearchBudget",
     "TermStats",
     "filters",
     "namespace_key",
@@ -55,12 +72,46 @@ K1 = 1.2
 B = 0.75
 DF_TTL_S = 600.0
 DF_SAMPLE = 10_000
-COMMON_FRACTION = 0.05
-COMMON_CAP = 100
 MAX_CACHED_TERMS = 20_000
+TOKENIZE = "porter unicode61"
+"""The tokenizer of ``memories_fts`` and of the temporary table rows are matched in."""
 # Columns of memories_fts: content, tags, ns_key. Only the first two are text.
 _TEXT_COLUMNS = 2
 _WORD = re.compile(r"\w+", re.UNICODE)
+# A tag holding an ASCII letter or digit has words FTS5 indexes; only such tags
+# narrow the index lookup (every tag is checked exactly on the row anyway).
+_INDEXED_TAG = re.compile(r"[A-Za-z0-9]")
+_SCOPE_TABLE = "search_scope"
+_FIRST_ROWID = -(1 << 63) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SearchBudget:
+    """How much one search may read, so it costs milliseconds however large a namespace.
+
+    ``word_cap``: matches of one word (passing the filters) ranked, at least the
+    query's ``limit`` + 1. ``scan_rows``: matches of one word held to the filters
+    before giving up on that word. ``exact_rows``: a filtered search whose time
+    range holds at most this many rows matches them directly, without the words'
+    posting lists. ``filter_rows``: the most rows of a time range listed, which
+    bounds the rowids a word is looked up in and the direct match a word that ran
+    out of ``scan_rows`` falls back to.
+
+    >>> SqliteMemoryStore(path=path, search_budget=SearchBudget(word_cap=2, exact_rows=0))
+    """
+
+    word_cap: int = 100
+    scan_rows: int = 2000
+    exact_rows: int = 256
+    filter_rows: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("word_cap", "scan_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SearchBudget.{name} is {getattr(self, name)}; give 1 or more.")
+        for name in ("exact_rows", "filter_rows"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SearchBudget.{name} is {getattr(self, name)}; give 0 or more.")
 
 
 def namespace_key(namespace: str) -> str:
@@ -148,39 +199,24 @@ def ranked_search(
     query: SearchQuery,
     *,
     stats: TermStats,
+    budget: SearchBudget,
     columns: str,
     to_record: Callable[[Sequence[Any]], MemoryRecord],
-) -> list[SearchHit]:
+) -> SearchResult:
     """The best ``query.limit`` memories for ``query.text`` in ``query.namespace``.
 
     ``columns`` selects a memory's fields from ``memories AS m``; ``to_record``
     turns such a row into a ``MemoryRecord``.
     """
     terms = planner.query_terms(query.text)
-    key = namespace_key(query.namespace)
     total, average = _corpus_size(conn)
     frequencies = {term: stats.document_frequency(conn, term) for term in terms}
     weights = {
         term: math.log(1.0 + (total - df + 0.5) / (df + 0.5)) for term, df in frequencies.items()
     }
-    present: dict[int, list[str]] = {}
-    # A common word whose matches stopped at COMMON_CAP: (word, the last rowid read).
-    capped: list[tuple[str, int]] = []
-    for term in terms:
-        common = frequencies[term] > total * COMMON_FRACTION
-        rows = conn.execute(
-            "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?",
-            (
-                f'ns_key : "{key}" AND {{content tags}} : {_phrase(term)}',
-                COMMON_CAP if common else -1,
-            ),
-        ).fetchall()
-        for (rowid,) in rows:
-            present.setdefault(rowid, []).append(term)
-        if common and len(rows) >= COMMON_CAP:
-            capped.append((term, rows[-1][0]))
-    if not present:
-        return []
+    found = _candidates(conn, query, terms, budget)
+    if not found.present:
+        return SearchResult(hits=(), complete=found.complete)
     where, params = filters(query)
     # NOT INDEXED: each candidate by its rowid, rather than the whole namespace
     # through its index and then the candidate list.
@@ -188,7 +224,7 @@ def ranked_search(
         "SELECT m.rowid, (SELECT d.sz FROM memories_fts_docsize AS d WHERE d.id = m.rowid), "
         "m.content, m.tags FROM memories AS m NOT INDEXED "
         f"WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {' AND '.join(where)}",
-        (json.dumps(list(present)), *params),
+        (json.dumps(list(found.present)), *params),
     ).fetchall()
     scored: list[tuple[float, int]] = []
     for rowid, size, content, tags in candidates:
@@ -197,9 +233,9 @@ def ranked_search(
         norm = K1 * (1.0 - B + B * _text_length(size) / max(average, 1e-9))
         text = f"{content} {tags}".lower()
         words: list[str] | None = None
-        matched = present[rowid]
-        for term, last in capped:
-            # Past the common word's capped matches: whether it holds the word is
+        matched = found.present[rowid]
+        for term, last in found.capped:
+            # Past the capped word's last match read: whether it holds the word is
             # read from the text (exact form only), as term frequency is.
             if rowid > last and term not in matched and term in text:
                 words = words if words is not None else _WORD.findall(text)
@@ -218,18 +254,198 @@ def ranked_search(
     scored.sort(key=lambda item: (-item[0], item[1]))
     best = scored[: query.limit]
     if not best:
-        return []
+        return SearchResult(hits=(), complete=found.complete)
     rows = conn.execute(
         f"SELECT m.rowid, {columns} FROM memories AS m "
         "WHERE m.rowid IN (SELECT value FROM json_each(?))",
         (json.dumps([rowid for _, rowid in best]),),
     ).fetchall()
     by_rowid = {row[0]: row[1:] for row in rows}
-    return [
+    hits = tuple(
         SearchHit(memory=to_record(by_rowid[rowid]), score=score)
         for score, rowid in best
         if rowid in by_rowid
-    ]
+    )
+    return SearchResult(hits=hits, complete=found.complete)
+
+
+@dataclass(slots=True)
+class _Candidates:
+    """Rowids with the query words each matched; the words whose matches were read
+    only up to a rowid (word, that rowid); whether every match was read."""
+
+    present: dict[int, list[str]] = field(default_factory=dict)
+    capped: list[tuple[str, int]] = field(default_factory=list)
+    complete: bool = True
+
+
+def _candidates(
+    conn: sqlite3.Connection, query: SearchQuery, terms: Sequence[str], budget: SearchBudget
+) -> _Candidates:
+    scope: list[int] | None = None
+    if query.tags or query.since is not None or query.until is not None:
+        listed = _time_range_rows(conn, query, budget.filter_rows + 1)
+        if len(listed) <= budget.filter_rows:
+            scope = _passing(conn, query, listed)
+            if len(scope) <= budget.exact_rows:
+                return _Candidates(present=_match_rows(conn, query, terms, scope))
+    rowids = (scope[0], scope[-1]) if scope else None
+    found = _Candidates()
+    cap = max(budget.word_cap, query.limit + 1)
+    for term in terms:
+        matches, last, outcome = _word_matches(
+            conn, query, term, cap=cap, scan_rows=budget.scan_rows, rowids=rowids
+        )
+        if outcome == "scan_rows" and scope is not None:
+            return _Candidates(present=_match_rows(conn, query, terms, scope))
+        for rowid in matches:
+            found.present.setdefault(rowid, []).append(term)
+        if outcome != "all":
+            found.capped.append((term, last))
+            found.complete = False
+    return found
+
+
+def _passing(conn: sqlite3.Connection, query: SearchQuery, rowids: Sequence[int]) -> list[int]:
+    """Which of ``rowids`` pass every filter, in rowid order."""
+    where, params = filters(query)
+    rows = conn.execute(
+        "SELECT m.rowid FROM memories AS m NOT INDEXED "
+        f"WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {' AND '.join(where)} "
+        "ORDER BY m.rowid",
+        (json.dumps(list(rowids)), *params),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _time_range_rows(conn: sqlite3.Connection, query: SearchQuery, most: int) -> list[int]:
+    """Rowids of the namespace within ``since``/``until`` (tags unchecked), from the
+    ``(namespace, created_at)`` index alone; at most ``most``."""
+    where = ["namespace = ?"]
+    params: list[Any] = [query.namespace]
+    if query.since is not None:
+        where.append("created_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        where.append("created_at <= ?")
+        params.append(query.until)
+    rows = conn.execute(
+        f"SELECT rowid FROM memories WHERE {' AND '.join(where)} LIMIT ?", (*params, most)
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _match_rows(
+    conn: sqlite3.Connection, query: SearchQuery, terms: Sequence[str], rowids: Sequence[int]
+) -> dict[int, list[str]]:
+    """Which of ``rowids`` (rows that pass the filters) match each word, by FTS5's own
+    rules: their text is indexed in a temporary table with the same tokenizer,
+    searched, and rolled back."""
+    if not rowids or not terms:
+        return {}
+    rows = conn.execute(
+        "SELECT m.rowid, m.content, m.tags FROM memories AS m NOT INDEXED "
+        "WHERE m.rowid IN (SELECT value FROM json_each(?)) AND m.namespace = ?",
+        (json.dumps(list(rowids)), query.namespace),
+    ).fetchall()
+    if not rows:
+        return {}
+    _create_scope_table(conn)
+    present: dict[int, list[str]] = {}
+    conn.execute("SAVEPOINT search_scope")
+    try:
+        conn.executemany(
+            f"INSERT INTO temp.{_SCOPE_TABLE} (rowid, content, tags) VALUES (?, ?, ?)", rows
+        )
+        for term in terms:
+            for (rowid,) in conn.execute(
+                f"SELECT rowid FROM temp.{_SCOPE_TABLE} WHERE {_SCOPE_TABLE} MATCH ?",
+                (f"{{content tags}} : {_phrase(term)}",),
+            ):
+                present.setdefault(rowid, []).append(term)
+    finally:
+        conn.execute("ROLLBACK TO search_scope")
+        conn.execute("RELEASE search_scope")
+    return present
+
+
+def _create_scope_table(conn: sqlite3.Connection) -> None:
+    """The connection's temporary FTS5 table, in memory, created on first use."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_temp_master WHERE name = ?", (_SCOPE_TABLE,)
+    ).fetchone()
+    if exists is None:
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute(
+            f"CREATE VIRTUAL TABLE temp.{_SCOPE_TABLE} USING fts5 "
+            f"(content, tags, content='', tokenize='{TOKENIZE}')"
+        )
+
+
+def _word_matches(
+    conn: sqlite3.Connection,
+    query: SearchQuery,
+    term: str,
+    *,
+    cap: int,
+    scan_rows: int,
+    rowids: tuple[int, int] | None,
+) -> tuple[list[int], int, Literal["all", "cap", "scan_rows"]]:
+    """The word's matches in the namespace that pass the filters, in rowid order: up to
+    ``cap`` of them, the last rowid they account for, and why the reading stopped
+    (every match read, ``cap`` reached, or ``scan_rows`` read)."""
+    expression = (
+        f'ns_key : "{namespace_key(query.namespace)}" AND {{content tags}} : {_phrase(term)}'
+    )
+    for tag in query.tags:
+        if _INDEXED_TAG.search(tag):
+            expression += f" AND tags : {_phrase(tag)}"
+    low, high = rowids if rowids is not None else (_FIRST_ROWID, None)
+    upper = "" if high is None else f" AND rowid <= {int(high)}"
+    if not (query.tags or query.since is not None or query.until is not None):
+        found = [
+            row[0]
+            for row in conn.execute(
+                "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid >= ?"
+                f"{upper} ORDER BY rowid LIMIT ?",
+                (expression, low, cap + 1),
+            )
+        ]
+        if len(found) > cap:
+            return found[:cap], found[cap - 1], "cap"
+        return found, found[-1] if found else 0, "all"
+    where, params = filters(query)
+    passing: list[int] = []
+    after, read, page = low - 1, 0, cap
+    while read < scan_rows:
+        take = min(page, scan_rows - read)
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid > ?"
+                f"{upper} ORDER BY rowid LIMIT ?",
+                (expression, after, take),
+            )
+        ]
+        if not ids:
+            return passing, after, "all"
+        read += len(ids)
+        after = ids[-1]
+        passing.extend(
+            row[0]
+            for row in conn.execute(
+                "SELECT m.rowid FROM memories AS m NOT INDEXED "
+                f"WHERE m.rowid IN (SELECT value FROM json_each(?)) AND {' AND '.join(where)} "
+                "ORDER BY m.rowid",
+                (json.dumps(ids), *params),
+            )
+        )
+        if len(passing) > cap:
+            return passing[:cap], passing[cap - 1], "cap"
+        if len(ids) < take:
+            return passing, after, "all"
+        page *= 2
+    return passing, after, "scan_rows"
 
 
 def filters(query: SearchQuery) -> tuple[list[str], list[Any]]:

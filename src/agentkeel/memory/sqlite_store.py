@@ -23,7 +23,13 @@ from typing import Any
 
 from agentkeel.memory import planner, tables
 from agentkeel.memory.hashchain import canonical_json
-from agentkeel.memory.sqlite_search import TermStats, filters, ranked_search
+from agentkeel.memory.sqlite_search import (
+    TOKENIZE,
+    SearchBudget,
+    TermStats,
+    filters,
+    ranked_search,
+)
 from agentkeel.memory.store import (
     GENESIS_HASH,
     ChainHead,
@@ -34,6 +40,7 @@ from agentkeel.memory.store import (
     RestoreResult,
     SearchHit,
     SearchQuery,
+    SearchResult,
     SnapshotRecord,
     StateReader,
     StoreStats,
@@ -66,7 +73,7 @@ _NAMESPACE_INDEX = (
 _FTS_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5 ("
     "content, tags, ns_key, content='memories', content_rowid='rowid', "
-    "tokenize='porter unicode61')"
+    f"tokenize='{TOKENIZE}')"
 )
 
 _SCHEMA = f"""
@@ -203,7 +210,8 @@ class SqliteMemoryStore:
     in one SQLite file.
 
     ``busy_timeout_s``: how long a write waits for another process's lock before
-    failing with ``Unavailable``. ``clock`` stamps events.
+    failing with ``Unavailable``. ``clock`` stamps events. ``search_budget``: how
+    much one search may read (see ``sqlite_search``).
 
     >>> store = SqliteMemoryStore(path=Path(".keel/memory/memory.db"))
     >>> await store.open()
@@ -211,9 +219,15 @@ class SqliteMemoryStore:
     """
 
     def __init__(
-        self, *, path: Path, busy_timeout_s: float = 5.0, clock: Clock | None = None
+        self,
+        *,
+        path: Path,
+        busy_timeout_s: float = 5.0,
+        clock: Clock | None = None,
+        search_budget: SearchBudget | None = None,
     ) -> None:
         self._path = Path(path)
+        self._search_budget = search_budget or SearchBudget()
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
         self._clock: Clock = clock or SystemClock()
         self._errors = storage.SqliteErrors(
@@ -276,9 +290,10 @@ class SqliteMemoryStore:
         """The memory, or None if it does not exist."""
         return await self._worker.run(_get, memory_id)
 
-    async def search(self, query: SearchQuery) -> list[SearchHit]:
-        """Ranked full-text hits (FTS5 bm25), or the newest memories when no text."""
-        return await self._worker.run(_search, query, self._term_stats)
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Ranked full-text hits (BM25 over FTS5 matches), or the newest memories when
+        no text; see ``SearchResult`` for what is guaranteed."""
+        return await self._worker.run(_search, query, self._term_stats, self._search_budget)
 
     async def stats(self) -> StoreStats:
         """Counts, the chain head and the file size."""
@@ -486,18 +501,24 @@ def _get(conn: sqlite3.Connection, memory_id: str) -> MemoryRecord | None:
     return None if row is None else _memory_from_row(row)
 
 
-def _search(conn: sqlite3.Connection, query: SearchQuery, stats: TermStats) -> list[SearchHit]:
+def _search(
+    conn: sqlite3.Connection, query: SearchQuery, stats: TermStats, budget: SearchBudget
+) -> SearchResult:
     terms = planner.query_terms(query.text)
     columns = ", ".join(f"m.{column.strip()}" for column in tables.MEMORY_COLUMNS.split(","))
     if terms:
-        return ranked_search(conn, query, stats=stats, columns=columns, to_record=_memory_from_row)
+        return ranked_search(
+            conn, query, stats=stats, budget=budget, columns=columns, to_record=_memory_from_row
+        )
     where, params = filters(query)
     found = conn.execute(
         f"SELECT {columns} FROM memories AS m WHERE {' AND '.join(where)} "
         "ORDER BY m.created_at DESC, m.id LIMIT ?",
         (*params, query.limit),
     ).fetchall()
-    return [SearchHit(memory=_memory_from_row(row), score=None) for row in found]
+    return SearchResult(
+        hits=tuple(SearchHit(memory=_memory_from_row(row), score=None) for row in found)
+    )
 
 
 def _stats(conn: sqlite3.Connection) -> StoreStats:

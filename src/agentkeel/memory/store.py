@@ -226,6 +226,31 @@ class SearchHit:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The hits of a search, best first, and whether every match was ranked.
+
+    ``complete`` is True when every memory of the namespace that matches the words
+    and passes the filters was scored: the hits are then the best ``limit`` of all
+    of them (all of them when there are no more than ``limit``). It is False when
+    a word matched more memories than one search reads (a frequent word in a large
+    namespace, with no filter, or filters too wide to search exactly): the hits
+    are the best of the matches read, never one outside the filters, and others
+    may match. A narrower ``since``/``until`` or a tag makes the search complete.
+    """
+
+    hits: tuple[SearchHit, ...]
+    complete: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``GET /v1/memories``."""
+        return {
+            "results": [{"memory": hit.memory.to_json(), "score": hit.score} for hit in self.hits],
+            "count": len(self.hits),
+            "complete": self.complete,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     memories: int
     events: int
@@ -394,7 +419,10 @@ class MemoryStore(Protocol):
 
     async def get(self, memory_id: str) -> MemoryRecord | None: ...
 
-    async def search(self, query: SearchQuery) -> list[SearchHit]: ...
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Ranked hits for ``query.text`` (or the newest memories without text), within
+        the namespace, tags and time range; see ``SearchResult`` for what is guaranteed."""
+        ...
 
     async def stats(self) -> StoreStats: ...
 
