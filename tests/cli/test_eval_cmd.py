@@ -43,7 +43,8 @@ def test_eval_prints_each_turn_and_the_score(files: tuple[Path, Path]) -> None:
         app, ["--config", str(config), "eval", str(chosen)], terminal_width=200
     )
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
+    scoring, *lines = result.stdout.splitlines()
+    assert scoring == "scoring an agent server built in-process from the settings"
     assert lines[0].startswith("pass right#1")
     assert lines[1].startswith("FAIL wrong#1")
     assert "(names none of Rome)" in lines[1]

@@ -45,6 +45,7 @@ CONFIRMED = ("keel snapshot restore",)
 # What each command's output shows, beyond exit code 0 and some output (--json: valid JSON).
 EXPECTED = {
     "keel chat": "agent> echo: ",
+    "keel eval local-smoke": "local-smoke: ",
     "keel config show": "keel settings",
     "keel memory put": "stored memory",
     "keel memory search": "Prefers email",
@@ -107,7 +108,7 @@ def test_the_readme_commands_are_found() -> None:
     assert "keel chat" in texts
     assert set(EXCEPTIONS) <= set(texts), set(EXCEPTIONS) - set(texts)
     chat = next(command for command in COMMANDS if command.text == "keel chat")
-    assert chat.stdin == "What is the capital of France?\n"
+    assert chat.stdin == "What is the capital of France?\nAnd of Italy?\n"
 
 
 def run_keel(

@@ -1,9 +1,10 @@
 """``keel eval``: score the agent on an evaluation set and print each reply's result.
 
-By default the agent server is built in this process from the settings (a
+``--url`` scores a running replica or router; without it, the first replica of
+a running ``keel up`` (found through its stack file, like ``keel chat``);
+with neither, an agent server built in this process from the settings (a
 throwaway session store, the configured model chain, e.g. the local model that
-``keel up`` serves on :8090); ``--url`` scores a running replica or router
-instead. ``--min-score`` makes a low score exit 1, for CI.
+``keel up`` serves on :8090). ``--min-score`` makes a low score exit 1, for CI.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.markup import escape
 
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import EXIT_RUNTIME, exits_on_keel_error, stdout_console
+from agentkeel.cli.stack import LocalStack
 from agentkeel.config.settings import KeelSettings
 from agentkeel.ops.evals import (
     AgentServerTarget,
@@ -42,7 +44,8 @@ def eval_command(
         typer.Option(
             "--url",
             help="Score a running agent server (replica or router) at this base URL "
-            "instead of one built in-process from the settings.",
+            "(default: the running keel up's first replica, else one built in-process "
+            "from the settings).",
         ),
     ] = None,
     min_score: Annotated[
@@ -55,8 +58,18 @@ def eval_command(
     """Score the agent on an evaluation set: each reply must name an accepted answer
     and be in English. Prints a line per turn, then the score."""
     chosen = load_eval_set(eval_set)
-    settings = None if url else load_cli_settings(ctx).settings
+    loaded = load_cli_settings(ctx)
     console = stdout_console()
+    settings: KeelSettings | None = None
+    if url is None:
+        stack = LocalStack.from_settings(loaded)
+        if stack.running:
+            urls, source = stack.replica_urls(None)
+            url = urls[0]
+            console.print(f"[dim]scoring {escape(url)} ({escape(source)})[/]")
+        else:
+            settings = loaded.settings
+            console.print("[dim]scoring an agent server built in-process from the settings[/]")
 
     def show(result: TurnResult) -> None:
         mark = "[green]pass[/]" if result.passed else "[bold red]FAIL[/]"

@@ -495,7 +495,8 @@ class _Routes:
             deleted = 0
             last_seq: int | None = None
             while True:
-                hits = await store.search(SearchQuery(namespace=namespace, limit=MAX_BATCH_OPS))
+                found = await store.search(SearchQuery(namespace=namespace, limit=MAX_BATCH_OPS))
+                hits = found.hits
                 if not hits:
                     break
                 ops: list[WriteOp] = [
