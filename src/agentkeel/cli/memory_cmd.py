@@ -31,6 +31,7 @@ from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import (
     EXIT_RUNTIME,
     exits_on_keel_error,
+    print_json,
     stderr_console,
     stdout_console,
 )
@@ -135,10 +136,6 @@ def _working(message: str, *, quiet: bool = False) -> Iterator[None]:
         yield
 
 
-def _print_json(data: Any) -> None:
-    stdout_console().print_json(json.dumps(data, ensure_ascii=False))
-
-
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
@@ -221,7 +218,7 @@ def search(
         ),
     )
     if as_json:
-        _print_json(hits)
+        print_json(hits)
         return
     results = hits["results"]
     if not results:
@@ -244,7 +241,7 @@ def get(
     """Show one memory with every field."""
     memory = _call(ctx, url, token_file, lambda api: api.get(memory_id)).to_json()
     if as_json:
-        _print_json({"memory": memory})
+        print_json({"memory": memory})
         return
     table = Table(show_header=False, title=f"memory {escape(memory_id)}", title_justify="left")
     table.add_column("field", style="bold", no_wrap=True)
@@ -307,7 +304,7 @@ def put(
         ),
     )
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     stdout_console().print(
         f"stored memory [bold]{escape(result['memory']['id'])}[/] in {escape(namespace)} "
@@ -330,7 +327,7 @@ def delete(
     """Delete a memory (the log keeps its history; a restore can bring it back)."""
     result = _call(ctx, url, token_file, lambda api: api.delete(memory_id, version=version))
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     stdout_console().print(f"deleted memory {escape(memory_id)} (log seq {result['seq']})")
 
@@ -351,7 +348,7 @@ def integrity(
     with _working("Checking the hash chain and replaying the log…", quiet=as_json):
         report = _call(ctx, url, token_file, lambda api: api.integrity(), timeout_s=LONG_TIMEOUT_S)
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         table = Table(show_header=False, title="memory integrity", title_justify="left")
         table.add_column("check", style="bold", no_wrap=True)
@@ -390,7 +387,7 @@ def quarantine_list(
     """List the quarantines restores created (newest last)."""
     quarantines = _call(ctx, url, token_file, lambda api: api.list_quarantines(events=events))
     if as_json:
-        _print_json({"quarantines": quarantines})
+        print_json({"quarantines": quarantines})
         return
     if not quarantines:
         stdout_console().print("no quarantines: no restore has moved events aside")
@@ -450,7 +447,7 @@ def quarantine_replay(
             timeout_s=LONG_TIMEOUT_S,
         )
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     console = stdout_console()
     skipped = result["skipped"]
@@ -515,7 +512,7 @@ def snapshot_create(
             timeout_s=LONG_TIMEOUT_S,
         )
     if as_json:
-        _print_json(snap)
+        print_json(snap)
         return
     stdout_console().print(_snapshot_table([snap], "snapshot taken"))
     stdout_console().print(
@@ -534,7 +531,7 @@ def snapshot_list(
     """List the snapshots, oldest first, with their verification results."""
     snapshots = _call(ctx, url, token_file, lambda api: api.list_snapshots())
     if as_json:
-        _print_json({"snapshots": snapshots})
+        print_json({"snapshots": snapshots})
         return
     if not snapshots:
         stdout_console().print("no snapshots yet: keel snapshot create")
@@ -572,7 +569,7 @@ def snapshot_verify(
             timeout_s=LONG_TIMEOUT_S,
         )
     if as_json:
-        _print_json(outcome)
+        print_json(outcome)
     else:
         table = Table(title=f"verification of {escape(snapshot_id)}", title_justify="left")
         table.add_column("check", no_wrap=True)
@@ -652,7 +649,7 @@ def snapshot_restore(
     with _working(f"Restoring to {target}…", quiet=as_json):
         result = _call(ctx, url, token_file, run, timeout_s=LONG_TIMEOUT_S)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     console = stdout_console()
     console.print(
@@ -692,7 +689,7 @@ def snapshot_prune(
             timeout_s=LONG_TIMEOUT_S,
         )
     if as_json:
-        _print_json(decision)
+        print_json(decision)
         return
     table = Table(
         title="retention (dry run: nothing removed)" if dry_run else "retention",

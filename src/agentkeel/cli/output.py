@@ -7,9 +7,10 @@ anything else; tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,6 +34,11 @@ def stdout_console() -> Console:
 def stderr_console() -> Console:
     """The console for errors and progress, so stdout stays clean for ``--json``."""
     return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (the ``--json`` output of every command)."""
+    stdout_console().print_json(json.dumps(data, ensure_ascii=False))
 
 
 def exit_code_for(exc: KeelError) -> int:

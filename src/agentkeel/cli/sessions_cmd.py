@@ -14,7 +14,6 @@ default and a PostgreSQL store shared by many replicas.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentkeel.cli.config_cmd import load_cli_settings
-from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_console
+from agentkeel.cli.output import exits_on_keel_error, print_json, stderr_console, stdout_console
 from agentkeel.cli.stack import LocalStack
 from agentkeel.runtime.admin_client import AgentAdminClient
 
@@ -91,10 +90,6 @@ def _call(
     return asyncio.run(run())
 
 
-def _print_json(data: Any) -> None:
-    stdout_console().print_json(json.dumps(data, ensure_ascii=False))
-
-
 def _counts_table(title: str, data: dict[str, Any]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("rows", no_wrap=True)
@@ -116,7 +111,7 @@ def live(
     the replica that served them last."""
     report = _call(ctx, url, token_file, lambda api: api.live())
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     console = stdout_console()
     table = Table(title=f"{report['total']} live session(s)", title_justify="left")
@@ -151,7 +146,7 @@ def prune(
     with stderr_console().status("Purging ended sessions…", spinner="dots"):
         result = _call(ctx, url, token_file, lambda api: api.prune(dry_run=dry_run))
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     days = result.get("retention_days")
     verb = "would remove (dry run: nothing removed)" if dry_run else "removed"
@@ -181,7 +176,7 @@ def forget(
         )
     result = _call(ctx, url, token_file, lambda api: api.forget(user, dry_run=dry_run))
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     console = stdout_console()
     memory = result.get("memory") or {}
