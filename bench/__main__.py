@@ -12,7 +12,7 @@ import importlib
 import time
 import traceback
 
-from bench._common import Figure, console, print_figures
+from bench._common import Figure, console, parse_bench_args, print_figures
 
 BENCHMARKS = [
     "overhead",
@@ -54,4 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args("bench", __doc__)
     main()

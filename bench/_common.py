@@ -7,6 +7,7 @@ machine's cores; every report says how many there are.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import signal
@@ -43,6 +44,17 @@ class Figure:
         if self.value >= 100:
             return f"{self.value:,.0f} {self.unit}"
         return f"{self.value:.2f} {self.unit}"
+
+
+def parse_bench_args(module: str, doc: str | None, argv: Sequence[str] | None = None) -> None:
+    """``--help`` for a benchmark that takes no options: its docstring and an example."""
+    prog = f"python -m {module}"
+    argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        epilog=f"Example: {prog}   (or `python -m bench` for every benchmark)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
 
 
 def console() -> Console:

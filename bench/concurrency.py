@@ -18,7 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench._common import Figure, agent_replica, cpu_seconds, median, percentile, print_figures
+from bench._common import (
+    Figure,
+    agent_replica,
+    cpu_seconds,
+    median,
+    parse_bench_args,
+    percentile,
+    print_figures,
+)
 from bench._http import HttpConnection
 from bench.overhead import TURN_BODY, _agent_session, connect, run_async
 
@@ -142,4 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()

@@ -23,7 +23,7 @@ from agentkeel.ops.local_model import (
     local_model_command,
     local_model_ready_url,
 )
-from bench._common import Figure, free_port, median, print_figures, server_process
+from bench._common import Figure, free_port, median, parse_bench_args, print_figures, server_process
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -105,4 +105,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()

@@ -25,6 +25,7 @@ from bench._common import (
     cpu_seconds,
     free_port,
     median,
+    parse_bench_args,
     percentile,
     print_figures,
     server_process,
@@ -241,4 +242,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()

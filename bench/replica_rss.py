@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 
-from bench._common import Figure, agent_replica, median, print_figures, rss_bytes
+from bench._common import Figure, agent_replica, median, parse_bench_args, print_figures, rss_bytes
 from bench.overhead import (
     CONCURRENCY,
     _agent_session,
@@ -112,4 +112,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()

@@ -20,6 +20,7 @@ from bench._common import (
     clean_env,
     free_port,
     median,
+    parse_bench_args,
     print_figures,
     replica_command,
     wait_ready,
@@ -71,4 +72,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()

@@ -50,6 +50,7 @@ from bench._common import (
     Figure,
     cpu_seconds,
     free_port,
+    parse_bench_args,
     percentile,
     print_figures,
     server_process,
@@ -212,4 +213,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parse_bench_args(__spec__.name, __doc__)
     main()
