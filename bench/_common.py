@@ -49,10 +49,11 @@ class Figure:
 def parse_bench_args(module: str, doc: str | None, argv: Sequence[str] | None = None) -> None:
     """``--help`` for a benchmark that takes no options: its docstring and an example."""
     prog = f"python -m {module}"
+    other = "python -m bench.overhead for one" if module == "bench" else "python -m bench for all"
     argparse.ArgumentParser(
         prog=prog,
         description=doc,
-        epilog=f"Example: {prog}   (or `python -m bench` for every benchmark)",
+        epilog=f"Example: {prog}   (or {other})",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
 
