@@ -10,6 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from agentkeel.errors import InvalidRequest
 from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.memory.backends import MemoryBackend
 from agentkeel.resilience.clock import ManualClock
@@ -84,3 +85,42 @@ async def test_deleting_a_namespace_needs_write_access_to_it(client: httpx.Async
     assert (await client.delete(f"/v1/namespaces/{NS}")).status_code == 401
     listing = await client.get("/v1/memories", params={"namespace": NS}, headers=auth(TOKEN_A))
     assert listing.json()["count"] == 1
+
+
+async def test_a_namespace_with_dot_segments_cannot_reach_another_namespace(
+    served: tuple[Starlette, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    """A user id like 'x/../../agent:a1/user:bob' must not let a forget empty bob's
+    namespace: the API client refuses such a name before sending, percent-encodes every
+    '/' of the names it sends, and the server refuses dot segments with 422."""
+    app, client = served
+    await put_many(client, "agent:a1/user:bob", 3)
+    forged = "agent:a1/user:x/../../agent:a1/user:bob"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN_A)
+    sent: list[str] = []
+    asgi = httpx.ASGITransport(app=app)
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.raw_path.decode())
+        return await asgi.handle_async_request(request)
+
+    http = httpx.AsyncClient(transport=asgi, base_url="http://memory")
+    api = MemoryApiClient(
+        base_url="http://memory", token_file=token_file, transport=httpx.MockTransport(recording)
+    )
+    async with api, http:
+        with pytest.raises(InvalidRequest):
+            await api.delete_namespace(forged)
+        assert (await api.delete_namespace("agent:a1/user:nobody"))["deleted"] == 0
+        assert sent == ["/v1/namespaces/agent:a1%2Fuser:nobody"]
+        response = await http.delete(
+            "/v1/namespaces/agent:a1%2Fuser:x%2F..%2F..%2Fagent:a1%2Fuser:bob",
+            headers=auth(TOKEN_A),
+        )
+    assert response.status_code == 422, response.text
+    assert "'..'" in response.json()["error"]["message"]
+    kept = await client.get(
+        "/v1/memories", params={"namespace": "agent:a1/user:bob"}, headers=auth(TOKEN_A)
+    )
+    assert kept.json()["count"] == 3

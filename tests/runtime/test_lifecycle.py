@@ -266,11 +266,28 @@ async def test_the_sweeper_leaves_a_turn_in_flight_its_grace(replicas: ReplicaFa
     assert stored is not None and stored.end_reason == "idle_timeout"
 
 
+async def test_a_read_leaves_a_turn_in_flight_its_grace_too(replicas: ReplicaFactory) -> None:
+    """GET on a session just past its idle timeout, within sessions.sweep_grace_s, does
+    not end it (a long turn may be about to commit on another replica); past the grace
+    it does, with the end time the rule gives."""
+    server = await replicas(sessions={"sweep_grace_s": 300})
+    session_id = await server.session()
+    created = server.clock.time()
+    server.clock.advance(IDLE_S + 100)
+    fetched = (await server.client.get(f"/v1/sessions/{session_id}")).json()
+    assert fetched["ended_at"] is None
+    server.clock.advance(250)
+    fetched = (await server.client.get(f"/v1/sessions/{session_id}")).json()
+    assert fetched["end_reason"] == "idle_timeout"
+    stored = await server.store.get_session(session_id)
+    assert stored is not None and stored.ended_at == created + IDLE_S
+
+
 async def test_the_background_task_sweeps_and_purges_on_its_intervals(
     replicas: ReplicaFactory,
 ) -> None:
     """run() sweeps every sweep_interval_s and purges every purge_interval_s of its own
-    sleeps, and keeps going when a sweep fails."""
+    sleeps, and keeps going when a sweep fails, with a KeelError or with any other."""
     server = await replicas(sessions={"sweep_interval_s": 60, "purge_interval_s": 180})
     calls: list[str] = []
     sleeps: list[float] = []
@@ -279,6 +296,8 @@ async def test_the_background_task_sweeps_and_purges_on_its_intervals(
         calls.append("sweep")
         if len(calls) == 1:
             raise Unavailable("store down")
+        if len(calls) == 2:
+            raise RuntimeError("a bug in a sweep")
         return 0
 
     async def fake_purge(*, dry_run: bool = False) -> Any:

@@ -4,6 +4,7 @@ records schema version 2. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -125,3 +126,21 @@ async def _schema_version(url: str) -> int:
             ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.mark.postgres
+async def test_opening_an_up_to_date_postgres_store_takes_no_table_lock(
+    postgres_schema_url: str,
+) -> None:
+    """A replica starting beside busy ones alters nothing: with another transaction
+    holding a lock on the sessions table, opening an up-to-date store still succeeds
+    at once (an ALTER TABLE would wait for that lock)."""
+    first = open_store(postgres_schema_url)
+    await first.open()
+    await first.aclose()
+    with psycopg.connect(postgres_schema_url) as busy:
+        busy.execute("LOCK TABLE sessions IN ROW EXCLUSIVE MODE")  # what a turn's UPDATE holds
+        second = open_store(postgres_schema_url)
+        await asyncio.wait_for(second.open(), timeout=10)
+        await second.aclose()
+        busy.rollback()

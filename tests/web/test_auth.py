@@ -119,6 +119,38 @@ def test_tokens_file_is_looked_up_by_digest_and_reread_on_change(tmp_path: Path)
     assert tokens.entries() == {}
 
 
+def test_a_broken_tokens_file_never_shows_a_token_and_keeps_the_last_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The YAML error names the line and the problem but quotes none of the file (its
+    lines are tokens); a bad edit while serving keeps the entries parsed before, with
+    an error logged; a file that never parsed is an error."""
+    path = tmp_path / "tokens.yaml"
+    good, other = "good-token-" + "g" * 20, "other-token-" + "o" * 20
+    broken = f"tokens:\n  {good}: {{name: one}}\n  {other}: [unclosed\n"
+
+    def parse(text: str, source: str) -> dict[str, Grant]:
+        return parse_token_grants(text, source=source, what="test file", grant=Grant, shape="{}")
+
+    with pytest.raises(ConfigError) as raised:
+        parse(broken, str(path))
+    assert "line " in raised.value.message
+    assert good not in raised.value.message and other not in raised.value.message
+
+    path.write_text(broken)
+    with pytest.raises(ConfigError):
+        TokensFile(resolver=SecretResolver(), name=None, file=path, parse=parse).entries()
+
+    path.write_text(f"tokens:\n  {good}: {{name: one}}\n")
+    tokens = TokensFile(resolver=SecretResolver(), name=None, file=path, parse=parse)
+    assert tokens.lookup(good) is not None
+    path.write_text(broken + "# edited\n")
+    with caplog.at_level("ERROR", logger="agentkeel.web.auth"):
+        assert tokens.lookup(good) is not None
+    assert "still using the tokens" in caplog.text
+    assert good not in caplog.text and other not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [

@@ -85,6 +85,7 @@ from agentkeel.ops.local_model import (
     local_model_ready_url,
 )
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
+from agentkeel.web.auth import yaml_error_position
 
 LOCAL_MODEL_SERVICE = "local-model"
 MEMORY_SERVICE = "memory"
@@ -203,11 +204,16 @@ def _ensure_token_file(path: Path) -> Path:
 def _read_grants(path: Path, *, kind: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise ConfigError(
             f"Cannot read the {kind} tokens file {path} ({exc}). Fix it, or delete it "
             "and run keel up again to have it made afresh."
         ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"The {kind} tokens file {path} is not valid YAML ({yaml_error_position(exc)}). "
+            "Fix it, or delete it and run keel up again to have it made afresh."
+        ) from None
     # The same two shapes the servers read: {tokens: {...}} or the mapping itself.
     if isinstance(loaded, dict) and set(loaded) == {"tokens"}:
         loaded = loaded["tokens"]

@@ -108,10 +108,11 @@ class AgentSettings(_Section):
         default=None, description="package.module:object of a custom agent; unset = ToolAgent."
     )
     # Tuned for the bundled SmolLM2-135M on the local-smoke evaluation set (`keel eval`):
-    # a short-answer prompt, greedy decoding and a bounded history kept its replies
-    # right and in English where "You are a helpful assistant." at 0.2 drifted into
-    # French. Plain on purpose: small models answer worse when told about tools they
-    # cannot call. With a larger model, write your own prompt and raise the caps.
+    # a short-answer prompt and greedy decoding kept its replies right and in English
+    # where "You are a helpful assistant." at 0.2 drifted into French. Plain on purpose:
+    # small models answer worse when told about tools they cannot call. The reply cap
+    # and the history stay open (capping them scored no better), so a larger model
+    # only needs a prompt of its own.
     system_prompt: str | None = Field(
         default="You are a helpful assistant. Answer in one short sentence.",
         description="The built-in agent's system message; null or empty sends none.",
@@ -121,13 +122,13 @@ class AgentSettings(_Section):
         default=0.0, ge=0, description="Sampling temperature; 0 = greedy (repeatable)."
     )
     max_output_tokens: int | None = Field(
-        default=128,
+        default=None,
         ge=1,
         description="The built-in agent's cap on each reply, in tokens; null = "
         "guardrails.max_output_tokens, which caps every agent.",
     )
     history_turns: int | None = Field(
-        default=4,
+        default=None,
         ge=0,
         description="Earlier turns of the session the built-in agent sends the model; "
         "null = all that fit the context window, 0 = none.",

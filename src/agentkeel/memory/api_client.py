@@ -34,6 +34,7 @@ from agentkeel.errors import (
     Unauthorized,
     Unavailable,
 )
+from agentkeel.memory.planner import check_namespace
 from agentkeel.memory.store import MemoryRecord, SearchHit
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.http import make_async_client
@@ -41,6 +42,8 @@ from agentkeel.telemetry.http import make_async_client
 __all__ = ["BearerTokenFile", "MemoryApiClient", "error_from_response"]
 
 DEFAULT_URL = "http://127.0.0.1:8788"
+ERASE_TIMEOUT_S = 300.0
+"""How long ``delete_namespace`` waits: the server deletes a large namespace in batches."""
 
 _BY_STATUS: dict[int, type[KeelError]] = {
     400: RequestError,
@@ -161,8 +164,10 @@ class MemoryApiClient:
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         idempotency_key: str | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        """Send one request; the JSON object answered, or the ``KeelError`` it means."""
+        """Send one request; the JSON object answered, or the ``KeelError`` it means.
+        ``timeout_s`` overrides the client's read timeout for this one request."""
         headers: dict[str, str] = {}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.value()}"
@@ -175,12 +180,13 @@ class MemoryApiClient:
                 json=None if json is None else dict(json),
                 params=_params(params),
                 headers=headers,
+                **({} if timeout_s is None else {"timeout": httpx.Timeout(timeout_s, connect=2.0)}),
             )
         except httpx.TimeoutException as exc:
             raise MemoryUnavailable(
                 f"the memory server at {self.base_url} did not answer {method} {path} within "
-                f"{self.timeout_s:g}s ({type(exc).__name__}). It may be overloaded or stuck; "
-                "check its /health and logs.",
+                f"{timeout_s or self.timeout_s:g}s ({type(exc).__name__}). It may be "
+                "overloaded or stuck; check its /health and logs.",
                 retry_after=1.0,
             ) from exc
         except httpx.TransportError as exc:
@@ -295,12 +301,18 @@ class MemoryApiClient:
             for item in data["results"]
         ]
 
-    async def delete_namespace(self, namespace: str) -> dict[str, Any]:
+    async def delete_namespace(
+        self, namespace: str, *, timeout_s: float = ERASE_TIMEOUT_S
+    ) -> dict[str, Any]:
         """``DELETE /v1/namespaces/{namespace}``: ``{namespace, deleted, seq}``; every
-        memory in it is deleted (the log keeps their history). 0 for an empty one."""
-        if not namespace or namespace.startswith("/"):
-            raise InvalidRequest(f"{namespace!r} is not a namespace; give its full name.")
-        return await self.request("DELETE", f"/v1/namespaces/{quote(namespace, safe='/:@')}")
+        memory in it is deleted (the log keeps their history). 0 for an empty one.
+
+        The namespace travels percent-encoded, ``/`` included, so no client or proxy
+        can fold ``..`` segments into another namespace's path."""
+        check_namespace(namespace)
+        return await self.request(
+            "DELETE", f"/v1/namespaces/{quote(namespace, safe=':@')}", timeout_s=timeout_s
+        )
 
     # --- operations (admin token) ---------------------------------------------
 

@@ -46,7 +46,7 @@ from agentkeel.memory.backends import open_memory_store
 from agentkeel.memory.gate import WriteGate
 from agentkeel.memory.integrity import IntegrityReport, check_integrity
 from agentkeel.memory.metrics import MemoryMetrics
-from agentkeel.memory.planner import MAX_BATCH_OPS
+from agentkeel.memory.planner import MAX_BATCH_OPS, check_namespace
 from agentkeel.memory.scheduler import MemoryScheduler
 from agentkeel.memory.snapshots import SnapshotManager
 from agentkeel.memory.store import (
@@ -485,32 +485,40 @@ class _Routes:
 
     async def delete_namespace(self, request: Request) -> Response:
         """Delete every memory in the namespace through the normal delete path, in
-        batches: each delete is an event in the hash-chained log, like any other."""
+        batches: each delete is an event in the hash-chained log, like any other.
+        The audit line is written however it ends, with what was deleted by then."""
         principal = self.s.principal(request)
-        with self.s.observe("delete_namespace"):
-            self.s.gate.check()
-            namespace = request.path_params["namespace"]
-            principal.require_write(namespace)
-            store = self.s.require_store()
-            deleted = 0
-            last_seq: int | None = None
-            while True:
-                found = await store.search(SearchQuery(namespace=namespace, limit=MAX_BATCH_OPS))
-                hits = found.hits
-                if not hits:
-                    break
-                ops: list[WriteOp] = [
-                    DeleteMemory(memory_id=hit.memory.id, namespace=namespace) for hit in hits
-                ]
-                result = await store.write(ops)
-                deleted += len(result.items)
-                last_seq = result.items[-1].seq
-        audit(
-            "memory.delete_namespace",
-            actor=f"{principal.name}:{principal.key}",
-            namespace=namespace,
-            deleted=deleted,
-        )
+        namespace = check_namespace(request.path_params["namespace"])
+        deleted = 0
+        last_seq: int | None = None
+        outcome = "failed"
+        try:
+            with self.s.observe("delete_namespace"):
+                self.s.gate.check()
+                principal.require_write(namespace)
+                store = self.s.require_store()
+                while True:
+                    found = await store.search(
+                        SearchQuery(namespace=namespace, limit=MAX_BATCH_OPS)
+                    )
+                    if not found.hits:
+                        break
+                    ops: list[WriteOp] = [
+                        DeleteMemory(memory_id=hit.memory.id, namespace=namespace)
+                        for hit in found.hits
+                    ]
+                    result = await store.write(ops)
+                    deleted += len(result.items)
+                    last_seq = result.items[-1].seq
+            outcome = "ok"
+        finally:
+            audit(
+                "memory.delete_namespace",
+                actor=f"{principal.name}:{principal.key}",
+                outcome=outcome,
+                namespace=namespace,
+                deleted=deleted,
+            )
         return JSONResponse({"namespace": namespace, "deleted": deleted, "seq": last_seq})
 
     async def batch(self, request: Request) -> Response:

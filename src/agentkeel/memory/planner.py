@@ -68,6 +68,12 @@ def check_namespace(namespace: str) -> str:
             f"namespace {namespace!r} is not valid: use 1-200 characters from letters, digits "
             "and . _ : @ / + = -, for example 'agent:support/user:42'."
         )
+    # A path-like name must not be foldable into another one ("a/../b" is "b" to a URL).
+    if any(part in ("", ".", "..") for part in namespace.split("/")):
+        raise InvalidRequest(
+            f"namespace {namespace!r} is not valid: no part between slashes may be empty, "
+            "'.' or '..'; for example 'agent:support/user:42'."
+        )
     return namespace
 
 

@@ -202,14 +202,17 @@ class SessionLifecycle:
             },
         )
 
-    async def end_if_expired(self, session: SessionRecord) -> SessionRecord:
+    async def end_if_expired(self, session: SessionRecord, *, grace: bool = False) -> SessionRecord:
         """The session as it stands: ended now if it had expired (recorded here if this
-        replica is first), else unchanged."""
-        if self.expiry.expired(session, self.clock.time()) is None:
+        replica is first), else unchanged.
+
+        ``grace`` waits ``sessions.sweep_grace_s`` past the end first, as the sweeper
+        does: a read must not end a session under a long turn still running elsewhere.
+        """
+        now = self.clock.time() - (self.settings.sweep_grace_s if grace else 0.0)
+        if self.expiry.expired(session, now) is None:
             return session
-        ended = await self.store.end_expired_session(
-            session.session_id, self.expiry, now=self.clock.time()
-        )
+        ended = await self.store.end_expired_session(session.session_id, self.expiry, now=now)
         if ended is not None:
             self.record_end(ended)
             return ended
@@ -319,8 +322,8 @@ class SessionLifecycle:
         memory server, when configured), then their sessions with every turn, feedback,
         rewind and budget row. Writes one audit line naming ``actor``.
 
-        Memory goes first: if the memory server fails, nothing is removed yet and the
-        forget can simply be run again.
+        Memory goes first: if the memory server fails, the session store is untouched
+        and the forget can simply be run again.
         """
         if not user_id or len(user_id) > 256:
             raise InvalidRequest(
@@ -348,9 +351,11 @@ class SessionLifecycle:
                         error=exc.code,
                     )
                     raise type(exc)(
-                        f"Forgetting user '{user_id}' stopped before anything was removed: "
-                        f"the memory server could not delete namespace '{namespace}' "
-                        f"({exc.message}). Fix the memory server, then run the forget again.",
+                        f"Forgetting user '{user_id}' stopped: the memory server could not "
+                        f"delete namespace '{namespace}' ({exc.message}). That namespace may "
+                        "be partly emptied; the user's sessions are all still in the store. "
+                        "Fix the memory server, then run the forget again (it is safe to "
+                        "repeat).",
                         code=exc.code,
                     ) from exc
         removed = counts
@@ -428,6 +433,13 @@ class SessionLifecycle:
                 "session %s failed: %s; trying again at the next interval",
                 what,
                 exc.message,
+                extra={"category": "session"},
+            )
+        except Exception:
+            # A bug or an unwrapped driver error must not end the loop for good.
+            logger.exception(
+                "session %s failed unexpectedly; trying again at the next interval",
+                what,
                 extra={"category": "session"},
             )
 

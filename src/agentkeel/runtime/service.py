@@ -232,7 +232,7 @@ class AgentService:
         session = await self.store.get_session(session_id)
         if session is None:
             raise _unknown_session(session_id)
-        session = await self.lifecycle.end_if_expired(session)
+        session = await self.lifecycle.end_if_expired(session, grace=True)
         return session, await self.store.list_turns(session_id)
 
     async def end_session(self, session_id: str) -> SessionRecord:

@@ -196,11 +196,13 @@ class PostgresPool:
 
 async def check_schema_version(
     conn: Connection, *, component: str, version: int, where: str
-) -> None:
+) -> int | None:
     """Record ``version`` for ``component`` in new tables; refuse tables from a newer release.
 
-    Needs the ``schema_version (component, version)`` table; run it inside the
-    schema transaction. ``where`` names the store in the error.
+    Returns the version the tables had (``None`` for new ones), so a store runs its
+    upgrade only when there is something to upgrade. Needs the ``schema_version
+    (component, version)`` table; run it inside the schema transaction. ``where``
+    names the store in the error.
     """
     cursor = await conn.execute(
         "SELECT version FROM schema_version WHERE component = %s", (component,)
@@ -211,10 +213,12 @@ async def check_schema_version(
             "INSERT INTO schema_version (component, version) VALUES (%s, %s)",
             (component, version),
         )
-    elif row[0] > version:
+        return None
+    if row[0] > version:
         raise schema_too_new(
             where, found=int(row[0]), supported=version, wrote="created the tables"
         )
+    return int(row[0])
 
 
 def describe(params: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -26,6 +27,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from agentkeel.errors import ConfigError, Forbidden, SecretError, Unauthorized
 from agentkeel.secrets.resolver import SecretResolver
+
+logger = logging.getLogger("agentkeel.web.auth")
 
 G = TypeVar("G", bound=BaseModel)
 T = TypeVar("T")
@@ -168,8 +171,8 @@ def parse_token_grants(
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"{what} {source} is not valid YAML/JSON: {exc}. Fix its syntax."
-        ) from exc
+            f"{what} {source} is not valid YAML/JSON ({yaml_error_position(exc)}). Fix its syntax."
+        ) from None
     if isinstance(data, Mapping) and set(data) == {"tokens"}:
         data = data["tokens"]
     if not isinstance(data, Mapping) or not data:
@@ -190,6 +193,16 @@ def parse_token_grants(
                 f"{exc.errors(include_url=False)[0]['msg']}. A grant looks like {shape}."
             ) from exc
     return out
+
+
+def yaml_error_position(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, without the quoted lines PyYAML adds: in a
+    tokens file those lines are tokens."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "a syntax error"
+    if mark is None:
+        return str(problem)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 class TokensFile(Generic[T]):
@@ -222,7 +235,13 @@ class TokensFile(Generic[T]):
         if value is None:
             self._entries, self._parsed_from = {}, None
         elif value is not self._parsed_from:
-            self._entries = self._parse(value.get_secret_value(), str(self.path))
+            try:
+                self._entries = self._parse(value.get_secret_value(), str(self.path))
+            except ConfigError as exc:
+                if self._parsed_from is None:
+                    raise
+                # A bad edit while serving: keep the last good entries, say so once.
+                logger.error("%s; still using the tokens it held before this change", exc.message)
             self._parsed_from = value
         return self._entries
 

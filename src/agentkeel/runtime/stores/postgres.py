@@ -551,12 +551,15 @@ class PostgresSessionStore:
     async def _migrate(self, conn: Connection) -> None:
         await conn.execute(_SCHEMA)
         # Refuse newer tables before changing anything in them.
-        await check_schema_version(
+        found = await check_schema_version(
             conn,
             component="sessions",
             version=codec.SCHEMA_VERSION,
             where=f"PostgreSQL session store at {self._db.where}",
         )
+        if found is not None and found >= codec.SCHEMA_VERSION:
+            # Up to date: no ALTER TABLE, whose lock would stall every replica's turns.
+            return
         await conn.execute(_UPGRADE)
         await conn.execute(
             "UPDATE schema_version SET version = %s WHERE component = 'sessions' AND version < %s",
