@@ -180,7 +180,7 @@ class MemoryApiClient:
                 json=None if json is None else dict(json),
                 params=_params(params),
                 headers=headers,
-                **({} if timeout_s is None else {"timeout": httpx.Timeout(timeout_s, connect=2.0)}),
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s),
             )
         except httpx.TimeoutException as exc:
             raise MemoryUnavailable(
