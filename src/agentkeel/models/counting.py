@@ -28,8 +28,10 @@ bound when it cannot count.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -132,3 +134,30 @@ class ByteBound:
 
     def __repr__(self) -> str:
         return "ByteBound()"
+
+
+class CountCache:
+    """Token counts of texts seen lately, least recently used out first.
+
+    Keyed by a 16-byte BLAKE2b digest of the text, not the text: a conversation's
+    long tool results would otherwise stay in memory as keys.
+    """
+
+    def __init__(self, *, size: int = 4096) -> None:
+        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._size = size
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, key: bytes) -> int | None:
+        count = self._counts.get(key)
+        if count is not None:
+            self._counts.move_to_end(key)
+        return count
+
+    def put(self, key: bytes, count: int) -> None:
+        self._counts[key] = count
+        while len(self._counts) > self._size:
+            self._counts.popitem(last=False)

@@ -18,6 +18,7 @@ returns the largest, since any provider of the chain may end up answering.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -105,7 +106,10 @@ class ModelGateway:
     async def prompt_tokens(self, request: ModelRequest) -> int:
         """An upper bound on the prompt tokens of ``request`` for whichever provider
         of the chain answers it: the largest of the providers' counts."""
-        counts = [await counter.prompt_tokens(request) for counter in self._counters]
+        if len(self._counters) == 1:
+            return await self._counters[0].prompt_tokens(request)
+        # Server tokenizers answer over the network: ask them all at once.
+        counts = await asyncio.gather(*(c.prompt_tokens(request) for c in self._counters))
         return max(counts)
 
     def breaker_states(self) -> dict[str, str]:

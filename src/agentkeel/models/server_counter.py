@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any, Literal
 
 import httpx
 
 from agentkeel.models.counting import (
     REQUEST_ALLOWANCE,
+    CountCache,
     bound_tokens,
     message_bound,
     tool_spec_bound,
@@ -71,33 +71,32 @@ class ServerTokenCounter:
         self.timeout_s = timeout_s
         self._client = http_client or httpx.AsyncClient(timeout=timeout_s)
         self._owns_client = http_client is None
-        self._cache: OrderedDict[str, int] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = CountCache(size=cache_size)
         self._failing = False
         self.fallbacks = 0
         """Requests counted with the byte bound because the server did not answer in time."""
 
     async def prompt_tokens(self, request: ModelRequest) -> int:
         known: dict[str, int] = {}
-        missing: list[str] = []
+        missing: list[tuple[str, bytes]] = []
         for text in dict.fromkeys(m.content for m in request.messages if m.content):
-            count = self._cache.get(text)
+            key = self._cache.key(text)
+            count = self._cache.get(key)
             if count is None:
-                missing.append(text)
+                missing.append((text, key))
             else:
                 known[text] = count
-                self._cache.move_to_end(text)
         if missing:
             try:
                 counts = await asyncio.wait_for(
-                    asyncio.gather(*(self._count(text) for text in missing)), self.timeout_s
+                    asyncio.gather(*(self._count(text) for text, _ in missing)), self.timeout_s
                 )
             except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError) as exc:
                 self._fell_back(exc)
                 return bound_tokens(request.messages, request.tools)
-            for text, count in zip(missing, counts, strict=True):
+            for (text, key), count in zip(missing, counts, strict=True):
                 known[text] = count
-                self._remember(text, count)
+                self._cache.put(key, count)
             if self._failing:
                 self._failing = False
                 logger.info("tokenizer of %s answers again; exact prompt counts resume", self.root)
@@ -122,11 +121,6 @@ class ServerTokenCounter:
         response = await self._client.post(f"{self.root}/extras/tokenize/count", json=body)
         response.raise_for_status()
         return int(response.json()["count"])
-
-    def _remember(self, text: str, count: int) -> None:
-        self._cache[text] = count
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     def _fell_back(self, exc: BaseException) -> None:
         self.fallbacks += 1

@@ -15,13 +15,12 @@ publish: they are counted with the byte bound.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from agentkeel.models.counting import bound_tokens, tool_call_bound, tool_spec_bound
+from agentkeel.models.counting import CountCache, bound_tokens, tool_call_bound, tool_spec_bound
 from agentkeel.models.types import ModelRequest
 
 logger = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class TiktokenCounter:
         self._started = False
         self._lock = threading.Lock()
         self._loaded = threading.Event()
-        self._count_text = functools.lru_cache(maxsize=cache_size)(self._encode_length)
+        self._cache = CountCache(size=cache_size)
 
     @property
     def exact(self) -> bool:
@@ -116,9 +115,14 @@ class TiktokenCounter:
             total += tool_spec_bound(tool)
         return total
 
-    def _encode_length(self, text: str) -> int:
-        assert self._encoding is not None
-        return len(self._encoding.encode_ordinary(text))
+    def _count_text(self, text: str) -> int:
+        key = self._cache.key(text)
+        count = self._cache.get(key)
+        if count is None:
+            assert self._encoding is not None
+            count = len(self._encoding.encode_ordinary(text))
+            self._cache.put(key, count)
+        return count
 
     def _load_encoding(self) -> None:
         try:
