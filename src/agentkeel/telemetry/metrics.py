@@ -198,8 +198,8 @@ class AgentMetrics:
         )
         self.replica_live_sessions = Gauge(
             "agent_replica_live_sessions",
-            "Live sessions whose latest turn (or creation) this replica served; sums to the "
-            "live total across replicas.",
+            "Live sessions whose latest turn (or creation) this replica served (sessions "
+            "last served by a replica that is gone count for none of the live ones).",
             registry=registry,
         )
         self.sessions_ended = Counter(
