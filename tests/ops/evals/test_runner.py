@@ -98,18 +98,25 @@ class RecordingTarget:
     async def say(self, session_id: str, content: str) -> str:
         return await self.inner.say(session_id, content)
 
+    async def end_session(self, session_id: str) -> None:
+        await self.inner.end_session(session_id)
+
 
 async def test_each_case_is_its_own_session(tmp_path: Path) -> None:
-    """Turns of one case go to one session, in order; the next case starts another."""
+    """Turns of one case go to one session, in order; the next case starts another;
+    each session is ended when its case is scored, so none stays live."""
     chosen = eval_set(("a", [("one", ["one"]), ("two", ["two"])]), ("b", [("three", ["three"])]))
     async with serve_in_process(echo_settings(tmp_path)) as served:
         target = RecordingTarget(served)
         await run_eval_set(chosen, target)
         turns = []
+        reasons = []
         for session_id in target.sessions:
             body = (await served.client.get(f"/v1/sessions/{session_id}")).json()
             turns.append([turn["content"] for turn in body["turns"]])
+            reasons.append(body["end_reason"])
     assert turns == [["one", "two"], ["three"]]
+    assert reasons == ["deleted", "deleted"]
 
 
 async def test_the_scratch_store_leaves_the_data_dir_alone(tmp_path: Path) -> None:

@@ -39,6 +39,8 @@ class ConversationTarget(Protocol):
 
     async def say(self, session_id: str, content: str) -> str: ...
 
+    async def end_session(self, session_id: str) -> None: ...
+
 
 class AgentServerTarget:
     """The agent server's v1 API through ``client`` (its ``base_url`` is the server).
@@ -59,26 +61,37 @@ class AgentServerTarget:
         body = await self._post(f"/v1/sessions/{session_id}/messages", {"content": content})
         return str(body["reply"])
 
+    async def end_session(self, session_id: str) -> None:
+        """End the case's session, so scoring leaves no live sessions behind."""
+        await self._send("DELETE", f"/v1/sessions/{session_id}", None)
+
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._send("POST", path, payload)
+
+    async def _send(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         try:
-            response = await self.client.post(path, json=payload, timeout=_TIMEOUT)
+            response = await self.client.request(method, path, json=payload, timeout=_TIMEOUT)
         except httpx.HTTPError as exc:
             raise KeelError(
-                f"The agent server at {self.client.base_url} did not answer POST {path} "
+                f"The agent server at {self.client.base_url} did not answer {method} {path} "
                 f"({type(exc).__name__}: {exc}). Check that it is running.",
                 code="eval_target_unreachable",
             ) from exc
-        body: Any = response.json() if response.content else {}
+        try:
+            body: Any = response.json() if response.content else {}
+        except ValueError:
+            body = None
         if response.status_code >= 400:
             error = body.get("error", {}) if isinstance(body, dict) else {}
             raise KeelError(
-                f"The agent server answered POST {path} with {response.status_code} "
-                f"{error.get('code', '')}: {error.get('message', response.text)}",
+                f"The agent server answered {method} {path} with {response.status_code} "
+                f"{error.get('code', '')}: {error.get('message', response.text[:200])}",
                 code=str(error.get("code", "eval_target_error")),
             )
         if not isinstance(body, dict):
             raise KeelError(
-                f"The agent server answered POST {path} with {body!r}, not a JSON object.",
+                f"The agent server answered {method} {path} with {response.text[:200]!r}, "
+                "not a JSON object.",
                 code="eval_target_error",
             )
         return body
@@ -208,6 +221,15 @@ async def _run_case(
     case: EvalCase, target: ConversationTarget, *, english: bool
 ) -> list[TurnResult]:
     session_id = await target.start_session()
+    try:
+        return await _score_turns(case, target, session_id, english=english)
+    finally:
+        await target.end_session(session_id)
+
+
+async def _score_turns(
+    case: EvalCase, target: ConversationTarget, session_id: str, *, english: bool
+) -> list[TurnResult]:
     results = []
     for number, turn in enumerate(case.turns, start=1):
         reply = await target.say(session_id, turn.user)
