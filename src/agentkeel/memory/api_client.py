@@ -36,8 +36,8 @@ from agentkeel.errors import (
 )
 from agentkeel.memory.planner import check_namespace
 from agentkeel.memory.store import MemoryRecord, SearchHit
-from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.http import make_async_client
+from agentkeel.web.auth import BearerTokenFile
 
 __all__ = ["BearerTokenFile", "MemoryApiClient", "error_from_response"]
 
@@ -54,29 +54,6 @@ _BY_STATUS: dict[int, type[KeelError]] = {
     413: InputTooLarge,
     422: InvalidRequest,
 }
-
-
-class BearerTokenFile:
-    """A bearer token kept in a file; read on first use and again after the file changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._stamp: tuple[int, int, int] | None = None
-        self._value: str | None = None
-
-    def value(self) -> str:
-        """The token; ``SecretError`` when the file is missing, empty or unreadable."""
-        try:
-            stat = self.path.stat()
-            stamp: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        except OSError:
-            stamp = None
-        if self._value is None or stamp is None or stamp != self._stamp:
-            secret = SecretResolver().resolve(None, file=self.path)
-            assert secret is not None
-            self._value = secret.get_secret_value()
-            self._stamp = stamp
-        return self._value
 
 
 def error_from_response(response: httpx.Response, *, base_url: str) -> KeelError:

@@ -26,8 +26,8 @@ from agentkeel.errors import (
     Unauthorized,
     Unavailable,
 )
-from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.http import make_async_client
+from agentkeel.web.auth import BearerTokenFile
 
 __all__ = ["DEFAULT_AGENT_URL", "AgentAdminClient"]
 
@@ -54,6 +54,7 @@ class AgentAdminClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token_file = token_file
+        self._token = BearerTokenFile(token_file)
         self.timeout_s = timeout_s
         self._http = make_async_client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout_s), transport=transport
@@ -85,9 +86,7 @@ class AgentAdminClient:
     async def _request(
         self, method: str, path: str, body: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        secret = SecretResolver().resolve(None, file=self.token_file)
-        assert secret is not None
-        headers = {"Authorization": f"Bearer {secret.get_secret_value()}"}
+        headers = {"Authorization": f"Bearer {self._token.value()}"}
         try:
             response = await self._http.request(
                 method, path, json=None if body is None else dict(body), headers=headers

@@ -92,6 +92,28 @@ class WatchedSecret:
         return self._value
 
 
+class BearerTokenFile:
+    """The token a client sends, kept in a file; read on first use and again after the
+    file changes (a rotated token applies without a restart).
+
+    >>> token = BearerTokenFile(Path(".keel/admin_token"))
+    >>> headers = {"Authorization": f"Bearer {token.value()}"}
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._secret = WatchedSecret(resolver=SecretResolver(), name=None, file=self.path)
+
+    def value(self) -> str:
+        """The token; ``SecretError`` when the file is missing, empty or unreadable."""
+        secret = self._secret.read()
+        if secret is None:
+            raise SecretError(
+                f"the token file {self.path} does not exist; pass a file that holds the token."
+            )
+        return secret.get_secret_value()
+
+
 class AdminToken:
     """The admin bearer token of one service, checked the same way everywhere.
 
