@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.settings import ServerSettings
 from agentkeel.errors import InvalidRequest, KeelError, SessionEnded
+from agentkeel.memory.namespaces import user_namespace
 from agentkeel.resilience.clock import Clock
 from agentkeel.runtime.store import (
     RemovedCounts,
@@ -60,11 +61,6 @@ class NamespaceEraser(Protocol):
     (``MemoryClient.delete_namespace``); returns how many were deleted."""
 
     async def delete_namespace(self, namespace: str) -> int: ...
-
-
-def user_namespace(agent_id: str, user_id: str) -> str:
-    """The memory namespace of one user of one agent (as the memory tools name it)."""
-    return f"agent:{agent_id}/user:{user_id}"
 
 
 def replica_id_for(server: ServerSettings) -> str:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from agentkeel.memory.namespaces import user_namespace
 from agentkeel.tools.types import ToolContext
 
 MAX_SEARCH_RESULTS = 20
@@ -36,7 +37,7 @@ def caller_namespace(context: ToolContext) -> str:
             "memory tools need to know the calling agent and user; this call came without "
             "them (call through the agentkeel tools client, which sends them)"
         )
-    return f"agent:{context.agent_id}/user:{context.user_id}"
+    return user_namespace(context.agent_id, context.user_id)
 
 
 def make_memory_tools(backend: MemoryBackend) -> list[Callable[..., Awaitable[str]]]:
