@@ -1,4 +1,4 @@
-"""Fixtures for memory tests: the memory store on every backend.
+"""Fixtures for memory tests: the memory store on every backend, and the server over it.
 
 ``memory_store`` runs a test once on SQLite and once on PostgreSQL (a fresh
 schema per test, dropped afterwards; skipped when PostgreSQL is unreachable).
@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from agentkeel.memory.backends import MemoryBackend, open_memory_store
 from agentkeel.resilience.clock import ManualClock
+from tests.memory.apphelpers import running_app, write_tokens
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -39,3 +42,17 @@ async def memory_store(memory_store_url: str, clock: ManualClock) -> AsyncIterat
         yield store
     finally:
         await store.aclose()
+
+
+@pytest.fixture
+async def served(
+    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The memory server app over ``memory_store``, with the test tokens, and a client."""
+    async with running_app(write_tokens(tmp_path), memory_store, clock) as pair:
+        yield pair
+
+
+@pytest.fixture
+def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]

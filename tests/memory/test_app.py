@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
-import pytest
 from starlette.applications import Starlette
 
 from agentkeel.memory.backends import MemoryBackend
@@ -17,26 +13,11 @@ from tests.memory.apphelpers import (
     TOKEN_B,
     TOKEN_READER,
     auth,
-    running_app,
-    write_tokens,
 )
 from tests.memory.helpers import raw_sql
 
 A = auth(TOKEN_A)
 NS = "agent:a/user:1"
-
-
-@pytest.fixture
-async def served(
-    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
-) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    async with running_app(write_tokens(tmp_path), memory_store, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return served[1]
 
 
 async def create(client: httpx.AsyncClient, content: str, **extra: object) -> dict[str, object]:

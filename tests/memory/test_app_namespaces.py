@@ -3,7 +3,6 @@ delete path (the hash chain still verifies), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -12,24 +11,9 @@ from starlette.applications import Starlette
 
 from agentkeel.errors import InvalidRequest
 from agentkeel.memory.api_client import MemoryApiClient
-from agentkeel.memory.backends import MemoryBackend
-from agentkeel.resilience.clock import ManualClock
-from tests.memory.apphelpers import ADMIN, TOKEN_A, TOKEN_B, auth, running_app, write_tokens
+from tests.memory.apphelpers import ADMIN, TOKEN_A, TOKEN_B, auth
 
 NS = "agent:a1/user:ana"
-
-
-@pytest.fixture
-async def served(
-    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
-) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    async with running_app(write_tokens(tmp_path), memory_store, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return served[1]
 
 
 async def put_many(client: httpx.AsyncClient, namespace: str, count: int) -> None:

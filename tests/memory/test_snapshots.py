@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 
 from agentkeel.config.memory import RetentionSettings
@@ -17,26 +15,13 @@ from agentkeel.memory.snapshot_scratch import scratch_restore_checks
 from agentkeel.memory.snapshots import SnapshotManager, plan_retention
 from agentkeel.memory.store import CreateMemory, SnapshotKind, SnapshotRecord
 from agentkeel.resilience.clock import ManualClock
-from tests.memory.apphelpers import ADMIN, TOKEN_A, auth, running_app, write_tokens
+from tests.memory.apphelpers import ADMIN, TOKEN_A, auth
 from tests.memory.helpers import raw_sql
 
 A = auth(TOKEN_A)
 ADM = auth(ADMIN)
 NS = "agent:a"
 DAY = 86_400.0
-
-
-@pytest.fixture
-async def served(
-    memory_store: MemoryBackend, clock: ManualClock, tmp_path: Path
-) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    async with running_app(write_tokens(tmp_path), memory_store, clock) as pair:
-        yield pair
-
-
-@pytest.fixture
-def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
-    return served[1]
 
 
 async def put(client: httpx.AsyncClient, content: str) -> str:

@@ -221,24 +221,35 @@ async def test_max_tokens_below_one_still_reserves_and_sends_a_cap() -> None:
     assert [r.max_tokens for r in provider.requests] == [100, 1]
 
 
+class FixedReply:
+    """A model that gives the same response to every request."""
+
+    context_window = 8192
+
+    def __init__(self, response: ModelResponse) -> None:
+        self.response = response
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        return self.response
+
+
+def session_budget() -> tuple[InMemoryLedger, TokenBudget]:
+    """A ledger and a budget of 10,000 tokens per session, no daily limit."""
+    ledger = InMemoryLedger()
+    return ledger, TokenBudget(
+        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+    )
+
+
 async def test_unreported_usage_is_charged_the_bound_not_the_estimate() -> None:
     """An endpoint that reports no usage is charged the prompt bound plus the reply's
     byte bound, so non-English replies are not under-counted."""
     registry = CollectorRegistry()
-    ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
-    )
-
-    class Silent:
-        context_window = 8192
-
-        async def complete(
-            self, request: ModelRequest, *, on_token: TokenCallback | None = None
-        ) -> ModelResponse:
-            return ModelResponse(content="答えは四です", model="m")
-
-    await guarded_model(Silent(), registry, budget=budget).complete(USER, max_tokens=50)
+    ledger, budget = session_budget()
+    silent = FixedReply(ModelResponse(content="答えは四です", model="m"))
+    await guarded_model(silent, registry, budget=budget).complete(USER, max_tokens=50)
     assert await ledger.used("session:s-1") == bound_tokens(USER) + text_bound("答えは四です")
 
 
@@ -246,21 +257,11 @@ async def test_usage_above_the_reservation_is_logged(caplog: pytest.LogCaptureFi
     """A provider that bills more than was reserved (a wrong counter, max_tokens
     ignored) is charged in full, and a warning says the budget can be overspent."""
     registry = CollectorRegistry()
-    ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
-    )
-
-    class Greedy:
-        context_window = 8192
-
-        async def complete(
-            self, request: ModelRequest, *, on_token: TokenCallback | None = None
-        ) -> ModelResponse:
-            return ModelResponse(content="...", model="greedy", usage=_usage(5000, 10))
+    ledger, budget = session_budget()
+    greedy = FixedReply(ModelResponse(content="...", model="greedy", usage=_usage(5000, 10)))
 
     with caplog.at_level(logging.WARNING, logger="agentkeel.test.guards"):
-        await guarded_model(Greedy(), registry, budget=budget).complete(USER, max_tokens=50)
+        await guarded_model(greedy, registry, budget=budget).complete(USER, max_tokens=50)
     assert await ledger.used("session:s-1") == 5010
     lines = [r.getMessage() for r in caplog.records if "reserved" in r.getMessage()]
     assert len(lines) == 1
