@@ -13,7 +13,6 @@ rotating it needs no restart.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,15 @@ from urllib.parse import quote
 import httpx
 
 from agentkeel.errors import (
-    Conflict,
-    Forbidden,
-    InputTooLarge,
     InvalidRequest,
     KeelError,
-    LimitExceeded,
     MemoryUnavailable,
-    NotFound,
-    RequestError,
-    Unauthorized,
-    Unavailable,
 )
 from agentkeel.memory.planner import check_namespace
 from agentkeel.memory.store import MemoryRecord, SearchHit
 from agentkeel.telemetry.http import make_async_client
 from agentkeel.web.auth import BearerTokenFile
+from agentkeel.web.peer_errors import error_from_response as peer_error
 
 __all__ = ["BearerTokenFile", "MemoryApiClient", "error_from_response"]
 
@@ -45,53 +37,12 @@ DEFAULT_URL = "http://127.0.0.1:8788"
 ERASE_TIMEOUT_S = 300.0
 """How long ``delete_namespace`` waits: the server deletes a large namespace in batches."""
 
-_BY_STATUS: dict[int, type[KeelError]] = {
-    400: RequestError,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: InputTooLarge,
-    422: InvalidRequest,
-}
-
 
 def error_from_response(response: httpx.Response, *, base_url: str) -> KeelError:
     """The ``KeelError`` for a memory server error response (its status, code and message)."""
-    code: str | None = None
-    message = response.text[:500].strip() or response.reason_phrase
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, Mapping) and isinstance(data.get("error"), Mapping):
-        error = data["error"]
-        code = str(error.get("code")) if error.get("code") else None
-        message = str(error.get("message") or message)
-    status = response.status_code
-    text = f"memory server ({base_url}) answered {status}: {message}"
-    retry_after = _retry_after(response)
-    if status == 429:
-        return LimitExceeded(text, retry_after=retry_after, code=code)
-    if status == 503:
-        return Unavailable(text, retry_after=retry_after, code=code or "unavailable")
-    if status in _BY_STATUS:
-        return _BY_STATUS[status](text, code=code)
-    error_class = RequestError if 400 <= status < 500 else KeelError
-    exc = error_class(text, code=code or ("bad_request" if status < 500 else "memory_server_error"))
-    exc.status = status if status >= 500 else exc.status
-    return exc
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return peer_error(
+        response, peer=f"memory server ({base_url})", server_error_code="memory_server_error"
+    )
 
 
 class MemoryApiClient:

@@ -18,27 +18,15 @@ from typing import Any
 import httpx
 
 from agentkeel.errors import (
-    Forbidden,
-    InvalidRequest,
-    KeelError,
-    NotFound,
-    RequestError,
-    Unauthorized,
     Unavailable,
 )
 from agentkeel.telemetry.http import make_async_client
 from agentkeel.web.auth import BearerTokenFile
+from agentkeel.web.peer_errors import error_from_response
 
 __all__ = ["DEFAULT_AGENT_URL", "AgentAdminClient"]
 
 DEFAULT_AGENT_URL = "http://127.0.0.1:8081"
-
-_BY_STATUS: dict[int, type[KeelError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    422: InvalidRequest,
-}
 
 
 class AgentAdminClient:
@@ -103,10 +91,9 @@ class AgentAdminClient:
                 "replica running there (keel up), and is --url right?",
                 code="replica_unavailable",
             ) from exc
-        data = _json(response)
         if response.status_code >= 400:
-            raise _error(response.status_code, data, base_url=self.base_url)
-        return data
+            raise error_from_response(response, peer=f"the agent server at {self.base_url}")
+        return _json(response)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -115,19 +102,3 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {"error": {"code": "bad_response", "message": response.text[:200]}}
     return data if isinstance(data, dict) else {"value": data}
-
-
-def _error(status: int, data: Mapping[str, Any], *, base_url: str) -> KeelError:
-    error = data.get("error") if isinstance(data.get("error"), Mapping) else {}
-    assert isinstance(error, Mapping)
-    code = str(error.get("code") or "http_error")
-    message = f"the agent server at {base_url} answered {status}: " + str(
-        error.get("message") or "no message"
-    )
-    if status in _BY_STATUS:
-        return _BY_STATUS[status](message, code=code)
-    if status == 503:
-        return Unavailable(message, code=code)
-    if 400 <= status < 500:
-        return RequestError(message, code=code)
-    return KeelError(message, code=code)
