@@ -134,24 +134,13 @@ async def test_tokens_are_reserved_before_and_settled_with_provider_usage() -> N
     """The call reserves the prompt's upper bound + max_tokens, then settles what the
     provider reported."""
     registry = CollectorRegistry()
-    ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=50_000, clock=ManualClock()
+    ledger, budget = session_budget(daily=50_000)
+    watching = ReservationWatcher(
+        ledger, ModelResponse(content="4", model="m", usage=_usage(30, 2))
     )
-    seen: list[int] = []
-
-    class Watching:
-        context_window = 8192
-
-        async def complete(
-            self, request: ModelRequest, *, on_token: TokenCallback | None = None
-        ) -> ModelResponse:
-            seen.append(await ledger.reserved("session:s-1"))
-            return ModelResponse(content="4", model="m", usage=_usage(30, 2))
-
-    model = guarded_model(Watching(), registry, budget=budget)
+    model = guarded_model(watching, registry, budget=budget)
     response = await model.complete(USER, max_tokens=50)
-    assert seen == [bound_tokens(USER) + 50]
+    assert watching.seen == [bound_tokens(USER) + 50]
     assert await ledger.reserved("session:s-1") == 0
     assert await ledger.used("session:s-1") == response.usage.total_tokens == 32
     assert await ledger.used(budget.user_key("u-1")) == 32
@@ -162,52 +151,30 @@ async def test_the_gateway_counts_the_prompt_reserved_for() -> None:
     """A backend that counts tokens (the gateway) decides the reservation; the
     realistic estimate does not."""
     registry = CollectorRegistry()
-    ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
-    )
-    seen: list[int] = []
+    ledger, budget = session_budget()
 
-    class Counting:
-        context_window = 8192
-
+    class Counting(ReservationWatcher):
         async def prompt_tokens(self, request: ModelRequest) -> int:
             return 777
 
-        async def complete(
-            self, request: ModelRequest, *, on_token: TokenCallback | None = None
-        ) -> ModelResponse:
-            seen.append(await ledger.reserved("session:s-1"))
-            return ModelResponse(content="4", model="m", usage=_usage(30, 2))
-
-    await guarded_model(Counting(), registry, budget=budget).complete(USER, max_tokens=50)
-    assert seen == [777 + 50]
+    counting = Counting(ledger, ModelResponse(content="4", model="m", usage=_usage(30, 2)))
+    await guarded_model(counting, registry, budget=budget).complete(USER, max_tokens=50)
+    assert counting.seen == [777 + 50]
 
 
 async def test_cjk_prompt_reserves_at_least_one_token_per_byte() -> None:
     """A CJK and emoji prompt reserves no less than its UTF-8 bytes plus max_tokens,
     where the four-characters estimate reserved a quarter of its characters."""
     registry = CollectorRegistry()
-    ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
-    )
+    ledger, budget = session_budget()
     text = "東京の天気はどうですか🌧️" * 10
-    seen: list[int] = []
-
-    class Watching:
-        context_window = 8192
-
-        async def complete(
-            self, request: ModelRequest, *, on_token: TokenCallback | None = None
-        ) -> ModelResponse:
-            seen.append(await ledger.reserved("session:s-1"))
-            return ModelResponse(content="雨", model="m", usage=_usage(30, 2))
-
+    watching = ReservationWatcher(
+        ledger, ModelResponse(content="雨", model="m", usage=_usage(30, 2))
+    )
     messages = [ChatMessage(role="user", content=text)]
-    await guarded_model(Watching(), registry, budget=budget).complete(messages, max_tokens=50)
-    assert seen[0] >= len(text.encode("utf-8")) + 50
-    assert seen[0] > 2 * (estimate_tokens(messages) + 50)
+    await guarded_model(watching, registry, budget=budget).complete(messages, max_tokens=50)
+    assert watching.seen[0] >= len(text.encode("utf-8")) + 50
+    assert watching.seen[0] > 2 * (estimate_tokens(messages) + 50)
 
 
 async def test_max_tokens_below_one_still_reserves_and_sends_a_cap() -> None:
@@ -235,12 +202,27 @@ class FixedReply:
         return self.response
 
 
-def session_budget() -> tuple[InMemoryLedger, TokenBudget]:
-    """A ledger and a budget of 10,000 tokens per session, no daily limit."""
+def session_budget(*, daily: int = 0) -> tuple[InMemoryLedger, TokenBudget]:
+    """A ledger and a budget of 10,000 tokens per session (``daily`` per user, 0 = none)."""
     ledger = InMemoryLedger()
     return ledger, TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
+        ledger=ledger, session_limit=10_000, user_daily_limit=daily, clock=ManualClock()
     )
+
+
+class ReservationWatcher(FixedReply):
+    """A fixed-reply model that records what session s-1 had reserved when it was called."""
+
+    def __init__(self, ledger: InMemoryLedger, response: ModelResponse) -> None:
+        super().__init__(response)
+        self.ledger = ledger
+        self.seen: list[int] = []
+
+    async def complete(
+        self, request: ModelRequest, *, on_token: TokenCallback | None = None
+    ) -> ModelResponse:
+        self.seen.append(await self.ledger.reserved("session:s-1"))
+        return self.response
 
 
 async def test_unreported_usage_is_charged_the_bound_not_the_estimate() -> None:
