@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
+from agentkeel.config.rollout import RolloutSettings
+from agentkeel.config.router import RouterSettings
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.tools import ToolsSettings
 
@@ -220,6 +222,8 @@ class KeelSettings(BaseSettings):
     memory_client: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:
