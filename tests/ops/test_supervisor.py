@@ -49,6 +49,10 @@ if "--slow-start" in flags:
 
 def on_term(signum, frame):
     note("term")
+    if "--slow-drain" in flags:
+        import threading
+        threading.Timer(0.5, os._exit, args=(0,)).start()
+        return
     os._exit(0)
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN if "--ignore-term" in flags else on_term)
@@ -419,3 +423,22 @@ async def test_stop_first_services_stop_before_what_depends_on_them(
     terms = [line.split()[0] for line in lines(record) if line.endswith(" term")]
     assert sorted(terms[:2]) == ["agent-v2-1", "replica-1"]
     assert terms[2:] == ["router", "model"]
+
+
+async def test_a_service_being_removed_gets_one_sigterm_when_everything_stops(
+    child: Path, tmp_path: Path
+) -> None:
+    """stop() while remove() drains a child waits for that drain instead of signalling again
+    (a second SIGTERM would end a replica's drain at once)."""
+    record = tmp_path / "record.txt"
+    events: asyncio.Queue[SupervisorEvent] = asyncio.Queue()
+    supervisor = Supervisor(
+        services=[], log_dir=tmp_path / "logs", clock=SystemClock(), on_event=events.put_nowait
+    )
+    await supervisor.start()
+    await supervisor.add(spec(child, record, "agent-v2-1", "--slow-drain"))
+    removing = asyncio.create_task(supervisor.remove("agent-v2-1"))
+    await next_event(events, "stopping")
+    await supervisor.stop()
+    await removing
+    assert lines(record).count("agent-v2-1 term") == 1

@@ -149,6 +149,8 @@ class _Service:
     monitor: asyncio.Task[None] | None = None
     retiring: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when this one service is being removed: its monitor restarts it no more."""
+    stopping: asyncio.Future[None] | None = None
+    """The SIGTERM-then-wait in progress, shared by everyone who stops this service."""
 
 
 class Supervisor:
@@ -498,9 +500,15 @@ class Supervisor:
             if svc.proc is not None:
                 svc.state = ServiceState.STOPPED
             return
-        svc.state = ServiceState.STOPPING
-        self._emit("stopping", svc)
-        await self._terminate(svc, timeout_s=svc.spec.stop_timeout_s)
+        if svc.stopping is None or svc.stopping.done():
+            svc.state = ServiceState.STOPPING
+            self._emit("stopping", svc)
+            svc.stopping = asyncio.ensure_future(
+                self._terminate(svc, timeout_s=svc.spec.stop_timeout_s)
+            )
+        # One SIGTERM per stop: a second one would end a replica's drain at once. A
+        # caller that gives up waiting (cancelled) leaves the stop itself running.
+        await asyncio.shield(svc.stopping)
 
     async def _terminate(self, svc: _Service, *, timeout_s: float) -> None:
         proc = svc.proc
