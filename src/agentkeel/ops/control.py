@@ -172,7 +172,8 @@ class ControlServer:
     """Serves the control app on a unix socket in the running event loop.
 
     >>> control = ControlServer(app=create_control_app(manager), path=data_dir / CONTROL_SOCKET)
-    >>> await control.start()
+    >>> control.bind()            # early: another keel up on this data dir fails here
+    >>> await control.start()     # once the stack runs
     >>> await control.stop()      # stops serving and removes the socket file
     """
 
@@ -180,18 +181,24 @@ class ControlServer:
         self.path = path
         self._app = app
         self._graceful_s = graceful_s
+        self._sock: socket.socket | None = None
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def bind(self) -> None:
+        """Take the socket now (``bind_control_socket``); connections wait until ``start``."""
+        if self._sock is None:
+            self._sock = bind_control_socket(self.path)
+
     async def start(self) -> None:
-        """Bind the socket (``bind_control_socket``) and serve; returns once it listens."""
-        sock = bind_control_socket(self.path)
+        """Serve on the socket (bound now unless ``bind`` was called); returns once serving."""
+        self.bind()
+        assert self._sock is not None
         self._server = make_server(self._app, host="127.0.0.1", port=0, graceful_s=self._graceful_s)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
         while not self._server.started:
             if self._task.done():
-                self.path.unlink(missing_ok=True)
-                await self._task
+                await self.stop()
                 raise ConfigError(f"The control channel on {self.path} did not start.")
             await asyncio.sleep(0.01)
 
@@ -199,8 +206,11 @@ class ControlServer:
         """Stop serving (requests in flight get ``graceful_s``) and remove the socket file."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, SystemExit):
                 await self._task
+        if self._sock is not None:
+            self._sock.close()
+            self.path.unlink(missing_ok=True)
         self._server = None
         self._task = None
-        self.path.unlink(missing_ok=True)
+        self._sock = None

@@ -233,6 +233,11 @@ class Supervisor:
             self.kill_all()
         event.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested (``request_stop``) or has begun (``stop``)."""
+        return self._halting
+
     async def wait_until_stop_requested(self) -> None:
         """Supervise (restarting crashed children) until ``request_stop`` is called."""
         await self._stop_event().wait()
