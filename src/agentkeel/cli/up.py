@@ -1,6 +1,6 @@
 """``keel up``: the whole embedded stack on one machine, supervised until Ctrl-C.
 
-Five kinds of service, started in dependency order, each once what it needs
+Six kinds of service, started in dependency order, each once what it needs
 answers its ready check:
 
 ===========  ============================================  ==============
@@ -9,11 +9,21 @@ service      command                                       depends on
 local-model  llama.cpp server (port 8090)                  -
 memory       ``keel serve memory`` (port 8788)             -
 tools        ``keel serve tools`` (port 9090)              memory
-replica-N    ``keel serve agent`` (ports 8081, 8082, ...)  all the others
+replica-N    ``keel serve agent`` (ports 8081, 8082, ...)  all the above
+router       ``keel serve router`` (port 8080)             the replicas
 ===========  ============================================  ==============
 
-``--no-local-model``, ``--no-memory`` and ``--no-tools`` (or ``local_model.enabled``,
-``up.memory``, ``up.tools`` set to false) leave a service out. State (the SQLite
+``--no-local-model``, ``--no-memory``, ``--no-tools`` and ``--no-router`` (or
+``local_model.enabled``, ``up.memory``, ``up.tools``, ``up.router`` set to false)
+leave a service out. The router has the replicas as backends of version
+``agent.version`` (the stable one), its pins in ``<data_dir>/router.db`` and
+the stack's ``admin_token`` for its admin API.
+
+While it runs, ``keel up`` serves its control channel on the unix socket
+``<data_dir>/control.sock`` (mode 0600: the file mode is the authentication;
+``ops/control.py``): replicas of any version are started, listed, drained and
+stopped there without a restart (``deploy/drivers/local.py`` is the client).
+They are not added to the router; the rollout controller does that. State (the SQLite
 ``sessions.db``, ``memory/memory.db``), logs (``logs/<service>.log``) and the
 credentials live in the data directory (``./.keel`` by default); the
 credentials are made on the first run with mode 0600 and reused after:
@@ -47,9 +57,10 @@ your agents use exactly those MCP servers: ``keel up`` starts no tool server
 (run ``keel serve tools`` yourself and list it there if you want it too).
 A ``tools.server.builtins`` or ``tools.server.memory_url`` you set is kept.
 
-Ctrl-C stops in reverse order: replicas drain (turns in flight finish), then
-the tool server, then the memory and model servers (which do not call each
-other); a second Ctrl-C kills everything at once.
+Ctrl-C stops the replicas first: they drain (turns in flight finish) while the
+router in front of them still relays their answers. Then the rest stops in
+reverse order: the router, the tool server, then the memory and model servers
+(which do not call each other); a second Ctrl-C kills everything at once.
 """
 
 from __future__ import annotations
