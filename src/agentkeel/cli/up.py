@@ -108,6 +108,7 @@ MEMORY_SERVICE = "memory"
 TOOLS_SERVICE = "tools"
 ROUTER_SERVICE = "router"
 ROUTER_PINS_FILE = "router.db"
+ROUTER_PREVIOUS_FILE = "router.previous.db"
 KEEL_UP_LOG = "keel-up.log"
 ADMIN_TOKEN_FILE = "admin_token"
 MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
@@ -856,6 +857,8 @@ def up(
     )
     control = ControlServer(app=create_control_app(manager), path=data / CONTROL_SOCKET)
     control.bind()
+    if settings.up.router:
+        set_aside_router_table(data)
     stack.write(
         services={spec.name: (service_url(spec), spec.port) for spec in specs},
         state="starting",
@@ -875,6 +878,30 @@ def up(
     finally:
         stack.mark("stopped")
     stderr_console().print("[green]keel up stopped cleanly.[/]")
+
+
+def set_aside_router_table(data_dir: Path) -> Path | None:
+    """Move the last run's ``router.db`` (with its ``-wal``/``-shm`` files) to
+    ``router.previous.db``, replacing an older one; returns where it went, if anywhere.
+
+    A router keeps its routing table across its own restarts (what a rollout
+    changed survives a crash), but a new ``keel up`` runs new replicas: the
+    table of the last run may name replicas and a stable version that are gone,
+    and the router would never be ready. So each ``keel up`` seeds a fresh
+    table from its own replicas; pins are learned again from the version each
+    session stored.
+    """
+    current = data_dir / ROUTER_PINS_FILE
+    if not current.exists():
+        return None
+    previous = data_dir / ROUTER_PREVIOUS_FILE
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{previous}{suffix}").unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{current}{suffix}")
+        if source.exists():
+            os.replace(source, f"{previous}{suffix}")
+    return previous
 
 
 def shared_replica_env(settings: KeelSettings) -> dict[str, str]:
