@@ -216,7 +216,7 @@ class Proxy:
                 future,
                 sink=client,
                 buffer_statuses=held,
-                correlation_id=request.correlation_id if request.minted else None,
+                correlation_id=request.correlation_id,
                 keep_client=request.keep_alive,
             )
             reused = upstream.reused
