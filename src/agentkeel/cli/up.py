@@ -737,13 +737,20 @@ def _log_file(path: Path) -> Iterator[None]:
     handler.setFormatter(JsonFormatter(service="keel-up"))
     root = logging.getLogger()
     level = root.level
+    # The ready checks' HTTP client logs every poll at INFO.
+    noisy = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    noisy_levels = [logger.level for logger in noisy]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for logger in noisy:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+        for logger, old_level in zip(noisy, noisy_levels, strict=True):
+            logger.setLevel(old_level)
         handler.close()
 
 
