@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -59,3 +60,12 @@ async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[
     yield start
     for router in started:
         await router.aclose(drain_timeout_s=0)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The router runs on uvloop in production (keel serve router), so its tests do too."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

@@ -23,7 +23,7 @@ How an exchange ends (``Exchange.outcome``):
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -165,8 +165,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         ex = self.exchange
@@ -346,9 +346,11 @@ class UpstreamPool:
         """A new connection; ``OSError`` (refused, unreachable) or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout_s):
-            _, protocol = await loop.create_connection(
+            transport, protocol = await loop.create_connection(
                 lambda: UpstreamConnection(self), self.host, self.port
             )
+        # uvloop may return before connection_made has run.
+        protocol.transport = transport
         return protocol
 
     def release(self, conn: UpstreamConnection) -> None:
