@@ -27,6 +27,7 @@ approximation); failures are exact binomial draws. Seeded: the same
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import random
 import statistics
@@ -187,23 +188,19 @@ def run_scenarios(
     rng = random.Random(seed)
     turns_per_minute = round(turns_per_s * 60)
     failure = 1.0 - baseline
-    common = {
-        "turns_per_minute": turns_per_minute,
-        "calls_per_turn": calls_per_turn,
-        "all_rates": all_rates,
-        "settings": settings,
-        "two_sigma": two_sigma,
-    }
-    aa = [
-        simulate(rng, stable_failure=failure, canary_failure=failure, stop_early=True, **common)
-        for _ in range(rollouts)
-    ]
-    ab = [
-        simulate(
-            rng, stable_failure=failure, canary_failure=failure + drop, stop_early=True, **common
-        )
-        for _ in range(rollouts)
-    ]
+    one = functools.partial(
+        simulate,
+        rng,
+        stable_failure=failure,
+        turns_per_minute=turns_per_minute,
+        calls_per_turn=calls_per_turn,
+        all_rates=all_rates,
+        stop_early=True,
+        settings=settings,
+        two_sigma=two_sigma,
+    )
+    aa = [one(canary_failure=failure) for _ in range(rollouts)]
+    ab = [one(canary_failure=failure + drop) for _ in range(rollouts)]
     figures = []
     for method in ("sequential", "two_sigma"):
         false = sum(getattr(o, method) is not None for o in aa)

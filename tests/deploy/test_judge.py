@@ -23,7 +23,7 @@ BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, math.inf)
 
 def only(*names: str, **overrides: object) -> JudgeSettings:
     """Settings whose only enabled metrics are ``names``."""
-    settings = JudgeSettings(**overrides)  # type: ignore[arg-type]
+    settings = JudgeSettings.model_validate(overrides)
     for name, rate in settings.rates.items():
         rate.enabled = name in names
     for name, dist in settings.distributions.items():
