@@ -99,8 +99,11 @@ def make_client(
 
 
 @asynccontextmanager
-async def memory_rig(tmp_path: Path, *, token: str = TOKEN_A) -> AsyncIterator[Rig]:
-    """A SQLite-backed server and an open client (token A: namespaces agent:a*)."""
+async def memory_rig(
+    tmp_path: Path, *, token: str = TOKEN_A, version: str | None = None
+) -> AsyncIterator[Rig]:
+    """A SQLite-backed server and an open client (token A: namespaces agent:a*);
+    ``version`` labels the client's calls as a replica's would."""
     clock = ManualClock(start=0.0)
     store = SqliteMemoryStore(path=tmp_path / "memory.db", clock=clock)
     await store.open()
@@ -108,7 +111,7 @@ async def memory_rig(tmp_path: Path, *, token: str = TOKEN_A) -> AsyncIterator[R
     token_file.write_text(token + "\n")
     outbox_path = tmp_path / "outbox" / "client.db"
     registry = CollectorRegistry()
-    metrics = MemoryClientMetrics(registry)
+    metrics = MemoryClientMetrics(registry, version=version)
     try:
         async with running_app(write_tokens(tmp_path), store, clock) as (app, admin):
             admin.headers["Authorization"] = f"Bearer {ADMIN}"

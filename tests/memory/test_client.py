@@ -209,6 +209,20 @@ async def test_a_write_refused_for_good_is_kept_aside_and_delivery_goes_on(
         assert await contents(rig.admin, NS) == ["after the bad one"]
 
 
+async def test_a_replicas_calls_carry_its_version(tmp_path: Path) -> None:
+    """A replica's memory client labels its calls with the replica's version, refused
+    writes under their error code: the judge's memory write errors per version."""
+    async with memory_rig(tmp_path, version="v3") as rig:
+        await rig.client.store(NS, "likes green tea")
+        with pytest.raises(Forbidden) as refusal:
+            await rig.client.store("agent:b/user:1", "not mine")
+        registry = rig.registry
+        ok = {"operation": "create_memory", "status": "ok", "version": "v3"}
+        refused = {"operation": "create_memory", "status": refusal.value.code, "version": "v3"}
+        assert registry.get_sample_value("agent_memory_client_calls_total", ok) == 1
+        assert registry.get_sample_value("agent_memory_client_calls_total", refused) == 1
+
+
 async def test_caller_mistakes_raise_and_are_never_queued(tmp_path: Path) -> None:
     """Bad fields are refused locally even while the server is down; a namespace the
     token may not write is a 403 raised to the caller, not a queued write."""
