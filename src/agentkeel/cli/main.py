@@ -20,6 +20,7 @@ from agentkeel.cli import chat as chat_cmd
 from agentkeel.cli import config_cmd, eval_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.serve import serve_app
@@ -83,6 +84,7 @@ app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(golden_app, name="golden")
 
 
 @app.command("version", epilog="Example: keel version")
