@@ -92,7 +92,7 @@ def run(
         console = stdout_console()
         console.print(results_table(report))
         colour = "green" if report.passed else "red"
-        console.print(f"[bold {colour}]{escape(report.summary())}[/]")
+        console.print(f"[bold {colour}]{escape(report.summary)}[/]")
     if not report.passed:
         raise typer.Exit(EXIT_RUNTIME)
 

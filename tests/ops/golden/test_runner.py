@@ -37,7 +37,7 @@ async def test_the_bundled_suite_passes_against_the_echoing_model(tmp_path: Path
             live = (await client.get("/metrics")).text
     assert report.passed, report.failures()
     assert report.failed == []
-    assert report.summary() == f"local-smoke against {server.url}: 3/3 cases passed"
+    assert report.summary == f"local-smoke against {server.url}: 3/3 cases passed"
     ended = re.search(r'agent_sessions_ended_total\{[^}]*reason="deleted"[^}]*\} (\S+)', live)
     assert ended is not None and float(ended.group(1)) == 3.0
 

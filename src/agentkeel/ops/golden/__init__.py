@@ -15,6 +15,7 @@ True
 from agentkeel.ops.golden.checks import turn_problems
 from agentkeel.ops.golden.runner import (
     GoldenCaseResult,
+    GoldenChecks,
     GoldenReport,
     GoldenTarget,
     GoldenTurnResult,
@@ -33,6 +34,7 @@ from agentkeel.ops.golden.suite import (
 __all__ = [
     "GoldenCase",
     "GoldenCaseResult",
+    "GoldenChecks",
     "GoldenExpect",
     "GoldenReport",
     "GoldenSuite",

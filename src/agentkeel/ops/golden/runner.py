@@ -30,6 +30,7 @@ from agentkeel.telemetry.http import make_async_client
 
 __all__ = [
     "GoldenCaseResult",
+    "GoldenChecks",
     "GoldenReport",
     "GoldenTarget",
     "GoldenTurnResult",
@@ -111,6 +112,7 @@ class GoldenReport:
     def failed(self) -> list[GoldenCaseResult]:
         return [case for case in self.cases if not case.passed]
 
+    @property
     def summary(self) -> str:
         """One line: ``local-smoke against http://…: 4/5 cases passed``."""
         good = len(self.cases) - len(self.failed)
@@ -125,6 +127,7 @@ class GoldenReport:
             "suite": self.suite,
             "target": self.target,
             "passed": self.passed,
+            "summary": self.summary,
             "cases": [
                 {
                     "name": case.name,
@@ -134,6 +137,24 @@ class GoldenReport:
                 for case in self.cases
             ],
         }
+
+
+class GoldenChecks:
+    """One suite, run against whichever target is named: what a rollback or a blue/green
+    switch is given, so it needs to know only the URL.
+
+    >>> checks = GoldenChecks(load_golden_suite("local-smoke"))
+    >>> (await checks.run("http://127.0.0.1:8081")).passed
+    """
+
+    def __init__(
+        self, suite: GoldenSuite, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.suite = suite
+        self._transport = transport
+
+    async def run(self, target: str) -> GoldenReport:
+        return await run_golden(target, self.suite, transport=self._transport)
 
 
 async def run_golden(
