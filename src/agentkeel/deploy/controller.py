@@ -374,7 +374,7 @@ class RolloutController:
         """
         release = run.release
         run.rollback_reason = None
-        if "weights" not in release.detail:
+        if not await self._had_sessions(release):
             await run.fail_before_traffic(
                 reason, state="aborted" if state == "aborted" else "failed"
             )
@@ -410,6 +410,16 @@ class RolloutController:
                 f"{release.snapshot_id or '(none taken)'}: keel rollback"
             )
         run.finish(state, reason)
+
+
+    async def _had_sessions(self, release: Release) -> bool:
+        """Whether the new version may have sessions, as the router (not the release) says:
+        a controller killed between a weights call and its checkpoint left no trace here."""
+        stable, versions = await self.deps.router.versions()
+        new = next((v for v in versions if v.version == release.version), None)
+        if new is None:
+            return False
+        return stable == release.version or new.weight > 0 or new.pinned_sessions > 0
 
 
 def _summary(report: Any) -> Any:
