@@ -50,6 +50,7 @@ __all__ = [
     "GoldenCheck",
     "GoldenResult",
     "MemoryControl",
+    "OnStep",
     "ReleaseLike",
     "Rollback",
     "RollbackFailed",

@@ -27,19 +27,25 @@ CALCULATOR_SCRIPT: list[Any] = [
 
 
 def agent_app(
-    tmp_path: Path, *, script: Sequence[Any] = (), max_input_chars: int = 16_000
+    tmp_path: Path,
+    *,
+    script: Sequence[Any] = (),
+    max_input_chars: int = 16_000,
+    version: str = "v1",
+    data_dir: Path | None = None,
 ) -> ASGIApp:
-    """An agent server whose scripted model follows ``script``, then echoes."""
+    """An agent server of ``version`` whose scripted model follows ``script``, then echoes;
+    replicas given one ``data_dir`` share its session store."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     script_file = tmp_path / "script.yaml"
     script_file.write_text(yaml.safe_dump({"on_end": "echo", "steps": list(script)}))
     settings = load_settings(
         layers=[],
         overrides={
-            "data_dir": str(tmp_path / "agent-data"),
+            "data_dir": str(data_dir or tmp_path / "agent-data"),
             "secrets_dir": None,
             "models": [{"name": "scripted", "kind": "scripted", "script": str(script_file)}],
-            "agent": {"tools": ["calculator"]},
+            "agent": {"tools": ["calculator"], "version": version},
             "guardrails": {"max_input_chars": max_input_chars},
         },
     ).settings
