@@ -31,6 +31,7 @@ def agent_app(
     *,
     script: Sequence[Any] = (),
     max_input_chars: int = 16_000,
+    block_prompt_injection: bool = False,
     version: str = "v1",
     data_dir: Path | None = None,
 ) -> ASGIApp:
@@ -46,7 +47,10 @@ def agent_app(
             "secrets_dir": None,
             "models": [{"name": "scripted", "kind": "scripted", "script": str(script_file)}],
             "agent": {"tools": ["calculator"], "version": version},
-            "guardrails": {"max_input_chars": max_input_chars},
+            "guardrails": {
+                "max_input_chars": max_input_chars,
+                "block_prompt_injection": block_prompt_injection,
+            },
         },
     ).settings
     return create_app(settings, registry=CollectorRegistry())

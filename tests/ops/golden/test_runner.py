@@ -175,3 +175,20 @@ async def test_results_arrive_per_case_and_as_json(tmp_path: Path) -> None:
     assert [case["passed"] for case in data["cases"]] == [True, False]
     assert data["cases"][1]["turns"][0]["problems"] == ["does not name 'three'"]
     assert data["cases"][0]["turns"][0]["reply"] == "echo: one"
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+async def test_the_readme_suite_holds_as_described(tmp_path: Path) -> None:
+    """The golden suite README.md shows passes against an agent whose model calls the
+    calculator, with prompt-injection blocking on, as its comments say."""
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("name: support-golden") :]
+    path = tmp_path / "readme.yaml"
+    path.write_text(block[: block.index("```")])
+    app = agent_app(tmp_path, script=CALCULATOR_SCRIPT, block_prompt_injection=True)
+    async with live_server(app) as server:
+        report = await run_golden(server.url, load_golden_suite(path))
+    assert report.passed, report.failures()
+    assert report.cases[1].turns[0].error == "prompt_injection_blocked"
