@@ -37,6 +37,14 @@ EXCEPTIONS = {
     "keel serve tools --tools myapp.tools": (
         "serves the reader's own module (myapp.tools does not exist) until stopped"
     ),
+    "keel rollback --dry-run": (
+        "needs a release that keel rollout recorded; tests/cli/test_rollback_cmd.py runs "
+        "keel rollback against a real router, agents and memory server"
+    ),
+    "keel rollback": "needs a release that keel rollout recorded (as above)",
+    "keel rollback --release v2-20261201T1230 --code-only --json": (
+        "needs a release of that name that keel rollout recorded (as above)"
+    ),
 }
 
 # Commands that ask before acting: the reader answers yes.
@@ -55,6 +63,7 @@ EXPECTED = {
     "keel snapshot restore": "restored to seq",
     "keel memory quarantine list": "quarantine",
     "keel snapshot prune": "retention (dry run",
+    "keel golden run": "local-smoke against ",
 }
 
 

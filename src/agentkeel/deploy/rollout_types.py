@@ -1,0 +1,83 @@
+"""What the rollout controller calls besides ``deploy/types.py``'s router and driver.
+
+- ``Judge``: compares the canary's window with the stable one's each analysis
+  interval (``agentkeel.deploy.judge.Judge``).
+- ``RollbackRunner``: the coordinated rollback (``agentkeel.deploy.rollback.Rollback``);
+  the controller runs its code part when the judge fails or an operator aborts.
+- ``GoldenRunner``: the golden checks against one replica URL (``ops/golden``).
+- ``SnapshotTaker``: the memory server's snapshot call (``MemoryApiClient``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentkeel.deploy.types import VersionWindow
+
+if TYPE_CHECKING:
+    from agentkeel.deploy.state import Release
+
+__all__ = [
+    "GoldenOutcome",
+    "GoldenRunner",
+    "Judge",
+    "RollbackRunner",
+    "SnapshotTaker",
+    "Verdict",
+]
+
+
+class Verdict(Protocol):
+    """One analysis: ``outcome`` pass | fail | inconclusive; ``rollback`` once the
+    configured number of consecutive failing intervals is reached; ``metrics``
+    one result per metric (any dataclass or object; the view shows its fields)."""
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def rollback(self) -> bool: ...
+
+    @property
+    def metrics(self) -> Sequence[Any]: ...
+
+
+class Judge(Protocol):
+    """Stateful across intervals; given cumulative windows each time."""
+
+    def evaluate(self, stable: VersionWindow, canary: VersionWindow) -> Verdict: ...
+
+
+class RollbackRunner(Protocol):
+    """Puts the previous version back (and, unless ``code_only``, the memory state)."""
+
+    async def run(
+        self,
+        release: Release,
+        *,
+        code_only: bool = False,
+        dry_run: bool = False,
+        on_step: Callable[..., Any] | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenOutcome:
+    """The golden checks' result against one target."""
+
+    passed: bool
+    summary: str
+
+
+class GoldenRunner(Protocol):
+    async def run(self, target: str) -> GoldenOutcome:
+        """Run the suite against ``target`` (a replica's base URL) directly."""
+        ...
+
+
+class SnapshotTaker(Protocol):
+    async def create_snapshot(self, *, label: str = "", kind: str = "manual") -> dict[str, Any]:
+        """Take a snapshot; the answer carries its ``id``."""
+        ...
