@@ -352,3 +352,12 @@ class Rig:
             on_update=seen,
             **kwargs,
         )
+
+
+async def until(condition: Callable[[], bool], *, ticks: int = 100_000, pause_s: float = 0) -> None:
+    """Yield to the event loop until ``condition()`` holds (at most ``ticks`` times)."""
+    for _ in range(ticks):
+        if condition():
+            return
+        await asyncio.sleep(pause_s)
+    raise AssertionError("condition never held")

@@ -411,7 +411,6 @@ class RolloutController:
             )
         run.finish(state, reason)
 
-
     async def _had_sessions(self, release: Release) -> bool:
         """Whether the new version may have sessions, as the router (not the release) says:
         a controller killed between a weights call and its checkpoint left no trace here."""
