@@ -186,3 +186,67 @@ def test_the_data_directory_comes_from_keel_data_dir_or_the_working_directory(
     write_stack(tmp_path / "project" / ".keel")
     monkeypatch.chdir(tmp_path / "project")
     assert LocalStack.from_settings(load_settings()).memory_url(None).value == MEMORY
+
+
+ROUTER = "http://127.0.0.1:18080"
+
+
+def write_stack_with_router(data_dir: Path, *, pid: int | None = None) -> StackFile:
+    stack = StackFile(data_dir=data_dir, pid=os.getpid() if pid is None else pid)
+    stack.write(
+        services={"memory": (MEMORY, 18788), **REPLICAS, "router": (ROUTER, 18080)},
+        state="running",
+        router_url=ROUTER,
+        control_socket="control.sock",
+    )
+    return stack
+
+
+def test_the_router_and_the_control_socket_are_recorded_and_found(tmp_path: Path) -> None:
+    """stack.json names the router URL and the control socket (a name in the data dir);
+    a live stack gives them to callers, the socket only while its file exists."""
+    write_stack_with_router(tmp_path)
+    data = json.loads((tmp_path / STACK_FILE).read_text())
+    assert data["router"] == {"url": ROUTER}
+    assert data["control_socket"] == "control.sock"
+    stack = stack_for(tmp_path)
+    assert stack.router_url() == ROUTER
+    assert stack.control_socket() is None
+    (tmp_path / "control.sock").write_text("")
+    assert stack.control_socket() == (tmp_path / "control.sock").absolute()
+    dead = stack_for(tmp_path, alive=False)
+    assert dead.router_url() is None and dead.control_socket() is None
+
+
+def test_a_control_socket_outside_the_data_dir_is_ignored(tmp_path: Path) -> None:
+    """A stack file naming a path elsewhere for the socket is not followed."""
+    stack = StackFile(data_dir=tmp_path, pid=os.getpid())
+    stack.write(services={}, state="running", control_socket="../elsewhere.sock")
+    (tmp_path.parent / "elsewhere.sock").write_text("")
+    assert stack_for(tmp_path).control_socket() is None
+
+
+def test_chat_goes_through_the_router_before_the_replicas(tmp_path: Path) -> None:
+    """agent_urls: --url, then a set router.port, then the stack's router (even with
+    up.base_port set), and without a router the replicas as before."""
+    write_stack_with_router(tmp_path)
+    assert stack_for(tmp_path).agent_urls(["http://x:1"]) == (["http://x:1"], "--url")
+    urls, source = stack_for(tmp_path, {"up": {"base_port": 19000}}).agent_urls(None)
+    assert urls == [ROUTER] and "router" in source
+    urls, source = stack_for(tmp_path, {"router": {"port": 19080}}).agent_urls(None)
+    assert (urls, source) == (["http://127.0.0.1:19080"], "router.host/port")
+    other = tmp_path / "no-router"
+    write_stack(other)
+    urls, _ = stack_for(other).agent_urls(None)
+    assert urls == [REPLICAS[f"replica-{n}"][0] for n in (1, 2, 10)]
+
+
+def test_update_services_rewrites_only_the_services(tmp_path: Path) -> None:
+    """Replicas started later are recorded in place; the router, socket and state stay."""
+    stack = write_stack_with_router(tmp_path)
+    stack.update_services({"agent-v2-1": ("http://127.0.0.1:18083", 18083)})
+    record = read_stack_file(tmp_path)
+    assert record is not None
+    assert set(record.services) == {"agent-v2-1"}
+    assert record.router is not None and record.router.url == ROUTER
+    assert record.control_socket == "control.sock" and record.state == "running"

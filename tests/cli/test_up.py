@@ -21,6 +21,7 @@ from agentkeel.cli.main import app
 from agentkeel.cli.up import (
     LOCAL_MODEL_SERVICE,
     MEMORY_SERVICE,
+    ROUTER_SERVICE,
     TOOLS_SERVICE,
     MemoryCredentials,
     ToolCredentials,
@@ -76,11 +77,14 @@ def tool_files(tmp_path: Path) -> ToolCredentials:
 def settings_for(
     tmp_path: Path, model_file: Path, *, extra: dict[str, Any] | None = None, **up: Any
 ) -> KeelSettings:
+    """Settings on ports away from the defaults; the router is off unless ``router=True``
+    (the tests of the router's place in the plan ask for it)."""
     return KeelSettings.model_validate(
         {
             "data_dir": str(tmp_path / "data"),
             "local_model": {"port": 18090, "model_path": str(model_file)},
-            "up": {"base_port": 18081, **up},
+            "up": {"base_port": 18081, "router": False, **up},
+            "router": {"port": 18080},
             "server": {"drain_timeout_s": 12},
             "memory": {"port": 18788},
             "tools": {"server": {"port": 19090}},
@@ -96,8 +100,9 @@ def by_name(specs: list[ServiceSpec]) -> dict[str, ServiceSpec]:
 def test_plan_starts_model_memory_tools_then_replicas(
     tmp_path: Path, model_file: Path, credentials: MemoryCredentials
 ) -> None:
-    """Model and memory come first, the tool server after memory, replicas after all of them."""
-    settings = settings_for(tmp_path, model_file, replicas=3)
+    """Model and memory come first, the tool server after memory, replicas after all of them,
+    the router after the replicas."""
+    settings = settings_for(tmp_path, model_file, replicas=3, router=True)
     token = tmp_path / "data" / "admin_token"
     specs = plan_services(
         settings,
@@ -114,13 +119,15 @@ def test_plan_starts_model_memory_tools_then_replicas(
         "replica-1",
         "replica-2",
         "replica-3",
+        ROUTER_SERVICE,
     ]
     assert dependency_levels(specs) == [
         [LOCAL_MODEL_SERVICE, MEMORY_SERVICE],
         [TOOLS_SERVICE],
         ["replica-1", "replica-2", "replica-3"],
+        [ROUTER_SERVICE],
     ]
-    model, memory, tools, *replicas = specs
+    model, memory, tools, *replicas, router = specs
     assert model.port == 18090
     assert model.ready_url == "http://127.0.0.1:18090/v1/models"
     assert str(model_file) in model.command
@@ -139,6 +146,47 @@ def test_plan_starts_model_memory_tools_then_replicas(
         assert replica.health_url == f"http://127.0.0.1:{replica.port}/health"
         # Drain first, then a margin for shutdown, before SIGKILL.
         assert replica.stop_timeout_s > 12
+        # Replicas stop first, while the router in front still relays their last turns.
+        assert replica.stop_first
+    assert router.depends_on == ("replica-1", "replica-2", "replica-3")
+    assert not router.stop_first
+    assert router.port == 18080
+    assert router.ready_url == "http://127.0.0.1:18080/ready"
+
+
+def test_the_router_fronts_the_replicas_as_the_stable_version(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """keel serve router gets every replica as a backend of agent.version, its pins in
+    <data_dir>/router.db and the stack's admin token file, per the router's command line."""
+    settings = settings_for(
+        tmp_path,
+        model_file,
+        replicas=2,
+        memory=False,
+        tools=False,
+        router=True,
+        extra={"agent": {"version": "v7"}},
+    )
+    token = tmp_path / "data" / "admin_token"
+    config = tmp_path / "keel.yaml"
+    router = by_name(
+        plan_services(settings, config_path=config, start_local_model=False, admin_token_file=token)
+    )[ROUTER_SERVICE]
+    assert router.command[3:9] == ["serve", "router", "--host", "127.0.0.1", "--port", "18080"]
+    args = router.command[9:]
+    assert args == [
+        "--backend",
+        "v7=http://127.0.0.1:18081",
+        "--backend",
+        "v7=http://127.0.0.1:18082",
+        "--pins",
+        f"sqlite:///{tmp_path / 'data' / 'router.db'}",
+        "--admin-token-file",
+        str(token),
+    ]
+    assert router.env["KEEL_DATA_DIR"] == str(tmp_path / "data")
+    assert router.env["KEEL_CONFIG"] == str(config)
 
 
 def test_services_are_wired_through_file_variables(
@@ -555,7 +603,8 @@ def test_services_table_lists_every_service_with_url_and_log(
 def test_up_flags_turn_memory_and_tools_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--no-memory and --no-tools reach the plan: only the replicas are left to start."""
+    """--no-memory, --no-tools and --no-router reach the plan: only the replicas are left to
+    start; without them the router comes last."""
     planned: list[list[str]] = []
 
     def stop_before_starting(specs: list[ServiceSpec], *, host: dict[str, str]) -> None:
@@ -564,14 +613,14 @@ def test_up_flags_turn_memory_and_tools_off(
 
     monkeypatch.setattr(up_module, "check_ports_free", stop_before_starting)
     args = ["up", "--data-dir", str(tmp_path / "d"), "--no-local-model", "--replicas", "1"]
-    result = CliRunner().invoke(app, [*args, "--no-memory", "--no-tools"])
+    result = CliRunner().invoke(app, [*args, "--no-memory", "--no-tools", "--no-router"])
     assert result.exit_code == 2, result.output
     assert planned == [["replica-1"]]
     assert not (tmp_path / "d" / "memory_agent_token").exists()
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert planned[-1] == [MEMORY_SERVICE, TOOLS_SERVICE, "replica-1"]
+    assert planned[-1] == [MEMORY_SERVICE, TOOLS_SERVICE, "replica-1", ROUTER_SERVICE]
     assert (tmp_path / "d" / "memory_tokens.yaml").exists()
     assert (tmp_path / "d" / "tools_tokens.yaml").exists()
     assert (tmp_path / "d" / "caller_signing_key").exists()

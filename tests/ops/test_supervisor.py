@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ if "--slow-start" in flags:
 
 def on_term(signum, frame):
     note("term")
+    if "--slow-drain" in flags:
+        import threading
+        threading.Timer(0.5, os._exit, args=(0,)).start()
+        return
     os._exit(0)
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN if "--ignore-term" in flags else on_term)
@@ -281,3 +286,159 @@ def test_dependency_levels_reject_cycles_and_unknown_names() -> None:
         )
     with pytest.raises(ConfigError, match=r"depends on \['ghost'\]"):
         dependency_levels([ServiceSpec(name="a", command=["x"], depends_on=("ghost",))])
+
+
+async def test_a_service_added_while_running_is_supervised_then_removed_alone(
+    child: Path, tmp_path: Path
+) -> None:
+    """add() starts one more child once the others run and restarts it when it crashes;
+    remove() drains it (SIGTERM) and forgets it, and no other child is touched."""
+    import httpx
+
+    record = tmp_path / "record.txt"
+    model = spec(child, record, "model")
+    events: asyncio.Queue[SupervisorEvent] = asyncio.Queue()
+    supervisor = Supervisor(
+        services=[model],
+        log_dir=tmp_path / "logs",
+        clock=SystemClock(),
+        restart=RestartPolicy(initial_backoff_s=0.0),
+        on_event=events.put_nowait,
+    )
+    try:
+        await supervisor.start()
+        model_pid = supervisor.status()[0].pid
+        extra = spec(child, record, "agent-v2-1", depends_on=("model",))
+        added = await supervisor.add(extra)
+        assert added.state is ServiceState.READY
+        assert [s.name for s in supervisor.status()] == ["model", "agent-v2-1"]
+        assert extra.port is not None and listening(extra.port)
+
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.HTTPError):
+                await client.get(f"http://127.0.0.1:{extra.port}/crash")
+        while (await next_event(events, "restarting")).service != "agent-v2-1":
+            pass
+        while (await next_event(events, "ready")).service != "agent-v2-1":
+            pass
+        restarted = supervisor.service_status("agent-v2-1")
+        assert restarted is not None and restarted.restarts == 1
+
+        removed = await supervisor.remove("agent-v2-1")
+        assert removed.state is ServiceState.STOPPED
+        assert "agent-v2-1 term" in lines(record)
+        assert not listening(extra.port)
+        assert [s.name for s in supervisor.status()] == ["model"]
+        assert supervisor.status()[0].pid == model_pid
+        assert model.port is not None and listening(model.port)
+        assert "model term" not in lines(record)
+        # Removed means not restarted.
+        assert lines(record).count("agent-v2-1 start") == 2
+    finally:
+        await supervisor.stop()
+
+
+async def test_adding_a_child_that_never_gets_ready_names_its_log(
+    child: Path, tmp_path: Path
+) -> None:
+    """A child that exits before ready fails add() with its log file and last lines; it is
+    forgotten, its log stays, and the running services keep running."""
+    record = tmp_path / "record.txt"
+    model = spec(child, record, "model")
+    supervisor = Supervisor(services=[model], log_dir=tmp_path / "logs", clock=ManualClock())
+    try:
+        await supervisor.start()
+        with pytest.raises(Unavailable) as caught:
+            await supervisor.add(spec(child, record, "agent-v2-1", "--fail"))
+        message = str(caught.value)
+        assert "'agent-v2-1' exited with code 2 before it was ready" in message
+        assert str(tmp_path / "logs" / "agent-v2-1.log") in message
+        assert "boom: cannot open the model file" in message
+        assert [s.name for s in supervisor.status()] == ["model"]
+        assert (tmp_path / "logs" / "agent-v2-1.log").exists()
+        assert model.port is not None and listening(model.port)
+    finally:
+        await supervisor.stop()
+
+
+async def test_add_and_remove_refuse_bad_names(child: Path, tmp_path: Path) -> None:
+    """A name in use or an unknown dependency is a ConfigError; removing an unknown name is
+    NotFound naming what runs."""
+    from agentkeel.errors import NotFound
+
+    record = tmp_path / "record.txt"
+    model = spec(child, record, "model")
+    supervisor = Supervisor(services=[model], log_dir=tmp_path / "logs", clock=ManualClock())
+    try:
+        await supervisor.start()
+        with pytest.raises(ConfigError, match="already runs"):
+            await supervisor.add(spec(child, record, "model"))
+        with pytest.raises(ConfigError, match="ghost"):
+            await supervisor.add(spec(child, record, "other", depends_on=("ghost",)))
+        with pytest.raises(NotFound, match="running: model"):
+            await supervisor.remove("nobody")
+        assert lines(record) == ["model start"]
+    finally:
+        await supervisor.stop()
+
+
+async def test_remove_without_drain_kills_at_once(child: Path, tmp_path: Path) -> None:
+    """remove(drain=False) sends SIGKILL without waiting for a SIGTERM the child ignores."""
+    record = tmp_path / "record.txt"
+    seen: list[SupervisorEvent] = []
+    supervisor = Supervisor(
+        services=[], log_dir=tmp_path / "logs", clock=ManualClock(), on_event=seen.append
+    )
+    try:
+        await supervisor.start()
+        stubborn = spec(child, record, "stubborn", "--ignore-term")
+        await supervisor.add(stubborn)
+        await supervisor.remove("stubborn", drain=False)
+        assert [e.kind for e in seen][-2:] == ["stopping", "killed"]
+        assert stubborn.port is not None and not listening(stubborn.port)
+    finally:
+        await supervisor.stop()
+
+
+async def test_stop_first_services_stop_before_what_depends_on_them(
+    child: Path, tmp_path: Path
+) -> None:
+    """Replicas marked stop_first (also one added while running) have exited before the
+    router in front of them gets SIGTERM, and the router before the model."""
+    record = tmp_path / "record.txt"
+    model = spec(child, record, "model")
+    replica = dataclasses.replace(
+        spec(child, record, "replica-1", depends_on=("model",)), stop_first=True
+    )
+    router = spec(child, record, "router", depends_on=("replica-1",))
+    supervisor = Supervisor(
+        services=[model, replica, router], log_dir=tmp_path / "logs", clock=SystemClock()
+    )
+    await supervisor.start()
+    added = dataclasses.replace(
+        spec(child, record, "agent-v2-1", depends_on=("model",)), stop_first=True
+    )
+    await supervisor.add(added)
+    await supervisor.stop()
+    terms = [line.split()[0] for line in lines(record) if line.endswith(" term")]
+    assert sorted(terms[:2]) == ["agent-v2-1", "replica-1"]
+    assert terms[2:] == ["router", "model"]
+
+
+async def test_a_service_being_removed_gets_one_sigterm_when_everything_stops(
+    child: Path, tmp_path: Path
+) -> None:
+    """stop() while remove() drains a child waits for that drain instead of signalling again
+    (a second SIGTERM would end a replica's drain at once)."""
+    record = tmp_path / "record.txt"
+    events: asyncio.Queue[SupervisorEvent] = asyncio.Queue()
+    supervisor = Supervisor(
+        services=[], log_dir=tmp_path / "logs", clock=SystemClock(), on_event=events.put_nowait
+    )
+    await supervisor.start()
+    await supervisor.add(spec(child, record, "agent-v2-1", "--slow-drain"))
+    removing = asyncio.create_task(supervisor.remove("agent-v2-1"))
+    await next_event(events, "stopping")
+    await supervisor.stop()
+    await removing
+    assert lines(record).count("agent-v2-1 term") == 1

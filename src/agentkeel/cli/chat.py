@@ -1,11 +1,13 @@
 """``keel chat``: a conversation with the agent in the terminal.
 
 Replies stream over server-sent events and print as they arrive, followed by a
-dim line with the latency, the tokens (in/out) and the turn number. The client
-knows every replica (``--url`` repeats; by default those of the ``keel up`` stack
-in the data directory, see ``cli/stack.py``):
-when the one in use answers 503 (draining) or is down, the same session goes
-on at the next one, since every replica reads the same session store.
+dim line with the latency, the tokens (in/out) and the turn number. By default
+it talks to the router of the ``keel up`` stack in the data directory, which
+keeps the session on the version it started on (see ``cli/stack.py``); given
+several URLs (``--url`` repeats, or the stack's replicas when it runs no
+router), when the one in use answers 503 (draining) or is down, the same
+session goes on at the next one, since every replica reads the same session
+store.
 """
 
 from __future__ import annotations
@@ -380,9 +382,9 @@ def chat(
         list[str] | None,
         typer.Option(
             "--url",
-            help="A replica's base URL; repeat for failover (default: up.base_port and "
-            "up.replicas when set, else the replicas of the keel up stack in the data "
-            "directory, else 8081 and 8082).",
+            help="The router's or a replica's base URL; repeat for failover (default: "
+            "router.port when set, else the keel up stack's router, else up.base_port and "
+            "up.replicas when set, else the stack's replicas, else 8081 and 8082).",
         ),
     ] = None,
     user: Annotated[str, typer.Option("--user", help="Your user id on the server.")] = "me",
@@ -395,7 +397,7 @@ def chat(
     Type /quit (or press Ctrl-D) to leave, /history to see the session so far.
     """
     stack = LocalStack.from_settings(load_cli_settings(ctx))
-    targets, source = stack.replica_urls(urls)
+    targets, source = stack.agent_urls(urls)
     console = stdout_console()
     with httpx.Client(timeout=_TIMEOUT, trust_env=False) as client:
         chat_client = ChatClient(urls=targets, client=client, urls_source=source)

@@ -1,7 +1,8 @@
 """``keel eval``: score the agent on an evaluation set and print each reply's result.
 
-``--url`` scores a running replica or router; without it, the first replica of
-a running ``keel up`` (found through its stack file, like ``keel chat``);
+``--url`` scores a running replica or router; without it, the router (else the
+first replica) of a running ``keel up`` (found through its stack file, like
+``keel chat``);
 with neither, an agent server built in this process from the settings (a
 throwaway session store, the configured model chain, e.g. the local model that
 ``keel up`` serves on :8090). ``--min-score`` makes a low score exit 1, for CI.
@@ -44,8 +45,8 @@ def eval_command(
         typer.Option(
             "--url",
             help="Score a running agent server (replica or router) at this base URL "
-            "(default: the running keel up's first replica, else one built in-process "
-            "from the settings).",
+            "(default: the running keel up's router, else its first replica, else one "
+            "built in-process from the settings).",
         ),
     ] = None,
     min_score: Annotated[
@@ -64,7 +65,7 @@ def eval_command(
     if url is None:
         stack = LocalStack.from_settings(loaded)
         if stack.running:
-            urls, source = stack.replica_urls(None)
+            urls, source = stack.agent_urls(None)
             url = urls[0]
             console.print(f"[dim]scoring {escape(url)} ({escape(source)})[/]")
         else:

@@ -17,9 +17,10 @@ from typing import Annotated
 import typer
 
 from agentkeel.cli import chat as chat_cmd
-from agentkeel.cli import config_cmd, eval_cmd
+from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.serve import serve_app
@@ -74,6 +75,10 @@ app.command(
     "eval",
     epilog="Example: keel eval local-smoke --min-score 0.7   (or --url http://127.0.0.1:8081)",
 )(eval_cmd.eval_command)
+app.command(
+    "rollback",
+    epilog="Example: keel rollback --dry-run   (then: keel rollback --release v2-20261201T1230)",
+)(rollback_cmd.rollback_command)
 app.add_typer(serve_app, name="serve", epilog="Example: keel serve agent --port 8081")
 config_app.command(
     "show",
@@ -83,6 +88,7 @@ app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(golden_app, name="golden")
 
 
 @app.command("version", epilog="Example: keel version")

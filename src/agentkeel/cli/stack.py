@@ -11,7 +11,13 @@ ports it was given::
 
     {"format": 1, "state": "running", "pid": 41200,
      "services": {"memory": {"url": "http://127.0.0.1:8788", "port": 8788}, ...},
+     "router": {"url": "http://127.0.0.1:8080"}, "control_socket": "control.sock",
      "credentials": {"admin_token": "admin_token", ...}}
+
+``router`` is the front door (``keel chat`` and ``keel eval`` talk to it);
+``control_socket`` (a name in the data directory) is keel up's control
+channel, which ``deploy.drivers.LocalDriver`` uses to start and stop replicas.
+Replicas started through it are added to ``services`` while they run.
 
 The data directory is the global ``--data-dir``, else ``KEEL_DATA_DIR``, else
 ``data_dir`` in ``keel.yaml``, else ``./.keel``. Every value is resolved in the
@@ -76,6 +82,12 @@ class StackService(BaseModel):
     port: int | None = None
 
 
+class StackRouter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str
+
+
 class StackRecord(BaseModel):
     """The contents of ``stack.json``; unknown keys are ignored, so newer files still read."""
 
@@ -88,6 +100,8 @@ class StackRecord(BaseModel):
     updated_at: float
     services: dict[str, StackService] = Field(default_factory=dict)
     credentials: dict[str, str] = Field(default_factory=dict)
+    router: StackRouter | None = None
+    control_socket: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,26 +130,41 @@ class StackFile:
         self._record: StackRecord | None = None
 
     def write(
-        self, *, services: Mapping[str, tuple[str, int | None]], state: StackState
+        self,
+        *,
+        services: Mapping[str, tuple[str, int | None]],
+        state: StackState,
+        router_url: str | None = None,
+        control_socket: str | None = None,
     ) -> StackRecord:
-        """Describe the services (name → (url, port)) and the credential files that exist."""
+        """Describe the services (name → (url, port)), the router, the control socket
+        (a file name in the data directory) and the credential files that exist."""
         now = time.time()
         self._record = StackRecord(
             state=state,
             pid=self._pid,
             started_at=now,
             updated_at=now,
-            services={
-                name: StackService(url=url, port=port) for name, (url, port) in services.items()
-            },
+            services=_services(services),
             credentials={
                 spec.key: spec.file_name
                 for spec in CREDENTIALS
                 if (self.data_dir / spec.file_name).is_file()
             },
+            router=StackRouter(url=router_url) if router_url else None,
+            control_socket=control_socket,
         )
         self._save(self._record)
         return self._record
+
+    def update_services(self, services: Mapping[str, tuple[str, int | None]]) -> None:
+        """Record the services running now (replicas come and go through the control channel)."""
+        if self._record is None:
+            return
+        self._record = self._record.model_copy(
+            update={"services": _services(services), "updated_at": time.time()}
+        )
+        self._save(self._record)
 
     def mark(self, state: StackState) -> None:
         """Record a new state (``running`` once ready, ``stopped`` at exit)."""
@@ -156,6 +185,10 @@ class StackFile:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+
+
+def _services(services: Mapping[str, tuple[str, int | None]]) -> dict[str, StackService]:
+    return {name: StackService(url=url, port=port) for name, (url, port) in services.items()}
 
 
 def read_stack_file(data_dir: Path) -> StackRecord | None:
@@ -267,6 +300,39 @@ class LocalStack:
         if self.running:
             reason += " runs no memory server"
         return Resolved(DEFAULT_MEMORY_URL, f"the default ({reason})")
+
+    def router_url(self) -> str | None:
+        """The running stack's router, when ``keel up`` runs one."""
+        if not self.running or self.record is None or self.record.router is None:
+            return None
+        return self.record.router.url
+
+    def control_socket(self) -> Path | None:
+        """The running stack's control socket (``LocalDriver``'s), when it exists."""
+        if not self.running or self.record is None or not self.record.control_socket:
+            return None
+        name = self.record.control_socket
+        if Path(name).name != name:
+            # Only a plain name inside the data directory, never a path elsewhere.
+            return None
+        path = (self.data_dir / name).absolute()
+        return path if path.exists() else None
+
+    def agent_urls(self, flags: Sequence[str] | None) -> tuple[list[str], str]:
+        """Where to talk to the agent: ``--url`` (repeatable), then ``router.host``/
+        ``router.port`` when set, then the running stack's router, then the replicas
+        (``replica_urls``). The front door comes before the replicas behind it, so a
+        session stays on the version the router pinned it to."""
+        if flags:
+            return list(flags), "--url"
+        router = self.settings.router
+        configured = self._configured("router.port") or self._configured("router.host")
+        if configured and self.settings.up.router:
+            return [f"http://{_url_host(router.host)}:{router.port}"], "router.host/port"
+        from_stack = self.router_url()
+        if from_stack:
+            return [from_stack], f"the router of {self.describe()}"
+        return self.replica_urls(None)
 
     def replica_urls(self, flags: Sequence[str] | None) -> tuple[list[str], str]:
         """``--url`` (repeatable), then ``up.base_port``/``up.replicas`` when set, then the

@@ -55,14 +55,15 @@ other); a second Ctrl-C kills everything at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,17 +80,24 @@ from agentkeel.cli.stack import StackFile
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
 from agentkeel.identity.keys import generate_key_pair, public_pem_of
+from agentkeel.ops.control import CONTROL_SOCKET, ControlServer, create_control_app
 from agentkeel.ops.local_model import (
     check_server_installed,
     local_model_command,
     local_model_ready_url,
 )
+from agentkeel.ops.ports import bind_error, url_host
+from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
+from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.web.auth import yaml_error_position
 
 LOCAL_MODEL_SERVICE = "local-model"
 MEMORY_SERVICE = "memory"
 TOOLS_SERVICE = "tools"
+ROUTER_SERVICE = "router"
+ROUTER_PINS_FILE = "router.db"
+KEEL_UP_LOG = "keel-up.log"
 ADMIN_TOKEN_FILE = "admin_token"
 MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
 MEMORY_TOKENS_FILE = "memory_tokens.yaml"
@@ -99,8 +107,6 @@ SIGNING_KEY_FILE = "caller_signing_key"
 PUBLIC_KEY_FILE = "caller_signing_key.pub"
 _MEMORY_GRANT_NAME = "keel-up-agents"
 _TOOLS_GRANT_NAME = "keel-up-replicas"
-# After a replica's drain: uvicorn's own graceful shutdown and closing the store.
-_REPLICA_STOP_MARGIN_S = 10.0
 _MODEL_STOP_TIMEOUT_S = 10.0
 # The memory and tool servers finish requests in flight and flush their stores.
 _SERVER_STOP_TIMEOUT_S = 15.0
@@ -245,13 +251,13 @@ def replica_name(index: int) -> str:
 
 def memory_url(settings: KeelSettings) -> str:
     """Where ``keel up``'s memory server answers."""
-    return f"http://{_url_host(settings.memory.host)}:{settings.memory.port}"
+    return f"http://{url_host(settings.memory.host)}:{settings.memory.port}"
 
 
 def tools_mcp_url(settings: KeelSettings) -> str:
     """Where ``keel up``'s tool server answers MCP."""
     server = settings.tools.server
-    return f"http://{_url_host(server.host)}:{server.port}/mcp"
+    return f"http://{url_host(server.host)}:{server.port}/mcp"
 
 
 def starts_memory_server(settings: KeelSettings) -> bool:
@@ -279,6 +285,17 @@ def skipped_service_notes(settings: KeelSettings) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True, slots=True)
+class StackPlan:
+    """What ``keel up`` runs: its children in start order, and how it starts replicas."""
+
+    services: list[ServiceSpec]
+    replica_template: ReplicaTemplate
+    """The command and wiring of every replica, also those started later (control channel)."""
+    replicas: dict[str, str]
+    """keel up's own replicas: name → version (``agent.version``)."""
+
+
 def plan_services(
     settings: KeelSettings,
     *,
@@ -289,8 +306,30 @@ def plan_services(
     tool_credentials: ToolCredentials | None = None,
     python: str | None = None,
 ) -> list[ServiceSpec]:
+    """The children of ``keel up`` in start order (``plan_stack``'s services)."""
+    return plan_stack(
+        settings,
+        config_path=config_path,
+        start_local_model=start_local_model,
+        admin_token_file=admin_token_file,
+        memory_credentials=memory_credentials,
+        tool_credentials=tool_credentials,
+        python=python,
+    ).services
+
+
+def plan_stack(
+    settings: KeelSettings,
+    *,
+    config_path: Path | None,
+    start_local_model: bool,
+    admin_token_file: Path,
+    memory_credentials: MemoryCredentials | None = None,
+    tool_credentials: ToolCredentials | None = None,
+    python: str | None = None,
+) -> StackPlan:
     """The children of ``keel up`` in start order: local model (optional), memory
-    server, tool server, replicas.
+    server, tool server, replicas, router (``up.router``, default on).
 
     The memory and tool servers run when ``starts_memory_server`` and
     ``starts_tool_server`` say so; the memory server needs
@@ -298,7 +337,9 @@ def plan_services(
     ``tool_credentials`` (``ensure_tool_credentials``). Every child gets
     the data directory and the config file through ``KEEL_*`` variables, so it
     loads the same settings as ``keel up`` did, plus the wiring between the
-    services where the config leaves it unset.
+    services where the config leaves it unset. The router gets the replicas as
+    backends of version ``agent.version``, the stack's admin token and its pin
+    table in ``<data_dir>/router.db``.
     """
     interpreter = python or sys.executable
     data_dir = settings.data_dir.absolute()
@@ -393,31 +434,79 @@ def plan_services(
             "KEEL_IDENTITY__SIGNING_KEY_FILE": str(tool_credentials.signing_key_file.absolute()),
         }
 
-    depends_on = tuple(spec.name for spec in services)
-    host = settings.server.host
-    for index in range(1, settings.up.replicas + 1):
-        port = settings.up.base_port + index - 1
-        env = {
+    template = ReplicaTemplate(
+        interpreter=interpreter,
+        host=settings.server.host,
+        env={
             **base_env,
             **memory_env,
             **replica_tools_env,
             "KEEL_SERVER__ADMIN_TOKEN_FILE": str(admin_token_file.absolute()),
-            "KEEL_SERVER__REPLICA_ID": replica_name(index),
-        }
+        },
+        depends_on=tuple(spec.name for spec in services),
+        drain_timeout_s=settings.server.drain_timeout_s,
+        ready_timeout_s=settings.up.ready_timeout_s,
+    )
+    replicas = [
+        template.spec(replica_name(index), settings.up.base_port + index - 1)
+        for index in range(1, settings.up.replicas + 1)
+    ]
+    services += replicas
+    if settings.up.router:
         services.append(
-            ServiceSpec(
-                name=replica_name(index),
-                command=_serve_command(interpreter, "agent", host, port),
-                env=env,
-                port=port,
-                health_url=f"http://{_url_host(host)}:{port}/health",
-                ready_url=f"http://{_url_host(host)}:{port}/ready",
-                depends_on=depends_on,
-                stop_timeout_s=settings.server.drain_timeout_s + _REPLICA_STOP_MARGIN_S,
-                ready_timeout_s=settings.up.ready_timeout_s,
+            _router_spec(
+                settings,
+                interpreter,
+                env=base_env,
+                backends=[
+                    (settings.agent.version, template.url(replica.port))
+                    for replica in replicas
+                    if replica.port is not None
+                ],
+                admin_token_file=admin_token_file,
+                depends_on=tuple(replica.name for replica in replicas),
             )
         )
-    return services
+    return StackPlan(
+        services=services,
+        replica_template=template,
+        replicas={replica.name: settings.agent.version for replica in replicas},
+    )
+
+
+def _router_spec(
+    settings: KeelSettings,
+    interpreter: str,
+    *,
+    env: dict[str, str],
+    backends: list[tuple[str, str]],
+    admin_token_file: Path,
+    depends_on: tuple[str, ...],
+) -> ServiceSpec:
+    """``keel serve router`` in front of the replicas: they are version ``agent.version``
+    (the stable one), pins and the routing table in ``<data_dir>/router.db``."""
+    router = settings.router
+    command = _serve_command(interpreter, ROUTER_SERVICE, router.host, router.port)
+    for version, url in backends:
+        command += ["--backend", f"{version}={url}"]
+    command += [
+        "--pins",
+        f"sqlite:///{settings.data_dir.absolute() / ROUTER_PINS_FILE}",
+        "--admin-token-file",
+        str(admin_token_file.absolute()),
+    ]
+    base = f"http://{url_host(router.host)}:{router.port}"
+    return ServiceSpec(
+        name=ROUTER_SERVICE,
+        command=command,
+        env=env,
+        port=router.port,
+        health_url=f"{base}/health",
+        ready_url=f"{base}/ready",
+        depends_on=depends_on,
+        stop_timeout_s=_SERVER_STOP_TIMEOUT_S,
+        ready_timeout_s=settings.up.ready_timeout_s,
+    )
 
 
 def _serve_command(interpreter: str, service: str, host: str, port: int) -> list[str]:
@@ -444,7 +533,7 @@ def _server_spec(
     env: dict[str, str],
     depends_on: tuple[str, ...] = (),
 ) -> ServiceSpec:
-    base = f"http://{_url_host(host)}:{port}"
+    base = f"http://{url_host(host)}:{port}"
     return ServiceSpec(
         name=name,
         command=_serve_command(interpreter, name, host, port),
@@ -464,6 +553,7 @@ def service_hosts(settings: KeelSettings) -> dict[str, str]:
     hosts[LOCAL_MODEL_SERVICE] = settings.local_model.host
     hosts[MEMORY_SERVICE] = settings.memory.host
     hosts[TOOLS_SERVICE] = settings.tools.server.host
+    hosts[ROUTER_SERVICE] = settings.router.host
     return hosts
 
 
@@ -477,23 +567,15 @@ def check_ports_free(services: list[ServiceSpec], *, host: Mapping[str, str]) ->
         if spec.port is None:
             continue
         address = host.get(spec.name, "127.0.0.1")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((address, spec.port))
-            except OSError as exc:
-                raise ConfigError(
-                    f"Port {spec.port} on {address} (for {spec.name}) is already in use "
-                    f"({exc.strerror}). Stop whatever listens there (another keel up?) or "
-                    "choose other ports: up.base_port for replicas, local_model.port for "
-                    "the model server, memory.port for the memory server, "
-                    "tools.server.port for the tool server."
-                ) from exc
-
-
-def _url_host(host: str) -> str:
-    # Listening on every interface still means connecting over loopback.
-    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+        problem = bind_error(address, spec.port)
+        if problem is not None:
+            raise ConfigError(
+                f"Port {spec.port} on {address} (for {spec.name}) is already in use "
+                f"({problem.strerror}). Stop whatever listens there (another keel up?) or "
+                "choose other ports: up.base_port for replicas, router.port for the router, "
+                "local_model.port for the model server, memory.port for the memory server, "
+                "tools.server.port for the tool server."
+            ) from problem
 
 
 class UpView:
@@ -529,7 +611,7 @@ class UpView:
         elif event.kind == "restarting":
             self._err.print(f"[yellow]restart[/]   {name} in {event.delay_s:.1f}s")
         elif event.kind == "stopping":
-            what = "draining" if name.startswith("replica-") else "stopping"
+            what = "draining" if name.startswith(("replica-", "agent-")) else "stopping"
             self._err.print(f"[cyan]{what:<9}[/] {name} (pid {event.pid})")
         elif event.kind == "stopped":
             self._err.print(f"[dim]stopped   {name}[/]")
@@ -563,6 +645,9 @@ class UpView:
             self._out.print(f"memory agent token: {data_dir / MEMORY_AGENT_TOKEN_FILE}")
         if TOOLS_SERVICE in urls:
             self._out.print(f"tools token: {data_dir / TOOLS_AGENT_TOKEN_FILE}")
+        if ROUTER_SERVICE in urls:
+            self._out.print(f"router: {urls[ROUTER_SERVICE]} (in front of the replicas)")
+        self._out.print(f"control socket: {data_dir / CONTROL_SOCKET} (mode 0600)")
         self._out.print(
             "keel up is running. Talk to it with `keel chat`; "
             "Ctrl-C stops it (replicas drain first)."
@@ -589,7 +674,12 @@ def service_url(spec: ServiceSpec) -> str:
     return url or "-"
 
 
-async def _supervise(supervisor: Supervisor, view: UpView, on_started: Callable[[], None]) -> None:
+async def _supervise(
+    supervisor: Supervisor,
+    control: ControlServer,
+    view: UpView,
+    on_started: Callable[[], None],
+) -> None:
     loop = asyncio.get_running_loop()
     requests = 0
 
@@ -599,8 +689,8 @@ async def _supervise(supervisor: Supervisor, view: UpView, on_started: Callable[
         view.end()
         if requests == 1:
             view.note(
-                "[bold]Stopping:[/] replicas drain first (turns in flight finish). "
-                "Press Ctrl-C again to kill everything now."
+                "[bold]Stopping:[/] replicas drain first (turns in flight finish; the router "
+                "still relays them). Press Ctrl-C again to kill everything now."
             )
         else:
             view.note("[bold red]Killing every service now.[/]")
@@ -609,11 +699,40 @@ async def _supervise(supervisor: Supervisor, view: UpView, on_started: Callable[
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     try:
-        await supervisor.run(on_started=on_started)
+        await supervisor.start()
+        if not supervisor.stop_requested:
+            await control.start()
+            on_started()
+        await supervisor.wait_until_stop_requested()
     finally:
-        view.end()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        # The control channel outlives the stop: it lists the replicas draining and
+        # refuses new ones, so a rollout sees what happens.
+        try:
+            await supervisor.stop()
+        finally:
+            await control.stop()
+            view.end()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    """keel up's own log lines (the control channel's audit lines among them) as JSON in
+    ``path``, next to its children's logs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter(service="keel-up"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 @exits_on_keel_error
@@ -635,6 +754,12 @@ def up(
     no_tools: Annotated[
         bool, typer.Option("--no-tools", help="Do not start the MCP tool server (up.tools).")
     ] = False,
+    no_router: Annotated[
+        bool,
+        typer.Option(
+            "--no-router", help="Do not start the router in front of the replicas (up.router)."
+        ),
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -651,10 +776,13 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Start the local model, memory and tool servers and two agent replicas; supervise them.
+    """Start the local model, memory and tool servers, two agent replicas and the router in
+    front of them; supervise them.
 
-    Ctrl-C stops them in reverse order (the replicas drain first); a second Ctrl-C
-    kills everything at once.
+    Replicas of other versions can be started and stopped while it runs, through the
+    control socket <data dir>/control.sock (mode 0600). Ctrl-C stops the replicas first
+    (they drain while the router still relays their turns), then the rest in reverse
+    order; a second Ctrl-C kills everything at once.
     """
     up_flags: dict[str, Any] = {}
     if replicas is not None:
@@ -663,6 +791,8 @@ def up(
         up_flags["memory"] = False
     if no_tools:
         up_flags["tools"] = False
+    if no_router:
+        up_flags["router"] = False
     overrides = {"up": up_flags} if up_flags else None
     loaded = load_cli_settings(ctx, config_path=config, data_dir=data_dir, overrides=overrides)
     settings = loaded.settings
@@ -674,7 +804,7 @@ def up(
     token_file = ensure_admin_token(data)
     credentials = ensure_memory_credentials(data) if starts_memory_server(settings) else None
     tool_credentials = ensure_tool_credentials(data) if starts_tool_server(settings) else None
-    specs = plan_services(
+    plan = plan_stack(
         settings,
         config_path=config_path,
         start_local_model=start_model,
@@ -682,6 +812,7 @@ def up(
         memory_credentials=credentials,
         tool_credentials=tool_credentials,
     )
+    specs = plan.services
     check_ports_free(specs, host=service_hosts(settings))
 
     view = UpView(out=stdout_console(), err=stderr_console())
@@ -691,8 +822,34 @@ def up(
 
     # What `keel chat`, `keel memory` and the others read to find this stack.
     stack = StackFile(data_dir=data)
+    urls = {spec.name: service_url(spec) for spec in specs}
+
+    def running_services() -> dict[str, tuple[str, int | None]]:
+        return {
+            status.name: (
+                urls.get(status.name)
+                or (plan.replica_template.url(status.port) if status.port else "-"),
+                status.port,
+            )
+            for status in supervisor.status()
+        }
+
+    manager = ReplicaManager(
+        supervisor=supervisor,
+        template=plan.replica_template,
+        replicas=plan.replicas,
+        reserved_ports=[spec.port for spec in specs if spec.port is not None],
+        shared_env=shared_replica_env(settings),
+        environ=os.environ,
+        on_change=lambda: stack.update_services(running_services()),
+    )
+    control = ControlServer(app=create_control_app(manager), path=data / CONTROL_SOCKET)
+    control.bind()
     stack.write(
-        services={spec.name: (service_url(spec), spec.port) for spec in specs}, state="starting"
+        services={spec.name: (service_url(spec), spec.port) for spec in specs},
+        state="starting",
+        router_url=urls.get(ROUTER_SERVICE),
+        control_socket=CONTROL_SOCKET,
     )
 
     def on_started() -> None:
@@ -702,7 +859,18 @@ def up(
 
     view.begin("Starting keel services...")
     try:
-        asyncio.run(_supervise(supervisor, view, on_started))
+        with _log_file(data / "logs" / KEEL_UP_LOG):
+            asyncio.run(_supervise(supervisor, control, view, on_started))
     finally:
         stack.mark("stopped")
     stderr_console().print("[green]keel up stopped cleanly.[/]")
+
+
+def shared_replica_env(settings: KeelSettings) -> dict[str, str]:
+    """What a replica with a ``keel.yaml`` of its own must still share with the stack:
+    the session store (so sessions move between versions' replicas) and ``redis_url``
+    (shared rate limits)."""
+    env = {"KEEL_STORE__URL": settings.store_url()}
+    if settings.redis_url:
+        env["KEEL_REDIS_URL"] = settings.redis_url
+    return env

@@ -61,6 +61,21 @@ class YamlLayer:
         return data
 
 
+def looks_like_secret(key: str) -> bool:
+    """Whether the ``KEEL_*`` variable ``key`` names a secret value (``…_API_KEY``,
+    ``…_TOKEN``, ``…PASSWORD``), which keel reads from files only."""
+    return key.startswith("KEEL_") and key.endswith(_SECRET_SUFFIXES)
+
+
+def secret_env_message(key: str) -> str:
+    """What to do instead of putting a secret in the variable ``key``."""
+    return (
+        f"Environment variable '{key}' looks like a secret. Secrets are read from "
+        f"files only: set '{key}_FILE' to a file that holds it, or put it in the "
+        "secrets directory."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EnvLayer:
     environ: Mapping[str, str]
@@ -68,12 +83,8 @@ class EnvLayer:
 
     def load(self) -> Mapping[str, Any]:
         for key in self.environ:
-            if key.startswith("KEEL_") and key.endswith(_SECRET_SUFFIXES):
-                raise ConfigError(
-                    f"Environment variable '{key}' looks like a secret. Secrets are read from "
-                    f"files only: set '{key}_FILE' to a file that holds it, or put it in the "
-                    "secrets directory."
-                )
+            if looks_like_secret(key):
+                raise ConfigError(secret_env_message(key))
         source = EnvSettingsSource(KeelSettings)
         source.env_vars = {k.lower(): v for k, v in self.environ.items() if k.startswith("KEEL_")}
         values = dict(source())

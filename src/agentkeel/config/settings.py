@@ -174,6 +174,10 @@ class UpSettings(_Section):
     ready_timeout_s: float = Field(default=120.0, gt=0)
     memory: bool = Field(default=True, description="Start the memory server (off: --no-memory).")
     tools: bool = Field(default=True, description="Start the MCP tool server (off: --no-tools).")
+    router: bool = Field(
+        default=True,
+        description="Start the router (router.port) in front of the replicas (off: --no-router).",
+    )
 
 
 def _default_models() -> list[ProviderSettings]:

@@ -9,7 +9,13 @@
 - Each child's stdout and stderr are appended to ``<log_dir>/<name>.log``.
 - Stop is the start order reversed: replicas get SIGTERM first and drain
   (in-flight turns finish) before the model server they call is stopped.
-  A child still running after its ``stop_timeout_s`` gets SIGKILL.
+  A service marked ``stop_first`` (the replicas) is stopped before every
+  other one, so a router started after the replicas still relays the turns
+  they finish while draining. A child still running after its
+  ``stop_timeout_s`` gets SIGKILL.
+- While running, services can be added (``add``: started, health-gated, then
+  supervised like the others) and removed (``remove``: SIGTERM, so a replica
+  drains, then forgotten) one at a time, without touching the rest.
 
 Children run in their own session, so a Ctrl-C in the terminal reaches only the
 supervisor, which then stops them in order. On Linux they also get SIGTERM
@@ -37,7 +43,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 
-from agentkeel.errors import ConfigError, Unavailable
+from agentkeel.errors import ConfigError, NotFound, Unavailable
 from agentkeel.resilience.clock import Clock, SystemClock
 
 T = TypeVar("T")
@@ -73,6 +79,9 @@ class ServiceSpec:
     """How long a child may take to exit after SIGTERM (a replica's drain) before SIGKILL."""
     ready_timeout_s: float = 120.0
     cwd: Path | None = None
+    stop_first: bool = False
+    """Stopped in the first wave, before every other service whatever the dependencies
+    (replicas: they drain while what stands in front of them still relays their answers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,7 @@ class ServiceState(enum.StrEnum):
     BACKOFF = "backoff"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +147,10 @@ class _Service:
     failures: int = 0
     restarts: int = 0
     monitor: asyncio.Task[None] | None = None
+    retiring: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this one service is being removed: its monitor restarts it no more."""
+    stopping: asyncio.Future[None] | None = None
+    """The SIGTERM-then-wait in progress, shared by everyone who stops this service."""
 
 
 class Supervisor:
@@ -164,6 +178,8 @@ class Supervisor:
         self._services = {
             spec.name: _Service(spec, log_dir / f"{spec.name}.log") for spec in services
         }
+        # Services added while running, in the order they were added.
+        self._added: list[str] = []
         self._log_dir = log_dir
         self._clock: Clock = clock or SystemClock()
         self._restart = restart or RestartPolicy()
@@ -178,18 +194,11 @@ class Supervisor:
 
     def status(self) -> list[ServiceStatus]:
         """Each service's state, pid, restart count and log file, in start order."""
-        return [
-            ServiceStatus(
-                name=svc.spec.name,
-                state=svc.state,
-                pid=svc.proc.pid if svc.proc is not None else None,
-                restarts=svc.restarts,
-                log_path=svc.log_path,
-                port=svc.spec.port,
-            )
-            for level in self._levels
-            for svc in (self._services[name] for name in level)
-        ]
+        return [self._status_of(self._services[name]) for name in self._order()]
+
+    def service_status(self, name: str) -> ServiceStatus | None:
+        """One service's status, or None when there is no service of that name."""
+        return next((status for status in self.status() if status.name == name), None)
 
     async def start(self) -> None:
         """Start every service, one dependency level at a time, each level health-gated.
@@ -224,6 +233,11 @@ class Supervisor:
             self.kill_all()
         event.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested (``request_stop``) or has begun (``stop``)."""
+        return self._halting
+
     async def wait_until_stop_requested(self) -> None:
         """Supervise (restarting crashed children) until ``request_stop`` is called."""
         await self._stop_event().wait()
@@ -234,8 +248,16 @@ class Supervisor:
         monitors = [svc.monitor for svc in self._services.values() if svc.monitor is not None]
         if monitors:
             await asyncio.gather(*monitors, return_exceptions=True)
-        for level in reversed(self._levels):
-            group = [self._services[name] for name in level]
+        # stop_first services, then the rest: those added while running, then
+        # the start levels reversed.
+        waves = [[name for name in self._order() if self._services[name].spec.stop_first]]
+        waves.append([name for name in self._added if not self._services[name].spec.stop_first])
+        waves += [
+            [name for name in level if not self._services[name].spec.stop_first]
+            for level in reversed(self._levels)
+        ]
+        for wave in waves:
+            group = [self._services[name] for name in wave if name in self._services]
             await asyncio.gather(*(self._stop_one(svc) for svc in group))
         if self._http is not None:
             await self._http.aclose()
@@ -257,11 +279,97 @@ class Supervisor:
             if svc.proc is not None and svc.proc.returncode is None:
                 _kill_group(svc.proc.pid)
 
+    async def add(self, spec: ServiceSpec) -> ServiceStatus:
+        """Start one more service while the others run; return once it is ready.
+
+        From then on it is supervised like the others (restarted when it
+        crashes, stopped by ``stop``). Raises ``ConfigError`` for a name in use
+        or an unknown dependency, and ``Unavailable`` naming its log file and
+        quoting its last lines when it exits or is not ready in time (it is
+        then stopped and forgotten; its log stays), or when a stop is requested.
+        """
+        if spec.name in self._services:
+            raise ConfigError(f"A service named '{spec.name}' already runs; pick another name.")
+        unknown = set(spec.depends_on) - self._services.keys()
+        if unknown:
+            raise ConfigError(
+                f"Service '{spec.name}' depends on {sorted(unknown)}, which are not running."
+            )
+        if self._halting:
+            raise Unavailable(f"Not starting '{spec.name}': the supervisor is stopping.")
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        svc = _Service(spec, self._log_dir / f"{spec.name}.log")
+        self._services[spec.name] = svc
+        self._added.append(spec.name)
+        try:
+            await self._spawn(svc)
+            problem = await self._wait_ready(svc)
+            if problem is None and self._halting:
+                problem = "was stopped: the supervisor is stopping"
+            if problem is not None:
+                raise Unavailable(self._explain_failure(svc, problem))
+        except BaseException:
+            if svc.proc is not None and svc.proc.returncode is None:
+                await self._terminate(svc, timeout_s=spec.stop_timeout_s)
+            self._forget(spec.name)
+            raise
+        svc.monitor = asyncio.create_task(self._monitor(svc))
+        return self._status_of(svc)
+
+    async def remove(self, name: str, *, drain: bool = True) -> ServiceStatus:
+        """Stop one service and forget it; the others keep running.
+
+        ``drain``: SIGTERM, then up to its ``stop_timeout_s`` to exit (a
+        replica finishes its turns in flight) before SIGKILL; without it,
+        SIGKILL at once. Raises ``NotFound`` for an unknown name.
+        """
+        svc = self._services.get(name)
+        if svc is None:
+            raise NotFound(f"No service named '{name}'; running: {', '.join(self._order())}.")
+        svc.retiring.set()
+        if svc.monitor is not None:
+            await asyncio.gather(svc.monitor, return_exceptions=True)
+        if svc.proc is not None and svc.proc.returncode is None:
+            if drain:
+                await self._stop_one(svc)
+            else:
+                svc.state = ServiceState.STOPPING
+                self._emit("stopping", svc)
+                _kill_group(svc.proc.pid)
+                await svc.proc.wait()
+                self._emit("killed", svc, returncode=svc.proc.returncode)
+        svc.state = ServiceState.STOPPED
+        status = self._status_of(svc)
+        self._forget(name)
+        return status
+
     # -- internals ----------------------------------------------------------
 
     @property
     def _halting(self) -> bool:
         return self._stop_event().is_set()
+
+    def _order(self) -> list[str]:
+        names = [name for level in self._levels for name in level]
+        return [name for name in [*names, *self._added] if name in self._services]
+
+    def _forget(self, name: str) -> None:
+        self._services.pop(name, None)
+        if name in self._added:
+            self._added.remove(name)
+        for level in self._levels:
+            if name in level:
+                level.remove(name)
+
+    def _status_of(self, svc: _Service) -> ServiceStatus:
+        return ServiceStatus(
+            name=svc.spec.name,
+            state=svc.state,
+            pid=svc.proc.pid if svc.proc is not None else None,
+            restarts=svc.restarts,
+            log_path=svc.log_path,
+            port=svc.spec.port,
+        )
 
     def _stop_event(self) -> asyncio.Event:
         # Built on first use so the event belongs to the running loop.
@@ -307,7 +415,7 @@ class Supervisor:
         deadline = self._clock.monotonic() + svc.spec.ready_timeout_s
         self._emit("waiting", svc, detail=_target(svc.spec))
         while True:
-            if self._stop_event().is_set():
+            if self._done(svc):
                 return "stop requested"
             if proc.returncode is not None:
                 self._emit("exited", svc, returncode=proc.returncode)
@@ -348,23 +456,23 @@ class Supervisor:
 
     async def _monitor(self, svc: _Service) -> None:
         """Wait for the child to exit; unless stopping, restart it with backoff."""
-        while not self._halting:
+        while not self._done(svc):
             proc = svc.proc
             assert proc is not None
-            await self._until_stop(proc.wait())
-            if self._halting or proc.returncode is None:
+            await self._until_stop(proc.wait(), svc)
+            if self._done(svc) or proc.returncode is None:
                 return
             self._emit("exited", svc, returncode=proc.returncode)
             if self._clock.monotonic() - svc.ready_at >= self._restart.reset_after_s:
                 svc.failures = 0
-            while not self._halting:
+            while not self._done(svc):
                 svc.failures += 1
                 svc.restarts += 1
                 delay = self._restart.delay(svc.failures)
                 svc.state = ServiceState.BACKOFF
                 self._emit("restarting", svc, delay_s=delay)
-                await self._until_stop(self._clock.sleep(delay))
-                if self._halting:
+                await self._until_stop(self._clock.sleep(delay), svc)
+                if self._done(svc):
                     return
                 try:
                     await self._spawn(svc)
@@ -375,12 +483,18 @@ class Supervisor:
                 if await self._wait_ready(svc) is None:
                     break
 
-    async def _until_stop(self, awaitable: Awaitable[T]) -> None:
-        """Await ``awaitable`` unless a stop is requested first (then it is cancelled)."""
+    def _done(self, svc: _Service) -> bool:
+        """Whether ``svc`` is to be left alone: everything stops, or it is being removed."""
+        return self._halting or svc.retiring.is_set()
+
+    async def _until_stop(self, awaitable: Awaitable[T], svc: _Service) -> None:
+        """Await ``awaitable`` unless a stop (of all, or of ``svc``) comes first; then it is
+        cancelled."""
         work = asyncio.ensure_future(awaitable)
         stop = asyncio.ensure_future(self._stop_event().wait())
-        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (work, stop):
+        retire = asyncio.ensure_future(svc.retiring.wait())
+        await asyncio.wait({work, stop, retire}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (work, stop, retire):
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -391,9 +505,15 @@ class Supervisor:
             if svc.proc is not None:
                 svc.state = ServiceState.STOPPED
             return
-        svc.state = ServiceState.STOPPING
-        self._emit("stopping", svc)
-        await self._terminate(svc, timeout_s=svc.spec.stop_timeout_s)
+        if svc.stopping is None or svc.stopping.done():
+            svc.state = ServiceState.STOPPING
+            self._emit("stopping", svc)
+            svc.stopping = asyncio.ensure_future(
+                self._terminate(svc, timeout_s=svc.spec.stop_timeout_s)
+            )
+        # One SIGTERM per stop: a second one would end a replica's drain at once. A
+        # caller that gives up waiting (cancelled) leaves the stop itself running.
+        await asyncio.shield(svc.stopping)
 
     async def _terminate(self, svc: _Service, *, timeout_s: float) -> None:
         proc = svc.proc

@@ -18,25 +18,32 @@ from agentkeel.ops.evals.cases import (
     load_eval_set,
 )
 from agentkeel.ops.evals.checks import english_problem, names_answer
+from agentkeel.ops.evals.files import bundled_names, load_conversation_file
 from agentkeel.ops.evals.runner import (
+    AgentAnswer,
     AgentServerTarget,
     ConversationTarget,
     EvalReport,
+    TargetUnreachable,
     TurnResult,
     run_eval_set,
     serve_in_process,
 )
 
 __all__ = [
+    "AgentAnswer",
     "AgentServerTarget",
     "ConversationTarget",
     "EvalCase",
     "EvalReport",
     "EvalSet",
     "EvalTurn",
+    "TargetUnreachable",
     "TurnResult",
     "bundled_eval_sets",
+    "bundled_names",
     "english_problem",
+    "load_conversation_file",
     "load_eval_set",
     "names_answer",
     "run_eval_set",

@@ -15,7 +15,7 @@ process (a temporary session store, the configured model chain), which is how
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,25 @@ from agentkeel.ops.evals.checks import english_problem, names_answer
 
 _TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=10.0, pool=10.0)
 _EXCERPT_CHARS = 80
+
+
+class TargetUnreachable(KeelError):
+    """The agent server did not answer at all (refused, reset, timed out): nothing was
+    scored, as opposed to an error answer, which the server gave."""
+
+    code = "eval_target_unreachable"
+    status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAnswer:
+    """A turn as the agent server answered it: the reply and what the turn did."""
+
+    reply: str
+    turn: int
+    tool_calls: tuple[Mapping[str, Any], ...]
+    """Each call of the turn: ``name``, ``arguments``, ``status`` (``success``, ...)."""
+    version: str | None = None
 
 
 class ConversationTarget(Protocol):
@@ -58,8 +77,19 @@ class AgentServerTarget:
         return str(body["session_id"])
 
     async def say(self, session_id: str, content: str) -> str:
+        return (await self.turn(session_id, content)).reply
+
+    async def turn(self, session_id: str, content: str) -> AgentAnswer:
+        """One turn, with its tool calls and the version that answered it."""
         body = await self._post(f"/v1/sessions/{session_id}/messages", {"content": content})
-        return str(body["reply"])
+        calls = body.get("tool_calls") or []
+        version = body.get("version")
+        return AgentAnswer(
+            reply=str(body["reply"]),
+            turn=int(body.get("turn") or 0),
+            tool_calls=tuple(call for call in calls if isinstance(call, Mapping)),
+            version=None if version is None else str(version),
+        )
 
     async def end_session(self, session_id: str) -> None:
         """End the case's session, so scoring leaves no live sessions behind."""
@@ -72,10 +102,9 @@ class AgentServerTarget:
         try:
             response = await self.client.request(method, path, json=payload, timeout=_TIMEOUT)
         except httpx.HTTPError as exc:
-            raise KeelError(
+            raise TargetUnreachable(
                 f"The agent server at {self.client.base_url} did not answer {method} {path} "
-                f"({type(exc).__name__}: {exc}). Check that it is running.",
-                code="eval_target_unreachable",
+                f"({type(exc).__name__}: {exc}). Check that it is running."
             ) from exc
         try:
             body: Any = response.json() if response.content else {}

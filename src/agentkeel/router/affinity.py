@@ -1,0 +1,136 @@
+"""Session affinity: which version a session belongs to, and the only ways that changes.
+
+``SessionPins`` puts the in-memory cache in front of the pin store. A pin is
+written when a session is created, moved or ended; it is read from the store
+on a cache miss (so routers sharing Redis see each other's pins) and, when the
+store has none either, from the session itself: every session records the
+version that started it, and ``GET /v1/sessions/{id}`` on any ready replica
+says which. A store that fails never fails a request: the lookup answers
+instead, and the failure is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from agentkeel.errors import Unavailable
+from agentkeel.router.connection import Request
+from agentkeel.router.pins import PinCache, PinStore
+from agentkeel.router.upstream import fetch
+
+if TYPE_CHECKING:
+    from agentkeel.router.app import RouterApp
+
+__all__ = ["SessionPins"]
+
+logger = logging.getLogger("agentkeel.router")
+
+
+class SessionPins:
+    """Pins of one router: cache, store and the lookup through a replica."""
+
+    def __init__(self, *, app: RouterApp, store: PinStore, cache: PinCache) -> None:
+        self.app = app
+        self.store = store
+        self.cache = cache
+
+    async def version_of(self, session: str, request: Request) -> str | None:
+        """The session's pinned version; ``None`` when no store or replica knows it."""
+        version = self.cache.get(session)
+        if version is not None:
+            return version
+        try:
+            version = await self.store.get(session)
+        except Unavailable as exc:
+            logger.error("pin lookup failed, asking a replica instead: %s", exc.message)
+        if version is None:
+            version = await self._look_up(session, request)
+            if version is None:
+                return None
+            await self._write(session, version)
+        self.cache.put(session, version)
+        return version
+
+    async def pin(self, session: str, version: str) -> None:
+        """A new session's pin (written before its creation is answered)."""
+        self.cache.put(session, version)
+        await self._write(session, version)
+
+    async def move(self, session: str, old: str, new: str, request: Request) -> None:
+        """Move a session to ``new`` as its next turn starts: the pin, a log line, a count."""
+        self.cache.put(session, new)
+        await self._write(session, new)
+        self.app.metrics.session_moves.labels(old, new).inc()
+        known = old in self.app.table.versions
+        logger.info(
+            "session moved from %s to %s at a turn boundary (%s)",
+            old,
+            new,
+            "its version is retired with policy move-at-turn"
+            if known
+            else "its version is no longer in the routing table",
+            extra={
+                "session_id": session,
+                "from_version": old,
+                "to_version": new,
+                "category": "router",
+                "correlation_id": request.correlation_id.decode("latin-1"),
+            },
+        )
+
+    async def unpin(self, session: str) -> None:
+        """The session ended: its pin goes."""
+        self.cache.delete(session)
+        try:
+            await self.store.delete(session)
+        except Unavailable as exc:
+            logger.error("could not drop the pin of an ended session: %s", exc.message)
+
+    async def drop_version(self, version: str) -> int:
+        self.cache.drop_version(version)
+        return await self.store.drop_version(version)
+
+    async def _write(self, session: str, version: str) -> None:
+        try:
+            await self.store.put(session, version)
+        except Unavailable as exc:
+            # The session records its version, so a later lookup still finds it.
+            logger.error(
+                "could not store the pin of session %s (version %s): %s",
+                session,
+                version,
+                exc.message,
+                extra={"session_id": session, "version": version},
+            )
+
+    async def _look_up(self, session: str, request: Request) -> str | None:
+        table = self.app.table
+        routes = [table.stable] if table.stable is not None else []
+        routes += [route for route in table.versions.values() if route is not table.stable]
+        for route in routes:
+            replica = route.pick()
+            if replica is None:
+                continue
+            head = [
+                b"GET /v1/sessions/" + session.encode("latin-1") + b" HTTP/1.1\r\n",
+                b"host: " + replica.host.encode() + b"\r\n",
+                b"x-correlation-id: " + request.correlation_id + b"\r\n",
+            ]
+            if request.authorization is not None:
+                head.append(b"authorization: " + request.authorization + b"\r\n")
+            head.append(b"\r\n")
+            answer = await fetch(
+                replica.pool, b"".join(head), timeout_s=self.app.settings.lookup_timeout_s
+            )
+            if answer is None:
+                continue
+            if answer.status != 200:
+                return None
+            try:
+                data = json.loads(b"".join(answer.body))
+                return str(data["version"])
+            except (ValueError, KeyError, TypeError):
+                return None
+        return None

@@ -1,0 +1,343 @@
+"""One client connection: HTTP/1.1 parsed by ``httptools``, keep-alive, requests in order.
+
+The parser's callbacks collect the request line, the headers (already as the
+bytes sent to the replica, hop-by-hop headers dropped) and the body, bounded
+by ``max_header_bytes`` (431) and ``max_body_bytes`` (413). A complete request
+becomes a ``Request`` and is handled by the ``Handler``; pipelined requests
+wait their turn, so responses leave in order. Malformed HTTP gets a 400 and
+the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from typing import Protocol
+
+import httptools
+
+from agentkeel.router.responses import router_error
+from agentkeel.router.upstream import UpstreamConnection
+
+__all__ = ["ClientConnection", "Handler", "Request"]
+
+logger = logging.getLogger("agentkeel.router")
+
+# Request headers the router does not pass on: they describe this hop, or the router
+# sets them itself (the body is always sent with a Content-Length).
+_DROPPED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"expect",
+    }
+)
+_CORRELATION = b"x-correlation-id"
+_AUTHORIZATION = b"authorization"
+_HOST = b"host"
+_CONTENT_LENGTH = b"content-length"
+_EXPECT = b"expect"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+class Request:
+    """A parsed request, with the bytes that go to a replica (``wire``)."""
+
+    __slots__ = (
+        "authorization",
+        "body",
+        "canned",
+        "correlation_id",
+        "keep_alive",
+        "method",
+        "minted",
+        "path",
+        "url",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        *,
+        method: bytes,
+        url: bytes,
+        body: bytes,
+        wire: bytes,
+        keep_alive: bool,
+        correlation_id: bytes,
+        minted: bool,
+        authorization: bytes | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.path = url.partition(b"?")[0]
+        self.body = body
+        self.wire = wire
+        self.keep_alive = keep_alive
+        self.correlation_id = correlation_id
+        self.minted = minted
+        self.authorization = authorization
+        self.canned: bytes | None = None
+
+    @property
+    def id_header(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The correlation id as a response header of the router's own answers."""
+        return ((_CORRELATION, self.correlation_id),)
+
+
+class Handler(Protocol):
+    """Answers one request on a client connection."""
+
+    max_header_bytes: int
+    max_body_bytes: int
+
+    async def handle(self, client: ClientConnection, request: Request) -> None: ...
+
+    def opened(self, client: ClientConnection) -> None: ...
+
+    def closed(self, client: ClientConnection) -> None: ...
+
+
+class _Refused(Exception):
+    """A request the router answers itself and then closes the connection."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ClientConnection(asyncio.Protocol):
+    """A client's connection to the router."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.pending: deque[Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.closed = False
+        self.refused = False
+        self.must_close = False
+        self.silent = 0
+        self._paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: list[bytes] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._body_size = 0
+        self._correlation_id: bytes | None = None
+        self._authorization: bytes | None = None
+        self._has_host = False
+        self._expect_continue = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.handler.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.silent = 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(
+                _Refused(501, "upgrade_unsupported", "The router does not upgrade connections.")
+            )
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause)
+            else:
+                logger.error("router request parsing failed", exc_info=cause)
+                self._refuse(_Refused(500, "internal_error", "The router failed on this request."))
+        except httptools.HttpParserError as exc:
+            self._refuse(_Refused(400, "bad_request", f"Malformed HTTP request: {exc}."))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.abort()
+        self.handler.closed(self)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the replica writes: stop reading the replica.
+        self._paused = True
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._size += len(url)
+        if self._size > self.handler.max_header_bytes:
+            raise _too_many_header_bytes(self.handler.max_header_bytes)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._size += len(name) + len(value) + 4
+        if self._size > self.handler.max_header_bytes:
+            raise _too_many_header_bytes(self.handler.max_header_bytes)
+        lower = name.lower()
+        if lower in _DROPPED:
+            if lower == _CONTENT_LENGTH:
+                self._check_length(value)
+            elif lower == _EXPECT:
+                self._expect_continue = value.strip().lower() == b"100-continue"
+            return
+        if lower == _CORRELATION:
+            self._correlation_id = value
+        elif lower == _AUTHORIZATION:
+            self._authorization = value
+        elif lower == _HOST:
+            self._has_host = True
+        self._headers.append(name + b": " + value + b"\r\n")
+
+    def _check_length(self, value: bytes) -> None:
+        try:
+            length = int(value)
+        except ValueError:
+            return  # the parser refuses it
+        if length > self.handler.max_body_bytes:
+            raise _body_too_large(self.handler.max_body_bytes)
+
+    def on_headers_complete(self) -> None:
+        if self._expect_continue and not self.pending and self.task is None:
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.handler.max_body_bytes:
+            raise _body_too_large(self.handler.max_body_bytes)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        method = parser.get_method()
+        body = b"".join(self._body) if self._body else b""
+        correlation_id = self._correlation_id
+        minted = correlation_id is None
+        head = [method, b" ", self._url, b" HTTP/1.1\r\n", *self._headers]
+        if correlation_id is None:
+            correlation_id = os.urandom(16).hex().encode()
+            head.append(b"x-correlation-id: " + correlation_id + b"\r\n")
+        if not self._has_host:
+            head.append(b"host: agentkeel-router\r\n")
+        if body or method in _BODY_METHODS:
+            head.append(b"content-length: %d\r\n" % len(body))
+        head.append(b"\r\n")
+        request = Request(
+            method=method,
+            url=self._url,
+            body=body,
+            wire=b"".join(head) + body,
+            keep_alive=parser.should_keep_alive(),
+            correlation_id=correlation_id,
+            minted=minted,
+            authorization=self._authorization,
+        )
+        self.pending.append(request)
+        self._kick()
+
+    # -- serving -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return self.task is None and not self.pending
+
+    def _kick(self) -> None:
+        if self.task is None and self.pending:
+            self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                request = self.pending.popleft()
+                if request.canned is not None:
+                    self.write(request.canned)
+                    self.close()
+                    return
+                await self.handler.handle(self, request)
+                if not request.keep_alive or self.must_close:
+                    self.close()
+                    return
+        except Exception:
+            logger.exception("router: a request handler failed; closing its connection")
+            self.close()
+        finally:
+            self.task = None
+
+    def _refuse(self, refused: _Refused) -> None:
+        """Answer after the responses already owed, then close; read nothing more."""
+        self.refused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        canned = Request(
+            method=b"",
+            url=b"",
+            body=b"",
+            wire=b"",
+            keep_alive=False,
+            correlation_id=b"",
+            minted=True,
+            authorization=None,
+        )
+        canned.canned = router_error(
+            refused.status, refused.code, refused.message, keep_alive=False
+        )
+        self.pending.append(canned)
+        self._kick()
+
+
+def _too_many_header_bytes(limit: int) -> _Refused:
+    return _Refused(
+        431,
+        "headers_too_large",
+        f"The request line and headers exceed {limit} bytes (router.max_header_bytes).",
+    )
+
+
+def _body_too_large(limit: int) -> _Refused:
+    return _Refused(
+        413,
+        "input_too_large",
+        f"The request body exceeds {limit} bytes (router.max_body_bytes).",
+    )

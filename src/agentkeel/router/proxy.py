@@ -1,0 +1,316 @@
+"""Forwarding ``/v1/*``: choose the version, then a ready replica of it, then pass the bytes.
+
+- ``POST /v1/sessions``: a version by weight; on 201 the pin (session ->
+  version) is written before the client sees the answer.
+- ``/v1/sessions/{id}...``: the pinned version (memory first, then the store,
+  then the session's own ``version`` read from a replica). A turn
+  (``POST .../messages``) on a retired ``move-at-turn`` version, or on a
+  version no longer in the table, first moves the pin to the stable version:
+  the only point where a session changes version, between two turns.
+- Retries stay inside the version and only where nothing can have run:
+  connection refused, or a 503 ``draining`` (the replica refused before
+  starting). A connection lost after the request went out is a 503
+  ``upstream_lost`` with ``Retry-After``: the turn may have been stored, and
+  the client's retry is safe because the stored turn number says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from agentkeel.router.connection import ClientConnection, Request
+from agentkeel.router.responses import router_error
+from agentkeel.router.routing import Replica, VersionRoute
+from agentkeel.router.upstream import BAD, BROKEN, DONE, HELD, LOST, TIMEOUT, Exchange
+
+if TYPE_CHECKING:
+    from agentkeel.router.app import RouterApp
+
+__all__ = ["Proxy"]
+
+logger = logging.getLogger("agentkeel.router")
+
+_SESSIONS = b"/v1/sessions"
+_SESSION_PREFIX = b"/v1/sessions/"
+_PREFIX_LENGTH = len(_SESSION_PREFIX)
+_V1 = b"/v1/"
+_POST = b"POST"
+_DELETE = b"DELETE"
+_MESSAGES = b"messages"
+_HELD_ON_CREATE = frozenset({201, 503})
+_HELD_ON_503 = frozenset({503})
+_NO_VERSION = "none"
+
+
+class Proxy:
+    """The router's request handler (``connection.Handler``)."""
+
+    def __init__(self, app: RouterApp) -> None:
+        self.app = app
+        settings = app.settings
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.retry_after_s = settings.retry_after_s
+        self.loop_time = asyncio.get_running_loop().time
+
+    def opened(self, client: ClientConnection) -> None:
+        self.app.connections.add(client)
+
+    def closed(self, client: ClientConnection) -> None:
+        self.app.connections.discard(client)
+
+    async def handle(self, client: ClientConnection, request: Request) -> None:
+        path = request.path
+        if path.startswith(_V1):
+            started = self.loop_time()
+            version, route, status = await self._v1(client, request, path)
+            self.app.metrics.record(version, route, status, self.loop_time() - started)
+            return
+        await self.app.serve_local(client, request)
+
+    # -- /v1 ---------------------------------------------------------------------------
+
+    async def _v1(
+        self, client: ClientConnection, request: Request, path: bytes
+    ) -> tuple[str, str, int]:
+        table = self.app.table
+        if path == _SESSIONS:
+            if request.method == _POST:
+                return await self._create(client, request)
+            route = table.stable
+            return await self._send(client, request, route, "other")
+        if path.startswith(_SESSION_PREFIX):
+            session, _, tail = path[_PREFIX_LENGTH:].partition(b"/")
+            if session:
+                if not tail:
+                    name = "session"
+                elif tail == _MESSAGES and request.method == _POST:
+                    name = "turn"
+                else:
+                    name = "session_other"
+                return await self._pinned(client, request, session.decode("latin-1"), name)
+        return await self._send(client, request, table.stable, "other")
+
+    async def _create(self, client: ClientConnection, request: Request) -> tuple[str, str, int]:
+        route = self.app.table.choose_new(self.app.rng)
+        if route is None:
+            return self._no_version(client, request, "create_session")
+        ex = await self._forward(client, request, route, _HELD_ON_CREATE)
+        if isinstance(ex, int):
+            return route.name, "create_session", ex
+        if ex.outcome == HELD:
+            if ex.status == 201:
+                await self._pin_created(ex, route.name, request)
+            ex.release_held()
+        return route.name, "create_session", ex.status
+
+    async def _pin_created(self, ex: Exchange, version: str, request: Request) -> None:
+        try:
+            data = json.loads(b"".join(ex.body))
+            session = str(data["session_id"])
+        except (ValueError, KeyError, TypeError):
+            logger.warning(
+                "a replica of %s created a session but its answer names no session_id; not pinned",
+                version,
+                extra={"version": version, "correlation_id": request.correlation_id.decode()},
+            )
+            return
+        await self.app.pins.pin(session, version)
+
+    async def _pinned(
+        self, client: ClientConnection, request: Request, session: str, name: str
+    ) -> tuple[str, str, int]:
+        app = self.app
+        version = await app.pins.version_of(session, request)
+        table = app.table
+        if version is None:
+            # Unknown everywhere: the stable version's replicas answer (a 404 passes through).
+            return await self._send(client, request, table.stable, name)
+        route = table.versions.get(version)
+        stable = table.stable
+        if route is None or route.moves_at_turn:
+            if name == "turn" and stable is not None and stable.name != version:
+                await app.pins.move(session, version, stable.name, request)
+                route = stable
+            elif route is None:
+                # Its version is gone; any version can read it, and the pin moves at its next turn.
+                route = stable
+        served_by, _, status = await self._send(client, request, route, name)
+        ended = request.method == _DELETE and name == "session" and 200 <= status < 300
+        if ended or status == 410:
+            await app.pins.unpin(session)
+        return served_by, name, status
+
+    async def _send(
+        self, client: ClientConnection, request: Request, route: VersionRoute | None, name: str
+    ) -> tuple[str, str, int]:
+        if route is None:
+            return self._no_version(client, request, name)
+        ex = await self._forward(client, request, route, _HELD_ON_503)
+        if isinstance(ex, int):
+            return route.name, name, ex
+        if ex.outcome == HELD:
+            ex.release_held()
+        return route.name, name, ex.status
+
+    def _no_version(
+        self, client: ClientConnection, request: Request, name: str
+    ) -> tuple[str, str, int]:
+        self.app.metrics.upstream_error(_NO_VERSION, "no_ready_replica")
+        client.write(
+            router_error(
+                503,
+                "no_ready_replica",
+                "No version can take new sessions now: no version with a weight above 0 has "
+                "a ready replica. Retry shortly; check `keel router status`.",
+                retry_after_s=self.retry_after_s,
+                headers=request.id_header,
+                keep_alive=request.keep_alive,
+            )
+        )
+        return _NO_VERSION, name, 503
+
+    async def _forward(
+        self,
+        client: ClientConnection,
+        request: Request,
+        route: VersionRoute,
+        held: frozenset[int],
+    ) -> Exchange | int:
+        """Send ``request`` to a replica of ``route`` and pass its answer on (a held one is
+        the caller's to release); the status when the router answered itself."""
+        app = self.app
+        tried: set[Replica] | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            replica = route.pick(tried)
+            if replica is None:
+                app.metrics.upstream_error(route.name, "no_ready_replica")
+                return self._answer(
+                    client,
+                    request,
+                    503,
+                    "no_ready_replica",
+                    f"No ready replica of version {route.name!r} can take this request now"
+                    + (" (the others refused it)" if tried else "")
+                    + "; retry shortly.",
+                )
+            upstream = replica.pool.acquire_idle(loop.time())
+            if upstream is None:
+                try:
+                    upstream = await replica.pool.connect()
+                except (OSError, TimeoutError) as exc:
+                    kind = "connect_timeout" if isinstance(exc, TimeoutError) else "connect_refused"
+                    app.metrics.upstream_error(route.name, kind)
+                    app.mark_unready(replica, kind.replace("_", " "))
+                    tried = (tried or set()) | {replica}
+                    continue
+            if client.closed:
+                replica.pool.release(upstream)
+                return 499
+            future: asyncio.Future[int] = loop.create_future()
+            ex = Exchange(
+                future,
+                sink=client,
+                buffer_statuses=held,
+                correlation_id=request.correlation_id if request.minted else None,
+                keep_client=request.keep_alive,
+            )
+            reused = upstream.reused
+            replica.in_flight += 1
+            client.upstream = upstream
+            upstream.send(request.wire, ex)
+            try:
+                outcome = await future
+            finally:
+                replica.in_flight -= 1
+                client.upstream = None
+            if outcome == DONE:
+                if ex.client_must_close:
+                    client.must_close = True
+                return ex
+            if outcome == HELD:
+                if ex.status == 503 and _says_draining(ex):
+                    app.metrics.upstream_error(route.name, "draining")
+                    app.mark_unready(replica, "it answered 503 draining")
+                    tried = (tried or set()) | {replica}
+                    continue
+                if ex.client_must_close:
+                    client.must_close = True
+                return ex
+            if outcome == LOST:
+                app.metrics.upstream_error(route.name, "lost")
+                if not reused:
+                    app.mark_unready(replica, "it dropped a new connection")
+                logger.warning(
+                    "replica %s dropped the connection after the request was sent; answered "
+                    "503 upstream_lost (not retried: it may have acted on it)",
+                    replica.url,
+                    extra={
+                        "version": route.name,
+                        "replica": replica.url,
+                        "correlation_id": request.correlation_id.decode("latin-1"),
+                    },
+                )
+                return self._answer(
+                    client,
+                    request,
+                    503,
+                    "upstream_lost",
+                    f"The connection to a replica of version {route.name!r} was lost after the "
+                    "request was sent; it may have been processed. Retry: a turn that was "
+                    "stored shows in the session's turn count.",
+                )
+            if outcome == TIMEOUT:
+                app.metrics.upstream_error(route.name, "timeout")
+                return self._answer(
+                    client,
+                    request,
+                    504,
+                    "upstream_timeout",
+                    f"A replica of version {route.name!r} sent nothing for "
+                    f"{app.settings.upstream_timeout_s:g} s (router.upstream_timeout_s).",
+                )
+            if outcome == BAD:
+                app.metrics.upstream_error(route.name, "bad_response")
+                return self._answer(
+                    client,
+                    request,
+                    502,
+                    "bad_upstream_response",
+                    f"A replica of version {route.name!r} answered with something that is "
+                    "not HTTP.",
+                )
+            # BROKEN: part of the answer already went out; only closing can say so.
+            app.metrics.upstream_error(route.name, "lost" if outcome == BROKEN else "timeout")
+            client.must_close = True
+            client.close()
+            return ex
+
+    def _answer(
+        self, client: ClientConnection, request: Request, status: int, code: str, message: str
+    ) -> int:
+        client.write(
+            router_error(
+                status,
+                code,
+                message,
+                retry_after_s=self.retry_after_s if status == 503 else None,
+                headers=request.id_header,
+                keep_alive=request.keep_alive,
+            )
+        )
+        return status
+
+
+def _says_draining(ex: Exchange) -> bool:
+    """A replica's 503 that says it refused before doing anything (``draining``)."""
+    try:
+        data = json.loads(b"".join(ex.body))
+    except ValueError:
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    return isinstance(error, dict) and error.get("code") == "draining"

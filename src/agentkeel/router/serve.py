@@ -1,0 +1,97 @@
+"""Run the router: ``run_router_server(settings)`` (what ``keel serve router`` calls).
+
+On uvloop when installed. SIGTERM or Ctrl-C stops listening and gives the
+requests in flight up to ``router.drain_timeout_s``; a second signal stops at
+once. ``python -m agentkeel.router.serve`` runs it with settings from
+``KEEL_CONFIG`` and the ``KEEL_*`` environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from agentkeel.config.layers import load_settings
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import KeelError
+from agentkeel.router.app import create_router
+from agentkeel.telemetry.logging import configure_logging
+from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, loop_factory
+
+__all__ = ["run_router_server"]
+
+logger = logging.getLogger("agentkeel.router.serve")
+
+
+def run_router_server(settings: KeelSettings) -> int:
+    """Serve until SIGTERM/Ctrl-C; blocks and returns the exit code."""
+    configure_logging(service="router", level=settings.log_level)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(settings))
+
+
+async def _serve(settings: KeelSettings) -> int:
+    try:
+        router = create_router(
+            settings.router, data_dir=settings.data_dir, secrets_dir=settings.secrets_dir
+        )
+        await router.start()
+    except KeelError as exc:
+        logger.error("cannot start the router: %s", exc.message)
+        return EXIT_ERROR
+    except OSError as exc:
+        logger.error(
+            "cannot start the router on %s:%d: %s (router.port; is another process using it?)",
+            settings.router.host,
+            settings.router.port,
+            exc.strerror or exc,
+        )
+        return EXIT_ERROR
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    closing: asyncio.Task[None] | None = None
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            logger.warning("second %s: stopping now", name)
+            if closing is not None:
+                closing.cancel()
+            return
+        logger.info(
+            "%s: the router stops taking connections; requests in flight get %g s",
+            name,
+            settings.router.drain_timeout_s,
+        )
+        stop.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await stop.wait()
+        closing = asyncio.create_task(router.aclose())
+        try:
+            await closing
+        except asyncio.CancelledError:
+            await router.aclose(drain_timeout_s=0)
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    logger.info("router stopped")
+    return EXIT_OK
+
+
+def main() -> int:
+    """Entry point for ``python -m agentkeel.router.serve``."""
+    try:
+        settings = load_settings().settings
+    except KeelError as exc:
+        print(f"keel: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return run_router_server(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

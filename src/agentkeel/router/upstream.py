@@ -1,0 +1,412 @@
+"""Connections to the replicas: keep-alive pools and one request/response exchange at a time.
+
+An ``UpstreamConnection`` is an asyncio protocol with an ``httptools`` response
+parser. The response's body bytes are written to the client as they arrive,
+unchanged (chunked framing included), so a server-sent event reaches the
+client in the same packet it left the replica; only the head is rebuilt (hop-by-hop
+headers dropped, the correlation id added when the replica did not echo it).
+An ``Exchange`` can instead hold the whole response back (``buffer_statuses``)
+when the router must read it before the client may: a 201 that creates a
+session (its pin is written first) or a 503 that may say ``draining`` (nothing
+ran, so another replica can take the request).
+
+How an exchange ends (``Exchange.outcome``):
+
+- ``DONE``: forwarded completely; ``HELD``: complete but held back;
+- ``LOST``: the connection dropped before anything reached the client (the
+  replica may have acted on the request: never retried blindly);
+- ``BROKEN``: it dropped after the client got part of the response;
+- ``TIMEOUT``: the replica went silent for ``upstream_timeout_s``;
+- ``BAD``: the replica's bytes were not HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import httptools
+
+from agentkeel.router.responses import status_line
+
+__all__ = [
+    "BAD",
+    "BROKEN",
+    "DONE",
+    "HELD",
+    "LOST",
+    "TIMEOUT",
+    "Exchange",
+    "Sink",
+    "UpstreamConnection",
+    "UpstreamPool",
+    "fetch",
+]
+
+DONE, HELD, LOST, BROKEN, TIMEOUT, BAD = range(6)
+
+# Response headers that describe one hop, not the message (RFC 9110 7.6.1).
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
+_CORRELATION = b"x-correlation-id"
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Sink(Protocol):
+    """Where a response goes: the client connection."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class Exchange:
+    """One request's response from one replica, and how it is passed on."""
+
+    __slots__ = (
+        "body",
+        "buffer_statuses",
+        "complete",
+        "correlation_id",
+        "forwarded",
+        "framed",
+        "future",
+        "head_done",
+        "head_parts",
+        "headers",
+        "held",
+        "keep_alive",
+        "keep_client",
+        "outcome",
+        "raw",
+        "reason",
+        "silent",
+        "sink",
+        "status",
+        "until_close",
+    )
+
+    def __init__(
+        self,
+        future: asyncio.Future[int],
+        *,
+        sink: Sink | None,
+        buffer_statuses: frozenset[int] = frozenset(),
+        correlation_id: bytes | None = None,
+        keep_client: bool = True,
+    ) -> None:
+        self.future = future
+        self.sink = sink
+        self.buffer_statuses = buffer_statuses
+        self.correlation_id = correlation_id
+        self.keep_client = keep_client
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_parts: list[bytes] = []
+        self.head_done = False
+        self.complete = False
+        self.forwarded = False
+        self.held = sink is None
+        self.raw: list[bytes] = []
+        self.body: list[bytes] = []
+        self.keep_alive = False
+        self.until_close = False
+        self.framed = False
+        self.silent = 0
+        self.outcome = -1
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a response header (``name`` in lower case)."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def head_bytes(self) -> bytes:
+        """The response head for the client."""
+        parts = [status_line(self.status, self.reason)]
+        has_id = False
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
+                continue
+            if lower == _CORRELATION:
+                has_id = True
+            parts.append(name + b": " + value + b"\r\n")
+        if not has_id and self.correlation_id is not None:
+            parts.append(b"x-correlation-id: " + self.correlation_id + b"\r\n")
+        if not self.keep_client or self.until_close:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def release_held(self) -> None:
+        """Write a held response to the client."""
+        if self.sink is not None and not self.forwarded:
+            self.forwarded = True
+            self.sink.write(self.head_bytes() + b"".join(self.raw))
+
+    @property
+    def client_must_close(self) -> bool:
+        """The body ended with the replica's connection, so it must end the client's too."""
+        return self.until_close or not self.keep_client
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to a replica; one exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.reused = False
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # Bytes nobody asked for: this connection cannot be trusted with a request.
+            self.close()
+            return
+        ex.silent = 0
+        head_was_done = ex.head_done
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._end(BROKEN if ex.forwarded else BAD)
+            self.close()
+            return
+        if not ex.head_done:
+            ex.head_parts.append(data)
+            return
+        if not head_was_done:
+            buffer = b"".join((*ex.head_parts, data)) if ex.head_parts else data
+            ex.head_parts = []
+            body = buffer[buffer.find(b"\r\n\r\n") + 4 :]
+            if ex.held:
+                ex.raw.append(body)
+            else:
+                ex.forwarded = True
+                ex.sink.write(ex.head_bytes() + body)  # type: ignore[union-attr]
+        elif ex.held:
+            ex.raw.append(data)
+        else:
+            ex.sink.write(data)  # type: ignore[union-attr]
+        if ex.complete:
+            self._end(HELD if ex.held else DONE)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        ex = self.exchange
+        if ex is None:
+            return
+        if ex.head_done and ex.until_close:
+            # A body delimited by the end of the connection is complete now.
+            self._end(HELD if ex.held else DONE)
+        else:
+            self._end(BROKEN if ex.forwarded else LOST)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks ----------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.headers.append((name, value))
+            lower = name.lower()
+            if lower == b"content-length" or lower == b"transfer-encoding":
+                ex.framed = True
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        status = self.parser.get_status_code()
+        ex.status = status
+        ex.head_done = True
+        ex.until_close = not ex.framed and status not in _NO_BODY_STATUSES and status >= 200
+        if status in ex.buffer_statuses:
+            ex.held = True
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None and ex.held:
+            ex.body.append(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.complete = True
+            ex.keep_alive = self.parser.should_keep_alive()
+
+    # -- used by the proxy -------------------------------------------------------------
+
+    def send(self, data: bytes, exchange: Exchange) -> None:
+        """Write one request; ``exchange.future`` resolves with its outcome."""
+        self.exchange = exchange
+        self.pool.busy.add(self)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _end(self, outcome: int) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        self.exchange = None
+        self.pool.busy.discard(self)
+        ex.outcome = outcome
+        if outcome in (DONE, HELD) and ex.keep_alive and not ex.until_close and not self.closed:
+            self.pool.release(self)
+        else:
+            self.close()
+        if not ex.future.done():
+            ex.future.set_result(outcome)
+
+    def abort(self) -> None:
+        """The client went away: drop this connection (the replica finishes on its own)."""
+        self.close()
+
+    def time_out(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            self._end(BROKEN if ex.forwarded else TIMEOUT)
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one replica (``host:port``).
+
+    ``acquire_idle`` hands out the most recently used idle connection (the
+    least likely to have been closed by the replica), ``connect`` opens a new
+    one, ``release`` takes one back. Idle connections older than ``idle_s`` are
+    closed before the replica's own keep-alive timeout can race a new request.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        connect_timeout_s: float,
+        idle_s: float,
+        size: int,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self.idle_s = idle_s
+        self.size = size
+        self.idle: list[UpstreamConnection] = []
+        self.busy: set[UpstreamConnection] = set()
+        self.closed = False
+
+    def acquire_idle(self, now: float) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.idle_s:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection; ``OSError`` (refused, unreachable) or ``TimeoutError``."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout_s):
+            _, protocol = await loop.create_connection(
+                lambda: UpstreamConnection(self), self.host, self.port
+            )
+        return protocol
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if self.closed or len(self.idle) >= self.size:
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self.idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        self.busy.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def sweep(self, now: float, *, limit: int) -> None:
+        """Close stale idle connections; time out exchanges that received nothing for
+        ``limit`` consecutive sweeps (a counter the data path resets, not a timer per
+        request)."""
+        for conn in [c for c in self.idle if now - c.idle_since > self.idle_s]:
+            conn.close()
+        for conn in list(self.busy):
+            ex = conn.exchange
+            if ex is None:
+                continue
+            ex.silent += 1
+            if ex.silent > limit:
+                conn.time_out()
+
+    def close_idle(self) -> None:
+        """Close the idle connections (the replica went away: they are likely dead)."""
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
+
+    def close(self) -> None:
+        """Close the idle connections; busy ones close when their exchange ends."""
+        self.closed = True
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
+
+
+async def fetch(pool: UpstreamPool, wire: bytes, *, timeout_s: float) -> Exchange | None:
+    """One request of the router's own (a probe, a session lookup): the whole answer held,
+    or ``None`` when the replica could not be reached or did not answer in time."""
+    loop = asyncio.get_running_loop()
+    conn: UpstreamConnection | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = pool.acquire_idle(loop.time())
+            if conn is None:
+                conn = await pool.connect()
+            future: asyncio.Future[int] = loop.create_future()
+            exchange = Exchange(future, sink=None)
+            conn.send(wire, exchange)
+            outcome = await future
+    except (OSError, TimeoutError):
+        if conn is not None:
+            conn.close()
+        return None
+    return exchange if outcome == HELD else None
