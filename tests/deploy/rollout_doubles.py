@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkeel.deploy.rollout_types import GoldenOutcome
 from agentkeel.deploy.state import Release
 from agentkeel.deploy.types import (
     ReplicaInfo,
@@ -274,6 +273,12 @@ class RecordingMemory:
         snapshot = {"id": f"snap-{len(self.snapshots) + 1}", "label": label, "kind": kind}
         self.snapshots.append(snapshot)
         return snapshot
+
+
+@dataclass(frozen=True)
+class GoldenOutcome:
+    passed: bool
+    summary: str
 
 
 class FixedGolden:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -341,17 +341,27 @@ class RolloutController:
             release.state, release.reason = "running", ""
             run.event(f"promote requested by {who}")
             return "promoting: the remaining waits are skipped"
+
+        async def switched(seconds: float) -> None:
+            # The caller hears of the switch at once, not after the drain that follows.
+            await self.store.finish_request(
+                request.id,
+                f"switched: new sessions go to {release.previous} ({seconds:.3f}s to switch); "
+                "the rollback continues",
+            )
+
         await self._roll_back(
             run,
             strategy,
             state="aborted",
             reason=f"aborted by {who}",
             requested_at=request.requested_at,
+            on_switched=switched,
         )
-        switched = release.detail.get("switch_back_s")
-        if switched is None:
+        took = release.detail.get("switch_back_s")
+        if took is None:
             return f"aborted; {release.version} never had a session"
-        return f"aborted; new sessions go to {release.previous} ({switched:.3f}s to switch)"
+        return f"aborted; new sessions go to {release.previous} ({took:.3f}s to switch)"
 
     # -- rolling back ------------------------------------------------------------------------
 
@@ -363,6 +373,7 @@ class RolloutController:
         state: Literal["aborted", "rolled_back"],
         reason: str,
         requested_at: float | None = None,
+        on_switched: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         """New sessions back on the previous version at once, then the rollback's code part.
 
@@ -391,6 +402,8 @@ class RolloutController:
                 0.0, self.store.now() - requested_at
             )
         await self._checkpoint(release)
+        if on_switched is not None:
+            await on_switched(release.detail["switch_back_s"])
         await strategy.before_rollback(run)
         code_only = not (state == "rolled_back" and self.settings.auto_state_rollback)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agentkeel.config.rollout import RolloutSettings
-from agentkeel.deploy.rollout_types import GoldenRunner, Judge, RollbackRunner, SnapshotTaker
+from agentkeel.deploy.rollout_types import GoldenCheck, Judge, RollbackRunner, SnapshotTaker
 from agentkeel.deploy.state import Release, ReleaseState, StrategyName
 from agentkeel.deploy.types import (
     MetricsSource,
@@ -47,7 +47,7 @@ class RolloutDeps:
     memory: SnapshotTaker | None = None
     metrics: MetricsSource | None = None
     judge_factory: Callable[[], Judge] | None = None
-    golden: GoldenRunner | None = None
+    golden: GoldenCheck | None = None
 
 
 class Strategy(Protocol):
