@@ -144,3 +144,26 @@ async def test_abort_in_the_window_puts_new_sessions_back_on_blue(
             f"\nblue/green switch-back ({who}): {took_ms:.1f} ms from abort request to new "
             f"sessions on blue (controller's own measure: {own_ms:.1f} ms)"
         )
+
+
+async def test_switch_back_after_the_drain_deadline_reopens_blue(rig: Rig) -> None:
+    """Past the drain deadline blue is retired (its sessions move at turn); an abort still
+    inside the window gives blue its weight back, which re-opens it for new sessions."""
+    rig.settings = bluegreen()
+    rig.router.pins = {"v1": 2}
+    controller = rig.controller()
+    release = await controller.begin(PLAN)
+
+    def abort_once_retired(name: str, args: object) -> None:
+        if name == "retire_version":
+            rig.router.on_call = None
+            asyncio.get_running_loop().create_task(
+                rig.store.request(release.release, "abort", requested_by="ops")
+            )
+
+    rig.router.on_call = abort_once_retired
+    done = await controller.drive(release)
+    assert done.state == "aborted"
+    assert not rig.router.table["v1"].retired
+    assert rig.router.weights()["v1"] == 100 and rig.router.stable == "v1"
+    assert len(rig.driver.live("v1")) == 2

@@ -391,10 +391,8 @@ class RolloutController:
             )
             return
         started = self.clock.monotonic()
-        if release.detail.get("previous_retired"):
-            # A retired version takes no sessions; putting it back with a weight re-opens it.
-            await self.deps.router.put_version(release.previous, weight=100)
-            release.detail.pop("previous_retired", None)
+        # A weight above 0 brings a retired previous version back (the router's rule).
+        release.detail.pop("previous_retired", None)
         await run.set_weights({release.previous: 100, release.version: 0}, stable=release.previous)
         release.detail["switch_back_s"] = self.clock.monotonic() - started
         if requested_at is not None:
