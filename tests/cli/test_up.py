@@ -639,3 +639,21 @@ def test_up_without_llama_cpp_exits_2_with_the_install_hint(
     assert result.exit_code == 2
     assert "llama-cpp-python" in result.stderr
     assert not (tmp_path / "d" / "logs").exists()
+
+
+def test_each_keel_up_seeds_a_fresh_router_table(tmp_path: Path) -> None:
+    """The last run's router.db (and its WAL files) move to router.previous.db, replacing
+    an older copy, so the router seeds its table from the replicas that run now."""
+    data = tmp_path / "data"
+    data.mkdir()
+    assert up_module.set_aside_router_table(data) is None
+    (data / "router.previous.db").write_text("older")
+    (data / "router.previous.db-shm").write_text("older shm")
+    (data / "router.db").write_text("last run")
+    (data / "router.db-wal").write_text("last wal")
+    moved = up_module.set_aside_router_table(data)
+    assert moved == data / "router.previous.db"
+    assert not (data / "router.db").exists() and not (data / "router.db-wal").exists()
+    assert (data / "router.previous.db").read_text() == "last run"
+    assert (data / "router.previous.db-wal").read_text() == "last wal"
+    assert not (data / "router.previous.db-shm").exists()

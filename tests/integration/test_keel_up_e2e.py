@@ -194,8 +194,9 @@ def test_three_turns_with_the_local_model_then_ctrl_c(start_keel_up: StartKeelUp
         if importlib.util.find_spec(module) is None:
             missing_service(f"{module} is not installed; `make test` installs the local model")
     # One run of free ports, so no two services are handed the same one.
-    base_port = free_port_run(5)
+    base_port = free_port_run(6)
     memory_port, tools_port, model_port = base_port + 2, base_port + 3, base_port + 4
+    router_port = base_port + 5
     keel = start_keel_up(
         f"""
 models:
@@ -210,6 +211,8 @@ guardrails:
   max_output_tokens: 48
 local_model:
   port: {model_port}
+router:
+  port: {router_port}
 memory:
   port: {memory_port}
 tools:
@@ -221,10 +224,10 @@ up:
 """
     )
     pids = keel.wait_running()
-    assert set(pids) == {"local-model", "memory", "tools", "replica-1", "replica-2"}, (
+    assert set(pids) == {"local-model", "memory", "tools", "replica-1", "replica-2", "router"}, (
         keel.diagnostics()
     )
-    url = f"http://127.0.0.1:{base_port}"
+    url = f"http://127.0.0.1:{router_port}"
     with httpx.Client(base_url=url, timeout=180.0, trust_env=False) as client:
         created = client.post("/v1/sessions", json={"user_id": "e2e"})
         assert created.status_code == 201, created.text
@@ -244,7 +247,7 @@ up:
     assert [turn["turn"] for turn in session["turns"]] == [1, 2, 3]
 
     assert keel.interrupt() == 0, keel.diagnostics()
-    for port in (model_port, memory_port, tools_port, base_port, base_port + 1):
+    for port in (model_port, memory_port, tools_port, base_port, base_port + 1, router_port):
         assert not listening(port), f"port {port} still answers after keel up stopped"
     assert not any(alive(pid) for pid in pids.values())
 
@@ -265,8 +268,8 @@ def test_ctrl_c_lets_a_turn_in_flight_finish(tmp_path: Path, start_keel_up: Star
     """With the scripted model, a tool call stores a memory through the tool server, a session
     moves between replicas and Ctrl-C drains a live turn."""
     # One run of free ports, so no two services are handed the same one.
-    base_port = free_port_run(4)
-    memory_port, tools_port = base_port + 2, base_port + 3
+    base_port = free_port_run(5)
+    memory_port, tools_port, router_port = base_port + 2, base_port + 3, base_port + 4
     # Each session's first turn asks for memory_store, then answers; later turns echo.
     script = tmp_path / "script.yaml"
     script.write_text(
@@ -292,6 +295,8 @@ memory:
 tools:
   server:
     port: {tools_port}
+router:
+  port: {router_port}
 up:
   base_port: {base_port}
   replicas: 2
@@ -301,7 +306,7 @@ server:
         "--no-local-model",
     )
     pids = keel.wait_running()
-    assert set(pids) == {"memory", "tools", "replica-1", "replica-2"}, keel.diagnostics()
+    assert set(pids) == {"memory", "tools", "replica-1", "replica-2", "router"}, keel.diagnostics()
     memory = f"http://127.0.0.1:{memory_port}"
     first, second = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{base_port + 1}"
     with httpx.Client(timeout=60.0, trust_env=False) as client:
@@ -348,6 +353,6 @@ server:
     assert code == 0, keel.diagnostics()
     assert results and results[0].status_code == 200, results
     assert results[0].json()["turn"] == 3
-    for port in (memory_port, tools_port, base_port, base_port + 1):
+    for port in (memory_port, tools_port, base_port, base_port + 1, router_port):
         assert not listening(port), f"port {port} still answers after keel up stopped"
     assert not any(alive(pid) for pid in pids.values())

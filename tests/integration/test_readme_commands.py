@@ -132,8 +132,8 @@ def test_every_readme_command_works_right_after_keel_up(
     """Each README `keel` command exits 0 with the output it promises, finding the stack's
     URLs and tokens through ./.keel (and KEEL_DATA_DIR), with no --url or --token-file;
     keel up marks its stack file stopped when it exits."""
-    base_port = e2e.free_port_run(4)
-    memory_port, tools_port = base_port + 2, base_port + 3
+    base_port = e2e.free_port_run(5)
+    memory_port, tools_port, router_port = base_port + 2, base_port + 3, base_port + 4
     script = tmp_path / "script.yaml"
     script.write_text("on_end: echo\nsteps: []\n")
     keel = start_keel_up(
@@ -145,6 +145,8 @@ memory:
 tools:
   server:
     port: {tools_port}
+router:
+  port: {router_port}
 up:
   base_port: {base_port}
   replicas: 2
@@ -156,6 +158,8 @@ up:
     assert stack["state"] == "running", stack
     assert stack["services"]["memory"]["port"] == memory_port
     assert stack["services"]["replica-2"]["url"] == f"http://127.0.0.1:{base_port + 1}"
+    # keel chat and keel eval below talk to the router.
+    assert stack["router"]["url"] == f"http://127.0.0.1:{router_port}"
 
     # A project directory as after `make run`: the data directory is ./.keel.
     project = tmp_path / "project"

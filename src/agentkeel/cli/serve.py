@@ -1,6 +1,6 @@
 """``keel serve <service>``: run one agentkeel service in the foreground.
 
-``agent``, ``memory`` and ``tools``: each is one function registered on
+``agent``, ``memory``, ``tools`` and ``router``: each is one function registered on
 ``serve_app``; the server stack is imported only by the command that runs it.
 """
 
@@ -126,5 +126,54 @@ def tools(
     from agentkeel.tools.serve import run_tool_server
 
     code = run_tool_server(settings, tools_modules=modules or [])
+    if code:
+        raise typer.Exit(code)
+
+
+@serve_app.command(
+    "router",
+    epilog="Example: keel serve router --port 8080 --backend v1=http://127.0.0.1:8081 "
+    "--backend v1=http://127.0.0.1:8082",
+)
+@exits_on_keel_error
+def router(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (router.port, default 8080).")] = None,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            help="A replica as VERSION=URL (repeatable); the first version named is the "
+            "stable one. Seeds the routing table while the pin store holds none.",
+        ),
+    ] = None,
+    pins: Annotated[
+        str | None,
+        typer.Option(
+            "--pins",
+            help="sqlite:///PATH.db (one router) or redis://HOST:PORT/DB (routers sharing "
+            "pins); default sqlite in the data dir (router.db).",
+        ),
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option("--admin-token-file", help="File holding the admin API's bearer token."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the session-aware router in front of agent replicas until SIGTERM or Ctrl-C."""
+    section: dict[str, Any] = _host_port(host, port)
+    if backends:
+        section["backends"] = list(backends)
+    if pins is not None:
+        section["pins"] = pins
+    if admin_token_file is not None:
+        section["admin_token_file"] = str(admin_token_file)
+    overrides = {"router": section} if section else None
+    settings = load_cli_settings(ctx, config_path=config, overrides=overrides).settings
+    from agentkeel.router.serve import run_router_server
+
+    code = run_router_server(settings)
     if code:
         raise typer.Exit(code)

@@ -1,6 +1,6 @@
 """``keel up``: the whole embedded stack on one machine, supervised until Ctrl-C.
 
-Five kinds of service, started in dependency order, each once what it needs
+Six kinds of service, started in dependency order, each once what it needs
 answers its ready check:
 
 ===========  ============================================  ==============
@@ -9,11 +9,21 @@ service      command                                       depends on
 local-model  llama.cpp server (port 8090)                  -
 memory       ``keel serve memory`` (port 8788)             -
 tools        ``keel serve tools`` (port 9090)              memory
-replica-N    ``keel serve agent`` (ports 8081, 8082, ...)  all the others
+replica-N    ``keel serve agent`` (ports 8081, 8082, ...)  all the above
+router       ``keel serve router`` (port 8080)             the replicas
 ===========  ============================================  ==============
 
-``--no-local-model``, ``--no-memory`` and ``--no-tools`` (or ``local_model.enabled``,
-``up.memory``, ``up.tools`` set to false) leave a service out. State (the SQLite
+``--no-local-model``, ``--no-memory``, ``--no-tools`` and ``--no-router`` (or
+``local_model.enabled``, ``up.memory``, ``up.tools``, ``up.router`` set to false)
+leave a service out. The router has the replicas as backends of version
+``agent.version`` (the stable one), its pins in ``<data_dir>/router.db`` and
+the stack's ``admin_token`` for its admin API.
+
+While it runs, ``keel up`` serves its control channel on the unix socket
+``<data_dir>/control.sock`` (mode 0600: the file mode is the authentication;
+``ops/control.py``): replicas of any version are started, listed, drained and
+stopped there without a restart (``deploy/drivers/local.py`` is the client).
+They are not added to the router; the rollout controller does that. State (the SQLite
 ``sessions.db``, ``memory/memory.db``), logs (``logs/<service>.log``) and the
 credentials live in the data directory (``./.keel`` by default); the
 credentials are made on the first run with mode 0600 and reused after:
@@ -47,9 +57,10 @@ your agents use exactly those MCP servers: ``keel up`` starts no tool server
 (run ``keel serve tools`` yourself and list it there if you want it too).
 A ``tools.server.builtins`` or ``tools.server.memory_url`` you set is kept.
 
-Ctrl-C stops in reverse order: replicas drain (turns in flight finish), then
-the tool server, then the memory and model servers (which do not call each
-other); a second Ctrl-C kills everything at once.
+Ctrl-C stops the replicas first: they drain (turns in flight finish) while the
+router in front of them still relays their answers. Then the rest stops in
+reverse order: the router, the tool server, then the memory and model servers
+(which do not call each other); a second Ctrl-C kills everything at once.
 """
 
 from __future__ import annotations
@@ -97,6 +108,7 @@ MEMORY_SERVICE = "memory"
 TOOLS_SERVICE = "tools"
 ROUTER_SERVICE = "router"
 ROUTER_PINS_FILE = "router.db"
+ROUTER_PREVIOUS_FILE = "router.previous.db"
 KEEL_UP_LOG = "keel-up.log"
 ADMIN_TOKEN_FILE = "admin_token"
 MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
@@ -725,13 +737,20 @@ def _log_file(path: Path) -> Iterator[None]:
     handler.setFormatter(JsonFormatter(service="keel-up"))
     root = logging.getLogger()
     level = root.level
+    # The ready checks' HTTP client logs every poll at INFO.
+    noisy = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    noisy_levels = [logger.level for logger in noisy]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    for logger in noisy:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+        for logger, old_level in zip(noisy, noisy_levels, strict=True):
+            logger.setLevel(old_level)
         handler.close()
 
 
@@ -845,6 +864,8 @@ def up(
     )
     control = ControlServer(app=create_control_app(manager), path=data / CONTROL_SOCKET)
     control.bind()
+    if settings.up.router:
+        set_aside_router_table(data)
     stack.write(
         services={spec.name: (service_url(spec), spec.port) for spec in specs},
         state="starting",
@@ -864,6 +885,30 @@ def up(
     finally:
         stack.mark("stopped")
     stderr_console().print("[green]keel up stopped cleanly.[/]")
+
+
+def set_aside_router_table(data_dir: Path) -> Path | None:
+    """Move the last run's ``router.db`` (with its ``-wal``/``-shm`` files) to
+    ``router.previous.db``, replacing an older one; returns where it went, if anywhere.
+
+    A router keeps its routing table across its own restarts (what a rollout
+    changed survives a crash), but a new ``keel up`` runs new replicas: the
+    table of the last run may name replicas and a stable version that are gone,
+    and the router would never be ready. So each ``keel up`` seeds a fresh
+    table from its own replicas; pins are learned again from the version each
+    session stored.
+    """
+    current = data_dir / ROUTER_PINS_FILE
+    if not current.exists():
+        return None
+    previous = data_dir / ROUTER_PREVIOUS_FILE
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{previous}{suffix}").unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{current}{suffix}")
+        if source.exists():
+            os.replace(source, f"{previous}{suffix}")
+    return previous
 
 
 def shared_replica_env(settings: KeelSettings) -> dict[str, str]:

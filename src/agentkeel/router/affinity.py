@@ -58,8 +58,20 @@ class SessionPins:
         self.cache.put(session, version)
         await self._write(session, version)
 
-    async def move(self, session: str, old: str, new: str, request: Request) -> None:
-        """Move a session to ``new`` as its next turn starts: the pin, a log line, a count."""
+    async def move(self, session: str, old: str, new: str, request: Request) -> str:
+        """Move a session to ``new`` as its next turn starts: the pin, a log line, a count.
+
+        The store is read first: when another router sharing it moved the session
+        already, its pin is taken as it is (and not counted twice). Returns the
+        version the turn goes to.
+        """
+        try:
+            stored = await self.store.get(session)
+        except Unavailable:
+            stored = None
+        if stored is not None and stored != old:
+            self.cache.put(session, stored)
+            return stored
         self.cache.put(session, new)
         await self._write(session, new)
         self.app.metrics.session_moves.labels(old, new).inc()
@@ -79,6 +91,7 @@ class SessionPins:
                 "correlation_id": request.correlation_id.decode("latin-1"),
             },
         )
+        return new
 
     async def unpin(self, session: str) -> None:
         """The session ended: its pin goes."""

@@ -133,8 +133,8 @@ class Proxy:
         stable = table.stable
         if route is None or route.moves_at_turn:
             if name == "turn" and stable is not None and stable.name != version:
-                await app.pins.move(session, version, stable.name, request)
-                route = stable
+                moved = await app.pins.move(session, version, stable.name, request)
+                route = app.table.versions.get(moved) or stable
             elif route is None:
                 # Its version is gone; any version can read it, and the pin moves at its next turn.
                 route = stable
@@ -216,7 +216,7 @@ class Proxy:
                 future,
                 sink=client,
                 buffer_statuses=held,
-                correlation_id=request.correlation_id if request.minted else None,
+                correlation_id=request.correlation_id,
                 keep_client=request.keep_alive,
             )
             reused = upstream.reused
