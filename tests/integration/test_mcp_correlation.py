@@ -254,8 +254,13 @@ async def test_tool_server_stopped_mid_conversation(stack: Stack) -> None:
     assert metric(metrics, "agent_tool_breaker_state", server="tools", tool=TOOL) == 2.0
     assert metric(metrics, "agent_tool_refusals_total", reason="breaker_open", tool=TOOL) == 1.0
     failures = float(len(outage_turns))
-    assert metric(metrics, "agent_tool_calls_total", status="failure", tool=TOOL) == failures
-    assert metric(metrics, "agent_tool_calls_total", status="success", tool=TOOL) == 1.0
+    assert (
+        metric(metrics, "agent_tool_calls_total", status="failure", tool=TOOL, version="v1")
+        == failures
+    )
+    assert (
+        metric(metrics, "agent_tool_calls_total", status="success", tool=TOOL, version="v1") == 1.0
+    )
     assert (
         metric(metrics, "agent_tool_breaker_transitions_total", server="tools", state="open") == 1.0
     )

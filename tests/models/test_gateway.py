@@ -133,11 +133,16 @@ async def test_first_healthy_provider_answers_and_usage_is_metered() -> None:
             "agent_model_request_duration_seconds_count",
             provider="local",
             model="local-model",
+            version="v1",
         )
         == 1
     )
     assert sample(
-        registry, "agent_model_request_duration_seconds_sum", provider="local", model="local-model"
+        registry,
+        "agent_model_request_duration_seconds_sum",
+        provider="local",
+        model="local-model",
+        version="v1",
     ) == pytest.approx(0.4)
     genai = {
         "gen_ai_operation_name": "chat",
@@ -166,7 +171,12 @@ async def test_retryable_error_is_retried_on_the_same_provider() -> None:
     assert sample(registry, "agent_model_retries_total", provider="local") == 1
     assert (
         sample(
-            registry, "agent_model_errors_total", provider="local", model="scripted", kind="server"
+            registry,
+            "agent_model_errors_total",
+            provider="local",
+            model="scripted",
+            kind="server",
+            version="v1",
         )
         == 1
     )
@@ -198,6 +208,7 @@ async def test_falls_back_after_retries_are_exhausted() -> None:
             provider="local",
             model="local-model",
             kind="server",
+            version="v1",
         )
         == 3
     )
@@ -343,6 +354,7 @@ async def test_long_retry_after_falls_back_without_waiting() -> None:
             provider="local",
             model="scripted",
             kind="rate_limited",
+            version="v1",
         )
         == 1
     )

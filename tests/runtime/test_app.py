@@ -94,7 +94,7 @@ async def serve(session_store_factory: StoreFactory) -> AsyncIterator[ServerFact
                 providers=[provider],
                 breakers={},
                 retry=settings.retry,
-                metrics=ModelMetrics(registry),
+                metrics=ModelMetrics(registry, version=settings.agent.version),
                 clock=clock,
             )
             the_store = store or await session_store_factory()
@@ -310,7 +310,7 @@ async def test_empty_message_is_422_input_empty(serve: ServerFactory) -> None:
     assert response.status_code == 422
     assert error_of(response)["code"] == "input_empty"
     assert server.metric(
-        "agent_guardrail_events_total", guardrail="input_empty", agent="default"
+        "agent_guardrail_events_total", guardrail="input_empty", agent="default", version="v1"
     ) == (1.0)
 
 
@@ -426,7 +426,7 @@ async def test_turn_limit_is_429(serve: ServerFactory) -> None:
     assert "Start a new session" in error["message"]
     assert "retry-after" not in response.headers
     assert server.metric(
-        "agent_guardrail_events_total", guardrail="turn_limit", agent="default"
+        "agent_guardrail_events_total", guardrail="turn_limit", agent="default", version="v1"
     ) == (1.0)
 
 
@@ -511,7 +511,7 @@ async def test_step_limit_ends_the_turn_with_a_stored_reply(serve: ServerFactory
     assert "2 model steps" in response.json()["reply"]
     assert len(server.provider.requests) == 2
     assert server.metric(
-        "agent_guardrail_events_total", guardrail="step_limit", agent="default"
+        "agent_guardrail_events_total", guardrail="step_limit", agent="default", version="v1"
     ) == (1.0)
     stored = (await server.client.get(f"/v1/sessions/{session_id}")).json()
     assert stored["turn_count"] == 1
@@ -527,7 +527,7 @@ async def test_tool_storm_ends_the_turn_with_a_reply(serve: ServerFactory) -> No
     assert "called 3 times" in body["reply"]
     assert [c["status"] for c in body["tool_calls"]] == ["success", "success", "rejected"]
     assert server.metric(
-        "agent_guardrail_events_total", guardrail="tool_storm", agent="default"
+        "agent_guardrail_events_total", guardrail="tool_storm", agent="default", version="v1"
     ) == (1.0)
 
 
@@ -578,7 +578,7 @@ async def test_prompt_injection_is_flagged_and_counted(serve: ServerFactory) -> 
     assert response.status_code == 200
     assert response.json()["guardrails"] == ["prompt_injection"]
     assert server.metric(
-        "agent_guardrail_events_total", guardrail="prompt_injection", agent="default"
+        "agent_guardrail_events_total", guardrail="prompt_injection", agent="default", version="v1"
     ) == (1.0)
 
 
@@ -605,7 +605,12 @@ async def test_model_unavailable_is_503_and_stores_nothing(serve: ServerFactory)
     assert int(response.headers["retry-after"]) >= 1
     stored = (await server.client.get(f"/v1/sessions/{session_id}")).json()
     assert stored["turn_count"] == 0
-    assert server.metric("agent_turns_total", agent="default", status="model_unavailable") == 1.0
+    assert (
+        server.metric(
+            "agent_turns_total", agent="default", status="model_unavailable", version="v1"
+        )
+        == 1.0
+    )
 
 
 class Broken:
@@ -881,7 +886,7 @@ async def test_feedback_is_recorded_and_metered(serve: ServerFactory) -> None:
     assert ok.json()["score"] == 4.5
     assert ok.json()["turn"] == 1
     assert await server.store.list_feedback(session_id)
-    assert server.metric("agent_feedback_score_sum", agent="default") == 4.5
+    assert server.metric("agent_feedback_score_sum", agent="default", version="v1") == 4.5
     too_high = await server.client.post(f"/v1/sessions/{session_id}/feedback", json={"score": 7})
     assert too_high.status_code == 422
     assert "score" in error_of(too_high)["message"]
@@ -930,13 +935,38 @@ async def test_metrics_are_exposed_without_session_or_user_labels(serve: ServerF
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert 'agent_turns_total{agent="default",status="ok"} 1.0' in text
-    assert 'agent_tool_calls_total{status="success",tool="calculator"} 1.0' in text
+    assert 'agent_turns_total{agent="default",status="ok",version="v1"} 1.0' in text
+    assert 'agent_tool_calls_total{status="success",tool="calculator",version="v1"} 1.0' in text
     assert "agent_tokens_consumed_total" in text
     assert 'route="/v1/sessions/{session_id}/messages"' in text
     assert "agent_context_utilization_ratio" in text
     assert session_id not in text
     assert "user-4711" not in text
+
+
+async def test_behaviour_metrics_carry_the_replicas_version(serve: ServerFactory) -> None:
+    """A replica of ``agent.version: v7`` labels turns, tool calls, turn tokens, context
+    utilization and feedback with ``version="v7"``, so the judge can tell versions apart."""
+    server = await serve(
+        script=[CallTools.one("calculator", expression="1+2"), Say("3")],
+        agent_section={"version": "v7", "tools": ["calculator"]},
+    )
+    session_id = await server.session()
+    assert (await server.say(session_id, "1+2?")).status_code == 200
+    feedback = await server.client.post(f"/v1/sessions/{session_id}/feedback", json={"score": 4})
+    assert feedback.status_code in (200, 201), feedback.text
+    text = (await server.client.get("/metrics")).text
+
+    assert 'agent_turns_total{agent="default",status="ok",version="v7"} 1.0' in text
+    assert 'agent_tool_calls_total{status="success",tool="calculator",version="v7"} 1.0' in text
+    assert 'agent_turn_tokens_count{agent="default",version="v7"} 1.0' in text
+    assert 'agent_model_context_utilization_ratio_count{agent="default",version="v7"}' in text
+    assert 'agent_feedback_score_count{agent="default",version="v7"} 1.0' in text
+    assert (
+        'agent_model_request_duration_seconds_count{model="scripted",provider="scripted",'
+        'version="v7"} 2.0' in text
+    )
+    assert 'version="v1"' not in text
 
 
 # -- the package surface and the test harness ----------------------------------------
@@ -964,7 +994,7 @@ async def test_agent_harness_runs_an_agent_through_the_server() -> None:
     assert outcome.turn == 1
     assert outcome.tool_calls[0]["name"] == "calculator"
     assert session["turn_count"] == 1
-    assert 'agent_turns_total{agent="default",status="ok"} 1.0' in metrics
+    assert 'agent_turns_total{agent="default",status="ok",version="v1"} 1.0' in metrics
 
 
 async def test_agent_harness_with_custom_tools_agent_and_errors() -> None:

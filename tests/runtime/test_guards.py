@@ -126,7 +126,7 @@ async def test_step_limit_stops_before_calling_the_model() -> None:
     assert info.value.steps == 2
     assert "2 model steps" in info.value.reply
     assert sample(
-        registry, "agent_guardrail_events_total", guardrail="step_limit", agent=AGENT
+        registry, "agent_guardrail_events_total", guardrail="step_limit", agent=AGENT, version="v1"
     ) == (1.0)
 
 
@@ -287,7 +287,13 @@ async def test_exhausted_budget_refuses_the_call_and_counts_it() -> None:
     assert info.value.status == 429
     assert provider.requests == []
     assert (
-        sample(registry, "agent_guardrail_events_total", guardrail="token_budget", agent=AGENT)
+        sample(
+            registry,
+            "agent_guardrail_events_total",
+            guardrail="token_budget",
+            agent=AGENT,
+            version="v1",
+        )
         == 1.0
     )
 
@@ -302,10 +308,20 @@ async def test_tokens_stream_to_the_sink_and_are_metered() -> None:
     assert set(events.names()) == {"token"}
     assert "".join(data["text"] for _, data in events.items) == "The answer is 4."
     input_total = sample(
-        registry, "agent_tokens_consumed_total", model="scripted", type="input", agent=AGENT
+        registry,
+        "agent_tokens_consumed_total",
+        model="scripted",
+        type="input",
+        agent=AGENT,
+        version="v1",
     )
     output_total = sample(
-        registry, "agent_tokens_consumed_total", model="scripted", type="output", agent=AGENT
+        registry,
+        "agent_tokens_consumed_total",
+        model="scripted",
+        type="output",
+        agent=AGENT,
+        version="v1",
     )
     assert input_total == response.usage.input_tokens > 0
     assert output_total == response.usage.output_tokens > 0
@@ -341,10 +357,16 @@ async def test_context_trimming_drops_the_oldest_tool_results_first(
     assert len(lines) == 1
     assert "from the 1 oldest tool result" in lines[0]
     assert (
-        sample(registry, "agent_guardrail_events_total", guardrail="context_trimmed", agent=AGENT)
+        sample(
+            registry,
+            "agent_guardrail_events_total",
+            guardrail="context_trimmed",
+            agent=AGENT,
+            version="v1",
+        )
         == 1.0
     )
-    ratio = sample(registry, "agent_context_utilization_ratio", agent=AGENT)
+    ratio = sample(registry, "agent_context_utilization_ratio", agent=AGENT, version="v1")
     assert 0 < ratio <= 0.85
 
 
@@ -434,7 +456,10 @@ async def test_tool_outside_the_allowlist_is_rejected() -> None:
     assert "'lookup' is not available to this agent" in result.content
     assert "explode" in result.content
     assert counting.runs == 0
-    assert sample(registry, "agent_tool_calls_total", tool="lookup", status="rejected") == 1.0
+    assert (
+        sample(registry, "agent_tool_calls_total", tool="lookup", status="rejected", version="v1")
+        == 1.0
+    )
 
 
 async def test_tool_storm_stops_at_the_threshold_with_one_metric_and_one_log_line(
@@ -457,7 +482,14 @@ async def test_tool_storm_stops_at_the_threshold_with_one_metric_and_one_log_lin
     assert tools.stopped is not None
     assert "'lookup' was called 3 times" in tools.stopped
     assert (
-        sample(registry, "agent_guardrail_events_total", guardrail="tool_storm", agent=AGENT) == 1.0
+        sample(
+            registry,
+            "agent_guardrail_events_total",
+            guardrail="tool_storm",
+            agent=AGENT,
+            version="v1",
+        )
+        == 1.0
     )
     storm_lines = [r for r in caplog.records if "tool storm" in r.getMessage()]
     assert len(storm_lines) == 1
@@ -498,7 +530,13 @@ async def test_rate_limited_tool_call_is_a_rejected_result() -> None:
     assert refused.content.endswith("s")
     assert counting.runs == 1
     assert (
-        sample(registry, "agent_guardrail_events_total", guardrail="tool_rate_limit", agent=AGENT)
+        sample(
+            registry,
+            "agent_guardrail_events_total",
+            guardrail="tool_rate_limit",
+            agent=AGENT,
+            version="v1",
+        )
         == 1.0
     )
 
@@ -511,9 +549,21 @@ async def test_tool_failures_and_unknown_tools_are_metered_with_bounded_labels()
     assert failed.status == "failure"
     assert "disk on fire" in failed.content
     await tools.call(call("rm_rf_everything"))
-    assert sample(registry, "agent_tool_calls_total", tool="explode", status="failure") == 1.0
-    assert sample(registry, "agent_tool_calls_total", tool="unknown", status="rejected") == 1.0
-    assert registry.get_sample_value("agent_tool_calls_total", {"tool": "rm_rf_everything"}) is None
+    assert (
+        sample(registry, "agent_tool_calls_total", tool="explode", status="failure", version="v1")
+        == 1.0
+    )
+    assert (
+        sample(registry, "agent_tool_calls_total", tool="unknown", status="rejected", version="v1")
+        == 1.0
+    )
+    assert (
+        registry.get_sample_value(
+            "agent_tool_calls_total",
+            {"tool": "rm_rf_everything", "status": "rejected", "version": "v1"},
+        )
+        is None
+    )
 
 
 async def test_tool_events_and_call_records() -> None:

@@ -178,7 +178,9 @@ async def test_agent_uses_a_third_party_mcp_server(
     offered = {spec.name for spec in bot.model.requests[0].tools}
     assert offered == {"calculator", "forecast", "slow", "big"}
     assert weather.calls == ["Paris"]
-    assert bot.metric("agent_tool_calls_total", tool="forecast", status="success") == 1.0
+    assert (
+        bot.metric("agent_tool_calls_total", tool="forecast", status="success", version="v1") == 1.0
+    )
     assert bot.metric("agent_tool_breaker_state", server="weather", tool="forecast") == 0.0
 
 
@@ -211,7 +213,9 @@ async def test_stopped_server_fails_fast_once_the_breaker_opens(
     assert "failed recently" in replies[2]["reply"]  # the breaker answered, no connection
     assert bot.metric("agent_tool_breaker_state", server="weather", tool="forecast") == 2.0
     assert bot.metric("agent_tool_refusals_total", tool="forecast", reason="breaker_open") == 1.0
-    assert bot.metric("agent_tool_calls_total", tool="forecast", status="failure") == 3.0
+    assert (
+        bot.metric("agent_tool_calls_total", tool="forecast", status="failure", version="v1") == 3.0
+    )
     # The server comes back: after open_s the half-open probe succeeds and closes it.
     await weather.start()
     bot.clock.advance(31)
@@ -237,7 +241,7 @@ async def test_hanging_tool_times_out_opens_the_breaker_then_recovers(
     for body in first:
         assert [c["status"] for c in body["tool_calls"]] == ["timeout"]
         assert "did not answer within 0.2s" in body["reply"]
-    assert bot.metric("agent_tool_calls_total", tool="slow", status="timeout") == 2.0
+    assert bot.metric("agent_tool_calls_total", tool="slow", status="timeout", version="v1") == 2.0
     assert bot.metric("agent_tool_breaker_state", server="weather", tool="slow") == 2.0
     _, refused = await bot.turn("slow again")
     assert "unavailable right now" in refused["reply"]
@@ -261,9 +265,9 @@ async def test_same_call_forever_is_stopped_at_the_threshold(
         _, body = await bot.turn("loop")
     assert [c["status"] for c in body["tool_calls"]] == ["success", "success", "rejected"]
     assert body["reply"].startswith("Tool said: Stopped calling tools")
-    assert bot.metric("agent_guardrail_events_total", guardrail="tool_storm", agent="default") == (
-        1.0
-    )
+    assert bot.metric(
+        "agent_guardrail_events_total", guardrail="tool_storm", agent="default", version="v1"
+    ) == (1.0)
     storms = [r for r in caplog.records if r.getMessage().startswith("tool storm")]
     assert len(storms) == 1
 
@@ -296,7 +300,10 @@ async def test_session_budget_ends_the_loop_and_is_counted(agent: AgentFactory) 
     _, again = await bot.turn("more", session_id)
     assert [c["status"] for c in again["tool_calls"]] == ["rejected"]
     assert bot.metric(
-        "agent_guardrail_events_total", guardrail="tool_session_budget", agent="default"
+        "agent_guardrail_events_total",
+        guardrail="tool_session_budget",
+        agent="default",
+        version="v1",
     ) == (2.0)
 
 

@@ -415,7 +415,7 @@ class MemoryClient:
         self._require_open()
         if not self._breaker.allow():
             wait = self._breaker.retry_after()
-            self._metrics.calls.labels(operation, MemoryUnavailable.code).inc()
+            self._metrics.calls_for(operation, MemoryUnavailable.code).inc()
             raise MemoryUnavailable(
                 f"memory is unavailable: the memory server at {self.url} failed recently "
                 f"({self._breaker.last_open_reason or 'breaker open'}); reads fail fast for "
@@ -432,16 +432,16 @@ class MemoryClient:
         except KeelError as exc:
             verdict = self._judge(exc, self._clock.monotonic() - started)
             if verdict in ("down", "server_error"):
-                self._metrics.calls.labels(operation, MemoryUnavailable.code).inc()
+                self._metrics.calls_for(operation, MemoryUnavailable.code).inc()
                 raise MemoryUnavailable(
                     f"memory is unavailable: {exc.message} Answer without memories; writes "
                     "wait in the outbox meanwhile.",
                     retry_after=getattr(exc, "retry_after", None) or 1.0,
                 ) from exc
-            self._metrics.calls.labels(operation, exc.code).inc()
+            self._metrics.calls_for(operation, exc.code).inc()
             raise
         self._breaker.record_success(self._clock.monotonic() - started)
-        self._metrics.calls.labels(operation, "ok").inc()
+        self._metrics.calls_for(operation, "ok").inc()
         return result
 
     async def _write(
@@ -465,14 +465,14 @@ class MemoryClient:
             except KeelError as exc:
                 verdict = self._judge(exc, self._clock.monotonic() - started)
                 if verdict in ("refused", "auth", "local"):
-                    self._metrics.calls.labels(operation, exc.code).inc()
+                    self._metrics.calls_for(operation, exc.code).inc()
                     raise
                 if verdict == "paused":
                     self._pause(exc)
                 reason = f"{exc.code}: {exc.message}"
             else:
                 self._breaker.record_success(self._clock.monotonic() - started)
-                self._metrics.calls.labels(operation, "ok").inc()
+                self._metrics.calls_for(operation, "ok").inc()
                 return _stored(operation, memory_id, key, data)
         # The same key as the attempt above: if that attempt did reach the server,
         # delivering it again is a no-op there.
@@ -485,7 +485,7 @@ class MemoryClient:
             memory_id=memory_id,
         )
         self._set_depth()
-        self._metrics.calls.labels(operation, "queued").inc()
+        self._metrics.calls_for(operation, "queued").inc()
         if not self._queueing:
             self._queueing = True
             logger.warning(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agentkeel.telemetry.metrics import LATENCY_BUCKETS
+from agentkeel.telemetry.metrics import LATENCY_BUCKETS, Children
 
 
 class MemoryMetrics:
@@ -78,15 +78,22 @@ class MemoryMetrics:
 
 
 class MemoryClientMetrics:
-    """The agent side: calls to the memory server and the local outbox."""
+    """The agent side: calls to the memory server and the local outbox.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    A replica passes its ``version`` (``agent.version``), which labels the calls so
+    the canary judge can compare memory write errors per version; a process that
+    serves every version (the tool server) passes none and gets no such label.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str | None = None) -> None:
+        bound = (version,) if version is not None else ()
         self.calls = Counter(
             "agent_memory_client_calls_total",
             "Memory client calls by operation and outcome (ok, queued, error code).",
-            ["operation", "status"],
+            ["operation", "status", *(["version"] if version is not None else [])],
             registry=registry,
         )
+        self.calls_for = Children(self.calls, bound=bound)
         self.outbox_depth = Gauge(
             "agent_memory_outbox_depth",
             "Writes waiting in the local outbox for the memory server.",

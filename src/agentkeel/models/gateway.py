@@ -192,9 +192,7 @@ class ModelGateway:
                 response = await provider.complete(request, on_token=on_token)
             except ProviderError as exc:
                 last_error = exc
-                self._metrics.errors.labels(
-                    provider=provider.name, model=model, kind=_kind(exc)
-                ).inc()
+                self._metrics.errors_for(provider.name, model, _kind(exc)).inc()
                 if breaker is not None:
                     if exc.status_code in _REQUEST_FAULT_STATUSES:
                         breaker.release()

@@ -205,7 +205,8 @@ def create_app(
     """
     clock = clock or SystemClock()
     registry = registry if registry is not None else CollectorRegistry()
-    agent_metrics = AgentMetrics(registry)
+    version = settings.agent.version
+    agent_metrics = AgentMetrics(registry, version=version)
     http_metrics = HttpMetrics(registry)
     drain = DrainState(metrics=agent_metrics, clock=clock)
     agent_metrics.draining.set(0)
@@ -232,7 +233,7 @@ def create_app(
         )
         local_tools = builtin_toolset(names, clock=clock)
         tool_metrics = ToolMetrics(registry)
-    model_metrics = ModelMetrics(registry) if gateway is None else None
+    model_metrics = ModelMetrics(registry, version=version) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)
     admin = _admin_token(settings, secrets)
     owned_memory = (
@@ -398,7 +399,7 @@ def _build_memory(
         name=f"agent-{settings.agent.id}-{replica}",
         data_dir=settings.data_dir,
         secrets_dir=settings.secrets_dir,
-        metrics=MemoryClientMetrics(registry),
+        metrics=MemoryClientMetrics(registry, version=settings.agent.version),
         clock=clock,
     )
 

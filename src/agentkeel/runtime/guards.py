@@ -207,7 +207,7 @@ class GuardedModel:
         if self.steps >= self._max_steps:
             if not self.step_limit_hit:
                 self.step_limit_hit = True
-                self._metrics.guardrail_events.labels("step_limit", self._agent_id).inc()
+                self._metrics.guardrails_for("step_limit", self._agent_id).inc()
                 self._log.warning(
                     "step limit reached: %d model calls in this turn; ending the turn with a reply",
                     self.steps,
@@ -221,7 +221,7 @@ class GuardedModel:
             messages, tools=tools, limit=int(window * self._trim_ratio), estimate=self._estimate
         )
         if trimmed.dropped_results:
-            self._metrics.guardrail_events.labels("context_trimmed", self._agent_id).inc()
+            self._metrics.guardrails_for("context_trimmed", self._agent_id).inc()
             self._log.info(
                 "context trimmed: dropped %d tokens from the %d oldest tool result(s); "
                 "the prompt is now about %d of %d tokens",
@@ -231,7 +231,9 @@ class GuardedModel:
                 window,
                 extra={"category": "guardrail", "reason": "context_trimmed"},
             )
-        self._metrics.context_utilization_for(self._agent_id).set(trimmed.tokens / window)
+        utilization = trimmed.tokens / window
+        self._metrics.context_utilization_for(self._agent_id).set(utilization)
+        self._metrics.context_utilization_calls_for(self._agent_id).observe(utilization)
         request = ModelRequest(
             messages=trimmed.messages, tools=tools, max_tokens=limit, temperature=temperature
         )
@@ -283,7 +285,7 @@ class GuardedModel:
         try:
             return await self._budget.reserve(self._session_id, self._user_id, amount)
         except TokenBudgetExhausted:
-            self._metrics.guardrail_events.labels("token_budget", self._agent_id).inc()
+            self._metrics.guardrails_for("token_budget", self._agent_id).inc()
             raise
 
     async def _on_token(self, text: str) -> None:
@@ -348,9 +350,9 @@ class GuardedTools:
         start = self._clock.monotonic()
         result = await self._guarded_call(call)
         elapsed = max(0.0, self._clock.monotonic() - start)
-        self._metrics.tool_calls.labels(label, result.status).inc()
+        self._metrics.tool_calls_for(label, result.status).inc()
         if result.status != "rejected":
-            self._metrics.tool_duration.labels(label).observe(elapsed)
+            self._metrics.tool_duration_for(label).observe(elapsed)
         duration_ms = round(elapsed * 1000, 3)
         self.calls.append(
             {
@@ -393,7 +395,7 @@ class GuardedTools:
                 f"Stopped calling tools: '{call.name}' was called {count} times in this turn "
                 "with the same arguments."
             )
-            self._metrics.guardrail_events.labels("tool_storm", self._context.agent_id).inc()
+            self._metrics.guardrails_for("tool_storm", self._context.agent_id).inc()
             self._log.warning(
                 "tool storm: %s called %d times with the same arguments in one turn; "
                 "stopping the tool loop",
@@ -405,9 +407,7 @@ class GuardedTools:
         if self._limiter is not None:
             decision = await self._limiter.hit(f"tools:{self._context.session_id}")
             if not decision.allowed:
-                self._metrics.guardrail_events.labels(
-                    "tool_rate_limit", self._context.agent_id
-                ).inc()
+                self._metrics.guardrails_for("tool_rate_limit", self._context.agent_id).inc()
                 wait = retry_after_seconds(decision.retry_after)
                 return ToolResult(status="rejected", content=f"rate limited, retry in {wait}s")
         assert self._toolset is not None  # a known name implies a tool set
@@ -428,7 +428,7 @@ class GuardedTools:
         if result.stop_reason is not None:
             # The tool source's own guardrail (the session's call budget) ends the loop.
             self._stopped = result.content
-            self._metrics.guardrail_events.labels(result.stop_reason, self._context.agent_id).inc()
+            self._metrics.guardrails_for(result.stop_reason, self._context.agent_id).inc()
             self._log.warning(
                 "tool loop stopped (%s): %s",
                 result.stop_reason,

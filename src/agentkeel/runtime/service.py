@@ -294,7 +294,7 @@ class AgentService:
             comment=comment,
         )
         await self.store.add_feedback(record)
-        self.metrics.feedback.labels(self.agent_id).observe(score)
+        self.metrics.feedback_for(self.agent_id).observe(score)
         return record
 
     async def refresh_active_sessions(self) -> None:
@@ -327,6 +327,7 @@ class AgentService:
             raise
         self.metrics.turns_for(self.agent_id, "ok").inc()
         self.metrics.turn_duration_for(self.agent_id).observe(self.clock.monotonic() - start)
+        self.metrics.turn_tokens_for(self.agent_id).observe(outcome.usage.total_tokens)
         return outcome
 
     def _validate(self, content: str) -> ValidatedInput:
@@ -337,20 +338,20 @@ class AgentService:
                 block_prompt_injection=self.guardrails.block_prompt_injection,
             )
         except InputTooLarge:
-            self.metrics.guardrail_events.labels("input_too_large", self.agent_id).inc()
+            self.metrics.guardrails_for("input_too_large", self.agent_id).inc()
             raise
         except InputEmpty:
-            self.metrics.guardrail_events.labels("input_empty", self.agent_id).inc()
+            self.metrics.guardrails_for("input_empty", self.agent_id).inc()
             raise
         except InvalidRequest:
-            self.metrics.guardrail_events.labels("prompt_injection", self.agent_id).inc()
+            self.metrics.guardrails_for("prompt_injection", self.agent_id).inc()
             logger.warning(
                 "prompt injection blocked",
                 extra={"agent_id": self.agent_id, "category": "guardrail"},
             )
             raise
         for flag in checked.flags:
-            self.metrics.guardrail_events.labels(flag, self.agent_id).inc()
+            self.metrics.guardrails_for(flag, self.agent_id).inc()
         if checked.markers:
             logger.warning(
                 "possible prompt injection flagged (%s); passing it on",
@@ -365,7 +366,7 @@ class AgentService:
         session = await self._active_session(session_id)
         limit = self.guardrails.max_turns_per_session
         if session.turn_count >= limit:
-            self.metrics.guardrail_events.labels("turn_limit", self.agent_id).inc()
+            self.metrics.guardrails_for("turn_limit", self.agent_id).inc()
             raise TurnLimitReached(
                 f"Session '{session_id}' has reached its limit of {limit} turns "
                 "(guardrails.max_turns_per_session). Start a new session to continue."

@@ -4,6 +4,12 @@ No metric is created at import time and the global default registry is never
 used, so two apps in one process (tests, benchmarks) never collide. Label
 values are bounded: providers, models, tools, routes, statuses. Never a session
 or a user id.
+
+Behavioural families of a replica carry a ``version`` label (the replica's
+``agent.version``, one value per deployed version), so the canary judge can
+compare versions from ``/metrics`` or Prometheus. The version is fixed per
+process: it is passed to the metrics object once and bound into its
+``Children`` helpers, so a hot path never passes it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MODEL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+TURN_TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+FEEDBACK_BUCKETS = (0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5)
+
+DEFAULT_VERSION = "v1"
+"""The label value when a caller names no version (``agent.version``'s default)."""
 
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -29,20 +41,25 @@ class Children(Generic[_Family]):
     calls this instead. Label values are bounded (see above), so this is too.
 
     >>> turns = Children(metrics.turns)
-    >>> turns("agent-1", "ok").inc()
+    >>> turns("agent-1", "ok", "v1").inc()
+
+    ``bound`` holds values fixed for the process (the replica's version),
+    appended after the caller's: ``Children(metrics.turns, bound=("v2",))("agent-1", "ok")``
+    is the child ``agent="agent-1", status="ok", version="v2"``.
     """
 
-    __slots__ = ("_children", "_family")
+    __slots__ = ("_bound", "_children", "_family")
 
-    def __init__(self, family: _Family) -> None:
+    def __init__(self, family: _Family, *, bound: tuple[str, ...] = ()) -> None:
         self._family: _Family = family
+        self._bound = bound
         self._children: dict[tuple[str, ...], _Family] = {}
 
     def __call__(self, *values: str) -> _Family:
-        """The child for these label values, in the family's label order."""
+        """The child for these label values, in the family's label order (bound ones last)."""
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = self._family.labels(*values)
+            child = self._children[values] = self._family.labels(*values, *self._bound)
         return child
 
 
@@ -72,13 +89,18 @@ class HttpMetrics:
 
 
 class ModelMetrics:
-    """Model gateway: latency, errors, retries, fallbacks and breaker state per provider."""
+    """Model gateway: latency, errors, retries, fallbacks and breaker state per provider.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    ``version`` labels the request duration (its count is the successful calls) and
+    the errors, so a version's model error rate is errors / (errors + successes).
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str = DEFAULT_VERSION) -> None:
+        self.version = version
         self.duration = Histogram(
             "agent_model_request_duration_seconds",
             "Model request duration per provider (successful calls).",
-            ["provider", "model"],
+            ["provider", "model", "version"],
             buckets=MODEL_BUCKETS,
             registry=registry,
         )
@@ -98,8 +120,9 @@ class ModelMetrics:
         )
         self.errors = Counter(
             "agent_model_errors_total",
-            "Model request failures per provider and kind (timeout, rate_limited, server, ...).",
-            ["provider", "model", "kind"],
+            "Model request failures (each attempt) per provider and kind (timeout, "
+            "rate_limited, server, ...).",
+            ["provider", "model", "kind", "version"],
             registry=registry,
         )
         self.retries = Counter(
@@ -126,25 +149,30 @@ class ModelMetrics:
             ["provider", "state"],
             registry=registry,
         )
-        # Per-call lookups on the gateway's success path.
-        self.duration_for = Children(self.duration)
+        # Per-call lookups on the gateway's paths.
+        bound = (version,)
+        self.duration_for = Children(self.duration, bound=bound)
+        self.errors_for = Children(self.errors, bound=bound)
         self.operation_duration_for = Children(self.operation_duration)
         self.token_usage_for = Children(self.token_usage)
 
 
-def _tool_call_families(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+def _tool_call_families(
+    registry: CollectorRegistry, extra: tuple[str, ...] = ()
+) -> tuple[Counter, Histogram]:
     """``agent_tool_calls_total`` and its duration histogram: a replica counts the calls
-    its agents make, a tool server the calls it serves, under the same names."""
+    its agents make (``extra=("version",)``), a tool server the calls it serves (from
+    every version, so without one), under the same names."""
     calls = Counter(
         "agent_tool_calls_total",
         "Tool calls by tool and status (success, failure, timeout, rejected).",
-        ["tool", "status"],
+        ["tool", "status", *extra],
         registry=registry,
     )
     duration = Histogram(
         "agent_tool_call_duration_seconds",
         "Tool call duration by tool.",
-        ["tool"],
+        ["tool", *extra],
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
@@ -152,20 +180,34 @@ def _tool_call_families(registry: CollectorRegistry) -> tuple[Counter, Histogram
 
 
 class AgentMetrics:
-    """The agent runtime: tokens, tools, context, sessions, turns and guardrails."""
+    """The agent runtime: tokens, tools, context, sessions, turns and guardrails.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    ``version`` (the replica's ``agent.version``) labels the behavioural families:
+    tokens, tool calls, context utilization, turns, turn duration and tokens,
+    guardrail interventions and feedback. Record them through the ``*_for``
+    helpers, which bind it.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str = DEFAULT_VERSION) -> None:
+        self.version = version
         self.tokens = Counter(
             "agent_tokens_consumed_total",
             "Tokens consumed, by model, type (input/output) and agent.",
-            ["model", "type", "agent"],
+            ["model", "type", "agent", "version"],
             registry=registry,
         )
-        self.tool_calls, self.tool_duration = _tool_call_families(registry)
+        self.tool_calls, self.tool_duration = _tool_call_families(registry, ("version",))
         self.context_utilization = Gauge(
             "agent_context_utilization_ratio",
             "Tokens in context divided by the model's context window, at the latest model call.",
-            ["agent"],
+            ["agent", "version"],
+            registry=registry,
+        )
+        self.context_utilization_calls = Histogram(
+            "agent_model_context_utilization_ratio",
+            "Tokens in context divided by the model's context window, at each model call.",
+            ["agent", "version"],
+            buckets=RATIO_BUCKETS,
             registry=registry,
         )
         self.session_duration = Histogram(
@@ -216,14 +258,21 @@ class AgentMetrics:
         self.turns = Counter(
             "agent_turns_total",
             "Turns by agent and outcome (ok, or the error code).",
-            ["agent", "status"],
+            ["agent", "status", "version"],
             registry=registry,
         )
         self.turn_duration = Histogram(
             "agent_turn_duration_seconds",
             "Turn duration from request to commit.",
-            ["agent"],
+            ["agent", "version"],
             buckets=MODEL_BUCKETS,
+            registry=registry,
+        )
+        self.turn_tokens = Histogram(
+            "agent_turn_tokens",
+            "Tokens (input and output, every model call) of one committed turn.",
+            ["agent", "version"],
+            buckets=TURN_TOKEN_BUCKETS,
             registry=registry,
         )
         self.turns_in_flight = Gauge(
@@ -233,24 +282,31 @@ class AgentMetrics:
             "agent_guardrail_events_total",
             "Guardrail interventions (turn_limit, step_limit, token_budget, tool_storm, "
             "tool_rate_limit, prompt_injection, context_trimmed, input_too_large, input_empty).",
-            ["guardrail", "agent"],
+            ["guardrail", "agent", "version"],
             registry=registry,
         )
         self.feedback = Histogram(
             "agent_feedback_score",
             "User-satisfaction scores recorded through the feedback endpoint.",
-            ["agent"],
-            buckets=(0, 0.25, 0.5, 0.75, 1, 2, 3, 4, 5),
+            ["agent", "version"],
+            buckets=FEEDBACK_BUCKETS,
             registry=registry,
         )
         self.draining = Gauge(
             "agent_draining", "1 while this replica drains, else 0.", registry=registry
         )
-        # Per-turn lookups.
-        self.turns_for = Children(self.turns)
-        self.turn_duration_for = Children(self.turn_duration)
-        self.tokens_for = Children(self.tokens)
-        self.context_utilization_for = Children(self.context_utilization)
+        # Per-turn lookups; the version is bound in.
+        bound = (version,)
+        self.turns_for = Children(self.turns, bound=bound)
+        self.turn_duration_for = Children(self.turn_duration, bound=bound)
+        self.turn_tokens_for = Children(self.turn_tokens, bound=bound)
+        self.tokens_for = Children(self.tokens, bound=bound)
+        self.tool_calls_for = Children(self.tool_calls, bound=bound)
+        self.tool_duration_for = Children(self.tool_duration, bound=bound)
+        self.context_utilization_for = Children(self.context_utilization, bound=bound)
+        self.context_utilization_calls_for = Children(self.context_utilization_calls, bound=bound)
+        self.guardrails_for = Children(self.guardrail_events, bound=bound)
+        self.feedback_for = Children(self.feedback, bound=bound)
 
 
 class ToolMetrics:

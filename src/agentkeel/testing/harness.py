@@ -142,7 +142,7 @@ class AgentHarness:
             providers=[self.provider],
             breakers={},
             retry=settings.retry,
-            metrics=ModelMetrics(self.registry),
+            metrics=ModelMetrics(self.registry, version=settings.agent.version),
             clock=self.clock,
         )
         self._store = open_store(settings.store_url())
