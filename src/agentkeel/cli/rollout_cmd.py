@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,9 +40,11 @@ from agentkeel.cli.stack import LocalStack
 from agentkeel.config.rollout import RolloutSettings
 from agentkeel.deploy.controller import ReleasePlan, RolloutController
 from agentkeel.deploy.drivers import LocalDriver
+from agentkeel.deploy.judge import Judge as CanaryJudge
 from agentkeel.deploy.rollback import Rollback
 from agentkeel.deploy.rollback_journal import RollbackJournal
 from agentkeel.deploy.rollout_types import Judge
+from agentkeel.deploy.sources import PrometheusSource, ReplicaScrapeSource
 from agentkeel.deploy.state import ROLLOUTS_FILE, Controller, Release, RolloutStore
 from agentkeel.deploy.strategies import RolloutDeps
 from agentkeel.deploy.types import MetricsSource, RouterControl
@@ -173,26 +174,18 @@ async def _deps(
 
 def _judging(
     settings: RolloutSettings, router: RouterControl
-) -> tuple[Callable[[], Judge] | None, MetricsSource | None]:
-    """The judge and its metrics source (``deploy/judge.py``, ``deploy/sources.py``), when
-    this build has them; without them only blue/green and rolling can run."""
-    try:
-        judges = importlib.import_module("agentkeel.deploy.judge")
-        sources = importlib.import_module("agentkeel.deploy.sources")
-    except ImportError:
-        return None, None
+) -> tuple[Callable[[], Judge], MetricsSource]:
+    """The judge and where it reads: Prometheus when ``rollout.judge.prometheus.url`` is
+    set, else every version's replicas as the router lists them."""
+    if settings.judge.prometheus.url:
+        return (lambda: CanaryJudge(settings.judge)), PrometheusSource.from_settings(settings.judge)
 
     async def urls_by_version() -> dict[str, list[str]]:
         _, versions = await router.versions()
         return {v.version: [r.url for r in v.replicas] for v in versions}
 
-    metrics = settings.metrics
-    source: MetricsSource
-    if metrics.kind == "prometheus":
-        source = sources.PrometheusSource(metrics.prometheus_url, metrics.queries or None)
-    else:
-        source = sources.ReplicaScrapeSource(urls_by_version)
-    return (lambda: judges.Judge(settings.judge)), source
+    source = ReplicaScrapeSource(replica_urls_by_version=urls_by_version, settings=settings.judge)
+    return (lambda: CanaryJudge(settings.judge)), source
 
 
 def _actor(targets: RollbackTargets) -> str:

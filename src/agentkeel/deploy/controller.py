@@ -110,7 +110,7 @@ class RolloutController:
             self.deps.metrics is None or self.deps.judge_factory is None
         ):
             raise InvalidRequest(
-                "a canary rollout needs a judge and a metrics source; configure rollout.metrics "
+                "a canary rollout needs a judge and a metrics source; configure rollout.judge "
                 "or use --strategy bluegreen or rolling"
             )
         if self.settings.snapshot and self.deps.memory is None:
