@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkeel.deploy.rollout_types import GoldenOutcome
 from agentkeel.deploy.state import Release
 from agentkeel.deploy.types import (
     ReplicaInfo,
@@ -25,7 +24,7 @@ from agentkeel.deploy.types import (
     SessionPolicy,
     VersionWindow,
 )
-from agentkeel.errors import NotFound, Unavailable
+from agentkeel.errors import Conflict, NotFound, Unavailable
 from agentkeel.resilience.clock import ManualClock
 
 
@@ -87,7 +86,7 @@ class TableRouter:
     ) -> None:
         self._record("put_version", (version, tuple(replicas), weight, policy))
         entry = self.table.setdefault(version, _Version(weight, policy))
-        entry.weight, entry.policy, entry.retired = weight, policy, False
+        entry.weight, entry.policy = weight, policy
         entry.replicas.extend(url for url in replicas if url not in entry.replicas)
 
     async def set_weights(self, weights: Mapping[str, int], *, stable: str | None = None) -> None:
@@ -96,7 +95,9 @@ class TableRouter:
         if unknown:
             raise NotFound(f"unknown versions {sorted(unknown)}")
         for name, weight in weights.items():
-            self.table[name].weight = weight
+            entry = self.table[name]
+            # As the router: a weight above 0 brings a retired version back.
+            entry.weight, entry.retired = weight, entry.retired and weight == 0
         if stable is not None:
             self.stable = stable
         self.weight_history.append(self.weights())
@@ -104,7 +105,9 @@ class TableRouter:
     async def retire_version(self, version: str, *, policy: SessionPolicy | None = None) -> None:
         self._record("retire_version", (version, policy))
         entry = self.table[version]
-        entry.retired = True
+        if version == self.stable:
+            raise Conflict(f"{version} is the stable version; make another one stable first")
+        entry.retired, entry.weight = True, 0
         if policy is not None:
             entry.policy = policy
 
@@ -276,6 +279,12 @@ class RecordingMemory:
         return snapshot
 
 
+@dataclass(frozen=True)
+class GoldenOutcome:
+    passed: bool
+    summary: str
+
+
 class FixedGolden:
     def __init__(self, *, passed: bool) -> None:
         self.passed = passed
@@ -352,3 +361,12 @@ class Rig:
             on_update=seen,
             **kwargs,
         )
+
+
+async def until(condition: Callable[[], bool], *, ticks: int = 100_000, pause_s: float = 0) -> None:
+    """Yield to the event loop until ``condition()`` holds (at most ``ticks`` times)."""
+    for _ in range(ticks):
+        if condition():
+            return
+        await asyncio.sleep(pause_s)
+    raise AssertionError("condition never held")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agentkeel.deploy.controller import ReleasePlan
-from tests.deploy.rollout_doubles import FedMetrics, Rig, ScriptedJudge
+from tests.deploy.rollout_doubles import FedMetrics, Rig, ScriptedJudge, until
 from tests.deploy.rollout_fixtures import rig, short_settings
 
 __all__ = ["rig"]
@@ -85,15 +85,11 @@ async def test_inconclusive_past_the_extension_pauses_for_an_operator(rig: Rig) 
     controller = rig.controller()
     release = await controller.begin(PLAN)
 
-    async def until_paused() -> None:
-        task = asyncio.create_task(controller.drive(release))
-        while release.state != "paused":
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    await until_paused()
+    task = asyncio.create_task(controller.drive(release))
+    await until(lambda: release.state == "paused")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert release.step == 0
     assert "extension" in release.reason
     assert all(w.get("v2", 0) <= 5 for w in rig.router.weight_history)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,12 @@ import pytest
 from agentkeel.deploy.controller import ReleasePlan, RolloutController
 from agentkeel.deploy.state import Release, RolloutStore
 from agentkeel.errors import Conflict, InvalidRequest, NotFound
-from tests.deploy.rollout_doubles import Rig
+from tests.deploy.rollout_doubles import Rig, until
 from tests.deploy.rollout_fixtures import rig
 
 __all__ = ["rig"]
 
 PLAN = ReleasePlan(version="v2", strategy="canary", time_scale=60.0)
-
-
-async def until(condition: Callable[[], bool], *, ticks: int = 100_000) -> None:
-    for _ in range(ticks):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def kill(task: asyncio.Task[Release]) -> None:

@@ -23,6 +23,7 @@ from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
+from agentkeel.cli.rollout_cmd import rollout_app
 from agentkeel.cli.router_cmd import router_app
 from agentkeel.cli.serve import serve_app
 from agentkeel.cli.sessions_cmd import sessions_app
@@ -89,8 +90,9 @@ app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sessions_app, name="sessions")
-app.add_typer(router_app, name="router")
 app.add_typer(golden_app, name="golden")
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(router_app, name="router")
 
 
 @app.command("version", epilog="Example: keel version")

@@ -97,30 +97,6 @@ class RollingSettings(_Section):
     )
 
 
-class MetricsSourceSettings(_Section):
-    """Where the judge reads each version's figures."""
-
-    kind: Literal["replicas", "prometheus"] = Field(
-        default="replicas",
-        description="replicas: scrape each version's replicas' /metrics; prometheus: ask "
-        "Prometheus' HTTP API with `queries`.",
-    )
-    prometheus_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9090")
-    queries: dict[str, str] = Field(
-        default_factory=dict,
-        description="Metric name -> PromQL with `$version` where the version goes; unset = "
-        "the judge's defaults.",
-    )
-
-    @model_validator(mode="after")
-    def _prometheus_needs_url(self) -> MetricsSourceSettings:
-        if self.kind == "prometheus" and not self.prometheus_url:
-            raise ValueError(
-                "rollout.metrics.kind is prometheus but rollout.metrics.prometheus_url is unset"
-            )
-        return self
-
-
 class ReleaseSettings(_Section):
     """A release as ``keel.yaml`` describes it; every field can be given on the command line."""
 
@@ -153,7 +129,6 @@ class RolloutSettings(BaseModel):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     bluegreen: BlueGreenSettings = Field(default_factory=BlueGreenSettings)
     rolling: RollingSettings = Field(default_factory=RollingSettings)
-    metrics: MetricsSourceSettings = Field(default_factory=MetricsSourceSettings)
     analysis_interval_s: float = Field(
         default=60.0, gt=0, description="How often the judge compares canary and stable."
     )

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -110,7 +110,7 @@ class RolloutController:
             self.deps.metrics is None or self.deps.judge_factory is None
         ):
             raise InvalidRequest(
-                "a canary rollout needs a judge and a metrics source; configure rollout.metrics "
+                "a canary rollout needs a judge and a metrics source; configure rollout.judge "
                 "or use --strategy bluegreen or rolling"
             )
         if self.settings.snapshot and self.deps.memory is None:
@@ -341,17 +341,27 @@ class RolloutController:
             release.state, release.reason = "running", ""
             run.event(f"promote requested by {who}")
             return "promoting: the remaining waits are skipped"
+
+        async def switched(seconds: float) -> None:
+            # The caller hears of the switch at once, not after the drain that follows.
+            await self.store.finish_request(
+                request.id,
+                f"switched: new sessions go to {release.previous} ({seconds:.3f}s to switch); "
+                "the rollback continues",
+            )
+
         await self._roll_back(
             run,
             strategy,
             state="aborted",
             reason=f"aborted by {who}",
             requested_at=request.requested_at,
+            on_switched=switched,
         )
-        switched = release.detail.get("switch_back_s")
-        if switched is None:
+        took = release.detail.get("switch_back_s")
+        if took is None:
             return f"aborted; {release.version} never had a session"
-        return f"aborted; new sessions go to {release.previous} ({switched:.3f}s to switch)"
+        return f"aborted; new sessions go to {release.previous} ({took:.3f}s to switch)"
 
     # -- rolling back ------------------------------------------------------------------------
 
@@ -363,6 +373,7 @@ class RolloutController:
         state: Literal["aborted", "rolled_back"],
         reason: str,
         requested_at: float | None = None,
+        on_switched: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         """New sessions back on the previous version at once, then the rollback's code part.
 
@@ -380,10 +391,8 @@ class RolloutController:
             )
             return
         started = self.clock.monotonic()
-        if release.detail.get("previous_retired"):
-            # A retired version takes no sessions; putting it back with a weight re-opens it.
-            await self.deps.router.put_version(release.previous, weight=100)
-            release.detail.pop("previous_retired", None)
+        # A weight above 0 brings a retired previous version back (the router's rule).
+        release.detail.pop("previous_retired", None)
         await run.set_weights({release.previous: 100, release.version: 0}, stable=release.previous)
         release.detail["switch_back_s"] = self.clock.monotonic() - started
         if requested_at is not None:
@@ -391,6 +400,8 @@ class RolloutController:
                 0.0, self.store.now() - requested_at
             )
         await self._checkpoint(release)
+        if on_switched is not None:
+            await on_switched(release.detail["switch_back_s"])
         await strategy.before_rollback(run)
         code_only = not (state == "rolled_back" and self.settings.auto_state_rollback)
 

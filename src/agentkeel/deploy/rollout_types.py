@@ -4,24 +4,24 @@
   interval (``agentkeel.deploy.judge.Judge``).
 - ``RollbackRunner``: the coordinated rollback (``agentkeel.deploy.rollback.Rollback``);
   the controller runs its code part when the judge fails or an operator aborts.
-- ``GoldenRunner``: the golden checks against one replica URL (``ops/golden``).
+- ``GoldenCheck``: the golden checks against one replica URL (``ops.golden.GoldenChecks``;
+  the Protocol is the rollback's, ``deploy/rollback.py``).
 - ``SnapshotTaker``: the memory server's snapshot call (``MemoryApiClient``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agentkeel.deploy.rollback import GoldenCheck
 from agentkeel.deploy.types import VersionWindow
 
 if TYPE_CHECKING:
     from agentkeel.deploy.state import Release
 
 __all__ = [
-    "GoldenOutcome",
-    "GoldenRunner",
+    "GoldenCheck",
     "Judge",
     "RollbackRunner",
     "SnapshotTaker",
@@ -61,20 +61,6 @@ class RollbackRunner(Protocol):
         dry_run: bool = False,
         on_step: Callable[..., Any] | None = None,
     ) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class GoldenOutcome:
-    """The golden checks' result against one target."""
-
-    passed: bool
-    summary: str
-
-
-class GoldenRunner(Protocol):
-    async def run(self, target: str) -> GoldenOutcome:
-        """Run the suite against ``target`` (a replica's base URL) directly."""
-        ...
 
 
 class SnapshotTaker(Protocol):

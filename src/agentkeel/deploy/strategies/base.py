@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agentkeel.config.rollout import RolloutSettings
-from agentkeel.deploy.rollout_types import GoldenRunner, Judge, RollbackRunner, SnapshotTaker
+from agentkeel.deploy.rollout_types import GoldenCheck, Judge, RollbackRunner, SnapshotTaker
 from agentkeel.deploy.state import Release, ReleaseState, StrategyName
 from agentkeel.deploy.types import (
     MetricsSource,
@@ -47,7 +47,7 @@ class RolloutDeps:
     memory: SnapshotTaker | None = None
     metrics: MetricsSource | None = None
     judge_factory: Callable[[], Judge] | None = None
-    golden: GoldenRunner | None = None
+    golden: GoldenCheck | None = None
 
 
 class Strategy(Protocol):
@@ -268,7 +268,12 @@ async def retire_previous_step(run: RolloutRun, *, deadline_s: float, warm_s: fl
 async def start_phase(run: RolloutRun, *, then: str, step: int | None = None) -> None:
     """Phase ``start``: bring up the new version's replicas (no sessions yet), then ``then``."""
     count = int(run.release.detail.get("replica_count") or 1)
-    await run.start_new_replicas(count)
+    try:
+        await run.start_new_replicas(count)
+    except KeelError as exc:
+        # Nothing was routed to it yet: a version that cannot start fails the release.
+        await run.fail_before_traffic(f"{run.release.version} did not start: {exc.message}")
+        return
     if run.deps.golden is not None and (
         run.settings.require_golden_before_traffic or run.release.strategy == "bluegreen"
     ):

@@ -112,7 +112,7 @@ class CanaryStrategy:
         factory, source = run.deps.judge_factory, run.deps.metrics
         if factory is None or source is None:
             raise ConfigError(
-                "a canary rollout needs a judge and a metrics source (rollout.metrics); "
+                "a canary rollout needs a judge and a metrics source (rollout.judge); "
                 "use --strategy bluegreen or rolling to deploy without a judge"
             )
         self._judge = factory()
