@@ -22,6 +22,7 @@ BENCHMARKS = [
     "startup",
     "tool_call",
     "memory_store",
+    "router",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,16 +46,26 @@ class Figure:
         return f"{self.value:.2f} {self.unit}"
 
 
-def parse_bench_args(module: str, doc: str | None, argv: Sequence[str] | None = None) -> None:
-    """``--help`` for a benchmark that takes no options: its docstring and an example."""
+def parse_bench_args(
+    module: str,
+    doc: str | None,
+    argv: Sequence[str] | None = None,
+    *,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+    example: str = "",
+) -> argparse.Namespace:
+    """``--help`` for a benchmark: its docstring and an example; ``options`` adds its own."""
     prog = f"python -m {module}"
     other = "python -m bench.overhead for one" if module == "bench" else "python -m bench for all"
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog=prog,
         description=doc,
-        epilog=f"Example: {prog}   (or {other})",
+        epilog=f"Example: {prog}{' ' + example if example else ''}   (or {other})",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    ).parse_args(argv)
+    )
+    if options is not None:
+        options(parser)
+    return parser.parse_args(argv)
 
 
 def console() -> Console:
