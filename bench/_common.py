@@ -41,7 +41,7 @@ class Figure:
     def shown(self) -> str:
         if self.unit in {"%", "ratio"}:
             return f"{self.value:.1f} {self.unit}" if self.unit == "%" else f"{self.value:.3f}"
-        if self.value >= 100:
+        if abs(self.value) >= 100:
             return f"{self.value:,.0f} {self.unit}"
         return f"{self.value:.2f} {self.unit}"
 

@@ -18,9 +18,14 @@ with one turn; then wrk sends turns (POST /v1/sessions/{id}/messages, a small
 JSON body) rotating over those sessions: 1 connection, then 32, each after a
 short warm-up. Figures are medians over --runs runs: p50/p99 per path, the
 added p50/p99 (proxy minus direct, paired within a run), requests/s, and the
-proxy's CPU use during the 32-connection load. With two or more cores the
-proxy runs on the last core and wrk with the backends on the others (taskset),
-so the proxy under test does not share its core; --no-pin lets them float.
+proxy's CPU use during the 32-connection load. The processes float over the
+cores by default: --pin puts the proxy on the last core and wrk with the
+backends on the others (taskset), but on a small virtual machine every hop
+then wakes an idle core, which added hundreds of microseconds per request to
+HAProxy and to the router alike, so unpinned figures were both lower and steadier.
+
+With --backend agent the direct path has one replica and the proxies have all
+of them, so read the 1-connection rows (or pass --backends 1).
 
 Needs haproxy and wrk: apt-get install -y haproxy wrk (or make bench-deps).
 """
@@ -37,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -64,6 +69,7 @@ PROXIES = ("router", "haproxy")
 TARGET_ADDED_P50_US = 150.0
 TARGET_THROUGHPUT_SHARE = 50.0
 SETUP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ class Options:
     backends: int = 2
     backend: str = "standin"
     connections: tuple[int, ...] = (1, 32)
-    pin: bool = True
+    pin: bool = False
     paths: tuple[str, ...] = PATHS
 
 
@@ -96,6 +102,7 @@ class Target:
     proxy_pid: int | None
     session_ids: tuple[str, ...]
     by_version: Mapping[str, int]
+    log: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,8 @@ class Measurements:
     load_average: float
     targets: dict[str, Target] = field(default_factory=dict)
     samples: dict[tuple[str, int], list[Sample]] = field(default_factory=dict)
+    # The end of a proxy's log, kept when some of its requests failed.
+    log_tails: dict[str, str] = field(default_factory=dict)
 
     def of(self, path: str, connections: int) -> list[Sample]:
         return self.samples.get((path, connections), [])
@@ -333,15 +342,15 @@ def measure(options: Options) -> Measurements:
         backends = stack.enter_context(start_backends(options.backends, cpus, directory))
         for name in options.paths:
             if name == "direct":
-                url, pid = backends[0].url, None
+                url, pid, log = backends[0].url, None, None
             else:
                 proxy_dir = directory / name
                 proxy_dir.mkdir()
                 start = router_proxy if name == "router" else haproxy_proxy
                 running = stack.enter_context(start(backends, cpus, proxy_dir))
-                url, pid = running.url, running.pid
+                url, pid, log = running.url, running.pid, running.log
             target = open_sessions(name, url, options.sessions, pid)
-            measurements.targets[name] = target
+            measurements.targets[name] = replace(target, log=log)
         scripts = {
             name: write_script(directory / f"{name}.lua", target.session_ids)
             for name, target in measurements.targets.items()
@@ -356,6 +365,13 @@ def measure(options: Options) -> Measurements:
                         measurements.targets[name], scripts[name], connections, options, cpus
                     )
                     measurements.samples.setdefault((name, connections), []).append(sample)
+        for name, target in measurements.targets.items():
+            failed = any(
+                not s.result.clean for c in options.connections for s in measurements.of(name, c)
+            )
+            if failed and target.log is not None:
+                lines = target.log.read_text(errors="replace").splitlines()
+                measurements.log_tails[name] = "\n".join(lines[-LOG_TAIL_LINES:])
     return measurements
 
 
@@ -500,7 +516,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
         "--paths", default=",".join(defaults.paths), help="Which of direct,router,haproxy to run."
     )
     parser.add_argument(
-        "--no-pin", action="store_true", help="Do not pin the processes to cores with taskset."
+        "--pin",
+        action="store_true",
+        help="Pin the proxy to its own core, wrk and the backends to the others (taskset).",
     )
 
 
@@ -530,7 +548,7 @@ def options_from(args: argparse.Namespace) -> Options:
         backends=args.backends,
         backend=args.backend,
         connections=connections,
-        pin=not args.no_pin,
+        pin=args.pin,
         paths=tuple(p for p in PATHS if p in paths),
     )
 
@@ -549,6 +567,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     out.print(comparison_table(measurements))
     out.print(f"[dim]{describe(measurements)}[/]")
+    for name, tail in measurements.log_tails.items():
+        out.print(f"[yellow]{name} had failed requests; the end of its log:[/]\n{tail}")
     print_figures(
         "router added latency and throughput, beside HAProxy", headline_figures(measurements)
     )
