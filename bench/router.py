@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import secrets
 import shutil
 import sys
@@ -85,6 +86,7 @@ class Options:
     connections: tuple[int, ...] = (1, 32)
     pin: bool = False
     paths: tuple[str, ...] = PATHS
+    profile: Path | None = None  # run the router under cProfile, stats written here
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,13 @@ class Sample:
 
     result: WrkResult
     proxy_cpu: float | None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The proxy's CPU time per request: its cost, whatever else held the cores."""
+        if self.proxy_cpu is None or self.result.requests_per_s <= 0:
+            return None
+        return self.proxy_cpu / self.result.requests_per_s * 1_000_000
 
 
 @dataclass
@@ -231,8 +240,11 @@ def haproxy_proxy(backends: Sequence[Backend], cpus: CpuPlan, directory: Path) -
 
 
 @contextmanager
-def router_proxy(backends: Sequence[Backend], cpus: CpuPlan, directory: Path) -> Iterator[Running]:
-    """``keel serve router`` in front of ``backends``, weights set through its admin API."""
+def router_proxy(
+    backends: Sequence[Backend], cpus: CpuPlan, directory: Path, *, profile: Path | None = None
+) -> Iterator[Running]:
+    """``keel serve router`` in front of ``backends``, weights set through its admin API;
+    under cProfile, writing its stats to ``profile`` when it stops, if given."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(16)
@@ -241,7 +253,10 @@ def router_proxy(backends: Sequence[Backend], cpus: CpuPlan, directory: Path) ->
     token_file.chmod(0o600)
     config = directory / "keel.yaml"
     config.write_text(f"data_dir: {directory / 'data'}\n")
-    command = [sys.executable, "-m", "agentkeel.cli.main", "serve", "router"]
+    command = [sys.executable, "-m"]
+    if profile is not None:
+        command += ["cProfile", "-o", str(profile), "-m"]
+    command += ["agentkeel.cli.main", "serve", "router"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     for backend in backends:
         command += ["--backend", f"{backend.version}={backend.url}"]
@@ -346,8 +361,11 @@ def measure(options: Options) -> Measurements:
             else:
                 proxy_dir = directory / name
                 proxy_dir.mkdir()
-                start = router_proxy if name == "router" else haproxy_proxy
-                running = stack.enter_context(start(backends, cpus, proxy_dir))
+                if name == "router":
+                    proxy = router_proxy(backends, cpus, proxy_dir, profile=options.profile)
+                else:
+                    proxy = haproxy_proxy(backends, cpus, proxy_dir)
+                running = stack.enter_context(proxy)
                 url, pid, log = running.url, running.pid, running.log
             target = open_sessions(name, url, options.sessions, pid)
             measurements.targets[name] = replace(target, log=log)
@@ -406,7 +424,8 @@ def comparison_table(m: Measurements) -> Table:
         title=f"router vs HAProxy: turns over {m.options.sessions} sessions, median of {runs} runs",
         title_justify="left",
     )
-    for column in ("path", "conns", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "req/s", "proxy CPU"):
+    columns = ("path", "conns", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "req/s")
+    for column in (*columns, "proxy CPU", "CPU µs/req"):
         table.add_column(column, justify="left" if column == "path" else "right")
     for connections in m.options.connections:
         for name in m.targets:
@@ -415,6 +434,7 @@ def comparison_table(m: Measurements) -> Table:
                 continue
             is_proxy = name != "direct" and m.of("direct", connections)
             cpu = [s.proxy_cpu for s in samples if s.proxy_cpu is not None]
+            cost = cpu_cost(samples)
             table.add_row(
                 name,
                 str(connections),
@@ -424,8 +444,14 @@ def comparison_table(m: Measurements) -> Table:
                 f"{added(m, name, connections, 'p99_us'):,.0f}" if is_proxy else "",
                 f"{_median_of(samples, 'requests_per_s'):,.0f}",
                 f"{median(cpu) * 100:.0f} %" if cpu else "",
+                f"{cost:.1f}" if cost is not None else "",
             )
     return table
+
+
+def cpu_cost(samples: Sequence[Sample]) -> float | None:
+    costs = [c for c in (s.cpu_us_per_request for s in samples) if c is not None]
+    return median(costs) if costs else None
 
 
 def headline_figures(m: Measurements) -> list[Figure]:
@@ -464,6 +490,19 @@ def headline_figures(m: Measurements) -> list[Figure]:
         verdict = "met" if share >= TARGET_THROUGHPUT_SHARE else "MISSED"
         note = f"target >= {TARGET_THROUGHPUT_SHARE:.0f} %: {verdict}; paired per run"
         figures.append(Figure("router throughput / HAProxy's", share, "%", note))
+    for proxy in PROXIES:
+        cost = cpu_cost(m.of(proxy, most))
+        if cost is not None:
+            note = f"proxy CPU time / requests at {most} conn; 1 core = {1e6 / cost:,.0f} req/s"
+            figures.append(Figure(f"{proxy} CPU per request", cost, "µs", note))
+    router_cost, haproxy_cost = cpu_cost(router), cpu_cost(haproxy)
+    if router_cost and haproxy_cost:
+        note = "requests per CPU-second, router / HAProxy: the share a saturated core would give"
+        figures.append(
+            Figure(
+                "router capacity per core / HAProxy's", 100 * haproxy_cost / router_cost, "%", note
+            )
+        )
     return figures
 
 
@@ -478,6 +517,15 @@ def describe(m: Measurements) -> str:
         f"{m.cpus}; {options.duration_s} s per load after {options.warmup_s} s warm-up; "
         f"load average {m.load_average:.1f} at the start\n{spread}"
     )
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """The router's most expensive functions by own time (the stats are in ``path``)."""
+    if not path.exists():
+        console().print(f"[yellow]no profile at {path}: did the router stop cleanly?[/]")
+        return
+    console().print(f"router profile ({path}), top {top} by own time:")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
 
 
 def run() -> list[Figure]:
@@ -516,6 +564,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
         "--paths", default=",".join(defaults.paths), help="Which of direct,router,haproxy to run."
     )
     parser.add_argument(
+        "--profile-router",
+        metavar="FILE",
+        type=Path,
+        help="Run the router under cProfile (slower) and write its stats to FILE.",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="Pin the proxy to its own core, wrk and the backends to the others (taskset).",
@@ -549,6 +603,7 @@ def options_from(args: argparse.Namespace) -> Options:
         backend=args.backend,
         connections=connections,
         pin=args.pin,
+        profile=args.profile_router.resolve() if args.profile_router else None,
         paths=tuple(p for p in PATHS if p in paths),
     )
 
@@ -569,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.print(f"[dim]{describe(measurements)}[/]")
     for name, tail in measurements.log_tails.items():
         out.print(f"[yellow]{name} had failed requests; the end of its log:[/]\n{tail}")
+    if options.profile is not None:
+        print_profile(options.profile)
     print_figures(
         "router added latency and throughput, beside HAProxy", headline_figures(measurements)
     )
