@@ -21,8 +21,8 @@ added p50/p99 (proxy minus direct, paired within a run), requests/s, and the
 proxy's CPU use during the 32-connection load. The processes float over the
 cores by default: --pin puts the proxy on the last core and wrk with the
 backends on the others (taskset), but on a small virtual machine every hop
-then wakes an idle core, which added hundreds of microseconds per request to
-HAProxy and to the router alike, so unpinned figures were both lower and steadier.
+then wakes an idle core, which added 100-250 µs per request to HAProxy and to
+the router alike, so unpinned figures were both lower and steadier.
 
 With --backend agent the direct path has one replica and the proxies have all
 of them, so read the 1-connection rows (or pass --backends 1).
@@ -421,11 +421,13 @@ def errors_note(samples: Sequence[Sample]) -> str:
 def comparison_table(m: Measurements) -> Table:
     runs = m.options.runs
     table = Table(
-        title=f"router vs HAProxy: turns over {m.options.sessions} sessions, median of {runs} runs",
+        title=(
+            f"router vs HAProxy: turns over {m.options.sessions} sessions, median of {runs} runs "
+            "(µs; + = minus direct; CPU = the proxy's share of a core)"
+        ),
         title_justify="left",
     )
-    columns = ("path", "conns", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "req/s")
-    for column in (*columns, "proxy CPU", "CPU µs/req"):
+    for column in ("path", "conns", "p50", "p99", "+p50", "+p99", "req/s", "CPU", "CPU/req"):
         table.add_column(column, justify="left" if column == "path" else "right")
     for connections in m.options.connections:
         for name in m.targets:
@@ -443,7 +445,7 @@ def comparison_table(m: Measurements) -> Table:
                 f"{added(m, name, connections, 'p50_us'):,.0f}" if is_proxy else "",
                 f"{added(m, name, connections, 'p99_us'):,.0f}" if is_proxy else "",
                 f"{_median_of(samples, 'requests_per_s'):,.0f}",
-                f"{median(cpu) * 100:.0f} %" if cpu else "",
+                f"{median(cpu) * 100:.0f}%" if cpu else "",
                 f"{cost:.1f}" if cost is not None else "",
             )
     return table
@@ -536,7 +538,7 @@ def run() -> list[Figure]:
 # -- command line ------------------------------------------------------------------
 
 
-def _options(parser: argparse.ArgumentParser) -> None:
+def add_options(parser: argparse.ArgumentParser) -> None:
     defaults = Options()
     parser.add_argument("--runs", type=int, default=defaults.runs, help="Repeat the load N times.")
     parser.add_argument(
@@ -610,7 +612,7 @@ def options_from(args: argparse.Namespace) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_bench_args(
-        "bench.router", __doc__, argv, options=_options, example="--runs 3 --duration 5"
+        "bench.router", __doc__, argv, options=add_options, example="--runs 3 --duration 5"
     )
     options = options_from(args)
     out = console()

@@ -9,10 +9,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench._common import parse_bench_args
 from bench._haproxy import Server, haproxy_command, render_config
 from bench._replica_standin import StandinReplica
 from bench._wrk import parse_output, write_script
-from bench.router import CpuPlan, haproxy_proxy, open_sessions, standin_backends
+from bench.router import (
+    CpuPlan,
+    Options,
+    add_options,
+    haproxy_proxy,
+    open_sessions,
+    options_from,
+    standin_backends,
+)
 
 WRK_OUTPUT = """\
 Running 5s test @ http://127.0.0.1:8080
@@ -117,3 +126,21 @@ def test_haproxy_keeps_every_session_on_the_backend_that_created_it(tmp_path: Pa
     assert target.by_version == {"v1": 10, "v2": 10}
     assert len(set(target.session_ids)) == 20
     assert statuses == {200}
+
+
+def _parse(*argv: str) -> Options:
+    return options_from(parse_bench_args("bench.router", None, list(argv), options=add_options))
+
+
+def test_options_always_measure_direct_and_refuse_bad_values() -> None:
+    """The added latency needs the direct path, so it is added; unknown paths, bad
+    connection lists and zero runs are refused with a message naming the option."""
+    assert _parse("--paths", "haproxy").paths == ("direct", "haproxy")
+    assert _parse("--connections", "1,8").connections == (1, 8)
+    assert _parse().pin is False
+    with pytest.raises(SystemExit, match="--paths"):
+        _parse("--paths", "nginx")
+    with pytest.raises(SystemExit, match="--connections"):
+        _parse("--connections", "one")
+    with pytest.raises(SystemExit, match="--runs"):
+        _parse("--runs", "0")
