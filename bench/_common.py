@@ -41,7 +41,7 @@ class Figure:
     def shown(self) -> str:
         if self.unit in {"%", "ratio"}:
             return f"{self.value:.1f} {self.unit}" if self.unit == "%" else f"{self.value:.3f}"
-        if self.value >= 100:
+        if abs(self.value) >= 100:
             return f"{self.value:,.0f} {self.unit}"
         return f"{self.value:.2f} {self.unit}"
 
@@ -52,15 +52,15 @@ def parse_bench_args(
     argv: Sequence[str] | None = None,
     *,
     options: Callable[[argparse.ArgumentParser], None] | None = None,
+    example: str = "",
 ) -> argparse.Namespace:
-    """``--help`` for a benchmark: its docstring and an example; ``options`` adds the
-    benchmark's own arguments (none by default)."""
+    """``--help`` for a benchmark: its docstring and an example; ``options`` adds its own."""
     prog = f"python -m {module}"
     other = "python -m bench.overhead for one" if module == "bench" else "python -m bench for all"
     parser = argparse.ArgumentParser(
         prog=prog,
         description=doc,
-        epilog=f"Example: {prog}   (or {other})",
+        epilog=f"Example: {prog}{' ' + example if example else ''}   (or {other})",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if options is not None:
