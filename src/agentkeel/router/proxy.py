@@ -178,8 +178,13 @@ class Proxy:
             router_error(
                 503,
                 "no_ready_replica",
-                "No version can take new sessions now: no version with a weight above 0 has "
-                "a ready replica. Retry shortly; check `keel router status`.",
+                (
+                    "No version can take new sessions now: no version with a weight above 0 "
+                    "has a ready replica."
+                    if name == "create_session"
+                    else "The routing table has no stable version to send this request to."
+                )
+                + " Retry shortly; check `keel router status`.",
                 retry_after_s=self.retry_after_s,
                 headers=request.id_header,
                 keep_alive=request.keep_alive,

@@ -113,13 +113,6 @@ class Exchange:
         self.silent = 0
         self.outcome = -1
 
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of a response header (``name`` in lower case)."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
     def head_bytes(self) -> bytes:
         """The response head for the client."""
         parts = [status_line(self.status, self.reason)]
