@@ -242,14 +242,16 @@ async def test_huge_headers_431_and_huge_bodies_413(start_router: StartRouter) -
 
 
 async def test_unknown_router_paths_are_404_in_the_error_shape(start_router: StartRouter) -> None:
-    """Outside /v1, /admin, /health, /ready and /metrics the router itself answers 404."""
+    """Outside /v1, /admin, /health, /ready and /metrics the router itself answers 404;
+    a wrong method on its own endpoints, or HEAD anywhere, 405."""
     backend = await RawBackend(echo).start()
     router = await start_router([f"v1={backend.url}"])
     async with httpx.AsyncClient(base_url=router.url) as client:
         answer = await client.get("/nowhere")
         wrong = await client.post("/health")
+        head = await client.head("/v1/sessions/s")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
-    assert wrong.status_code == 405
+    assert wrong.status_code == 405 and head.status_code == 405
     assert backend.v1_requests == []
     await backend.stop()
 
@@ -295,4 +297,31 @@ async def test_a_stream_reaches_the_client_chunk_by_chunk(
                 if f"data: {index}\n" in text:
                     got[index].set()
     assert "".join(seen) == "".join(f"event: token\ndata: {i}\n\n" for i in range(stream_chunks))
+    await backend.stop()
+
+
+async def test_a_slow_reader_gets_a_large_answer_whole(start_router: StartRouter) -> None:
+    """8 MiB to a client that waits before reading: the router stops reading the replica
+    while the client's buffer is full, the client gets every byte, and the pooled replica
+    connection serves the next request."""
+    big = bytes(range(256)) * (8 * 4096)
+
+    async def large(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        from tests.router.backends import write_json
+
+        await write_json(writer, 200, big if seen.path == "/v1/big" else b"{}")
+        return True
+
+    backend = await RawBackend(large).start()
+    router = await start_router([f"v1={backend.url}"], probe_interval_s=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+    writer.write(b"GET /v1/big HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    raw = await asyncio.wait_for(reader.read(-1), timeout=10)
+    writer.close()
+    assert raw.split(b"\r\n\r\n", 1)[1] == big
+    async with httpx.AsyncClient(base_url=router.url) as client:
+        assert (await client.get("/v1/small")).status_code == 200
+    assert backend.connections <= 2
     await backend.stop()

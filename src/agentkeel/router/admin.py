@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -215,10 +215,10 @@ class RouterAdmin:
         return 200, await self.app.versions_report()
 
 
-_T = Any
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
-def _parse(request: Request, model: type[_T], *, empty_ok: bool = False) -> _T:
+def _parse(request: Request, model: type[_Model], *, empty_ok: bool = False) -> _Model:
     """The JSON body as ``model``; 422 naming the field for anything else."""
     if not request.body.strip():
         if empty_ok:

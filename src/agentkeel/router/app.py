@@ -395,7 +395,7 @@ class RouterApp:
         if path.startswith(b"/admin/"):
             await self.admin.handle(client, request)
             return
-        if request.method not in (b"GET", b"HEAD") and path in (b"/health", b"/ready", b"/metrics"):
+        if request.method != b"GET" and path in (b"/health", b"/ready", b"/metrics"):
             client.write(
                 router_error(
                     405,

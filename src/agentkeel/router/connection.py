@@ -280,6 +280,11 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()
 
     @property
+    def writing_paused(self) -> bool:
+        """The client's send buffer is full (asyncio's high-water mark)."""
+        return self._paused
+
+    @property
     def idle(self) -> bool:
         return self.task is None and not self.pending
 

@@ -39,6 +39,7 @@ _PREFIX_LENGTH = len(_SESSION_PREFIX)
 _V1 = b"/v1/"
 _POST = b"POST"
 _DELETE = b"DELETE"
+_HEAD = b"HEAD"
 _MESSAGES = b"messages"
 _HELD_ON_CREATE = frozenset({201, 503})
 _HELD_ON_503 = frozenset({503})
@@ -64,6 +65,19 @@ class Proxy:
 
     async def handle(self, client: ClientConnection, request: Request) -> None:
         path = request.path
+        if request.method == _HEAD:
+            # A HEAD answer's Content-Length has no body after it; the agentkeel API has no
+            # HEAD routes, so the router refuses it rather than parse around that.
+            client.write(
+                router_error(
+                    405,
+                    "method_not_allowed",
+                    "The router does not forward HEAD; use GET.",
+                    headers=request.id_header,
+                    keep_alive=request.keep_alive,
+                )
+            )
+            return
         if path.startswith(_V1):
             started = self.loop_time()
             version, route, status = await self._v1(client, request, path)
@@ -164,8 +178,13 @@ class Proxy:
             router_error(
                 503,
                 "no_ready_replica",
-                "No version can take new sessions now: no version with a weight above 0 has "
-                "a ready replica. Retry shortly; check `keel router status`.",
+                (
+                    "No version can take new sessions now: no version with a weight above 0 "
+                    "has a ready replica."
+                    if name == "create_session"
+                    else "The routing table has no stable version to send this request to."
+                )
+                + " Retry shortly; check `keel router status`.",
                 retry_after_s=self.retry_after_s,
                 headers=request.id_header,
                 keep_alive=request.keep_alive,
@@ -222,6 +241,8 @@ class Proxy:
             reused = upstream.reused
             replica.in_flight += 1
             client.upstream = upstream
+            if client.writing_paused:
+                upstream.pause_reading()
             upstream.send(request.wire, ex)
             try:
                 outcome = await future

@@ -113,13 +113,6 @@ class Exchange:
         self.silent = 0
         self.outcome = -1
 
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of a response header (``name`` in lower case)."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
     def head_bytes(self) -> bytes:
         """The response head for the client."""
         parts = [status_line(self.status, self.reason)]
@@ -161,6 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.closed = False
         self.reused = False
+        self.paused = False
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -217,11 +211,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._end(BROKEN if ex.forwarded else LOST)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self.paused:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self.paused:
+            self.paused = False
             self.transport.resume_reading()
 
     # -- httptools callbacks ----------------------------------------------------------
@@ -357,6 +353,8 @@ class UpstreamPool:
         if self.closed or len(self.idle) >= self.size:
             conn.close()
             return
+        # The last chunk may have filled the client's buffer and paused this connection.
+        conn.resume_reading()
         conn.idle_since = asyncio.get_running_loop().time()
         self.idle.append(conn)
 
