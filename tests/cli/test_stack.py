@@ -250,3 +250,19 @@ def test_update_services_rewrites_only_the_services(tmp_path: Path) -> None:
     assert set(record.services) == {"agent-v2-1"}
     assert record.router is not None and record.router.url == ROUTER
     assert record.control_socket == "control.sock" and record.state == "running"
+
+
+def test_replicas_keel_up_started_while_running_are_found_after_its_own(tmp_path: Path) -> None:
+    """A rollout replaces the stack's replicas with ``agent-<version>-<n>`` ones; commands
+    that talk to a replica directly (``keel golden run``) still find one."""
+    stack = StackFile(data_dir=tmp_path, pid=os.getpid())
+    stack.write(
+        services={
+            "memory": (MEMORY, 18788),
+            "agent-v2-1": ("http://127.0.0.1:18201", 18201),
+            "replica-2": ("http://127.0.0.1:18082", 18082),
+        },
+        state="running",
+    )
+    urls, _ = stack_for(tmp_path).replica_urls(None)
+    assert urls == ["http://127.0.0.1:18082", "http://127.0.0.1:18201"]

@@ -52,6 +52,8 @@ STACK_FORMAT = 1
 DEFAULT_MEMORY_URL = "http://127.0.0.1:8788"
 MEMORY_SERVICE = "memory"
 REPLICA_PREFIX = "replica-"
+# Replicas of other versions that keel up started while it ran (``ops/replicas.py``).
+RUNTIME_REPLICA_PREFIX = "agent-"
 
 StackState = Literal["starting", "running", "stopped"]
 
@@ -356,9 +358,16 @@ class LocalStack:
         replicas = [
             (name, service.url)
             for name, service in self.record.services.items()
-            if name.startswith(REPLICA_PREFIX)
+            if name.startswith((REPLICA_PREFIX, RUNTIME_REPLICA_PREFIX))
         ]
-        replicas.sort(key=lambda item: _replica_index(item[0]))
+        # The stack's own replicas first, in order, then those started while it runs.
+        replicas.sort(
+            key=lambda item: (
+                not item[0].startswith(REPLICA_PREFIX),
+                _replica_index(item[0]),
+                item[0],
+            )
+        )
         return [url for _, url in replicas]
 
     # -- credentials ------------------------------------------------------------------------
