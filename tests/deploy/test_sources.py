@@ -223,24 +223,53 @@ class PrometheusStandIn:
 
 
 def test_queries_are_written_out_from_the_selectors() -> None:
-    """The default PromQL sums each selector with the version added; a metric's own
-    query wins."""
+    """The default PromQL asks for every series of each selector with the version added
+    (no sum, so restarts are bridged per series); a metric's own query wins."""
     settings = JudgeSettings.model_validate(
         {"rates": {"turn_errors": {"events_query": 'sum(my_errors{v="{version}"})'}}}
     )
     queries = queries_for(settings)
     events, trials = queries.rates["tool_success"]
-    assert (
-        events
-        == '(sum(agent_tool_calls_total{status!="success",version="{version}"}) or vector(0))'
-    )
-    assert trials == '(sum(agent_tool_calls_total{version="{version}"}) or vector(0))'
-    assert " + " in queries.rates["model_errors"][1]
+    assert events == 'agent_tool_calls_total{status!="success",version="{version}"}'
+    assert trials == 'agent_tool_calls_total{version="{version}"}'
+    assert " or " in queries.rates["model_errors"][1]
     assert queries.rates["turn_errors"][0] == 'sum(my_errors{v="{version}"})'
     assert (
         queries.distributions["turn_latency"]
-        == 'sum by (le) (agent_turn_duration_seconds_bucket{version="{version}"})'
+        == 'agent_turn_duration_seconds_bucket{version="{version}"}'
     )
+
+
+async def test_prometheus_source_bridges_a_restart_per_series() -> None:
+    """Two replicas of v2; one restarts (its series drops to a few counts): the window
+    keeps the survivor's increase and adds the restarted one's new counts, rather than
+    counting the survivor's whole history as new."""
+    queries = queries_for(only("tool_success"))
+    stand_in = PrometheusStandIn(versions=["v2"])
+    events, trials = (q.replace("{version}", "v2") for q in queries.rates["tool_success"])
+
+    def at(a: tuple[float, float], b: tuple[float, float]) -> None:
+        for query, index in ((events, 0), (trials, 1)):
+            stand_in.results[query] = [
+                {"metric": {"instance": name}, "value": [1700000000.0, str(pair[index])]}
+                for name, pair in (("a:8081", a), ("b:8082", b))
+            ]
+
+    at((10, 1000), (10, 1000))
+    server = LiveServer(stand_in.app())
+    await server.start()
+    source = PrometheusSource(url=server.url, queries=queries)
+    try:
+        await source.start()
+        at((15, 1050), (15, 1050))
+        first = (await source.read("v2")).rates["tool_success"]
+        at((16, 1060), (1, 5))  # b restarted: its counter starts again from 0
+        second = (await source.read("v2")).rates["tool_success"]
+    finally:
+        await source.aclose()
+        await server.stop()
+    assert (first.events, first.trials) == (10, 100)
+    assert (second.events, second.trials) == (10 + 1 + 1, 100 + 10 + 5)
 
 
 def test_bad_selectors_are_config_errors() -> None:

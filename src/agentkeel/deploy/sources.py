@@ -274,8 +274,9 @@ def _distribution(by_bound: Mapping[float, float]) -> Distribution:
 class JudgeQueries:
     """The PromQL of every judge metric; ``{version}`` stands for the version's name.
 
-    A rate's two queries each return one number (summed if several series come
-    back); a distribution's query returns the cumulative bucket counts by ``le``.
+    A rate's two queries return one or more series (summed after each series'
+    restarts are bridged); a distribution's query returns cumulative bucket counts
+    with an ``le`` label.
     """
 
     rates: Mapping[str, tuple[str, str]]
@@ -284,24 +285,32 @@ class JudgeQueries:
 
 def queries_for(settings: JudgeSettings) -> JudgeQueries:
     """The queries of ``settings``: a metric's own ``*_query`` where it has one, else
-    the sum of its selectors with ``version="{version}"`` added."""
+    its selectors with ``version="{version}"`` added, every series apart."""
     label = settings.prometheus.version_label
     extra = {label: "{version}"}
 
-    def summed(texts: Sequence[str]) -> str:
-        parts = [f"(sum({s.promql(extra)}) or vector(0))" for s in parse_selectors(texts)]
-        return " + ".join(parts)
+    # Every series on its own (no sum): the source bridges a restart per series, so a
+    # replica that restarts loses at most what it counted since the previous read.
+    def series(texts: Sequence[str]) -> str:
+        return " or ".join(s.promql(extra) for s in parse_selectors(texts))
 
     rates = {
-        name: (m.events_query or summed(m.events), m.trials_query or summed(m.trials))
+        name: (m.events_query or series(m.events), m.trials_query or series(m.trials))
         for name, m in settings.enabled_rates().items()
     }
     distributions = {
-        name: m.query
-        or f"sum by (le) ({parse_selectors([m.histogram])[0].with_suffix('_bucket').promql(extra)})"
+        name: m.query or parse_selectors([m.histogram])[0].with_suffix("_bucket").promql(extra)
         for name, m in settings.enabled_distributions().items()
     }
     return JudgeQueries(rates=rates, distributions=distributions)
+
+
+# (metric, "events" | "trials" | le, the series' labels): one series of one query.
+_SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def _series(labels: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
 
 
 @dataclass(slots=True)
@@ -326,9 +335,10 @@ class PrometheusSource:
     ``start(versions)`` takes the baseline of those versions (default: every
     value of the version label Prometheus knows, ``/api/v1/label/<label>/values``);
     a version read later without one counts from zero. The queries return
-    cumulative counts; when a sum drops (a replica restarted) the source bridges
-    it, which loses at most what that replica counted since the previous read
-    (write ``increase()`` queries for exact per-series handling). Prometheus
+    cumulative counts, every series apart; when a series drops (its replica
+    restarted) the source bridges that series alone, which loses at most what
+    that replica counted since the previous read. A query of your own that sums
+    is bridged as one series, so keep the sum out of it where you can. Prometheus
     unreachable or answering an error raises ``Unavailable``.
     """
 
@@ -346,7 +356,7 @@ class PrometheusSource:
         self._client = client or make_async_client(timeout=timeout_s)
         self._owns_client = client is None
         self._label = version_label
-        self._counted: dict[tuple[str, str, str], _Counted] = {}
+        self._counted: dict[tuple[str, _SeriesKey], _Counted] = {}
 
     @classmethod
     def from_settings(
@@ -370,16 +380,17 @@ class PrometheusSource:
         names = list(versions) if versions is not None else await self._known_versions()
         for version in names:
             for key, value in (await self._values(version)).items():
-                self._counted[(version, *key)] = _Counted(base=value, last=value)
+                self._counted[(version, key)] = _Counted(base=value, last=value)
 
     async def read(self, version: str) -> VersionWindow:
         values = await self._values(version)
         counted: dict[tuple[str, str], float] = {}
         for key, value in values.items():
-            state = self._counted.get((version, *key))
+            state = self._counted.get((version, key))
             if state is None:
-                state = self._counted[(version, *key)] = _Counted(base=0.0, last=0.0)
-            counted[key] = state.see(value)
+                state = self._counted[(version, key)] = _Counted(base=0.0, last=0.0)
+            metric, part, _ = key
+            counted[(metric, part)] = counted.get((metric, part), 0.0) + state.see(value)
         rates = {
             name: Proportion(
                 round(counted.get((name, "events"), 0.0)),
@@ -402,8 +413,8 @@ class PrometheusSource:
         if self._owns_client:
             await self._client.aclose()
 
-    async def _values(self, version: str) -> dict[tuple[str, str], float]:
-        """Every query's value(s) now: (metric, "events"|"trials"|le) -> value."""
+    async def _values(self, version: str) -> dict[_SeriesKey, float]:
+        """Every series' value now: (metric, "events"|"trials"|le, series labels) -> value."""
         jobs: list[tuple[str, str, str]] = []
         for name, (events, trials) in self._queries.rates.items():
             jobs += [(name, "events", events), (name, "trials", trials)]
@@ -412,17 +423,18 @@ class PrometheusSource:
         answers = await asyncio.gather(
             *(self._query(_with_version(query, version)) for _, _, query in jobs)
         )
-        values: dict[tuple[str, str], float] = {}
+        values: dict[_SeriesKey, float] = {}
         for (name, part, _), result in zip(jobs, answers, strict=True):
-            if part == "le":
-                for item in result:
-                    le = item.get("metric", {}).get("le")
+            for item in result:
+                labels = item.get("metric", {})
+                if part == "le":
+                    le = labels.get("le")
                     if le is None:
                         continue
-                    key = (name, str(float(le)))
-                    values[key] = values.get(key, 0.0) + _value_of(item)
-            else:
-                values[(name, part)] = sum(_value_of(item) for item in result)
+                    key = (name, str(float(le)), _series(labels))
+                else:
+                    key = (name, part, _series(labels))
+                values[key] = values.get(key, 0.0) + _value_of(item)
         return values
 
     async def _query(self, query: str) -> list[dict[str, Any]]:
