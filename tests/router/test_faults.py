@@ -325,3 +325,39 @@ async def test_a_slow_reader_gets_a_large_answer_whole(start_router: StartRouter
         assert (await client.get("/v1/small")).status_code == 200
     assert backend.connections <= 2
     await backend.stop()
+
+
+async def test_an_unpinned_session_waits_when_no_replica_can_say_which_version(
+    start_router: StartRouter,
+) -> None:
+    """The lookup of a session the router never saw answers 503 (not 404) everywhere:
+    the turn is not sent to the stable version by default; the client is told to retry."""
+
+    async def model_down(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        from tests.router.backends import write_json
+
+        await write_json(writer, 503, b'{"error":{"code":"store_unavailable","message":"x"}}')
+        return True
+
+    failing = await RawBackend(model_down).start()
+    router = await start_router([f"v1={failing.url}"], probe_interval_s=60)
+    async with httpx.AsyncClient(base_url=router.url) as client:
+        answer = await client.post("/v1/sessions/abc123/messages", json={"content": "hi"})
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "session_lookup_failed"
+    assert "retry-after" in answer.headers
+    assert [seen.method for seen in failing.v1_requests] == ["GET"]  # the lookup, no turn
+    await failing.stop()
+
+
+async def test_a_percent_encoded_session_id_is_refused(start_router: StartRouter) -> None:
+    """`abc%2Fmessages` would be a different route once the replica decodes it: 400, and
+    nothing reaches a replica."""
+    backend = await RawBackend(echo).start()
+    router = await start_router([f"v1={backend.url}"], probe_interval_s=60)
+    async with httpx.AsyncClient(base_url=router.url) as client:
+        answer = await client.post("/v1/sessions/abc%2Fmessages", json={"content": "hi"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_session_id"
+    assert backend.v1_requests == []
+    await backend.stop()

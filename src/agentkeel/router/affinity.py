@@ -23,9 +23,19 @@ from agentkeel.router.upstream import fetch
 if TYPE_CHECKING:
     from agentkeel.router.app import RouterApp
 
-__all__ = ["SessionPins"]
+__all__ = ["LookupFailed", "SessionPins"]
 
 logger = logging.getLogger("agentkeel.router")
+
+
+class LookupFailed(Exception):
+    """No replica could say whether a session exists (none ready, or none answered
+    200 or 404): the request must wait, not go to a version chosen by default.
+    ``asked`` is how many replicas were asked (0: none was ready)."""
+
+    def __init__(self, session: str, asked: int) -> None:
+        super().__init__(session)
+        self.asked = asked
 
 
 class SessionPins:
@@ -37,7 +47,11 @@ class SessionPins:
         self.cache = cache
 
     async def version_of(self, session: str, request: Request) -> str | None:
-        """The session's pinned version; ``None`` when no store or replica knows it."""
+        """The session's pinned version; ``None`` when a replica says it does not exist.
+
+        Raises ``LookupFailed`` when no replica answered the lookup: guessing a
+        version there could run a canary session's turn on the stable version.
+        """
         version = self.cache.get(session)
         if version is not None:
             return version
@@ -122,10 +136,12 @@ class SessionPins:
         table = self.app.table
         routes = [table.stable] if table.stable is not None else []
         routes += [route for route in table.versions.values() if route is not table.stable]
+        asked = 0
         for route in routes:
             replica = route.pick()
             if replica is None:
                 continue
+            asked += 1
             head = [
                 b"GET /v1/sessions/" + session.encode("latin-1") + b" HTTP/1.1\r\n",
                 b"host: " + replica.host.encode() + b"\r\n",
@@ -139,11 +155,14 @@ class SessionPins:
             )
             if answer is None:
                 continue
-            if answer.status != 200:
+            if answer.status == 404:
                 return None
+            if answer.status != 200:
+                # Draining, an auth refusal, a 5xx: not an answer about the session.
+                continue
             try:
                 data = json.loads(b"".join(answer.body))
                 return str(data["version"])
             except (ValueError, KeyError, TypeError):
-                return None
-        return None
+                continue
+        raise LookupFailed(session, asked)

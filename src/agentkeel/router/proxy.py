@@ -21,6 +21,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from agentkeel.router.affinity import LookupFailed
 from agentkeel.router.connection import ClientConnection, Request
 from agentkeel.router.responses import router_error
 from agentkeel.router.routing import Replica, VersionRoute
@@ -99,6 +100,18 @@ class Proxy:
         if path.startswith(_SESSION_PREFIX):
             session, _, tail = path[_PREFIX_LENGTH:].partition(b"/")
             if session:
+                if b"%" in session:
+                    # Replicas decode the path; an encoded '/' would name another route there.
+                    return self._refuse(
+                        client,
+                        request,
+                        400,
+                        "invalid_session_id",
+                        (
+                            "A session id has no percent-encoded characters; use the id "
+                            "POST /v1/sessions returned."
+                        ),
+                    )
                 if not tail:
                     name = "session"
                 elif tail == _MESSAGES and request.method == _POST:
@@ -138,7 +151,23 @@ class Proxy:
         self, client: ClientConnection, request: Request, session: str, name: str
     ) -> tuple[str, str, int]:
         app = self.app
-        version = await app.pins.version_of(session, request)
+        try:
+            version = await app.pins.version_of(session, request)
+        except LookupFailed as failed:
+            if not failed.asked:
+                return self._no_version(client, request, name)
+            app.metrics.upstream_error(_NO_VERSION, "lookup_failed")
+            return self._refuse(
+                client,
+                request,
+                503,
+                "session_lookup_failed",
+                (
+                    "No replica could say which version this session belongs to (none ready, "
+                    "or none answered). Retry shortly; check `keel router status`."
+                ),
+                retry_after=True,
+            )
         table = app.table
         if version is None:
             # Unknown everywhere: the stable version's replicas answer (a 404 passes through).
@@ -170,6 +199,28 @@ class Proxy:
             ex.release_held()
         return route.name, name, ex.status
 
+    def _refuse(
+        self,
+        client: ClientConnection,
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: bool = False,
+    ) -> tuple[str, str, int]:
+        client.write(
+            router_error(
+                status,
+                code,
+                message,
+                retry_after_s=self.retry_after_s if retry_after else None,
+                headers=request.id_header,
+                keep_alive=request.keep_alive,
+            )
+        )
+        return _NO_VERSION, "session_other", status
+
     def _no_version(
         self, client: ClientConnection, request: Request, name: str
     ) -> tuple[str, str, int]:
@@ -182,7 +233,7 @@ class Proxy:
                     "No version can take new sessions now: no version with a weight above 0 "
                     "has a ready replica."
                     if name == "create_session"
-                    else "The routing table has no stable version to send this request to."
+                    else "No ready replica can serve this request now (none of its version, or of the stable version, is ready)."
                 )
                 + " Retry shortly; check `keel router status`.",
                 retry_after_s=self.retry_after_s,
