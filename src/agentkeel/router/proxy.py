@@ -233,7 +233,8 @@ class Proxy:
                     "No version can take new sessions now: no version with a weight above 0 "
                     "has a ready replica."
                     if name == "create_session"
-                    else "No ready replica can serve this request now (none of its version, or of the stable version, is ready)."
+                    else "No ready replica can serve this request now (none of its "
+                    "version, or of the stable version, is ready)."
                 )
                 + " Retry shortly; check `keel router status`.",
                 retry_after_s=self.retry_after_s,
