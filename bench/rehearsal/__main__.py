@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(time_scale=args.time_scale)
         if args.sessions is not None:
             options.sessions = args.sessions
+        elif name == "bluegreen":
+            options.sessions = 100
         outcome = asyncio.run(SCENARIOS[name](options))
         print_figures(f"rehearsal: {name}", outcome.figures)
         if outcome.skew:

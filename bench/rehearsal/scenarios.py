@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ WORSE = "examples.rehearsal_agent:worse"
 
 @dataclass
 class Options:
-    sessions: int = 200
+    sessions: int = 200  # bluegreen: 100 unless given
     time_scale: float = 30.0
     turns: tuple[int, int] = (6, 12)
     think_s: tuple[float, float] = (0.5, 1.5)
@@ -91,6 +92,17 @@ def _canary_section(options: Options) -> str:
         "  analysis_interval_s: 60\n"
         "  poll_interval_s: 0.1\n"
     )
+
+
+def _abort_requested_at(stack: Stack) -> float | None:
+    """When the abort request was written to the rollout store, on the monotonic clock."""
+    with contextlib.closing(sqlite3.connect(stack.data_dir / "rollouts.db")) as db:
+        row = db.execute(
+            "SELECT max(requested_at) FROM rollout_requests WHERE command = 'abort'"
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return float(row[0]) - (time.time() - time.monotonic())
 
 
 async def rollout(stack: Stack, *args: str) -> tuple[int, dict[str, Any]]:
@@ -298,6 +310,16 @@ async def bluegreen(options: Options) -> Outcome:
             outcome.figures.append(
                 Figure("switch-back: abort issued -> router weights on blue", weights - abort, "s")
             )
+        requested = _abort_requested_at(stack)
+        if requested is not None and blue is not None:
+            outcome.figures.append(
+                Figure(
+                    "switch-back: abort recorded -> first new session on blue",
+                    blue - requested,
+                    "s",
+                    "from the request in rollouts.db, without the CLI's start-up",
+                )
+            )
         outcome.figures.append(
             Figure("keel rollout abort command wall time", timings["abort_returned"] - abort, "s",
                    "process start included")
@@ -330,7 +352,7 @@ async def rolling(options: Options) -> Outcome:
     return outcome
 
 
-def _skew(watch: Watcher, start: float, end: float, *, every_s: float = 5.0) -> list[str]:
+def _skew(watch: Watcher, start: float, end: float, *, every_s: float = 2.0) -> list[str]:
     """Live sessions per version (the clients' view) and the router's pins, every few s."""
     lines: list[str] = []
     next_at = start
