@@ -4,8 +4,8 @@ For every session the clients created, ``GET /v1/sessions/{id}`` through the
 router gives its turns with the version that served each one. The checks:
 
 - every acknowledged turn is stored, on the version its reply named;
-- a session's turns are on one version, or change version once, at a turn
-  boundary (a move: v1 v1 v2 v2, never v1 v2 v1);
+- a session's turns are numbered 1..n with no gap, and are on one version or
+  change version once, at a turn boundary (a move: v1 v1 v2 v2, never v1 v2 v1);
 - no turn failed (the load driver's record) because of the deploy.
 """
 
@@ -87,6 +87,8 @@ async def verify(router_url: str, record: LoadRecord, *, concurrency: int = 16) 
                     verdict.wrong_version.append(
                         f"{session_id} turn {number}: reply {version}, stored {stored[number]}"
                     )
+            if sorted(stored) != list(range(1, len(stored) + 1)):
+                verdict.bad_sequences.append(f"{session_id}: turn numbers {sorted(stored)}")
             runs = version_runs([stored[n] for n in sorted(stored)])
             if len(runs) > 2:
                 verdict.bad_sequences.append(f"{session_id}: {' -> '.join(runs)}")
