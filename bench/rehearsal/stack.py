@@ -28,6 +28,7 @@ from bench._common import clean_env
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 90.0
+START_ATTEMPTS = 3
 RUNNING_LINE = "keel up is running"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -199,47 +200,70 @@ def keel_up(
     extra: str = "",
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """Start ``keel up`` in a temp directory; Ctrl-C (SIGINT) it at the end of the block."""
+    """Start ``keel up`` in a temp directory; Ctrl-C (SIGINT) it at the end of the block.
+
+    The ports are free when chosen, but another process on the machine can take one
+    before a replica binds it; then the stack is started again on other ports.
+    """
     with tempfile.TemporaryDirectory(prefix="keel-rehearsal-") as tmp:
         directory = Path(tmp)
-        base_port = free_port_run(replicas + 2)
-        config = directory / "keel.yaml"
-        config.write_text(
-            stack_config(
-                base_port=base_port,
-                replicas=replicas,
-                entrypoint=entrypoint,
-                rollout=rollout,
-                extra=extra,
-            )
+        for attempt in range(START_ATTEMPTS):
+            stack = _start(directory / f"run-{attempt}", replicas, entrypoint, rollout, extra, env)
+            try:
+                _wait_running(stack, stack.directory / "keel-up.out")
+            except RuntimeError as exc:
+                _stop(stack.proc)
+                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS - 1:
+                    raise
+                continue
+            try:
+                yield stack
+            finally:
+                _stop(stack.proc)
+            return
+
+
+def _start(
+    directory: Path,
+    replicas: int,
+    entrypoint: str,
+    rollout: str,
+    extra: str,
+    env: Mapping[str, str] | None,
+) -> Stack:
+    directory.mkdir(parents=True)
+    base_port = free_port_run(replicas + 2)
+    config = directory / "keel.yaml"
+    config.write_text(
+        stack_config(
+            base_port=base_port,
+            replicas=replicas,
+            entrypoint=entrypoint,
+            rollout=rollout,
+            extra=extra,
         )
-        out = directory / "keel-up.out"
-        with out.open("wb") as sink:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agentkeel.cli.main",
-                    "--config",
-                    str(config),
-                    "up",
-                    "--data-dir",
-                    str(directory / "data"),
-                    "--no-local-model",
-                    "--no-tools",
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=stack_env(env),
-                cwd=directory,
-            )
-        stack = Stack(proc, directory, config, f"http://127.0.0.1:{base_port + 1}")
-        try:
-            _wait_running(stack, out)
-            yield stack
-        finally:
-            _stop(proc)
+    )
+    with (directory / "keel-up.out").open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agentkeel.cli.main",
+                "--config",
+                str(config),
+                "up",
+                "--data-dir",
+                str(directory / "data"),
+                "--no-local-model",
+                "--no-tools",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=stack_env(env),
+            cwd=directory,
+        )
+    return Stack(proc, directory, config, f"http://127.0.0.1:{base_port + 1}")
 
 
 def _wait_running(stack: Stack, out: Path) -> None:
