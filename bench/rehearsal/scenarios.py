@@ -137,6 +137,15 @@ async def _with_load(
     finally:
         record = await driver.stop()
     verdict = await verify(stack.router_url, record)
+    verdict.failed_turns = [
+        f"{f.session_id} turn {f.turn} at t+{f.at - record.started:.1f}s: {f.reason}"
+        for f in record.failures
+    ]
+    if record.failures:
+        router_log = (stack.data_dir / "logs" / "router.log").read_text(errors="replace")
+        verdict.failed_turns += [
+            line[:300] for line in router_log.splitlines() if '"level": "info"' not in line
+        ][-8:]
     return record, verdict, w
 
 
@@ -370,14 +379,21 @@ def _skew(watch: Watcher, start: float, end: float, *, every_s: float = 2.0) -> 
 
 
 async def _memory_events(stack: Stack) -> int:
-    """The memory server's event count (``GET /v1/integrity``)."""
+    """Events the memory server holds: in its log plus those a restore set aside.
+
+    A restore moves later events from the log to a quarantine, so the log alone
+    shrinks; the two together never do, unless something was deleted.
+    """
     services = json.loads((stack.data_dir / "stack.json").read_text())["services"]
     async with httpx.AsyncClient(
         base_url=services["memory"]["url"], headers=stack.admin_headers(), timeout=30.0
     ) as client:
-        answer = await client.get("/v1/integrity")
-        answer.raise_for_status()
-        return int(answer.json()["events"])
+        integrity = await client.get("/v1/integrity")
+        integrity.raise_for_status()
+        quarantine = await client.get("/v1/quarantine")
+        quarantine.raise_for_status()
+        held = sum(int(q["event_count"]) for q in quarantine.json()["quarantines"])
+        return int(integrity.json()["events"]) + held
 
 
 async def _rollback_until(stack: Stack, step: str) -> tuple[int | None, list[str]]:
@@ -413,6 +429,7 @@ async def rollback(options: Options) -> Outcome:
             if put.returncode != 0:
                 outcome.notes.append(f"memory put failed: {put.stdout}{put.stderr}")
         runs: list[tuple[int | None, list[str]]] = []
+        marks: dict[str, float] = {}
 
         async def sample_events() -> None:
             while True:
@@ -434,11 +451,15 @@ async def rollback(options: Options) -> Outcome:
                 stack.keel("memory", "put", "agent:rehearsal", f"after deploy {n}")
             controller.kill()  # the controller dies; its heartbeat goes stale
             await controller.wait()
+            marks["controller killed"] = time.monotonic() - driver.record.started
             await asyncio.sleep(6)
             sampler = asyncio.create_task(sample_events())
             try:
+                marks["rollback started"] = time.monotonic() - driver.record.started
                 runs.append(await _rollback_until(stack, "restore_snapshot"))
+                marks["rollback killed"] = time.monotonic() - driver.record.started
                 runs.append(await _rollback_until(stack, ""))
+                marks["rollback run again, done"] = time.monotonic() - driver.record.started
                 runs.append(await _rollback_until(stack, ""))
             finally:
                 sampler.cancel()
@@ -456,7 +477,8 @@ async def rollback(options: Options) -> Outcome:
         replicas = [r["version"] for r in await stack.replicas()]
         search = stack.keel("memory", "search", "agent:rehearsal", "deploy", "--json")
         found = [m["memory"]["content"] for m in json.loads(search.stdout or "{}")["results"]]
-        quarantine = json.loads(stack.keel("memory", "quarantine", "list", "--json").stdout or "[]")
+        listed = json.loads(stack.keel("memory", "quarantine", "list", "--json").stdout or "{}")
+        quarantine = listed.get("quarantines", [])
         decreased = any(b < a for a, b in itertools.pairwise(events))
         outcome.figures += [
             Figure("router weights after", 0, "", json.dumps(table)),
@@ -464,10 +486,12 @@ async def rollback(options: Options) -> Outcome:
             Figure("memories before the deploy kept", sum("before" in c for c in found), ""),
             Figure("memories after the deploy in view", sum("after" in c for c in found), ""),
             Figure("quarantines", len(quarantine), "", "later writes set aside"),
-            Figure("memory events first / last", events[0] if events else 0, "",
+            Figure("memory events (log + quarantine) first / last", events[0] if events else 0, "",
                    f"last {events[-1] if events else 0}; decreased: {decreased}"),
             Figure("second run steps", len(again[1]), "lines", " | ".join(again[1][-6:])),
         ]  # fmt: skip
+        outcome.figures += [Figure(f"t: {name}", at, "s", "since the load started")
+                            for name, at in marks.items()]  # fmt: skip
         if table.get("v1") != 100 or table.get("v2", 0) != 0:
             outcome.notes.append(f"router table after rollback: {table}")
         if set(replicas) != {"v1"}:
