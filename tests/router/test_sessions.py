@@ -178,6 +178,36 @@ async def test_pinned_policy_keeps_sessions_on_a_retired_version(
     assert await moves(router, "v2", "v1") == 0
 
 
+async def test_a_session_whose_version_lost_its_replicas_is_read_and_ended_by_stable(
+    replicas: list[AgentReplica], start_router: StartRouter, admin_headers: dict[str, str]
+) -> None:
+    """v2 still in the table but without a replica (stopped after a promotion): GET and
+    DELETE of its session are served by v1 from the shared store; a turn is not moved."""
+    router = await start_router(backends_of(replicas))
+    async with httpx.AsyncClient(base_url=router.url, timeout=10) as client:
+        await client.post(
+            "/admin/weights", json={"weights": {"v1": 0, "v2": 100}}, headers=admin_headers
+        )
+        session = (await client.post("/v1/sessions", json={"user_id": "u"})).json()["session_id"]
+        await turn(client, session)
+        await client.post("/admin/weights", json={"weights": {"v1": 100}}, headers=admin_headers)
+        removed = await client.post(
+            "/admin/replicas/remove",
+            json={"url": replicas[2].url},
+            headers=admin_headers,
+        )
+        assert removed.status_code == 200, removed.text
+        refused = await client.post(f"/v1/sessions/{session}/messages", json={"content": "x"})
+        assert refused.status_code == 503
+        read = await client.get(f"/v1/sessions/{session}")
+        assert read.status_code == 200, read.text
+        assert [t["version"] for t in read.json()["turns"]] == ["v2"]
+        ended = await client.delete(f"/v1/sessions/{session}")
+        assert ended.status_code in (200, 204), ended.text
+        pins = (await client.get("/admin/pins", headers=admin_headers)).json()
+    assert pins["by_version"]["v2"] == 0
+
+
 async def test_an_unknown_session_is_the_replicas_404(
     replicas: list[AgentReplica], start_router: StartRouter
 ) -> None:

@@ -181,6 +181,11 @@ class Proxy:
             elif route is None:
                 # Its version is gone; any version can read it, and the pin moves at its next turn.
                 route = stable
+        if name != "turn" and route is not None and not route.has_available():
+            # Its version has no ready replica left (stopped after a promotion or rollback):
+            # the store is shared, so the stable version reads, ends or rates the session;
+            # only a turn stays on the pinned version.
+            route = stable
         served_by, _, status = await self._send(client, request, route, name)
         ended = request.method == _DELETE and name == "session" and 200 <= status < 300
         if ended or status == 410:

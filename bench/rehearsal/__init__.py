@@ -1,0 +1,1 @@
+"""Release rehearsals on the real local stack: ``python -m bench.rehearsal``."""
