@@ -52,6 +52,7 @@ from agentkeel.deploy.view import release_json, release_view
 from agentkeel.errors import InvalidRequest, NotFound
 from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.ops.golden import GoldenChecks
+from agentkeel.ops.replicas import check_extra_env
 from agentkeel.router.admin_client import RouterAdminClient
 from agentkeel.telemetry.audit import credential_id
 
@@ -360,6 +361,7 @@ def start(
         raise InvalidRequest(
             "which version? pass --version v2 (or set rollout.release.version in keel.yaml)"
         )
+    check_extra_env(plan.env)  # before anything is saved or connected to
     targets = context.targets(
         router_url=router_url,
         control_socket=control_socket,

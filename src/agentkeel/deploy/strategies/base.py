@@ -22,6 +22,7 @@ from agentkeel.deploy.types import (
     MetricsSource,
     ReplicaDriver,
     ReplicaInfo,
+    ReplicaSpec,
     RouterControl,
     SessionPolicy,
 )
@@ -62,7 +63,12 @@ class Strategy(Protocol):
         ...
 
     async def before_rollback(self, run: RolloutRun) -> None:
-        """Undo what only this strategy did (rolling restarts the replicas it stopped)."""
+        """Undo what only this strategy did (rolling restarts the replicas it stopped);
+        runs before the previous version takes every new session again."""
+        ...
+
+    async def watch(self, run: RolloutRun) -> None:
+        """One tick while the release is paused (canary keeps judging the traffic it has)."""
         ...
 
 
@@ -81,8 +87,11 @@ class RolloutRun:
         deps: RolloutDeps,
         clock: Clock,
         actor: str,
+        previous_spec: ReplicaSpec | None = None,
     ) -> None:
         self.release = release
+        # How the previous version's replicas start (a rollback restarts them so).
+        self.previous_spec = previous_spec or ReplicaSpec(version=release.previous)
         self.settings = settings
         self.deps = deps
         self.clock = clock
