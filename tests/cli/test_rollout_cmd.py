@@ -111,6 +111,9 @@ def test_start_refuses_bad_arguments_before_touching_anything(tmp_path: Path) ->
     assert code == 1 and "'yolo' is not one of canary" in err
     code, _, err = keel(*base, "--version", "v2", "--env", "PATH=/tmp")
     assert code == 1 and "KEEL_NAME=value" in err
+    # A secret is refused as keel up refuses it, before it is written anywhere.
+    code, _, err = keel(*base, "--version", "v2", "--env", "KEEL_LLM__API_KEY=sk-live-abc123")
+    assert code == 1 and "KEEL_LLM__API_KEY" in err
     code, _, err = keel(*base, "--version", "v2", "--policy", "sticky")
     assert code == 1 and "'sticky' is not one of pinned" in err
     # No keel up here: nothing to drive replicas with.

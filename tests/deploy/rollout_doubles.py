@@ -332,6 +332,7 @@ class Rig:
     clock: GatedClock
     settings: Any
     golden: FixedGolden | None = None
+    sessions: Any = None
     updates: list[tuple[str, str, int, float]] = field(default_factory=list)
 
     def deps(self) -> Any:
@@ -345,6 +346,7 @@ class Rig:
             metrics=self.metrics,
             judge_factory=lambda: self.judge,
             golden=self.golden,
+            sessions=self.sessions,
         )
 
     def controller(self, **kwargs: Any) -> Any:

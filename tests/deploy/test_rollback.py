@@ -240,7 +240,7 @@ async def test_the_drain_waits_for_pinned_sessions_to_move(rig: Rig) -> None:
     assert drain.data["pinned_at_start"] == 3
     assert drain.data["pinned_at_end"] == 0
     assert drain.data["waited_s"] == pytest.approx(3.0)
-    assert "3 of 3 pinned session(s) moved or ended" in drain.detail
+    assert "3 of 3 live session(s) moved or ended" in drain.detail
 
 
 async def test_the_drain_gives_up_waiting_at_the_deadline(rig: Rig) -> None:
@@ -252,6 +252,46 @@ async def test_the_drain_gives_up_waiting_at_the_deadline(rig: Rig) -> None:
     assert drain.data["waited_s"] == pytest.approx(10.0)
     assert drain.data["pinned_at_end"] == 3
     assert "3 left at the drain deadline" in drain.detail
+    assert_final_state(rig)
+
+
+class StoreCount:
+    """The session store's live count, as a replica's admin API reports it."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self.reads = 0
+
+    async def by_version(self) -> dict[str, int]:
+        self.reads += 1
+        return dict(self.counts)
+
+
+async def test_by_default_the_rollback_stops_the_bad_version_without_waiting(rig: Rig) -> None:
+    """Its sessions move at their next turn, so the replicas drain and stop at once (the
+    memory fence stays up only that long), however many sessions are live."""
+    rig.router.moves_per_poll = 0
+    report = await Rollback(rig.router, rig.driver, rig.memory, rig.journal, clock=rig.clock).run(
+        rig.release, code_only=True
+    )
+    drain = next(step for step in report.steps if step.name == "drain_and_stop_bad_version")
+    assert drain.data["waited_s"] == 0
+    assert drain.data["pinned_at_start"] == 3
+    assert "move to v1 at their next turn" in drain.detail
+    assert_final_state(rig)
+
+
+async def test_a_drain_wait_reads_the_session_store_not_the_pins(rig: Rig) -> None:
+    """Pins of sessions that ended by timeout linger; the store says 0 live, so even a
+    long drain wait ends at once."""
+    rig.router.moves_per_poll = 0
+    store = StoreCount({"v1": 10, "v2": 0})
+    report = await rig.rollback(drain_timeout_s=600.0, sessions=store).run(
+        rig.release, code_only=True
+    )
+    drain = next(step for step in report.steps if step.name == "drain_and_stop_bad_version")
+    assert store.reads >= 1
+    assert drain.data["waited_s"] == 0 and drain.data["pinned_at_start"] == 0
     assert_final_state(rig)
 
 

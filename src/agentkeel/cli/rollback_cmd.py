@@ -34,6 +34,7 @@ from agentkeel.cli.output import (
 )
 from agentkeel.cli.stack import LocalStack
 from agentkeel.deploy.drivers import LocalDriver
+from agentkeel.deploy.live_sessions import StoreLiveSessions, admin_live
 from agentkeel.deploy.rollback import OnStep, Rollback, RollbackFailed, RollbackReport
 from agentkeel.deploy.rollback_journal import RollbackJournal
 from agentkeel.deploy.state import ROLLOUTS_FILE, Release, RolloutStore
@@ -126,10 +127,10 @@ def rollback_command(
         typer.Option(
             "--drain-timeout",
             min=0.0,
-            help="Seconds to wait for the bad version's sessions to move or end before its "
-            "replicas stop.",
+            help="Seconds to wait for the bad version's live sessions before its replicas "
+            "stop (default 0: they move to the previous version at their next turn anyway).",
         ),
-    ] = 600.0,
+    ] = 0.0,
 ) -> None:
     """Roll a release back: new sessions to the previous version, memory fenced and restored
     to the pre-deploy snapshot, the bad version drained and stopped, the fence lifted, the
@@ -251,6 +252,9 @@ async def roll_back(
                     memory,
                     journal,
                     golden=GoldenChecks(targets.golden) if targets.golden is not None else None,
+                    sessions=StoreLiveSessions(
+                        router, live_of=admin_live(targets.router_token_file)
+                    ),
                     drain_timeout_s=targets.drain_timeout_s,
                     poll_interval_s=targets.poll_interval_s,
                     actor=actor,

@@ -41,6 +41,7 @@ from agentkeel.config.rollout import RolloutSettings
 from agentkeel.deploy.controller import ReleasePlan, RolloutController
 from agentkeel.deploy.drivers import LocalDriver
 from agentkeel.deploy.judge import Judge as CanaryJudge
+from agentkeel.deploy.live_sessions import StoreLiveSessions, admin_live
 from agentkeel.deploy.rollback import Rollback
 from agentkeel.deploy.rollback_journal import RollbackJournal
 from agentkeel.deploy.rollout_types import Judge
@@ -52,6 +53,7 @@ from agentkeel.deploy.view import release_json, release_view
 from agentkeel.errors import InvalidRequest, NotFound
 from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.ops.golden import GoldenChecks
+from agentkeel.ops.replicas import check_extra_env
 from agentkeel.router.admin_client import RouterAdminClient
 from agentkeel.telemetry.audit import credential_id
 
@@ -114,13 +116,7 @@ class _Context:
         control_socket: Path | None,
         token_file: Path | None,
         memory_url: str | None,
-        time_scale: float,
     ) -> RollbackTargets:
-        deadline = max(
-            self.settings.canary.drain_deadline_s,
-            self.settings.bluegreen.drain_deadline_s,
-            self.settings.rolling.drain_deadline_s,
-        )
         return resolve_targets(
             self.stack,
             router_url=router_url,
@@ -128,7 +124,8 @@ class _Context:
             control_socket=control_socket,
             token_file=token_file,
             golden=None,
-            drain_timeout_s=deadline / time_scale,
+            # The bad version's sessions move at their next turn: its replicas stop at once.
+            drain_timeout_s=0.0,
             code_only=not (self.settings.snapshot or self.settings.auto_state_rollback),
         )
 
@@ -150,12 +147,14 @@ async def _deps(
                 MemoryApiClient(base_url=targets.memory_url, token_file=targets.memory_token_file)
             )
         golden = GoldenChecks(targets.golden) if targets.golden is not None else None
+        sessions = StoreLiveSessions(router, live_of=admin_live(targets.router_token_file))
         rollback = Rollback(
             router,
             driver,
             memory,
             journal,
             golden=golden,
+            sessions=sessions,
             drain_timeout_s=targets.drain_timeout_s,
             poll_interval_s=min(1.0, settings.poll_interval_s * 5),
             actor=actor,
@@ -169,6 +168,7 @@ async def _deps(
             metrics=metrics,
             judge_factory=judge_factory,
             golden=golden,
+            sessions=sessions,
         )
 
 
@@ -360,12 +360,12 @@ def start(
         raise InvalidRequest(
             "which version? pass --version v2 (or set rollout.release.version in keel.yaml)"
         )
+    check_extra_env(plan.env)  # before anything is saved or connected to
     targets = context.targets(
         router_url=router_url,
         control_socket=control_socket,
         token_file=token_file,
         memory_url=memory_url,
-        time_scale=plan.time_scale,
     )
     release = _drive(context, targets, as_json=as_json, work=lambda c: c.start(plan))
     _finish(release, settings, as_json=as_json)
@@ -508,7 +508,6 @@ def _request(
         control_socket=control_socket,
         token_file=token_file,
         memory_url=memory_url,
-        time_scale=found.time_scale,
     )
     if command in ("pause", "abort"):
         done = _drive(context, targets, as_json=True, work=lambda c: c.settle(found))

@@ -89,6 +89,7 @@ from agentkeel.cli.config_cmd import cli_state, load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_console
 from agentkeel.cli.stack import StackFile
 from agentkeel.config.settings import KeelSettings
+from agentkeel.deploy.types import ReplicaSpec
 from agentkeel.errors import ConfigError
 from agentkeel.identity.keys import generate_key_pair, public_pem_of
 from agentkeel.ops.control import CONTROL_SOCKET, ControlServer, create_control_app
@@ -98,7 +99,8 @@ from agentkeel.ops.local_model import (
     local_model_ready_url,
 )
 from agentkeel.ops.ports import bind_error, url_host
-from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate
+from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate, replica_spec_env
+from agentkeel.ops.stable_release import stable_spec
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
 from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.web.auth import yaml_error_position
@@ -339,6 +341,7 @@ def plan_stack(
     memory_credentials: MemoryCredentials | None = None,
     tool_credentials: ToolCredentials | None = None,
     python: str | None = None,
+    stable: ReplicaSpec | None = None,
 ) -> StackPlan:
     """The children of ``keel up`` in start order: local model (optional), memory
     server, tool server, replicas, router (``up.router``, default on).
@@ -351,9 +354,17 @@ def plan_stack(
     loads the same settings as ``keel up`` did, plus the wiring between the
     services where the config leaves it unset. The router gets the replicas as
     backends of version ``agent.version``, the stack's admin token and its pin
-    table in ``<data_dir>/router.db``.
+    table in ``<data_dir>/router.db``. ``stable`` (``stable_spec``) starts the
+    replicas as the version a rollout promoted instead, with its entrypoint,
+    config and env.
     """
     interpreter = python or sys.executable
+    version = stable.version if stable is not None else settings.agent.version
+    stable_env = (
+        replica_spec_env(stable, shared_env=shared_replica_env(settings))
+        if stable is not None
+        else {}
+    )
     data_dir = settings.data_dir.absolute()
     base_env = {"PYTHONUNBUFFERED": "1", "KEEL_DATA_DIR": str(data_dir)}
     if config_path is not None:
@@ -460,7 +471,7 @@ def plan_stack(
         ready_timeout_s=settings.up.ready_timeout_s,
     )
     replicas = [
-        template.spec(replica_name(index), settings.up.base_port + index - 1)
+        template.spec(replica_name(index), settings.up.base_port + index - 1, env=stable_env)
         for index in range(1, settings.up.replicas + 1)
     ]
     services += replicas
@@ -471,7 +482,7 @@ def plan_stack(
                 interpreter,
                 env=base_env,
                 backends=[
-                    (settings.agent.version, template.url(replica.port))
+                    (version, template.url(replica.port))
                     for replica in replicas
                     if replica.port is not None
                 ],
@@ -482,7 +493,7 @@ def plan_stack(
     return StackPlan(
         services=services,
         replica_template=template,
-        replicas={replica.name: settings.agent.version for replica in replicas},
+        replicas={replica.name: version for replica in replicas},
     )
 
 
@@ -816,10 +827,12 @@ def up(
     loaded = load_cli_settings(ctx, config_path=config, data_dir=data_dir, overrides=overrides)
     settings = loaded.settings
     config_path = config or cli_state(ctx).config_path
+    data = settings.data_dir.absolute()
+    # A rollout's outcome wins over keel.yaml's version; a rollout half-way stops us here.
+    stable = stable_spec(data, configured=settings.agent.version)
     start_model = settings.local_model.enabled and not no_local_model
     if start_model:
         check_server_installed()
-    data = settings.data_dir.absolute()
     token_file = ensure_admin_token(data)
     credentials = ensure_memory_credentials(data) if starts_memory_server(settings) else None
     tool_credentials = ensure_tool_credentials(data) if starts_tool_server(settings) else None
@@ -830,6 +843,7 @@ def up(
         admin_token_file=token_file,
         memory_credentials=credentials,
         tool_credentials=tool_credentials,
+        stable=stable,
     )
     specs = plan.services
     check_ports_free(specs, host=service_hosts(settings))
@@ -837,6 +851,11 @@ def up(
     view = UpView(out=stdout_console(), err=stderr_console())
     for note in skipped_service_notes(settings):
         view.note(f"[yellow]note[/]      {note}")
+    if stable is not None:
+        view.note(
+            f"[yellow]note[/]      the replicas run {stable.version}, the version the last "
+            f"rollout made stable (agent.version in the config says {settings.agent.version})"
+        )
     supervisor = Supervisor(services=specs, log_dir=data / "logs", on_event=view.on_event)
 
     # What `keel chat`, `keel memory` and the others read to find this stack.

@@ -36,12 +36,19 @@ from agentkeel.deploy.state import Release, RolloutRequest, RolloutStore, Strate
 from agentkeel.deploy.strategies import RolloutDeps, RolloutRun, Strategy, make_strategy
 from agentkeel.deploy.types import ReplicaSpec, SessionPolicy
 from agentkeel.errors import Conflict, InvalidRequest, KeelError, NotFound
+from agentkeel.ops.replicas import check_extra_env
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.telemetry.audit import audit
 
-__all__ = ["ReleasePlan", "RolloutController"]
+__all__ = ["ROLLING_BACK", "ReleasePlan", "RolloutController"]
 
 _log = logging.getLogger("agentkeel.deploy.rollout")
+
+ROLLING_BACK = "rolling_back"
+"""The phase of a release whose rollback was decided; ``detail["rolling_back"]`` says how."""
+
+BEFORE_TRAFFIC = frozenset({"snapshot", "start", "golden"})
+"""Phases in which the new version has had no session yet (as far as the release knows)."""
 
 MAX_CONSECUTIVE_ERRORS = 20
 """Ticks in a row whose work failed (router or driver unreachable) before the rollout pauses."""
@@ -106,6 +113,8 @@ class RolloutController:
         """Check the plan against the router and record the release (nothing moves yet)."""
         if not plan.version.strip():
             raise InvalidRequest("the release needs a version name (--version v2)")
+        # The same check keel up makes, before the env is written anywhere.
+        check_extra_env(plan.env)
         if plan.strategy == "canary" and (
             self.deps.metrics is None or self.deps.judge_factory is None
         ):
@@ -196,7 +205,7 @@ class RolloutController:
         """Run ``release`` until it is promoted, rolled back, aborted or failed."""
         await self._claim(release)
         strategy = make_strategy(release.strategy)
-        run = self._run(release)
+        run = await self._run(release)
         run.event(f"controller {self.owner} drives the release")
         beat = asyncio.create_task(self._beat(release.release))
         errors = 0
@@ -208,7 +217,15 @@ class RolloutController:
                     release.elapsed_s += (now - last) * release.time_scale
                 last = now
                 await self._take_requests(run, strategy)
-                if release.state == "running":
+                if release.phase == ROLLING_BACK and release.active:
+                    # A rollback under way is finished, never advanced: the strategy
+                    # would put the new version's weights back.
+                    try:
+                        await self._carry_out_rollback(run, strategy)
+                    except KeelError as exc:
+                        release.detail["last_error"] = exc.message
+                        _log.warning("rollout %s: rollback: %s", release.release, exc.message)
+                elif release.state == "running":
                     try:
                         await self._advance(run, strategy)
                         errors = 0
@@ -218,6 +235,12 @@ class RolloutController:
                         _log.warning("rollout %s: %s", release.release, exc.message)
                         if errors >= MAX_CONSECUTIVE_ERRORS:
                             run.pause(f"{errors} ticks failed in a row, last: {exc.message}")
+                elif release.state == "paused":
+                    try:
+                        # Traffic still flows while paused: keep it watched.
+                        await strategy.watch(run)
+                    except KeelError as exc:
+                        release.detail["last_error"] = exc.message
                 if run.rollback_reason is not None and release.active:
                     await self._roll_back(
                         run, strategy, state="rolled_back", reason=run.rollback_reason
@@ -241,21 +264,34 @@ class RolloutController:
         """
         await self._claim(release)
         try:
-            run = self._run(release)
-            await self._take_requests(run, make_strategy(release.strategy))
+            run = await self._run(release)
+            strategy = make_strategy(release.strategy)
+            await self._take_requests(run, strategy)
+            if release.phase == ROLLING_BACK and release.active:
+                # A controller died half-way through a rollback: finish it here.
+                await self._carry_out_rollback(run, strategy)
             await self._checkpoint(release)
             return release
         finally:
             await self.store.release_claim(release.release, owner=self.owner)
 
-    def _run(self, release: Release) -> RolloutRun:
+    async def _run(self, release: Release) -> RolloutRun:
         return RolloutRun(
             release=release,
             settings=self.settings,
             deps=self.deps,
             clock=self.clock,
             actor=self.actor,
+            previous_spec=await self._spec_of(release.previous),
         )
+
+    async def _spec_of(self, version: str) -> ReplicaSpec:
+        """How ``version``'s replicas start: as the rollout that made it stable started
+        them, else as the stack starts its own (the driver fills in the defaults)."""
+        promoted = await self.store.promoted(version)
+        if promoted is not None and promoted.spec is not None:
+            return promoted.spec
+        return ReplicaSpec(version=version)
 
     async def _claim(self, release: Release) -> None:
         holder = await self.store.claim(
@@ -323,6 +359,9 @@ class RolloutController:
         release = run.release
         if not release.active:
             return f"release {release.release} is {release.state} already"
+        if release.phase == ROLLING_BACK:
+            marker = release.detail.get("rolling_back") or {}
+            return f"rolling back already ({marker.get('reason', 'no reason recorded')})"
         who = request.requested_by
         audit(f"rollout.{request.command}", actor=who, release=release.release)
         if request.command == "pause":
@@ -375,34 +414,71 @@ class RolloutController:
         requested_at: float | None = None,
         on_switched: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        """New sessions back on the previous version at once, then the rollback's code part.
+        """Record the rollback, then carry it out (``_carry_out_rollback``).
 
-        The switch comes first and alone: one atomic weights call, so blue/green's
-        switch-back is as fast as the router answers. The rollback runner then
-        drains and stops the new version (its sessions move at turn boundaries);
-        it restores the memory state too only when the judge failed and
-        ``rollout.auto_state_rollback`` is on, else the state part is recommended.
+        The phase ``rolling_back`` with the end state and reason is saved before
+        anything moves, so a controller killed half-way leaves a release that
+        the next one (``resume``, or ``abort`` with no live controller) finishes
+        instead of advancing the strategy again.
         """
         release = run.release
         run.rollback_reason = None
-        if not await self._had_sessions(release):
-            await run.fail_before_traffic(
-                reason, state="aborted" if state == "aborted" else "failed"
-            )
-            return
-        started = self.clock.monotonic()
-        # A weight above 0 brings a retired previous version back (the router's rule).
-        release.detail.pop("previous_retired", None)
-        await run.set_weights({release.previous: 100, release.version: 0}, stable=release.previous)
-        release.detail["switch_back_s"] = self.clock.monotonic() - started
-        if requested_at is not None:
-            release.detail["switch_back_since_request_s"] = max(
-                0.0, self.store.now() - requested_at
-            )
+        release.detail["rolling_back"] = {
+            "state": state,
+            "reason": reason,
+            "from_phase": release.phase,
+            "requested_at": requested_at,
+            "switched": False,
+        }
+        release.phase = ROLLING_BACK
+        run.event(f"rolling back: {reason}")
         await self._checkpoint(release)
-        if on_switched is not None:
-            await on_switched(release.detail["switch_back_s"])
-        await strategy.before_rollback(run)
+        await self._carry_out_rollback(run, strategy, on_switched=on_switched)
+
+    async def _carry_out_rollback(
+        self,
+        run: RolloutRun,
+        strategy: Strategy,
+        *,
+        on_switched: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        """New sessions back on the previous version, then the rollback's code part.
+
+        The previous version's replicas are checked (rolling restarts those it
+        stopped) before it takes every new session. The switch itself is one
+        atomic weights call, so blue/green's switch-back is as fast as the router
+        answers. The rollback runner then retires the new version (its sessions
+        move at their next turn) and stops it; it restores the memory state too
+        only when the judge failed and ``rollout.auto_state_rollback`` is on,
+        else the state part is recommended. Every part is safe to run again.
+        """
+        release = run.release
+        marker = release.detail["rolling_back"]
+        state: Literal["aborted", "rolled_back"] = marker["state"]
+        reason: str = marker["reason"]
+        if not marker.get("switched"):
+            if marker.get("from_phase") in BEFORE_TRAFFIC and not await self._had_sessions(release):
+                await run.fail_before_traffic(
+                    reason, state="aborted" if state == "aborted" else "failed"
+                )
+                return
+            await self._ready_previous(run, strategy)
+            started = self.clock.monotonic()
+            # A weight above 0 brings a retired previous version back (the router's rule).
+            release.detail.pop("previous_retired", None)
+            await run.set_weights(
+                {release.previous: 100, release.version: 0}, stable=release.previous
+            )
+            release.detail["switch_back_s"] = self.clock.monotonic() - started
+            requested_at = marker.get("requested_at")
+            if requested_at is not None:
+                release.detail["switch_back_since_request_s"] = max(
+                    0.0, self.store.now() - float(requested_at)
+                )
+            marker["switched"] = True
+            await self._checkpoint(release)
+            if on_switched is not None:
+                await on_switched(release.detail["switch_back_s"])
         code_only = not (state == "rolled_back" and self.settings.auto_state_rollback)
 
         def on_step(*args: Any, **kwargs: Any) -> None:
@@ -421,6 +497,20 @@ class RolloutController:
                 f"{release.snapshot_id or '(none taken)'}: keel rollback"
             )
         run.finish(state, reason)
+
+    async def _ready_previous(self, run: RolloutRun, strategy: Strategy) -> None:
+        """Before the previous version takes every new session, it must have replicas."""
+        release = run.release
+        try:
+            await strategy.before_rollback(run)
+        except KeelError as exc:
+            if not await run.replicas_of(release.previous):
+                raise KeelError(
+                    f"no replica of {release.previous} runs and none could be started "
+                    f"({exc.message}); new sessions stay where they are until one does",
+                    code="rollback_previous_not_ready",
+                ) from exc
+            run.event(f"starting replicas of {release.previous} failed: {exc.message}")
 
     async def _had_sessions(self, release: Release) -> bool:
         """Whether the new version may have sessions, as the router (not the release) says:

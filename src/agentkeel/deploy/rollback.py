@@ -11,9 +11,9 @@ The steps, in this order (see ``docs/architecture.md``, "rollback order"):
    later events move to a quarantine, nothing is deleted;
 4. ``drain_and_stop_bad_version``: the bad version is retired with policy
    ``move-at-turn`` (its sessions move to the previous version at their next
-   turn), the router waits for its pinned sessions to reach 0 or the drain
-   deadline, then its replicas are drained and stopped and it leaves the
-   routing table;
+   turn, so nothing waits for them to end), then its replicas are drained and
+   stopped at once (SIGTERM: turns in flight finish) and it leaves the routing
+   table; the memory fence is up only that long;
 5. ``lift_fence``: memory writes go ahead again (the outboxes deliver);
 6. ``golden``: the golden checks against a replica of the previous version,
    when a suite is configured.
@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from agentkeel.deploy.live_sessions import LiveSessions
 from agentkeel.deploy.rollback_journal import JournalEntry, StepJournal
 from agentkeel.deploy.types import ReplicaDriver, RouterControl, RouterVersion
 from agentkeel.errors import ConfigError, KeelError, Unavailable
@@ -217,7 +218,10 @@ class Rollback:
     driver and the memory server's admin client (``memory`` may be None for a
     code-only rollback); ``journal`` remembers the steps done per release;
     ``golden`` runs after the rest against the previous version, when given.
-    ``drain_timeout_s`` bounds the wait for the bad version's pinned sessions.
+    ``sessions`` counts live sessions per version from the session store (the
+    router's pins when None). ``drain_timeout_s`` (default 0: no wait) lets the
+    drain wait that long for the bad version's live sessions before it stops
+    its replicas; they move at their next turn anyway.
     """
 
     def __init__(
@@ -229,7 +233,8 @@ class Rollback:
         *,
         golden: GoldenCheck | None = None,
         clock: Clock | None = None,
-        drain_timeout_s: float = 600.0,
+        sessions: LiveSessions | None = None,
+        drain_timeout_s: float = 0.0,
         poll_interval_s: float = 1.0,
         actor: str = "keel rollback",
     ) -> None:
@@ -239,6 +244,7 @@ class Rollback:
         self.journal = journal
         self.golden = golden
         self.clock = clock or SystemClock()
+        self.sessions = sessions
         self.drain_timeout_s = drain_timeout_s
         self.poll_interval_s = poll_interval_s
         self.actor = actor
@@ -429,11 +435,17 @@ class Rollback:
                 await self.router.retire_version(release.version, policy="move-at-turn")
             pinned, remaining, waited = await self._wait_for_pins(release.version)
             data |= {"pinned_at_start": pinned, "pinned_at_end": remaining, "waited_s": waited}
-            parts.append(
-                f"retired {release.version} (move-at-turn): {pinned - remaining} of {pinned} "
-                f"pinned session(s) moved or ended in {waited:.1f}s"
-                + (f", {remaining} left at the drain deadline" if remaining else "")
-            )
+            if self.drain_timeout_s > 0:
+                parts.append(
+                    f"retired {release.version} (move-at-turn): {pinned - remaining} of "
+                    f"{pinned} live session(s) moved or ended in {waited:.1f}s"
+                    + (f", {remaining} left at the drain deadline" if remaining else "")
+                )
+            else:
+                parts.append(
+                    f"retired {release.version} (move-at-turn): its {pinned} live session(s) "
+                    f"move to {release.previous} at their next turn"
+                )
             for replica in bad.replicas:
                 if not replica.draining:
                     await self.router.drain_replica(replica.url)
@@ -452,16 +464,20 @@ class Rollback:
         return _Outcome("; ".join(parts), data)
 
     async def _wait_for_pins(self, version: str) -> tuple[int, int, float]:
-        """(pins at the start, pins at the end, seconds waited) for ``version``."""
+        """(live sessions at the start, at the end, seconds waited) for ``version``."""
         start = self.clock.monotonic()
-        pinned = remaining = (await self.router.pin_stats()).get(version, 0)
+        pinned = remaining = await self._live(version)
         while remaining > 0:
             waited = self.clock.monotonic() - start
             if waited >= self.drain_timeout_s:
                 break
             await self.clock.sleep(min(self.poll_interval_s, self.drain_timeout_s - waited))
-            remaining = (await self.router.pin_stats()).get(version, 0)
+            remaining = await self._live(version)
         return pinned, remaining, self.clock.monotonic() - start
+
+    async def _live(self, version: str) -> int:
+        counts = await (self.sessions.by_version() if self.sessions else self.router.pin_stats())
+        return counts.get(version, 0)
 
     async def _lift(self, release: ReleaseLike) -> _Outcome:
         answer = await self._memory().lift_fence()
@@ -509,11 +525,12 @@ class Rollback:
 
     async def _plan_drain(self, release: ReleaseLike) -> str:
         plan = (
-            f"retire {release.version} (its sessions move to {release.previous} at their next "
-            f"turn), wait up to {self.drain_timeout_s:g}s for its pinned sessions"
+            f"retire {release.version} (its sessions move to {release.previous} at their next turn)"
         )
+        if self.drain_timeout_s > 0:
+            plan += f", wait up to {self.drain_timeout_s:g}s for its live sessions"
         try:
-            pins = (await self.router.pin_stats()).get(release.version, 0)
+            pins = await self._live(release.version)
             names = [
                 info.name
                 for info in await self.driver.list_replicas()

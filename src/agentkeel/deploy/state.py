@@ -141,7 +141,7 @@ class Release:
         return self.spec or ReplicaSpec(version=self.version)
 
     def to_json(self) -> dict[str, Any]:
-        """Every field as JSON (``keel rollout status --json``)."""
+        """Every field as JSON (``keel rollout status --json``); env values are left out."""
         spec = self.replica_spec()
         return {
             "release": self.release,
@@ -155,7 +155,7 @@ class Release:
             "snapshot_id": self.snapshot_id,
             "time_scale": self.time_scale,
             "policy": self.policy,
-            "spec": _spec_json(spec),
+            "spec": {**_spec_json(spec), "env": sorted(spec.env)},
             "reason": self.reason,
             "started_at": self.started_at,
             "updated_at": self.updated_at,
@@ -258,6 +258,10 @@ class RolloutStore:
         """The release that is running or paused, if any."""
         return await self._worker.run(_active)
 
+    async def promoted(self, version: str) -> Release | None:
+        """The last release that made ``version`` stable, if a rollout deployed it."""
+        return await self._worker.run(_promoted, version)
+
     async def history(self, *, limit: int = 20) -> list[Release]:
         """Releases, newest first."""
         return await self._worker.run(_history, limit)
@@ -271,7 +275,12 @@ class RolloutStore:
         return await self._worker.run(_request, release, command, requested_by, self._clock.time())
 
     async def take_requests(self, release: str) -> list[RolloutRequest]:
-        """The release's requests nobody took yet, oldest first, marked taken."""
+        """The release's requests nobody took yet, oldest first, marked taken.
+
+        A request taken but never finished (its controller died before it
+        wrote the outcome) is offered again to the next controller that claims
+        the release (``claim``).
+        """
         return await self._worker.run(_take_requests, release, self._clock.time())
 
     async def finish_request(self, request_id: int, outcome: str) -> None:
@@ -287,7 +296,8 @@ class RolloutStore:
     ) -> Controller | None:
         """Become ``release``'s controller: None if so, else the live one that holds it.
 
-        A holder whose heartbeat is older than ``stale_after_s`` is taken for dead.
+        A holder whose heartbeat is older than ``stale_after_s`` is taken for dead;
+        the requests it took and never finished are queued again.
         """
         return await self._worker.run(
             _claim, release, owner, pid, self._clock.time(), stale_after_s
@@ -422,6 +432,15 @@ def _active(conn: sqlite3.Connection) -> Release | None:
     return None if row is None else _from_row(row)
 
 
+def _promoted(conn: sqlite3.Connection, version: str) -> Release | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM releases WHERE version = ? AND state = 'promoted' "
+        "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+        (version,),
+    ).fetchone()
+    return None if row is None else _from_row(row)
+
+
 def _history(conn: sqlite3.Connection, limit: int) -> list[Release]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM releases ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,)
@@ -518,6 +537,13 @@ def _claim(
             "(release, owner, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
             (release, owner, pid, now, now),
         )
+        if holder is None or holder.owner != owner:
+            # Taken by a controller that died before carrying them out: offer them again.
+            conn.execute(
+                "UPDATE rollout_requests SET taken_at = NULL "
+                "WHERE release = ? AND taken_at IS NOT NULL AND outcome IS NULL",
+                (release,),
+            )
     return None
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "ReplicaManager",
     "ReplicaTemplate",
     "check_extra_env",
+    "replica_spec_env",
 ]
 
 MAX_REPLICAS_PER_START = 16
@@ -173,6 +174,42 @@ def check_extra_env(env: Mapping[str, str]) -> None:
                 "characters. Secrets are read from files only: put it in a file and pass the "
                 "*_FILE setting that names it."
             )
+
+
+def replica_spec_env(spec: ReplicaSpec, *, shared_env: Mapping[str, str]) -> dict[str, str]:
+    """The variables a replica of ``spec`` gets on top of the stack's wiring (checked).
+
+    ``shared_env`` is added when the spec has a config file of its own (the session
+    store and ``redis_url`` stay the stack's). ``InvalidRequest`` for a bad spec.
+    """
+    if not _VERSION.match(spec.version):
+        raise InvalidRequest(
+            f"version {spec.version!r} is not a version name: 1 to 63 letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit (e.g. v2)."
+        )
+    env: dict[str, str] = {"KEEL_AGENT__VERSION": spec.version}
+    if spec.entrypoint is not None:
+        if not _ENTRYPOINT.match(spec.entrypoint):
+            raise InvalidRequest(
+                f"entrypoint {spec.entrypoint!r} is not package.module:object "
+                "(e.g. myapp.agents:support)."
+            )
+        env["KEEL_AGENT__ENTRYPOINT"] = spec.entrypoint
+    if spec.config is not None:
+        config = Path(spec.config)
+        if not config.is_absolute():
+            raise InvalidRequest(
+                f"config {spec.config!r} must be an absolute path (keel up may run in "
+                "another directory than the caller)."
+            )
+        if not config.is_file():
+            raise InvalidRequest(f"config {spec.config} does not exist or is not a file.")
+        env["KEEL_CONFIG"] = str(config)
+        # A version's own keel.yaml still serves the stack's sessions.
+        env.update(shared_env)
+    check_extra_env(spec.env)
+    env.update(spec.env)
+    return env
 
 
 @dataclass(slots=True)
@@ -329,33 +366,7 @@ class ReplicaManager:
             raise InvalidRequest(
                 f"count must be between 1 and {MAX_REPLICAS_PER_START}, got {count}."
             )
-        if not _VERSION.match(spec.version):
-            raise InvalidRequest(
-                f"version {spec.version!r} is not a version name: 1 to 63 letters, digits, "
-                "'.', '_' or '-', starting with a letter or digit (e.g. v2)."
-            )
-        env: dict[str, str] = {"KEEL_AGENT__VERSION": spec.version}
-        if spec.entrypoint is not None:
-            if not _ENTRYPOINT.match(spec.entrypoint):
-                raise InvalidRequest(
-                    f"entrypoint {spec.entrypoint!r} is not package.module:object "
-                    "(e.g. myapp.agents:support)."
-                )
-            env["KEEL_AGENT__ENTRYPOINT"] = spec.entrypoint
-        if spec.config is not None:
-            config = Path(spec.config)
-            if not config.is_absolute():
-                raise InvalidRequest(
-                    f"config {spec.config!r} must be an absolute path (keel up may run in "
-                    "another directory than the caller)."
-                )
-            if not config.is_file():
-                raise InvalidRequest(f"config {spec.config} does not exist or is not a file.")
-            env["KEEL_CONFIG"] = str(config)
-            # A version's own keel.yaml still serves the stack's sessions.
-            env.update(self._shared_env)
-        check_extra_env(spec.env)
-        env.update(spec.env)
+        env = replica_spec_env(spec, shared_env=self._shared_env)
         child = {**self._environ, **self._template.env, **env}
         try:
             settings = load_settings(environ=child).settings

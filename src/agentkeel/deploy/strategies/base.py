@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agentkeel.config.rollout import RolloutSettings
+from agentkeel.deploy.live_sessions import LiveSessions
 from agentkeel.deploy.rollout_types import GoldenCheck, Judge, RollbackRunner, SnapshotTaker
 from agentkeel.deploy.state import Release, ReleaseState, StrategyName
 from agentkeel.deploy.types import (
     MetricsSource,
     ReplicaDriver,
     ReplicaInfo,
+    ReplicaSpec,
     RouterControl,
     SessionPolicy,
 )
@@ -48,6 +50,8 @@ class RolloutDeps:
     metrics: MetricsSource | None = None
     judge_factory: Callable[[], Judge] | None = None
     golden: GoldenCheck | None = None
+    sessions: LiveSessions | None = None
+    """Live sessions per version from the session store; the router's pins when None."""
 
 
 class Strategy(Protocol):
@@ -62,7 +66,12 @@ class Strategy(Protocol):
         ...
 
     async def before_rollback(self, run: RolloutRun) -> None:
-        """Undo what only this strategy did (rolling restarts the replicas it stopped)."""
+        """Undo what only this strategy did (rolling restarts the replicas it stopped);
+        runs before the previous version takes every new session again."""
+        ...
+
+    async def watch(self, run: RolloutRun) -> None:
+        """One tick while the release is paused (canary keeps judging the traffic it has)."""
         ...
 
 
@@ -81,8 +90,11 @@ class RolloutRun:
         deps: RolloutDeps,
         clock: Clock,
         actor: str,
+        previous_spec: ReplicaSpec | None = None,
     ) -> None:
         self.release = release
+        # How the previous version's replicas start (a rollback restarts them so).
+        self.previous_spec = previous_spec or ReplicaSpec(version=release.previous)
         self.settings = settings
         self.deps = deps
         self.clock = clock
@@ -134,10 +146,13 @@ class RolloutRun:
         self.event("weights " + ", ".join(f"{v}={w}" for v, w in weights.items()))
 
     async def refresh_sessions(self) -> dict[str, int]:
-        """Live pins per version, as the router counts them (kept for the view)."""
-        pins = await self.deps.router.pin_stats()
-        self.release.detail["sessions"] = dict(pins)
-        return pins
+        """Live sessions per version (kept for the view): the session store's count when
+        ``deps.sessions`` is given, else the router's pins (which outlive sessions that
+        ended by timeout)."""
+        sessions = self.deps.sessions
+        live = await (sessions.by_version() if sessions else self.deps.router.pin_stats())
+        self.release.detail["sessions"] = dict(live)
+        return dict(live)
 
     async def retire_previous(self, policy: SessionPolicy) -> None:
         await self.deps.router.retire_version(self.release.previous, policy=policy)

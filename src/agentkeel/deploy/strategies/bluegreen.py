@@ -54,3 +54,6 @@ class BlueGreenStrategy:
 
     async def before_rollback(self, run: RolloutRun) -> None:
         return None
+
+    async def watch(self, run: RolloutRun) -> None:
+        return None

@@ -38,6 +38,10 @@ class CanaryStrategy:
     def __init__(self) -> None:
         self._judge: Judge | None = None
         self._weights_for: int | None = None
+        # The step this controller last analysed: a verdict saved by an earlier
+        # controller (killed, then resumed) never ends a step.
+        self._analysed_step: int | None = None
+        self._watch_due: float | None = None
 
     def steps(self, run: RolloutRun) -> int:
         return len(run.settings.canary.steps) + 1
@@ -58,6 +62,29 @@ class CanaryStrategy:
     async def before_rollback(self, run: RolloutRun) -> None:
         return None
 
+    async def watch(self, run: RolloutRun) -> None:
+        """Paused with traffic on the canary: analyse each interval, roll back on a failure.
+
+        The step's clock stands still while paused, so the interval is counted in
+        real time here (times ``--time-scale``).
+        """
+        release = run.release
+        if release.phase != "traffic":
+            return
+        await self._baseline(run)
+        now = run.clock.monotonic()
+        interval = run.real_seconds(run.settings.analysis_interval_s)
+        if self._watch_due is None:
+            self._watch_due = now + interval
+            return
+        if now < self._watch_due:
+            return
+        self._watch_due = now + interval
+        verdict = await self._analyse(run)
+        await run.refresh_sessions()
+        if verdict.rollback:
+            run.request_rollback(_failure(verdict) + " while the rollout was paused")
+
     async def _traffic(self, run: RolloutRun) -> None:
         release = run.release
         steps = run.settings.canary.steps
@@ -70,6 +97,7 @@ class CanaryStrategy:
             self._weights_for = release.step
             await self._baseline(run)
             await run.refresh_sessions()
+        self._watch_due = None
         interval = run.settings.analysis_interval_s
         due = float(release.detail.get("next_analysis_s", interval))
         if release.elapsed_s >= due:
@@ -86,7 +114,11 @@ class CanaryStrategy:
             return
         if release.elapsed_s < step.duration_s:
             return
-        last = (release.detail.get("verdict") or {}).get("outcome")
+        last = (
+            (release.detail.get("verdict") or {}).get("outcome")
+            if self._analysed_step == release.step
+            else None
+        )
         if last == "pass":
             release.detail.pop("held", None)
             if release.step + 1 < len(steps):
@@ -120,6 +152,9 @@ class CanaryStrategy:
         if callable(start):
             # The windows are cumulative from here (a resumed controller starts afresh).
             await start()
+            # The windows start empty now: the first verdict is one interval away.
+            release = run.release
+            release.detail["next_analysis_s"] = release.elapsed_s + run.settings.analysis_interval_s
 
     async def _analyse(self, run: RolloutRun) -> Verdict:
         release, source, judge = run.release, run.deps.metrics, self._judge
@@ -130,6 +165,7 @@ class CanaryStrategy:
         verdict = judge.evaluate(stable, canary)
         release.detail["verdict"] = verdict_json(verdict)
         release.detail["analyses"] = int(release.detail.get("analyses") or 0) + 1
+        self._analysed_step = release.step
         if verdict.outcome != "pass":
             run.event(f"verdict {verdict.outcome}" + (" (rollback)" if verdict.rollback else ""))
         return verdict

@@ -19,7 +19,6 @@ import math
 
 from agentkeel.deploy.state import StrategyName
 from agentkeel.deploy.strategies.base import RolloutRun, retire_previous_step
-from agentkeel.deploy.types import ReplicaSpec
 
 __all__ = ["RollingStrategy"]
 
@@ -82,8 +81,9 @@ class RollingStrategy:
         if missing <= 0:
             return
         run.event(f"starting {missing} replica(s) of {release.previous} again")
-        started = await run.deps.driver.start_replicas(
-            ReplicaSpec(version=release.previous), missing
-        )
+        started = await run.deps.driver.start_replicas(run.previous_spec, missing)
         for info in started:
             await run.deps.router.add_replica(release.previous, info.url)
+
+    async def watch(self, run: RolloutRun) -> None:
+        return None
