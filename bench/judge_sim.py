@@ -14,7 +14,8 @@ stable version's tool success is 95 %.
 Both the judge's default method (``sequential``) and the operations guide's
 two-sigma rule (``method: two-sigma``) judge the same simulated data. Each is
 the real ``agentkeel.deploy.judge.Judge`` with the default ``JudgeSettings``
-(every other metric has no data here, so only tool success decides).
+(every other metric has no data here, so only tool success decides, with its
+default third of ``alpha``; the other metrics keep their shares unspent).
 ``--all-rates`` also feeds A/A data to the other default rates (model errors
 1 %, memory write errors 0.1 %, guardrail trips 2 %, turn errors 1 %) for the
 false-rollback rate of the whole judge.

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agentkeel.config.judge import JudgeSettings
+from agentkeel.config.judge import DistributionMetric, JudgeSettings, RateMetric
 from agentkeel.deploy.judge import Judge, Verdict, windows_of
 from agentkeel.deploy.stats import (
     Estimate,
@@ -345,3 +345,45 @@ def test_settings_lay_entries_over_the_defaults() -> None:
         JudgeSettings.model_validate({"rates": {"made_up": {"tolerance": 0.1}}})
     with pytest.raises(ValueError):
         JudgeSettings.model_validate({"alpha": 0})
+
+
+# --- alpha spent across metrics ---------------------------------------------------------
+
+
+def test_alpha_is_spent_across_the_enabled_metrics_by_weight() -> None:
+    """The shares add up to ``alpha`` (a false rollback needs one false failure); tool
+    success gets its weight's share, and disabling metrics leaves the rest more."""
+    settings = JudgeSettings()
+    enabled: list[RateMetric | DistributionMetric] = [
+        *settings.enabled_rates().values(),
+        *settings.enabled_distributions().values(),
+    ]
+    assert sum(settings.metric_alpha(m) for m in enabled) == pytest.approx(settings.alpha)
+    tool = settings.rates["tool_success"]
+    weights = sum(m.weight for m in enabled)
+    assert settings.metric_alpha(tool) == pytest.approx(settings.alpha * tool.weight / weights)
+    assert settings.metric_alpha(tool) > settings.metric_alpha(settings.rates["turn_errors"])
+    alone = only("tool_success")
+    assert alone.metric_alpha(alone.rates["tool_success"]) == pytest.approx(alone.alpha)
+    with pytest.raises(ValueError):
+        JudgeSettings.model_validate({"rates": {"tool_success": {"weight": 0}}})
+
+
+def test_a_metric_fails_only_within_its_share_of_alpha() -> None:
+    """Evidence between the metric's share and the whole ``alpha`` fails tool success
+    when it is the only metric, and passes it when every default metric shares alpha."""
+    alone, shared = only("tool_success"), JudgeSettings()
+    share = shared.metric_alpha(shared.rates["tool_success"])
+    stable = tools("v1", 500, 10_000)
+    for failed in range(50, 200):
+        canary = tools("v2", failed, 1000)
+        p = metric(Judge(alone).evaluate(stable, canary), "tool_success").p_value
+        assert p is not None
+        if share < p <= alone.alpha:
+            break
+    else:
+        pytest.fail("no count gives evidence between the share and alpha")
+    assert metric(Judge(alone).evaluate(stable, canary), "tool_success").outcome == "fail"
+    verdict = Judge(shared).evaluate(stable, canary)
+    assert metric(verdict, "tool_success").outcome == "pass"
+    assert not verdict.rollback

@@ -27,6 +27,11 @@ DEFAULT_RATES: dict[str, dict[str, Any]] = {
         "description": "failed tool calls / tool calls",
         "events": ['agent_tool_calls_total{status!="success"}'],
         "trials": ["agent_tool_calls_total"],
+        # The headline metric gets a third of the false-rollback budget (4 of 12),
+        # and its events are common enough for the normal approximation from 10
+        # expected canary events (measured: its false alarms stay within its share).
+        "weight": 4.0,
+        "min_expected_events": 10.0,
     },
     "model_errors": {
         "description": "failed model requests / model requests",
@@ -82,7 +87,8 @@ class RateMetric(BaseModel):
 
     The canary fails when its rate exceeds the stable one by more than
     ``tolerance`` (an absolute difference: 0.01 = one point) with the evidence the
-    judge's ``alpha`` asks for. ``mixture_sd`` is the size of the differences the
+    metric's share of the judge's ``alpha`` asks for (``weight``, see
+    ``JudgeSettings``). ``mixture_sd`` is the size of the differences the
     sequential test is tuned to find fastest (larger ones are found sooner still).
     Fewer than ``min_trials`` on either side is inconclusive, and so are fewer
     than ``min_expected_events`` canary events expected at the pooled rate while
@@ -96,6 +102,7 @@ class RateMetric(BaseModel):
     events: list[str] = Field(min_length=1)
     trials: list[str] = Field(min_length=1)
     tolerance: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight: float = Field(default=1.0, gt=0.0)
     mixture_sd: float = Field(default=0.05, gt=0.0, le=1.0)
     min_trials: int = Field(default=100, ge=1)
     min_expected_events: float = Field(default=15.0, ge=0.0)
@@ -114,7 +121,7 @@ class DistributionMetric(BaseModel):
     The effect is the probability that a canary observation is worse (in the
     ``harmful`` direction) than a stable one, ties counting half: 0.5 means no
     difference. The canary fails when that probability exceeds
-    ``0.5 + tolerance`` with the evidence ``alpha`` asks for.
+    ``0.5 + tolerance`` with the evidence its share of ``alpha`` asks for.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -124,6 +131,7 @@ class DistributionMetric(BaseModel):
     histogram: str
     harmful: Direction = "higher"
     tolerance: float = Field(default=0.05, ge=0.0, lt=0.5)
+    weight: float = Field(default=1.0, gt=0.0)
     mixture_sd: float = Field(default=0.1, gt=0.0, le=0.5)
     min_samples: int = Field(default=50, ge=1)
     query: str | None = None
@@ -165,9 +173,12 @@ class JudgeSettings(BaseModel):
     guide's rule (a canary interval more than ``sigmas`` standard deviations of
     the stable version's per-interval values worse than their mean), kept for
     comparison: its false-alarm rate is far higher (see the README).
-    ``alpha`` bounds, per metric, the chance that a canary no worse than its
-    tolerance ever fails an interval. ``consecutive_failures`` failing intervals
-    in a row call for a rollback.
+    ``alpha`` bounds, per rollout, the chance that a canary no worse than its
+    tolerances is ever rolled back: it is spent across the enabled metrics in
+    proportion to their ``weight`` (``metric_alpha``), and a false rollback
+    needs at least one metric to fail falsely, so the shares add up to at most
+    ``alpha``. ``consecutive_failures`` failing intervals in a row call for a
+    rollback.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -197,3 +208,14 @@ class JudgeSettings(BaseModel):
 
     def enabled_distributions(self) -> dict[str, DistributionMetric]:
         return {name: m for name, m in self.distributions.items() if m.enabled}
+
+    def metric_alpha(self, metric: RateMetric | DistributionMetric) -> float:
+        """The share of ``alpha`` one enabled metric may spend: ``alpha * weight / total``.
+
+        Fixed by the configuration before any data is seen, which is what lets the
+        shares add up (a union bound over metrics).
+        """
+        total = sum(m.weight for m in self.enabled_rates().values()) + sum(
+            m.weight for m in self.enabled_distributions().values()
+        )
+        return self.alpha * metric.weight / total if total > 0 else self.alpha

@@ -13,8 +13,8 @@ the two-sigma rule, the stable version's per-interval values.
 Outcomes, per metric and overall:
 
 - ``fail``: the canary is worse than the tolerance allows, with the evidence
-  ``alpha`` asks for (sequential), or its interval deviates more than
-  ``sigmas`` baseline standard deviations (two-sigma).
+  the metric's share of ``alpha`` asks for (sequential), or its interval
+  deviates more than ``sigmas`` baseline standard deviations (two-sigma).
 - ``inconclusive``: too little data to say; the controller holds. Never a pass.
 - ``pass``: enough data and no evidence of harm.
 
@@ -58,7 +58,8 @@ class MetricResult:
     Rates show event rates (0.05 = 5 %), distributions their medians.
     ``statistic`` is log Lambda of the sequential test (the z-like deviation in
     baseline standard deviations for two-sigma); ``p_value`` is the interval's
-    always-valid p-value (1 / Lambda), None for two-sigma.
+    always-valid p-value (1 / Lambda), None for two-sigma; the metric fails
+    when it is at most the metric's share of ``alpha``.
     """
 
     name: str
@@ -131,7 +132,14 @@ class Judge:
         self.settings = settings
         self._rates = settings.enabled_rates()
         self._distributions = settings.enabled_distributions()
-        self._threshold = math.log(1.0 / settings.alpha)
+        # Each metric fails at 1 / (its share of alpha): the shares add up to alpha.
+        self._rate_threshold = {
+            name: math.log(1.0 / settings.metric_alpha(m)) for name, m in self._rates.items()
+        }
+        self._distribution_threshold = {
+            name: math.log(1.0 / settings.metric_alpha(m))
+            for name, m in self._distributions.items()
+        }
         self.reset()
 
     def reset(self) -> None:
@@ -196,7 +204,7 @@ class Judge:
                 name, "rate", "inconclusive", stable_rate, canary_rate, None, None, detail
             )
         log_lr = log_mixture_ratio(estimate, metric.mixture_sd)
-        failed = log_lr >= self._threshold
+        failed = log_lr >= self._rate_threshold[name]
         verdict = "worse than" if failed else "no evidence of worse than"
         detail = f"{verdict} stable + {metric.tolerance:g}: {_counts(s, c)}"
         return MetricResult(
@@ -239,7 +247,7 @@ class Judge:
             )
         estimate, worse, _, _ = rank_harm(s, c, harmful=metric.harmful, tolerance=metric.tolerance)
         log_lr = log_mixture_ratio(estimate, metric.mixture_sd)
-        failed = log_lr >= self._threshold
+        failed = log_lr >= self._distribution_threshold[name]
         detail = (
             f"P(canary {'higher' if metric.harmful == 'higher' else 'lower'}) = {worse:.3f}, "
             f"{'above' if failed else 'within'} 0.5 + {metric.tolerance:g}; "
