@@ -95,7 +95,9 @@ def test_the_code_and_the_state_go_back(stack: RollbackStack) -> None:
     session = httpx.get(f"{stack.router_url}/v1/sessions/{stack.session_on_v2}").json()
     assert [turn["version"] for turn in session["turns"]] == ["v2", "v1"]
     drain = next(s for s in report.steps if s.name == "drain_and_stop_bad_version")
-    assert drain.data["pinned_at_start"] == 1 and drain.data["pinned_at_end"] == 0
+    # No drain wait by default: the session moved at its next turn (the stored turns say
+    # so), whether that turn came before or after the count was read.
+    assert drain.data["in_router"] is True and drain.data["waited_s"] < 1
 
     assert stack.memories() == ["before the deploy"]
     [quarantine] = stack.quarantined()
