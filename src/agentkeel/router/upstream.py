@@ -23,6 +23,7 @@ How an exchange ends (``Exchange.outcome``):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -74,6 +75,7 @@ class Exchange:
         "held",
         "keep_alive",
         "keep_client",
+        "on_end",
         "outcome",
         "raw",
         "reason",
@@ -85,14 +87,18 @@ class Exchange:
 
     def __init__(
         self,
-        future: asyncio.Future[int],
+        future: asyncio.Future[int] | None,
         *,
         sink: Sink | None,
         buffer_statuses: frozenset[int] = frozenset(),
         correlation_id: bytes | None = None,
         keep_client: bool = True,
+        on_end: Callable[[Exchange], None] | None = None,
     ) -> None:
+        # The outcome goes to ``future`` (an awaiting task) or, with no task to
+        # wake, straight to ``on_end`` from the connection's callback.
         self.future = future
+        self.on_end = on_end
         self.sink = sink
         self.buffer_statuses = buffer_statuses
         self.correlation_id = correlation_id
@@ -277,7 +283,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        if not ex.future.done():
+        if ex.on_end is not None:
+            on_end, ex.on_end = ex.on_end, None
+            on_end(ex)
+        elif ex.future is not None and not ex.future.done():
             ex.future.set_result(outcome)
 
     def abort(self) -> None:
