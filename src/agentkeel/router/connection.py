@@ -3,18 +3,22 @@
 The parser's callbacks collect the request line, the headers (already as the
 bytes sent to the replica, hop-by-hop headers dropped) and the body, bounded
 by ``max_header_bytes`` (431) and ``max_body_bytes`` (413). A complete request
-becomes a ``Request`` and is handled by the ``Handler``; pipelined requests
-wait their turn, so responses leave in order. Malformed HTTP gets a 400 and
-the connection is closed.
+becomes a ``Request``. On an idle connection the ``Handler`` may forward it
+at once from the parser's callback (``forward_now``: no task, no coroutine);
+otherwise it is handled in a task (``handle``). Pipelined requests wait their
+turn, so responses leave in order. Malformed HTTP gets a 400 and the
+connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections import deque
-from typing import Protocol, cast
+from collections.abc import Coroutine
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -102,6 +106,11 @@ class Handler(Protocol):
 
     async def handle(self, client: ClientConnection, request: Request) -> None: ...
 
+    def forward_now(self, client: ClientConnection, request: Request) -> bool:
+        """Start ``request`` from the parser's callback when nothing needs awaiting; ``True``
+        when it did (it then calls ``client.forwarded`` or ``client.finish_in_task``)."""
+        ...
+
     def opened(self, client: ClientConnection) -> None: ...
 
     def closed(self, client: ClientConnection) -> None: ...
@@ -126,6 +135,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[Request] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.forwarding = False  # a request forwarded without a task is in flight
         self.upstream: UpstreamConnection | None = None
         self.closed = False
         self.refused = False
@@ -229,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
             raise _body_too_large(self.handler.max_body_bytes)
 
     def on_headers_complete(self) -> None:
-        if self._expect_continue and not self.pending and self.task is None:
+        if self._expect_continue and self.idle:
             assert self.transport is not None
             self.transport.write(_CONTINUE)
 
@@ -247,7 +257,7 @@ class ClientConnection(asyncio.Protocol):
         minted = correlation_id is None
         head = [method, b" ", self._url, b" HTTP/1.1\r\n", *self._headers]
         if correlation_id is None:
-            correlation_id = os.urandom(16).hex().encode()
+            correlation_id = _mint_correlation_id()
             head.append(b"x-correlation-id: " + correlation_id + b"\r\n")
         if not self._has_host:
             head.append(b"host: agentkeel-router\r\n")
@@ -264,6 +274,11 @@ class ClientConnection(asyncio.Protocol):
             minted=minted,
             authorization=self._authorization,
         )
+        if self.idle:
+            self.forwarding = True
+            if self.handler.forward_now(self, request):
+                return
+            self.forwarding = False
         self.pending.append(request)
         self._kick()
 
@@ -286,14 +301,35 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return self.task is None and not self.pending
+        return self.task is None and not self.forwarding and not self.pending
+
+    def forwarded(self, request: Request) -> None:
+        """A request ``forward_now`` started has been answered: serve the next one."""
+        self.forwarding = False
+        if not request.keep_alive or self.must_close:
+            self.close()
+        elif self.pending:
+            self._kick()
+
+    def finish_in_task(self, request: Request, work: Coroutine[Any, Any, None]) -> None:
+        """A request ``forward_now`` started needs awaiting after all (a retry, a pin to
+        drop): ``work`` finishes it in a task, which then serves the next requests."""
+        self.forwarding = False
+        self.task = asyncio.get_running_loop().create_task(self._serve(request, work))
 
     def _kick(self) -> None:
-        if self.task is None and self.pending:
+        if self.task is None and not self.forwarding and self.pending:
             self.task = asyncio.get_running_loop().create_task(self._serve())
 
-    async def _serve(self) -> None:
+    async def _serve(
+        self, current: Request | None = None, work: Coroutine[Any, Any, None] | None = None
+    ) -> None:
         try:
+            if current is not None and work is not None:
+                await work
+                if not current.keep_alive or self.must_close:
+                    self.close()
+                    return
             while self.pending and not self.closed:
                 request = self.pending.popleft()
                 if request.canned is not None:
@@ -330,6 +366,18 @@ class ClientConnection(asyncio.Protocol):
         )
         self.pending.append(canned)
         self._kick()
+
+
+# Correlation ids the router mints: a random per-process prefix and a counter, so a
+# request costs no system call and ids stay unique across routers and restarts.
+_ID_PREFIX: list[bytes] = []
+_ID_COUNTER = itertools.count(1)
+
+
+def _mint_correlation_id() -> bytes:
+    if not _ID_PREFIX:
+        _ID_PREFIX.append(os.urandom(8).hex().encode())
+    return b"%s%016x" % (_ID_PREFIX[0], next(_ID_COUNTER))
 
 
 def _too_many_header_bytes(limit: int) -> _Refused:

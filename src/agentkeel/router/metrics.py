@@ -1,16 +1,21 @@
 """The router's own figures: Prometheus families and the per-version stats of ``/admin/stats``.
 
 Labels stay bounded: versions (one per deployed version), route names (a
-fixed set, never a raw path), status codes and error kinds. Recording a
-request is a few dictionary lookups (``Children``) and one append, so it costs
-the hot path next to nothing.
+fixed set, never a raw path), status codes and error kinds. A request is
+recorded in plain ints (a count per status, a fixed bucket array per version
+and route) that a collector turns into ``agent_router_requests_total`` and
+``agent_router_request_duration_seconds`` when ``/metrics`` is read: no lock,
+no Prometheus object touched on the hot path.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from agentkeel.telemetry.metrics import LATENCY_BUCKETS, Children
 
@@ -47,6 +52,56 @@ class VersionStats:
         }
 
 
+class _Series:
+    """One version and route: requests by status and their durations' histogram."""
+
+    __slots__ = ("buckets", "by_status", "total_s")
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, int] = {}
+        self.buckets = [0] * (len(ROUTER_BUCKETS) + 1)  # the last one is +Inf
+        self.total_s = 0.0
+
+
+class _RequestCollector:
+    """The request families, built from the ``_Series`` at scrape time."""
+
+    def __init__(self, series: dict[tuple[str, str], _Series]) -> None:
+        self.series = series
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self.series)
+
+    def _families(self, series: dict[tuple[str, str], _Series] | None = None) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "agent_router_requests",
+            "Requests the router answered, by version, route and status.",
+            labels=["version", "route", "status"],
+        )
+        duration = HistogramMetricFamily(
+            "agent_router_request_duration_seconds",
+            "Time from a request's last byte to its response's last byte, by version and route.",
+            labels=["version", "route"],
+        )
+        for (version, route), one in (series or {}).items():
+            for status, count in sorted(one.by_status.items()):
+                requests.add_metric([version, route, str(status)], count)
+            cumulative, running = [], 0
+            for bound, count in zip((*ROUTER_BUCKETS, float("inf")), one.buckets, strict=True):
+                running += count
+                cumulative.append((_bound_text(bound), running))
+            duration.add_metric([version, route], cumulative, one.total_s)
+        yield requests
+        yield duration
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 def _quantile_ms(ordered: list[float], q: float) -> float | None:
     if not ordered:
         return None
@@ -59,19 +114,8 @@ class RouterMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.requests = Counter(
-            "agent_router_requests_total",
-            "Requests the router answered, by version, route and status.",
-            ["version", "route", "status"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "agent_router_request_duration_seconds",
-            "Time from a request's last byte to its response's last byte, by version and route.",
-            ["version", "route"],
-            buckets=ROUTER_BUCKETS,
-            registry=registry,
-        )
+        self.series: dict[tuple[str, str], _Series] = {}
+        registry.register(_RequestCollector(self.series))
         self.upstream_errors = Counter(
             "agent_router_upstream_errors_total",
             "Replica failures the router saw, by version and kind (connect_refused, "
@@ -98,15 +142,18 @@ class RouterMetrics:
             ["version"],
             registry=registry,
         )
-        self.requests_for = Children(self.requests)
-        self.duration_for = Children(self.duration)
         self.upstream_errors_for = Children(self.upstream_errors)
         self.stats: dict[str, VersionStats] = {}
 
     def record(self, version: str, route: str, status: int, seconds: float) -> None:
         """One answered request."""
-        self.requests_for(version, route, _status_text(status)).inc()
-        self.duration_for(version, route).observe(seconds)
+        series = self.series.get((version, route))
+        if series is None:
+            series = self.series[version, route] = _Series()
+        by_status = series.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        series.buckets[bisect_left(ROUTER_BUCKETS, seconds)] += 1
+        series.total_s += seconds
         stats = self.stats.get(version)
         if stats is None:
             stats = self.stats[version] = VersionStats()
@@ -114,13 +161,3 @@ class RouterMetrics:
 
     def upstream_error(self, version: str, kind: str) -> None:
         self.upstream_errors_for(version, kind).inc()
-
-
-_STATUS_TEXT: dict[int, str] = {}
-
-
-def _status_text(status: int) -> str:
-    text = _STATUS_TEXT.get(status)
-    if text is None:
-        text = _STATUS_TEXT[status] = str(status)
-    return text

@@ -45,6 +45,8 @@ _MESSAGES = b"messages"
 _HELD_ON_CREATE = frozenset({201, 503})
 _HELD_ON_503 = frozenset({503})
 _NO_VERSION = "none"
+# HEAD is refused; a DELETE ends its session (its pin is dropped, which means awaiting).
+_NOT_NOW = frozenset({_HEAD, _DELETE})
 
 
 class Proxy:
@@ -91,35 +93,24 @@ class Proxy:
     async def _v1(
         self, client: ClientConnection, request: Request, path: bytes
     ) -> tuple[str, str, int]:
-        table = self.app.table
-        if path == _SESSIONS:
-            if request.method == _POST:
-                return await self._create(client, request)
-            route = table.stable
-            return await self._send(client, request, route, "other")
-        if path.startswith(_SESSION_PREFIX):
-            session, _, tail = path[_PREFIX_LENGTH:].partition(b"/")
-            if session:
-                if b"%" in session:
-                    # Replicas decode the path; an encoded '/' would name another route there.
-                    return self._refuse(
-                        client,
-                        request,
-                        400,
-                        "invalid_session_id",
-                        (
-                            "A session id has no percent-encoded characters; use the id "
-                            "POST /v1/sessions returned."
-                        ),
-                    )
-                if not tail:
-                    name = "session"
-                elif tail == _MESSAGES and request.method == _POST:
-                    name = "turn"
-                else:
-                    name = "session_other"
-                return await self._pinned(client, request, session.decode("latin-1"), name)
-        return await self._send(client, request, table.stable, "other")
+        session, name = _target(request, path)
+        if name == "create_session":
+            return await self._create(client, request)
+        if session is not None:
+            if "%" in session:
+                # Replicas decode the path; an encoded '/' would name another route there.
+                return self._refuse(
+                    client,
+                    request,
+                    400,
+                    "invalid_session_id",
+                    (
+                        "A session id has no percent-encoded characters; use the id "
+                        "POST /v1/sessions returned."
+                    ),
+                )
+            return await self._pinned(client, request, session, name)
+        return await self._send(client, request, self.app.table.stable, name)
 
     async def _create(self, client: ClientConnection, request: Request) -> tuple[str, str, int]:
         route = self.app.table.choose_new(self.app.rng)
@@ -197,12 +188,8 @@ class Proxy:
     ) -> tuple[str, str, int]:
         if route is None:
             return self._no_version(client, request, name)
-        ex = await self._forward(client, request, route, _HELD_ON_503)
-        if isinstance(ex, int):
-            return route.name, name, ex
-        if ex.outcome == HELD:
-            ex.release_held()
-        return route.name, name, ex.status
+        result = await self._forward(client, request, route, _HELD_ON_503)
+        return route.name, name, _answered(result)
 
     def _refuse(
         self,
@@ -255,11 +242,12 @@ class Proxy:
         request: Request,
         route: VersionRoute,
         held: frozenset[int],
+        tried: set[Replica] | None = None,
     ) -> Exchange | int:
-        """Send ``request`` to a replica of ``route`` and pass its answer on (a held one is
-        the caller's to release); the status when the router answered itself."""
+        """Send ``request`` to a replica of ``route`` (not one of ``tried``) and pass its
+        answer on (a held one is the caller's to release); the status when the router
+        answered itself."""
         app = self.app
-        tried: set[Replica] | None = None
         loop = asyncio.get_running_loop()
         while True:
             replica = route.pick(tried)
@@ -302,71 +290,170 @@ class Proxy:
                 upstream.pause_reading()
             upstream.send(request.wire, ex)
             try:
-                outcome = await future
+                await future
             finally:
                 replica.in_flight -= 1
                 client.upstream = None
-            if outcome == DONE:
-                if ex.client_must_close:
-                    client.must_close = True
-                return ex
-            if outcome == HELD:
-                if ex.status == 503 and _says_draining(ex):
-                    app.metrics.upstream_error(route.name, "draining")
-                    app.mark_unready(replica, "it answered 503 draining")
-                    tried = (tried or set()) | {replica}
-                    continue
-                if ex.client_must_close:
-                    client.must_close = True
-                return ex
-            if outcome == LOST:
-                app.metrics.upstream_error(route.name, "lost")
-                if not reused:
-                    app.mark_unready(replica, "it dropped a new connection")
-                logger.warning(
-                    "replica %s dropped the connection after the request was sent; answered "
-                    "503 upstream_lost (not retried: it may have acted on it)",
-                    replica.url,
-                    extra={
-                        "version": route.name,
-                        "replica": replica.url,
-                        "correlation_id": request.correlation_id.decode("latin-1"),
-                    },
-                )
-                return self._answer(
-                    client,
-                    request,
-                    503,
-                    "upstream_lost",
-                    f"The connection to a replica of version {route.name!r} was lost after the "
-                    "request was sent; it may have been processed. Retry: a turn that was "
-                    "stored shows in the session's turn count.",
-                )
-            if outcome == TIMEOUT:
-                app.metrics.upstream_error(route.name, "timeout")
-                return self._answer(
-                    client,
-                    request,
-                    504,
-                    "upstream_timeout",
-                    f"A replica of version {route.name!r} sent nothing for "
-                    f"{app.settings.upstream_timeout_s:g} s (router.upstream_timeout_s).",
-                )
-            if outcome == BAD:
-                app.metrics.upstream_error(route.name, "bad_response")
-                return self._answer(
-                    client,
-                    request,
-                    502,
-                    "bad_upstream_response",
-                    f"A replica of version {route.name!r} answered with something that is "
-                    "not HTTP.",
-                )
-            # BROKEN: part of the answer already went out; only closing can say so.
-            app.metrics.upstream_error(route.name, "lost" if outcome == BROKEN else "timeout")
-            client.must_close = True
+            result = self._settle(client, request, route, replica, ex, reused)
+            if result is not None:
+                return result
+            tried = (tried or set()) | {replica}
+
+    # -- the fast path: no task, no coroutine ----------------------------------------------
+
+    def forward_now(self, client: ClientConnection, request: Request) -> bool:
+        """Forward ``request`` straight from the parser's callback when nothing needs
+        awaiting: a ``/v1`` request that creates nothing and ends nothing, whose session's
+        pin is cached (or that names no session), with an idle pooled connection to a
+        ready replica. Its answer is finished from the replica connection's callback
+        (``_forwarded``); ``False`` leaves the request to ``handle``."""
+        method = request.method
+        path = request.path
+        if method in _NOT_NOW or client.closed or not path.startswith(_V1):
+            return False
+        session, name = _target(request, path)
+        if name == "create_session":
+            return False
+        app = self.app
+        if session is None:
+            route = app.table.stable
+        else:
+            version = app.pins.cache.get(session)
+            if version is None:
+                return False
+            route = app.table.versions.get(version)
+            if route is not None and route.moves_at_turn:
+                return False  # a move may be due: handle() decides it
+        if route is None:
+            return False
+        replica = route.pick()
+        if replica is None:
+            return False
+        started = self.loop_time()
+        upstream = replica.pool.acquire_idle(started)
+        if upstream is None:
+            route.unpick()  # handle() picks again and connects
+            return False
+        forwarding = _Forwarding(request, route, replica, name, session, started, upstream.reused)
+        ex = Exchange(
+            None,
+            sink=client,
+            buffer_statuses=_HELD_ON_503,
+            correlation_id=request.correlation_id,
+            keep_client=request.keep_alive,
+            on_end=lambda ex: self._forwarded(client, forwarding, ex),
+        )
+        replica.in_flight += 1
+        client.upstream = upstream
+        if client.writing_paused:
+            upstream.pause_reading()
+        upstream.send(request.wire, ex)
+        return True
+
+    def _forwarded(self, client: ClientConnection, f: _Forwarding, ex: Exchange) -> None:
+        """The replica's answer to a request ``forward_now`` sent has ended."""
+        try:
+            f.replica.in_flight -= 1
+            client.upstream = None
+            result = self._settle(client, f.request, f.route, f.replica, ex, f.reused)
+            if result is None:
+                # It answered 503 draining: another replica, which means awaiting.
+                client.finish_in_task(f.request, self._retry(client, f))
+                return
+            status = _answered(result)
+            if status == 410 and f.session is not None:
+                client.finish_in_task(f.request, self._ended(f, status))
+                return
+            self.app.metrics.record(f.route.name, f.name, status, self.loop_time() - f.started)
+            client.forwarded(f.request)
+        except Exception:
+            logger.exception("router: finishing a forwarded request failed; closing its connection")
             client.close()
+
+    async def _retry(self, client: ClientConnection, f: _Forwarding) -> None:
+        result = await self._forward(client, f.request, f.route, _HELD_ON_503, {f.replica})
+        await self._ended(f, _answered(result))
+
+    async def _ended(self, f: _Forwarding, status: int) -> None:
+        if status == 410 and f.session is not None:
+            await self.app.pins.unpin(f.session)
+        self.app.metrics.record(f.route.name, f.name, status, self.loop_time() - f.started)
+
+    # -- after an exchange --------------------------------------------------------------
+
+    def _settle(
+        self,
+        client: ClientConnection,
+        request: Request,
+        route: VersionRoute,
+        replica: Replica,
+        ex: Exchange,
+        reused: bool,
+    ) -> Exchange | int | None:
+        """What an ended exchange means: the exchange (a held one is the caller's to
+        release), the status the router answered with, or ``None``: nothing ran, try
+        another replica."""
+        app = self.app
+        outcome = ex.outcome
+        if outcome == DONE:
+            if ex.client_must_close:
+                client.must_close = True
             return ex
+        if outcome == HELD:
+            if ex.status == 503 and _says_draining(ex):
+                app.metrics.upstream_error(route.name, "draining")
+                app.mark_unready(replica, "it answered 503 draining")
+                return None
+            if ex.client_must_close:
+                client.must_close = True
+            return ex
+        if outcome == LOST:
+            app.metrics.upstream_error(route.name, "lost")
+            if not reused:
+                app.mark_unready(replica, "it dropped a new connection")
+            logger.warning(
+                "replica %s dropped the connection after the request was sent; answered "
+                "503 upstream_lost (not retried: it may have acted on it)",
+                replica.url,
+                extra={
+                    "version": route.name,
+                    "replica": replica.url,
+                    "correlation_id": request.correlation_id.decode("latin-1"),
+                },
+            )
+            return self._answer(
+                client,
+                request,
+                503,
+                "upstream_lost",
+                f"The connection to a replica of version {route.name!r} was lost after the "
+                "request was sent; it may have been processed. Retry: a turn that was "
+                "stored shows in the session's turn count.",
+            )
+        if outcome == TIMEOUT:
+            app.metrics.upstream_error(route.name, "timeout")
+            return self._answer(
+                client,
+                request,
+                504,
+                "upstream_timeout",
+                f"A replica of version {route.name!r} sent nothing for "
+                f"{app.settings.upstream_timeout_s:g} s (router.upstream_timeout_s).",
+            )
+        if outcome == BAD:
+            app.metrics.upstream_error(route.name, "bad_response")
+            return self._answer(
+                client,
+                request,
+                502,
+                "bad_upstream_response",
+                f"A replica of version {route.name!r} answered with something that is not HTTP.",
+            )
+        # BROKEN: part of the answer already went out; only closing can say so.
+        app.metrics.upstream_error(route.name, "lost" if outcome == BROKEN else "timeout")
+        client.must_close = True
+        client.close()
+        return ex
 
     def _answer(
         self, client: ClientConnection, request: Request, status: int, code: str, message: str
@@ -382,6 +469,56 @@ class Proxy:
             )
         )
         return status
+
+
+class _Forwarding:
+    """What finishing a request ``forward_now`` sent needs to know."""
+
+    __slots__ = ("name", "replica", "request", "reused", "route", "session", "started")
+
+    def __init__(
+        self,
+        request: Request,
+        route: VersionRoute,
+        replica: Replica,
+        name: str,
+        session: str | None,
+        started: float,
+        reused: bool,
+    ) -> None:
+        self.request = request
+        self.route = route
+        self.replica = replica
+        self.name = name
+        self.session = session
+        self.started = started
+        self.reused = reused
+
+
+def _answered(result: Exchange | int) -> int:
+    """The status the client got; a held answer is written now."""
+    if isinstance(result, int):
+        return result
+    if result.outcome == HELD:
+        result.release_held()
+    return result.status
+
+
+def _target(request: Request, path: bytes) -> tuple[str | None, str]:
+    """The session a ``/v1`` path names (or ``None``) and the route's name for metrics."""
+    if path == _SESSIONS:
+        return None, "create_session" if request.method == _POST else "other"
+    if path.startswith(_SESSION_PREFIX):
+        session, _, tail = path[_PREFIX_LENGTH:].partition(b"/")
+        if session:
+            if not tail:
+                name = "session"
+            elif tail == _MESSAGES and request.method == _POST:
+                name = "turn"
+            else:
+                name = "session_other"
+            return session.decode("latin-1"), name
+    return None, "other"
 
 
 def _says_draining(ex: Exchange) -> bool:

@@ -98,6 +98,12 @@ class VersionRoute:
                 best = replica
         return best
 
+    def unpick(self) -> None:
+        """Give back the turn of a ``pick`` whose replica went unused (the next ``pick``
+        chooses as if it had not happened)."""
+        if len(self.replicas) > 1:
+            self._turn -= 1
+
     def has_available(self) -> bool:
         return any(replica.ready and not replica.draining for replica in self.replicas)
 

@@ -9,6 +9,7 @@ once. ``python -m agentkeel.router.serve`` runs it with settings from
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -49,6 +50,7 @@ async def _serve(settings: KeelSettings) -> int:
             exc.strerror or exc,
         )
         return EXIT_ERROR
+    _settle_garbage_collector()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     closing: asyncio.Task[None] | None = None
@@ -81,6 +83,20 @@ async def _serve(settings: KeelSettings) -> int:
             loop.remove_signal_handler(signum)
     logger.info("router stopped")
     return EXIT_OK
+
+
+# Young objects allowed before a collection: a request leaves few cycles behind, so
+# collecting every 700 allocations (the default) is mostly wasted work.
+_GC_GEN0_THRESHOLD = 20_000
+
+
+def _settle_garbage_collector() -> None:
+    """After start-up: what exists now (modules, settings, the table) lives as long as
+    the process, so the collector stops walking it; young collections come less often."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(_GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def main() -> int:

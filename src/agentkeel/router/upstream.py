@@ -3,8 +3,10 @@
 An ``UpstreamConnection`` is an asyncio protocol with an ``httptools`` response
 parser. The response's body bytes are written to the client as they arrive,
 unchanged (chunked framing included), so a server-sent event reaches the
-client in the same packet it left the replica; only the head is rebuilt (hop-by-hop
-headers dropped, the correlation id added when the replica did not echo it).
+client in the same packet it left the replica. The head passes as it came,
+with the correlation id added when the replica did not echo it and
+``connection: close`` when the client's connection ends with this answer; it
+is rebuilt line by line only to drop hop-by-hop headers.
 An ``Exchange`` can instead hold the whole response back (``buffer_statuses``)
 when the router must read it before the client may: a 201 that creates a
 session (its pin is written first) or a 503 that may say ``draining`` (nothing
@@ -23,6 +25,7 @@ How an exchange ends (``Exchange.outcome``):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -48,6 +51,11 @@ DONE, HELD, LOST, BROKEN, TIMEOUT, BAD = range(6)
 # Response headers that describe one hop, not the message (RFC 9110 7.6.1).
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
 _CORRELATION = b"x-correlation-id"
+# The same, as found in a lowercased head (a header name starts a line).
+_HOP_LINES = tuple(b"\n" + name + b":" for name in sorted(_HOP_BY_HOP))
+_CORRELATION_LINE = b"\n" + _CORRELATION + b":"
+_FRAMING_LINES = (b"\ncontent-length:", b"\ntransfer-encoding:")
+_HTTP11 = b"HTTP/1.1 "
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -66,40 +74,44 @@ class Exchange:
         "complete",
         "correlation_id",
         "forwarded",
-        "framed",
         "future",
+        "has_id",
+        "head",
         "head_done",
         "head_parts",
-        "headers",
         "held",
         "keep_alive",
         "keep_client",
+        "on_end",
         "outcome",
         "raw",
-        "reason",
         "silent",
         "sink",
         "status",
         "until_close",
+        "verbatim",
     )
 
     def __init__(
         self,
-        future: asyncio.Future[int],
+        future: asyncio.Future[int] | None,
         *,
         sink: Sink | None,
         buffer_statuses: frozenset[int] = frozenset(),
         correlation_id: bytes | None = None,
         keep_client: bool = True,
+        on_end: Callable[[Exchange], None] | None = None,
     ) -> None:
+        # The outcome goes to ``future`` (an awaiting task) or, with no task to
+        # wake, straight to ``on_end`` from the connection's callback.
         self.future = future
+        self.on_end = on_end
         self.sink = sink
         self.buffer_statuses = buffer_statuses
         self.correlation_id = correlation_id
         self.keep_client = keep_client
         self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = b""
         self.head_parts: list[bytes] = []
         self.head_done = False
         self.complete = False
@@ -109,26 +121,41 @@ class Exchange:
         self.body: list[bytes] = []
         self.keep_alive = False
         self.until_close = False
-        self.framed = False
+        self.verbatim = False
+        self.has_id = False
         self.silent = 0
         self.outcome = -1
 
+    def read_head(self, head: bytes) -> None:
+        """Take the replica's head (status line to blank line): how the body ends, and
+        whether the head can go to the client as it is."""
+        self.head = head
+        lower = head.lower()
+        framed = any(line in lower for line in _FRAMING_LINES)
+        status = self.status
+        self.until_close = not framed and status not in _NO_BODY_STATUSES and status >= 200
+        self.has_id = _CORRELATION_LINE in lower
+        self.verbatim = head.startswith(_HTTP11) and not any(line in lower for line in _HOP_LINES)
+
     def head_bytes(self) -> bytes:
         """The response head for the client."""
-        parts = [status_line(self.status, self.reason)]
-        has_id = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP:
-                continue
-            if lower == _CORRELATION:
-                has_id = True
-            parts.append(name + b": " + value + b"\r\n")
-        if not has_id and self.correlation_id is not None:
-            parts.append(b"x-correlation-id: " + self.correlation_id + b"\r\n")
+        extra = b""
+        if not self.has_id and self.correlation_id is not None:
+            extra = b"x-correlation-id: " + self.correlation_id + b"\r\n"
         if not self.keep_client or self.until_close:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+            extra += b"connection: close\r\n"
+        if self.verbatim:
+            return self.head[:-2] + extra + b"\r\n" if extra else self.head
+        return self._rebuilt_head() + extra + b"\r\n"
+
+    def _rebuilt_head(self) -> bytes:
+        """The status line and the end-to-end headers (no blank line)."""
+        lines = self.head.split(b"\r\n")
+        words = lines[0].split(b" ", 2)
+        parts = [status_line(self.status, words[2] if len(words) > 2 else b"")]
+        for line in lines[1:]:
+            if line and line.partition(b":")[0].strip().lower() not in _HOP_BY_HOP:
+                parts.append(line + b"\r\n")
         return b"".join(parts)
 
     def release_held(self) -> None:
@@ -182,7 +209,9 @@ class UpstreamConnection(asyncio.Protocol):
         if not head_was_done:
             buffer = b"".join((*ex.head_parts, data)) if ex.head_parts else data
             ex.head_parts = []
-            body = buffer[buffer.find(b"\r\n\r\n") + 4 :]
+            end = buffer.find(b"\r\n\r\n") + 4
+            ex.read_head(buffer[:end])
+            body = buffer[end:]
             if ex.held:
                 ex.raw.append(body)
             else:
@@ -221,19 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- httptools callbacks ----------------------------------------------------------
-
-    def on_status(self, status: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.headers.append((name, value))
-            lower = name.lower()
-            if lower == b"content-length" or lower == b"transfer-encoding":
-                ex.framed = True
+    # No per-header callbacks: the head is read once, whole (``Exchange.read_head``).
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
@@ -242,7 +259,6 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         ex.status = status
         ex.head_done = True
-        ex.until_close = not ex.framed and status not in _NO_BODY_STATUSES and status >= 200
         if status in ex.buffer_statuses:
             ex.held = True
 
@@ -277,7 +293,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self.close()
-        if not ex.future.done():
+        if ex.on_end is not None:
+            on_end, ex.on_end = ex.on_end, None
+            on_end(ex)
+        elif ex.future is not None and not ex.future.done():
             ex.future.set_result(outcome)
 
     def abort(self) -> None:
