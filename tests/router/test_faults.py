@@ -361,3 +361,38 @@ async def test_a_percent_encoded_session_id_is_refused(start_router: StartRouter
     assert answer.json()["error"]["code"] == "invalid_session_id"
     assert backend.v1_requests == []
     await backend.stop()
+
+
+async def test_duplicate_identity_headers_are_refused(start_router: StartRouter) -> None:
+    """Two Authorization (or X-Correlation-ID, or Host) headers: 400, nothing forwarded."""
+    backend = await RawBackend(echo).start()
+    router = await start_router([f"v1={backend.url}"], probe_interval_s=60)
+    for name in (b"Authorization: Bearer a", b"X-Correlation-ID: one", b"Host: x"):
+        answer = await raw_exchange(
+            router.port,
+            b"POST /v1/x HTTP/1.1\r\nHost: r\r\n%s\r\n%s\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n{}" % (name, name)
+            if not name.startswith(b"Host")
+            else b"POST /v1/x HTTP/1.1\r\nHost: r\r\n%s\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n{}" % name,
+        )
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        assert b"duplicate_header" in answer
+    assert backend.v1_requests == []
+    await backend.stop()
+
+
+async def test_headers_named_in_connection_stay_on_this_hop(start_router: StartRouter) -> None:
+    """`Connection: x-secret` makes X-Secret hop-by-hop: the replica never sees it."""
+    backend = await RawBackend(echo).start()
+    router = await start_router([f"v1={backend.url}"], probe_interval_s=60)
+    async with httpx.AsyncClient(base_url=router.url) as client:
+        answer = await client.post(
+            "/v1/x",
+            content=b"{}",
+            headers={"Connection": "keep-alive, X-Secret", "X-Secret": "1", "X-Kept": "2"},
+        )
+    assert answer.status_code == 200
+    [seen] = backend.v1_requests
+    assert "x-secret" not in seen.headers and seen.headers["x-kept"] == "2"
+    await backend.stop()

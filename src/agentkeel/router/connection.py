@@ -48,7 +48,10 @@ _CORRELATION = b"x-correlation-id"
 _AUTHORIZATION = b"authorization"
 _HOST = b"host"
 _CONTENT_LENGTH = b"content-length"
+_CONNECTION = b"connection"
 _EXPECT = b"expect"
+# Connection options that name no header of their own.
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
@@ -154,6 +157,7 @@ class ClientConnection(asyncio.Protocol):
         self._authorization: bytes | None = None
         self._has_host = False
         self._expect_continue = False
+        self._nominated: frozenset[bytes] = frozenset()
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -221,12 +225,22 @@ class ClientConnection(asyncio.Protocol):
                 self._check_length(value)
             elif lower == _EXPECT:
                 self._expect_continue = value.strip().lower() == b"100-continue"
+            elif lower == _CONNECTION:
+                # Headers the client names in Connection are for this hop only (RFC 9110 7.6.1).
+                tokens = {token.strip() for token in value.lower().split(b",")}
+                self._nominated |= tokens - _CONNECTION_OPTIONS - {b""}
             return
         if lower == _CORRELATION:
+            if self._correlation_id is not None:
+                raise _duplicate(name)
             self._correlation_id = value
         elif lower == _AUTHORIZATION:
+            if self._authorization is not None:
+                raise _duplicate(name)
             self._authorization = value
         elif lower == _HOST:
+            if self._has_host:
+                raise _duplicate(name)
             self._has_host = True
         self._headers.append(name + b": " + value + b"\r\n")
 
@@ -255,7 +269,10 @@ class ClientConnection(asyncio.Protocol):
         body = b"".join(self._body) if self._body else b""
         correlation_id = self._correlation_id
         minted = correlation_id is None
-        head = [method, b" ", self._url, b" HTTP/1.1\r\n", *self._headers]
+        headers = self._headers
+        if self._nominated:
+            headers = [h for h in headers if h.split(b":", 1)[0].lower() not in self._nominated]
+        head = [method, b" ", self._url, b" HTTP/1.1\r\n", *headers]
         if correlation_id is None:
             correlation_id = _mint_correlation_id()
             head.append(b"x-correlation-id: " + correlation_id + b"\r\n")
@@ -378,6 +395,16 @@ def _mint_correlation_id() -> bytes:
     if not _ID_PREFIX:
         _ID_PREFIX.append(os.urandom(8).hex().encode())
     return b"%s%016x" % (_ID_PREFIX[0], next(_ID_COUNTER))
+
+
+def _duplicate(name: bytes) -> _Refused:
+    # The router and the replica could read different copies (the router the last,
+    # Starlette the first): refused, so both act on one identity and one id.
+    return _Refused(
+        400,
+        "duplicate_header",
+        f"The request has more than one {name.decode('latin-1')} header; send it once.",
+    )
 
 
 def _too_many_header_bytes(limit: int) -> _Refused:
