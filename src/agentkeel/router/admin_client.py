@@ -20,18 +20,19 @@ from urllib.parse import quote
 import httpx
 
 from agentkeel.deploy.types import RouterReplica, RouterVersion, SessionPolicy
-from agentkeel.errors import Unavailable
-from agentkeel.telemetry.http import make_async_client
-from agentkeel.web.auth import BearerTokenFile
-from agentkeel.web.peer_errors import error_from_response
+from agentkeel.web.admin_http import AdminHttpClient
 
 __all__ = ["DEFAULT_ROUTER_URL", "RouterAdminClient", "parse_versions"]
 
 DEFAULT_ROUTER_URL = "http://127.0.0.1:8080"
 
 
-class RouterAdminClient:
+class RouterAdminClient(AdminHttpClient):
     """Typed calls to a router's ``/admin/*`` routes; satisfies ``RouterControl``."""
+
+    peer = "the router"
+    unavailable_code = "router_unavailable"
+    reach_hint = "Is it running (keel serve router, or keel up), and is --url right?"
 
     def __init__(
         self,
@@ -41,22 +42,12 @@ class RouterAdminClient:
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token_file = token_file
-        self._token = BearerTokenFile(token_file)
-        self.timeout_s = timeout_s
-        self._http = make_async_client(
-            base_url=self.base_url, timeout=httpx.Timeout(timeout_s), transport=transport
+        super().__init__(
+            base_url=base_url, token_file=token_file, timeout_s=timeout_s, transport=transport
         )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def __aenter__(self) -> RouterAdminClient:
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- RouterControl --------------------------------------------------------------------
 
@@ -116,38 +107,6 @@ class RouterAdminClient:
     async def stats(self) -> dict[str, Any]:
         """``GET /admin/stats``: requests, status codes and latency per version."""
         return await self._request("GET", "/admin/stats")
-
-    async def _request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self._token.value()}"}
-        try:
-            response = await self._http.request(
-                method, path, json=None if body is None else dict(body), headers=headers
-            )
-        except httpx.TimeoutException as exc:
-            raise Unavailable(
-                f"the router at {self.base_url} did not answer {method} {path} within "
-                f"{self.timeout_s:g} s; check its log.",
-                code="router_unavailable",
-            ) from exc
-        except httpx.TransportError as exc:
-            raise Unavailable(
-                f"cannot reach the router at {self.base_url} ({type(exc).__name__}). Is it "
-                "running (keel serve router, or keel up), and is --url right?",
-                code="router_unavailable",
-            ) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response, peer=f"the router at {self.base_url}")
-        try:
-            data = response.json()
-        except ValueError:
-            raise Unavailable(
-                f"the router at {self.base_url} answered {method} {path} with something that "
-                "is not JSON; is --url a router?",
-                code="bad_response",
-            ) from None
-        return data if isinstance(data, dict) else {"value": data}
 
 
 def parse_versions(data: Mapping[str, Any]) -> tuple[str | None, list[RouterVersion]]:
