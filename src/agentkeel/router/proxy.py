@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from agentkeel.router.affinity import LookupFailed
@@ -59,6 +60,8 @@ class Proxy:
         self.max_body_bytes = settings.max_body_bytes
         self.retry_after_s = settings.retry_after_s
         self.loop_time = asyncio.get_running_loop().time
+        # Durations: uvloop's loop clock ticks in milliseconds, too coarse for a proxy.
+        self.clock = time.perf_counter
 
     def opened(self, client: ClientConnection) -> None:
         self.app.connections.add(client)
@@ -82,9 +85,9 @@ class Proxy:
             )
             return
         if path.startswith(_V1):
-            started = self.loop_time()
+            started = self.clock()
             version, route, status = await self._v1(client, request, path)
-            self.app.metrics.record(version, route, status, self.loop_time() - started)
+            self.app.metrics.record(version, route, status, self.clock() - started)
             return
         await self.app.serve_local(client, request)
 
@@ -329,12 +332,13 @@ class Proxy:
         replica = route.pick()
         if replica is None:
             return False
-        started = self.loop_time()
-        upstream = replica.pool.acquire_idle(started)
+        upstream = replica.pool.acquire_idle(self.loop_time())
         if upstream is None:
             route.unpick()  # handle() picks again and connects
             return False
-        forwarding = _Forwarding(request, route, replica, name, session, started, upstream.reused)
+        forwarding = _Forwarding(
+            request, route, replica, name, session, self.clock(), upstream.reused
+        )
         ex = Exchange(
             None,
             sink=client,
@@ -364,7 +368,7 @@ class Proxy:
             if status == 410 and f.session is not None:
                 client.finish_in_task(f.request, self._ended(f, status))
                 return
-            self.app.metrics.record(f.route.name, f.name, status, self.loop_time() - f.started)
+            self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
             client.forwarded(f.request)
         except Exception:
             logger.exception("router: finishing a forwarded request failed; closing its connection")
@@ -377,7 +381,7 @@ class Proxy:
     async def _ended(self, f: _Forwarding, status: int) -> None:
         if status == 410 and f.session is not None:
             await self.app.pins.unpin(f.session)
-        self.app.metrics.record(f.route.name, f.name, status, self.loop_time() - f.started)
+        self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
 
     # -- after an exchange --------------------------------------------------------------
 
