@@ -15,8 +15,8 @@ from tests.router.test_faults import raw_exchange
 
 
 def session_backend(session_id: str, *, turns: str) -> RawBackend:
-    """Creates ``session_id``; a turn gets ``turns``: "ok" (200), "drain" (503 draining)
-    or "gone" (410); any other request 200."""
+    """Creates ``session_id`` (version v1); a turn gets ``turns``: "ok" (200),
+    "drain" (503 draining) or "gone" (410); any other request 200."""
 
     async def respond(seen: Seen, writer: asyncio.StreamWriter) -> bool:
         if seen.method == "POST" and seen.path == "/v1/sessions":
@@ -25,6 +25,10 @@ def session_backend(session_id: str, *, turns: str) -> RawBackend:
             return await draining(seen, writer)
         elif seen.path.endswith("/messages") and turns == "gone":
             await write_json(writer, 410, b'{"error":{"code":"session_ended","message":"x"}}')
+        elif seen.method == "GET" and seen.path == f"/v1/sessions/{session_id}":
+            # As a replica answers: the session names the version that started it.
+            body = b'{"session_id":"%s","version":"v1","turns":[]}' % session_id.encode()
+            await write_json(writer, 200, body)
         else:
             await write_json(writer, 200, b'{"reply":"ok"}')
         return True
@@ -67,8 +71,9 @@ async def test_a_410_on_a_pooled_connection_drops_the_pin_and_serves_on(
         assert (await client.get("/v1/sessions/s-gone")).status_code == 200
         turn = await client.post("/v1/sessions/s-gone/messages", json={"content": "hi"})
         assert turn.status_code == 410
+        assert await router.pin_counts() == {"v1": 0}
+        # The ended session can still be read (it is looked up again on a replica).
         assert (await client.get("/v1/sessions/s-gone")).status_code == 200
-    assert await router.pin_counts() == {"v1": 0}
     await backend.stop()
 
 
