@@ -76,44 +76,20 @@ class StepJournal(Protocol):
         ...
 
 
-class RollbackJournal:
+class RollbackJournal(storage.SqliteFile):
     """The SQLite journal; every call runs on the journal's own thread."""
 
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
-        self.path = path
-        self._clock = clock or SystemClock()
-        self._where = f"rollback journal {path}"
-        errors = storage.SqliteErrors(
+        super().__init__(
+            path,
             label="rollback journal",
-            path=path,
+            component="rollback_journal",
+            schema_version=SCHEMA_VERSION,
+            tables=_TABLES,
+            thread_name="keel-rollback",
             busy_timeout_ms=BUSY_TIMEOUT_MS,
-            open_hint="use `async with RollbackJournal(path)` or `await journal.open()` first",
         )
-        self._worker = storage.SqliteWorker(thread_name="keel-rollback", errors=errors)
-
-    async def open(self) -> None:
-        await self._worker.open(
-            lambda: storage.open_database(
-                self.path, busy_timeout_ms=BUSY_TIMEOUT_MS, migrate=self._migrate
-            )
-        )
-
-    async def aclose(self) -> None:
-        await self._worker.aclose()
-
-    async def __aenter__(self) -> RollbackJournal:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        for statement in storage.split_statements(_TABLES):
-            conn.execute(statement)
-        storage.check_schema_version(
-            conn, component="rollback_journal", version=SCHEMA_VERSION, where=self._where
-        )
+        self._clock = clock or SystemClock()
 
     async def entries(self, release: str) -> dict[str, JournalEntry]:
         return await self._worker.run(_entries, release)

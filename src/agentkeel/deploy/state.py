@@ -190,7 +190,7 @@ class Controller:
         return now - self.heartbeat_at < timeout_s
 
 
-class RolloutStore:
+class RolloutStore(storage.SqliteFile):
     """Releases, requests and controller heartbeats in one SQLite file.
 
     Every method is a coroutine run on the store's own thread, so a controller's
@@ -198,40 +198,16 @@ class RolloutStore:
     """
 
     def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
-        self.path = path
-        self._clock = clock or SystemClock()
-        errors = storage.SqliteErrors(
+        super().__init__(
+            path,
             label="rollout state",
-            path=path,
+            component="rollouts",
+            schema_version=SCHEMA_VERSION,
+            tables=_TABLES,
+            thread_name="keel-rollouts",
             busy_timeout_ms=BUSY_TIMEOUT_MS,
-            open_hint="use `async with RolloutStore(path)` or `await store.open()` first",
         )
-        self._where = f"rollout state {path}"
-        self._worker = storage.SqliteWorker(thread_name="keel-rollouts", errors=errors)
-
-    async def open(self) -> None:
-        await self._worker.open(
-            lambda: storage.open_database(
-                self.path, busy_timeout_ms=BUSY_TIMEOUT_MS, migrate=self._migrate
-            )
-        )
-
-    async def aclose(self) -> None:
-        await self._worker.aclose()
-
-    async def __aenter__(self) -> RolloutStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        for statement in storage.split_statements(_TABLES):
-            conn.execute(statement)
-        storage.check_schema_version(
-            conn, component="rollouts", version=SCHEMA_VERSION, where=self._where
-        )
+        self._clock = clock or SystemClock()
 
     # -- releases -----------------------------------------------------------------------
 

@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from agentkeel.errors import Unavailable
 from agentkeel.storage.schema import schema_too_new
 
 __all__ = [
     "SqliteErrors",
+    "SqliteFile",
     "SqliteWorker",
     "Synchronous",
     "check_schema_version",
@@ -328,3 +329,59 @@ class SqliteWorker:
         if executor is None or conn is None:
             return None
         return asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+
+class SqliteFile:
+    """A small SQLite file of one component, served by its own ``SqliteWorker``: opened
+    with ``async with`` (or ``open()``), its tables created and its schema version
+    checked on open. Subclasses add their calls, run on ``self._worker``."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        label: str,
+        component: str,
+        schema_version: int,
+        tables: str,
+        thread_name: str,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        self.path = path
+        self._where = f"{label} {path}"
+        self._component = component
+        self._schema_version = schema_version
+        self._tables = tables
+        self._busy_timeout_ms = busy_timeout_ms
+        kind = type(self).__name__
+        errors = SqliteErrors(
+            label=label,
+            path=path,
+            busy_timeout_ms=busy_timeout_ms,
+            open_hint=f"use `async with {kind}(path)`, or await its `open()` first",
+        )
+        self._worker = SqliteWorker(thread_name=thread_name, errors=errors)
+
+    async def open(self) -> None:
+        await self._worker.open(
+            lambda: open_database(
+                self.path, busy_timeout_ms=self._busy_timeout_ms, migrate=self._migrate
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self._worker.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        for statement in split_statements(self._tables):
+            conn.execute(statement)
+        check_schema_version(
+            conn, component=self._component, version=self._schema_version, where=self._where
+        )
