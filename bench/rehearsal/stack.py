@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from agentkeel.testing.ports import free_port_run
 from bench._common import clean_env
 
 START_TIMEOUT_S = 120.0
@@ -31,27 +31,6 @@ STOP_TIMEOUT_S = 90.0
 START_ATTEMPTS = 3
 RUNNING_LINE = "keel up is running"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + count < 65000 and all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free loopback ports found")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def stack_config(

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentkeel.testing.ports import free_port_run
 from tests.conftest import missing_service
 
 pytestmark = pytest.mark.slow
@@ -34,27 +35,6 @@ pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 90.0
 RUNNING_LINE = "keel up is running"
-
-
-def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports, away from the defaults."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + count < 65535 and all(port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports found")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def listening(port: int) -> bool:

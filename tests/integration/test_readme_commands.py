@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkeel.testing.ports import free_port_run
 from tests.integration import test_keel_up_e2e as e2e
 
 pytestmark = pytest.mark.slow
@@ -141,7 +142,7 @@ def test_every_readme_command_works_right_after_keel_up(
     """Each README `keel` command exits 0 with the output it promises, finding the stack's
     URLs and tokens through ./.keel (and KEEL_DATA_DIR), with no --url or --token-file;
     keel up marks its stack file stopped when it exits."""
-    base_port = e2e.free_port_run(5)
+    base_port = free_port_run(5)
     memory_port, tools_port, router_port = base_port + 2, base_port + 3, base_port + 4
     script = tmp_path / "script.yaml"
     script.write_text("on_end: echo\nsteps: []\n")

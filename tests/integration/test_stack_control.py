@@ -25,6 +25,7 @@ import pytest
 
 from agentkeel.deploy.drivers import LocalDriver
 from agentkeel.deploy.types import ReplicaSpec
+from agentkeel.testing.ports import free_port_run
 from tests.integration import test_keel_up_e2e as e2e
 
 pytestmark = pytest.mark.slow
@@ -64,7 +65,7 @@ async def test_a_v2_replica_starts_serves_the_stack_sessions_and_drains(
     """Through the control socket (mode 0600) a v2 replica starts, answers /ready as v2 and
     serves the stack's sessions; stopped with drain, its turn in flight completes and is
     stored; it leaves the replica list and stack.json."""
-    base_port = e2e.free_port_run(3)
+    base_port = free_port_run(3)
     keel = start_keel_up(
         scripted_config(tmp_path, base_port=base_port, router_port=base_port + 2, latency_s=1.5),
         "--no-local-model",
@@ -133,7 +134,7 @@ async def test_the_router_fronts_keel_up_and_outlives_the_drain(
 ) -> None:
     """keel up's router serves the conversation as agent.version; a replica started later is
     not in its table; Ctrl-C with a turn in flight through the router: the turn completes."""
-    base_port = e2e.free_port_run(3)
+    base_port = free_port_run(3)
     router_port = base_port + 2
     keel = start_keel_up(
         scripted_config(tmp_path, base_port=base_port, router_port=router_port, latency_s=1.5),
