@@ -27,7 +27,7 @@ from rich.table import Table
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, print_json, stdout_console
 from agentkeel.cli.stack import STACK_FILE, LocalStack, Resolved
-from agentkeel.errors import ConfigError, SecretError
+from agentkeel.errors import ConfigError
 from agentkeel.router.admin_client import RouterAdminClient
 
 _T = TypeVar("_T")
@@ -92,36 +92,6 @@ def _stack_router_url(stack: LocalStack) -> str | None:
     return service.url.rstrip("/") if service is not None else None
 
 
-def router_token_file(stack: LocalStack, flag: Path | None) -> Path:
-    """``--token-file``, then ``router.admin_token_file``, then the data directory's
-    ``admin_token``, then ``<secrets_dir>/<router.admin_token_secret>``."""
-    if flag is not None:
-        if not flag.is_file():
-            raise SecretError(f"--token-file {flag} does not exist; pass a file that does.")
-        return flag
-    settings = stack.settings
-    router = settings.router
-    tried: list[str] = []
-    if router.admin_token_file is not None:
-        if router.admin_token_file.is_file():
-            return router.admin_token_file
-        tried.append(str(router.admin_token_file))
-    found = stack.credential("admin_token")
-    if found is not None:
-        return found
-    tried.append(str(stack.data_dir / "admin_token"))
-    if settings.secrets_dir is not None:
-        secret = settings.secrets_dir / router.admin_token_secret
-        if secret.is_file():
-            return secret
-        tried.append(str(secret))
-    raise SecretError(
-        f"no router admin token file found (tried: {', '.join(tried)}; {stack.describe()}). "
-        "Pass --token-file FILE, set router.admin_token_file, or point --data-dir at the "
-        "data directory of the keel up that runs the router."
-    )
-
-
 def _call(
     ctx: typer.Context,
     url: str | None,
@@ -130,7 +100,7 @@ def _call(
 ) -> _T:
     stack = LocalStack.from_settings(load_cli_settings(ctx))
     target = router_url(stack, url)
-    token = router_token_file(stack, token_file)
+    token = stack.router_admin_token_file(token_file)
 
     async def run() -> _T:
         async with RouterAdminClient(base_url=target.value, token_file=token) as api:

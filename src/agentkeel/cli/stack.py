@@ -449,30 +449,51 @@ class LocalStack:
     def admin_token_file(self, flag: Path | None) -> Path:
         """The replicas' admin token: ``--token-file``, then ``server.admin_token_file``,
         then the stack's ``admin_token``, then the secrets directory's."""
+        server = self.settings.server
+        return self._admin_token(
+            flag,
+            server.admin_token_file,
+            server.admin_token_secret,
+            what="admin token file",
+            hint="Start keel up, point --data-dir or KEEL_DATA_DIR at its data directory, or "
+            "pass --token-file FILE.",
+        )
+
+    def router_admin_token_file(self, flag: Path | None) -> Path:
+        """The router's admin token: ``--token-file``, then ``router.admin_token_file``,
+        then the stack's ``admin_token``, then the secrets directory's."""
+        router = self.settings.router
+        return self._admin_token(
+            flag,
+            router.admin_token_file,
+            router.admin_token_secret,
+            what="router admin token file",
+            hint="Pass --token-file FILE, set router.admin_token_file, or point --data-dir at "
+            "the data directory of the keel up that runs the router.",
+        )
+
+    def _admin_token(
+        self, flag: Path | None, setting: Path | None, secret_name: str, *, what: str, hint: str
+    ) -> Path:
         if flag is not None:
             if not flag.is_file():
                 raise SecretError(f"--token-file {flag} does not exist; pass a file that does.")
             return flag
-        server = self.settings.server
         tried: list[str] = []
-        if server.admin_token_file is not None:
-            if server.admin_token_file.is_file():
-                return server.admin_token_file
-            tried.append(str(server.admin_token_file))
+        if setting is not None:
+            if setting.is_file():
+                return setting
+            tried.append(str(setting))
         found = self.credential("admin_token")
         if found is not None:
             return found
         tried.append(str(self.data_dir / _CREDENTIAL_FILES["admin_token"]))
         if self.settings.secrets_dir is not None:
-            secret = self.settings.secrets_dir / server.admin_token_secret
+            secret = self.settings.secrets_dir / secret_name
             if secret.is_file():
                 return secret
             tried.append(str(secret))
-        raise SecretError(
-            f"no admin token file found (tried: {', '.join(tried)}; {self.describe()}). "
-            "Start keel up, point --data-dir or KEEL_DATA_DIR at its data directory, or "
-            "pass --token-file FILE."
-        )
+        raise SecretError(f"no {what} found (tried: {', '.join(tried)}; {self.describe()}). {hint}")
 
 
 def _replica_index(name: str) -> int:
