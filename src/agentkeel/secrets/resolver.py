@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from agentkeel.errors import SecretError
+from agentkeel.secrets.known import KnownSecrets
 
 _MAX_SECRET_BYTES = 64 * 1024
 
@@ -25,6 +26,8 @@ class SecretResolver:
     """
 
     secrets_dir: Path | None = None
+    known: KnownSecrets | None = None
+    """Where every value read is recorded, for output sanitization."""
 
     def locate(self, name: str | None, *, file: Path | None = None) -> Path | None:
         """Where ``resolve`` would read the secret: ``file``, else ``secrets_dir/<name>``
@@ -39,11 +42,13 @@ class SecretResolver:
         self, name: str | None, *, file: Path | None = None, required: bool = True
     ) -> SecretStr | None:
         if file is not None:
-            return SecretStr(_read(file, what=f"secret file '{file}'"))
+            return self._known(_read(file, what=f"secret file '{file}'"))
         if name and self.secrets_dir is not None:
             candidate = self.secrets_dir / name
             if candidate.is_file():
-                return SecretStr(_read(candidate, what=f"secret '{name}' in '{self.secrets_dir}'"))
+                return self._known(
+                    _read(candidate, what=f"secret '{name}' in '{self.secrets_dir}'")
+                )
         if required:
             where = f"'{self.secrets_dir / name}'" if (name and self.secrets_dir) else "a file"
             raise SecretError(
@@ -51,6 +56,11 @@ class SecretResolver:
                 "setting's *_file at a file that holds it."
             )
         return None
+
+    def _known(self, value: str) -> SecretStr:
+        if self.known is not None:
+            self.known.add(value)
+        return SecretStr(value)
 
 
 def _read(path: Path, *, what: str) -> str:
