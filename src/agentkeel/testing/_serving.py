@@ -7,20 +7,33 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, *, what: str, start_timeout_s: float = 20.0) -> Iterator[str]:
+def serve_in_thread(
+    app: ASGIApp,
+    *,
+    what: str,
+    http: Literal["auto", "h11", "httptools"] = "auto",
+    start_timeout_s: float = 20.0,
+) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 until the block ends; yields ``http://127.0.0.1:<port>``."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            http=http,
         )
     )
     thread = threading.Thread(target=server.run, name=what, daemon=True)
