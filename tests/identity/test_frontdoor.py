@@ -101,3 +101,16 @@ async def test_oidc_tokens_go_to_the_oidc_verifier(tmp_path: Path) -> None:
         assert caught.value.code == "token_signature"
     finally:
         await front.aclose()
+
+
+def test_a_refusal_renders_as_401_with_its_challenge(tmp_path: Path) -> None:
+    """The error renderer answers a front-door refusal with 401, the JSON error shape and
+    the WWW-Authenticate header."""
+    from agentkeel.web.errors import error_response
+
+    with pytest.raises(Unauthorized) as caught:
+        door(tmp_path).authenticate_now(None)
+    response = error_response(caught.value)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="agentkeel"'
+    assert json.loads(bytes(response.body))["error"]["code"] == "unauthenticated"
