@@ -57,6 +57,8 @@ _ID_CHARS = 8
 _SECRET_BYTES = 32
 _DIGEST_PREFIX = "sha256:"
 _MAX_KEY_CHARS = 128
+# About 60,000 keys: a keys file is read whole whenever it changes.
+_MAX_KEYS_FILE_BYTES = 16 * 1024 * 1024
 
 WallClock = Callable[[], float]
 
@@ -180,7 +182,10 @@ class ApiKeys:
         self._clock = clock or time.time
         # The file holds digests only, so it is not recorded as a known secret.
         self._file: TokensFile[ApiKeyRecord] = TokensFile(
-            resolver=SecretResolver(), name=None, file=path, parse=_by_digest
+            resolver=SecretResolver(max_bytes=_MAX_KEYS_FILE_BYTES),
+            name=None,
+            file=path,
+            parse=_by_digest,
         )
 
     def records(self) -> list[ApiKeyRecord]:

@@ -28,6 +28,8 @@ class SecretResolver:
     secrets_dir: Path | None = None
     known: KnownSecrets | None = None
     """Where every value read is recorded, for output sanitization."""
+    max_bytes: int = _MAX_SECRET_BYTES
+    """Larger files are refused: a secret is small; a keys file may ask for more."""
 
     def locate(self, name: str | None, *, file: Path | None = None) -> Path | None:
         """Where ``resolve`` would read the secret: ``file``, else ``secrets_dir/<name>``
@@ -42,12 +44,16 @@ class SecretResolver:
         self, name: str | None, *, file: Path | None = None, required: bool = True
     ) -> SecretStr | None:
         if file is not None:
-            return self._known(_read(file, what=f"secret file '{file}'"))
+            return self._known(_read(file, what=f"secret file '{file}'", limit=self.max_bytes))
         if name and self.secrets_dir is not None:
             candidate = self.secrets_dir / name
             if candidate.is_file():
                 return self._known(
-                    _read(candidate, what=f"secret '{name}' in '{self.secrets_dir}'")
+                    _read(
+                        candidate,
+                        what=f"secret '{name}' in '{self.secrets_dir}'",
+                        limit=self.max_bytes,
+                    )
                 )
         if required:
             where = f"'{self.secrets_dir / name}'" if (name and self.secrets_dir) else "a file"
@@ -63,15 +69,15 @@ class SecretResolver:
         return SecretStr(value)
 
 
-def _read(path: Path, *, what: str) -> str:
+def _read(path: Path, *, what: str, limit: int) -> str:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise SecretError(f"The {what} does not exist.") from exc
     except PermissionError as exc:
         raise SecretError(f"The {what} cannot be read by this process (permissions).") from exc
-    if len(raw) > _MAX_SECRET_BYTES:
-        raise SecretError(f"The {what} is {len(raw)} bytes; a secret is at most 64 KiB.")
+    if len(raw) > limit:
+        raise SecretError(f"The {what} is {len(raw)} bytes; at most {limit} are read.")
     value = raw.decode("utf-8", errors="strict").strip()
     if not value:
         raise SecretError(f"The {what} is empty.")
