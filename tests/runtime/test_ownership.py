@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from agentkeel.errors import InvalidRequest
 from agentkeel.identity.keys import generate_key_pair
 from agentkeel.identity.principal import CALLER_HEADER, PROVIDER_KEY_HEADER
 from agentkeel.runtime import app as runtime_app
 from agentkeel.runtime.caller import parse_request_keys
 from agentkeel.runtime.types import Reply, Turn
 from agentkeel.secrets.call_context import CallContext, current_call_context
-from agentkeel.errors import InvalidRequest
 from tests.runtime.auth_replicas import AuthStack, Replica, make_auth_stack, start_replica
 
 # Every route that names a session, as (method, path suffix, JSON body, extra headers).
@@ -133,9 +133,7 @@ async def test_a_user_key_owns_its_sessions_and_refuses_another_user_id(
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "user_mismatch"
 
-    session = await replica.client.get(
-        f"/v1/sessions/{response.json()['session_id']}", headers=ana
-    )
+    session = await replica.client.get(f"/v1/sessions/{response.json()['session_id']}", headers=ana)
     assert (session.json()["user_id"], session.json()["organization"]) == ("ana", "acme")
 
 
@@ -159,9 +157,7 @@ async def test_an_organization_key_names_the_user_and_stays_in_its_organization(
     assert (await replica.client.get(f"/v1/sessions/{for_ana}", headers=zed)).status_code == 404
     zed_own = await create(replica, zed)
     assert (await replica.client.get(f"/v1/sessions/{zed_own}", headers=ana)).status_code == 404
-    assert (
-        await replica.client.get(f"/v1/sessions/{zed_own}", headers=app_key)
-    ).status_code == 404
+    assert (await replica.client.get(f"/v1/sessions/{zed_own}", headers=app_key)).status_code == 404
 
 
 # -- someone else's session -----------------------------------------------------------
@@ -298,10 +294,10 @@ async def test_a_forwarded_principal_is_trusted_and_a_forged_one_refused(
 
 
 async def test_an_assertion_on_a_replica_without_an_identity_key_is_refused(
-    stack: AuthStack, exits: AsyncExitStack, tmp_path: Path
+    stack: AuthStack, exits: AsyncExitStack
 ) -> None:
     """A replica with no identity key cannot check an assertion: 401 saying so."""
-    settings = stack.settings(identity={"signing_key_file": str(tmp_path / "absent")})
+    settings = stack.settings(identity={"signing_key_file": None})
     replica = await start_replica(exits, settings)
     principal = stack.keys["ana"].principal
     response = await replica.client.get("/v1/sessions/x", headers=stack.forwarded(principal))
@@ -310,7 +306,7 @@ async def test_an_assertion_on_a_replica_without_an_identity_key_is_refused(
 
 
 async def test_an_assertion_is_refused_even_with_auth_off(
-    stack: AuthStack, exits: AsyncExitStack, tmp_path: Path
+    stack: AuthStack, exits: AsyncExitStack
 ) -> None:
     """Auth off trusts the body's user_id, but never an unverifiable assertion."""
     replica = await start_replica(

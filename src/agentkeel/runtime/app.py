@@ -48,13 +48,13 @@ from agentkeel.errors import (
 from agentkeel.identity.caller_limits import CallerLimits
 from agentkeel.identity.forwarded import build_front_door_verifier
 from agentkeel.identity.frontdoor import FrontDoor
+from agentkeel.identity.principal import Scope
 from agentkeel.models.factory import build_gateway
 from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.draining import DrainState
-from agentkeel.identity.principal import Scope
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent

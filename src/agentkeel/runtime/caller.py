@@ -101,14 +101,15 @@ class RequestCallers:
         assertion = headers.get(CALLER_HEADER)
         if assertion is not None:
             principal = self._verify(assertion)
-            return Caller(principal, limited=False, request_keys=self._request_keys(principal, headers))
+            return Caller(
+                principal, limited=False, request_keys=self._request_keys(principal, headers)
+            )
         if not self._auth_enabled:
             return Caller(ANONYMOUS, limited=False)
         assert self._front_door is not None
         authorization = headers.get("authorization")
-        principal = self._front_door.authenticate_now(authorization)
-        if principal is None:
-            principal = await self._front_door.authenticate(authorization)
+        decided = self._front_door.authenticate_now(authorization)
+        principal = decided or await self._front_door.authenticate(authorization)
         if self._limits is not None:
             if self._limits.sync:
                 self._limits.check_request_now(principal)

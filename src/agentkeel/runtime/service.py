@@ -258,9 +258,7 @@ class AgentService:
         session = await self.lifecycle.end_if_expired(session, grace=True)
         return session, await self.store.list_turns(session_id)
 
-    async def end_session(
-        self, session_id: str, principal: Principal = ANONYMOUS
-    ) -> SessionRecord:
+    async def end_session(self, session_id: str, principal: Principal = ANONYMOUS) -> SessionRecord:
         """End a session (reason ``deleted``); later turns on it get 410 ``session_ended``,
         as does a DELETE of a session that had already ended."""
         await self._active_session(session_id, principal)
