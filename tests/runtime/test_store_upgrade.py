@@ -1,6 +1,7 @@
-"""A session store written by the first release (schema version 1) keeps working: opening
-it adds the lifecycle columns, dates each session's last activity from its turns, and
-records schema version 2. On SQLite and on PostgreSQL."""
+"""A session store written by an earlier release keeps working: opening a version-1 one
+adds the lifecycle columns and dates each session's last activity from its turns;
+opening a version-2 one adds the owner's organization; both record the current
+schema version. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from agentkeel.runtime.store import SessionExpiry
 from agentkeel.runtime.stores import codec, open_store
-from tests.runtime.test_stores import make_turn
+from tests.runtime.test_stores import make_session, make_turn
 
 # The tables as the first release created them (only those holding data here).
 V1_TABLES = """
@@ -80,13 +81,15 @@ async def test_a_first_release_store_is_upgraded_in_place_and_keeps_working(
 ) -> None:
     """Old sessions and turns read back; the last activity is the last turn's completion
     (creation without turns); an ended session stays ended; new turns are stored; the
-    idle rule applies to old sessions; the schema version becomes 2; reopening is a no-op."""
+    idle rule applies to old sessions; the schema version becomes current; reopening is a
+    no-op."""
     store = open_store(v1_store_url)
     await store.open()
     try:
         old = await store.get_session("old")
         assert old is not None
         assert (old.turn_count, old.last_active_at, old.ended_at) == (2, 1300.0, None)
+        assert old.organization is None
         done = await store.get_session("done")
         assert done is not None and (done.ended_at, done.last_active_at) == (1500.0, 1000.0)
         assert [turn.number for turn in await store.context_turns("old")] == [1, 2]
@@ -110,7 +113,70 @@ async def test_a_first_release_store_is_upgraded_in_place_and_keeps_working(
         assert (await again.get_session("old")) is not None
     finally:
         await again.aclose()
-    assert await _schema_version(v1_store_url) == codec.SCHEMA_VERSION == 2
+    assert await _schema_version(v1_store_url) == codec.SCHEMA_VERSION == 3
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def v2_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL whose tables are schema version 2: today's, without ``organization``,
+    holding one session of 'ana'."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema_url")
+    asyncio.run(_create_current(url))
+    statements = [
+        "ALTER TABLE sessions DROP COLUMN organization",
+        "UPDATE schema_version SET version = 2 WHERE component = 'sessions'",
+    ]
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+    else:
+        with psycopg.connect(url, autocommit=True) as pg:
+            for statement in statements:
+                pg.execute(statement)
+    return url
+
+
+async def _create_current(url: str) -> None:
+    store = open_store(url)
+    await store.open()
+    try:
+        await store.create_session(make_session("before", user_id="ana"))
+    finally:
+        await store.aclose()
+
+
+async def test_a_version_2_store_gains_the_owner_organization(v2_store_url: str) -> None:
+    """A version-2 store gets the ``organization`` column on open: its sessions read
+    back with none, a new session keeps its organization, the version becomes 3."""
+    assert "organization" not in await _session_columns(v2_store_url)
+    store = open_store(v2_store_url)
+    await store.open()
+    try:
+        before = await store.get_session("before")
+        assert before is not None and (before.user_id, before.organization) == ("ana", None)
+        await store.create_session(make_session("after", user_id="bob", organization="acme"))
+        after = await store.get_session("after")
+        assert after is not None and (after.user_id, after.organization) == ("bob", "acme")
+    finally:
+        await store.aclose()
+    assert "organization" in await _session_columns(v2_store_url)
+    assert await _schema_version(v2_store_url) == codec.SCHEMA_VERSION == 3
+
+
+async def _session_columns(url: str) -> set[str]:
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    with psycopg.connect(url) as pg:
+        rows = pg.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'sessions' AND table_schema = current_schema()"
+        ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 async def _schema_version(url: str) -> int:

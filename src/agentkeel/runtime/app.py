@@ -11,6 +11,13 @@ waiting for JSON, does not stop it, and it is stored as usual.
 
 The session lifecycle's admin routes (``/admin/sessions/live``, ``…/prune``,
 ``…/forget``) live in ``session_admin.py``; the sweeper runs in the lifespan.
+
+Every ``/v1`` route first learns its caller (``caller.py``: the router's
+assertion, the replica's own front door, or anonymous with auth off), checks the
+route's scope (``chat``; ``sessions:read`` for GET) and then acts only on
+sessions the caller owns: any other session is answered as an unknown one. A
+turn's task starts inside its ``CallContext`` (the session's user and
+organization, for the model key chain).
 """
 
 from __future__ import annotations
@@ -38,12 +45,17 @@ from agentkeel.errors import (
     KeelError,
     Unavailable,
 )
+from agentkeel.identity.caller_limits import CallerLimits
+from agentkeel.identity.forwarded import build_front_door_verifier
+from agentkeel.identity.frontdoor import FrontDoor
+from agentkeel.identity.principal import Scope
 from agentkeel.models.factory import build_gateway
 from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
+from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.draining import DrainState
-from agentkeel.runtime.guards import ModelBackend
+from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
@@ -52,6 +64,7 @@ from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
 from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
+from agentkeel.secrets.call_context import CallContext, call_context
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
@@ -94,7 +107,12 @@ class CreateSessionBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256)
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Whose session; may be left out with a credential bound to one user.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("metadata")
@@ -140,9 +158,12 @@ class FeedbackBody(BaseModel):
 class _Runtime:
     """What the routes share: built in ``create_app``, opened in the lifespan."""
 
-    def __init__(self, *, settings: KeelSettings, drain: DrainState) -> None:
+    def __init__(
+        self, *, settings: KeelSettings, drain: DrainState, callers: RequestCallers
+    ) -> None:
         self.settings = settings
         self.drain = drain
+        self.callers = callers
         self.service: AgentService | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -210,7 +231,16 @@ def create_app(
     http_metrics = HttpMetrics(registry)
     drain = DrainState(metrics=agent_metrics, clock=clock)
     agent_metrics.draining.set(0)
-    runtime = _Runtime(settings=settings, drain=drain)
+    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    front_door, caller_limits = _build_front_door(settings, secrets)
+    callers = RequestCallers(
+        auth_enabled=settings.auth.enabled,
+        front_door=front_door,
+        verifier=build_front_door_verifier(settings, secrets=secrets),
+        limits=caller_limits,
+        allow_request_keys=_request_keys_allowed(settings),
+    )
+    runtime = _Runtime(settings=settings, drain=drain, callers=callers)
     guardrails = settings.guardrails
     # Build what can fail on bad configuration now, so a typo in agent.tools or
     # agent.entrypoint stops the process before it listens.
@@ -234,7 +264,6 @@ def create_app(
         local_tools = builtin_toolset(names, clock=clock)
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry, version=version) if gateway is None else None
-    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
     admin = _admin_token(settings, secrets)
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
@@ -243,6 +272,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if front_door is not None:
+                stack.push_async_callback(front_door.aclose)
+            if caller_limits is not None:
+                stack.push_async_callback(caller_limits.aclose)
             the_memory = memory
             if owned_memory is not None:
                 await owned_memory.open()
@@ -379,6 +412,25 @@ def create_app(
     return app
 
 
+def _build_front_door(
+    settings: KeelSettings, secrets: SecretResolver
+) -> tuple[FrontDoor | None, CallerLimits | None]:
+    """With ``auth.enabled``, the replica's own front door and the caller limits it
+    applies (shared through Redis when ``redis_url`` is set); neither otherwise."""
+    if not settings.auth.enabled:
+        return None, None
+    door = FrontDoor(settings.auth, secrets=secrets, data_dir=settings.data_dir)
+    limits = CallerLimits(settings.auth.limits, storage_uri=settings.redis_url or "memory://")
+    return door, limits
+
+
+def _request_keys_allowed(settings: KeelSettings) -> bool:
+    """``secrets.key_chain.allow_request_keys``; read defensively, so the replica
+    runs on settings without that section (off: callers cannot send their own keys)."""
+    key_chain = getattr(getattr(settings, "secrets", None), "key_chain", None)
+    return bool(getattr(key_chain, "allow_request_keys", False))
+
+
 def _build_memory(
     settings: KeelSettings, *, registry: CollectorRegistry, clock: Clock
 ) -> MemoryClient | None:
@@ -511,13 +563,18 @@ def _metrics(runtime: _Runtime, registry: CollectorRegistry) -> Endpoint:
 
 def _create_session(runtime: _Runtime) -> Endpoint:
     async def create_session(request: Request) -> Response:
+        principal = (await _caller(runtime, request, "chat")).principal
         service = runtime.require_service()
         body = await _parse(request, CreateSessionBody)
-        record = await service.create_session(body.user_id, body.metadata)
+        user_id = principal.acting_user(body.user_id)
+        record = await service.create_session(
+            user_id, body.metadata, organization=principal.organization
+        )
         return JSONResponse(
             {
                 "session_id": record.session_id,
                 "user_id": record.user_id,
+                "organization": record.organization,
                 "agent_id": record.agent_id,
                 "version": record.version,
                 "created_at": _iso(record.created_at),
@@ -530,8 +587,9 @@ def _create_session(runtime: _Runtime) -> Endpoint:
 
 def _get_session(runtime: _Runtime) -> Endpoint:
     async def get_session(request: Request) -> Response:
+        principal = (await _caller(runtime, request, "sessions:read")).principal
         service = runtime.require_service()
-        session, turns = await service.get_session(request.path_params["session_id"])
+        session, turns = await service.get_session(request.path_params["session_id"], principal)
         return JSONResponse(_session_json(session, turns))
 
     return get_session
@@ -539,8 +597,9 @@ def _get_session(runtime: _Runtime) -> Endpoint:
 
 def _end_session(runtime: _Runtime) -> Endpoint:
     async def end_session(request: Request) -> Response:
+        principal = (await _caller(runtime, request, "chat")).principal
         service = runtime.require_service()
-        session = await service.end_session(request.path_params["session_id"])
+        session = await service.end_session(request.path_params["session_id"], principal)
         return JSONResponse(
             {
                 "session_id": session.session_id,
@@ -555,9 +614,10 @@ def _end_session(runtime: _Runtime) -> Endpoint:
 
 def _rewind(runtime: _Runtime) -> Endpoint:
     async def rewind(request: Request) -> Response:
+        principal = (await _caller(runtime, request, "chat")).principal
         service = runtime.require_service()
         body = await _parse(request, RewindBody)
-        session = await service.rewind(request.path_params["session_id"], body.turn)
+        session = await service.rewind(request.path_params["session_id"], body.turn, principal)
         return JSONResponse(
             {
                 "session_id": session.session_id,
@@ -571,10 +631,15 @@ def _rewind(runtime: _Runtime) -> Endpoint:
 
 def _feedback(runtime: _Runtime) -> Endpoint:
     async def feedback(request: Request) -> Response:
+        principal = (await _caller(runtime, request, "chat")).principal
         service = runtime.require_service()
         body = await _parse(request, FeedbackBody)
         record = await service.feedback(
-            request.path_params["session_id"], body.score, turn=body.turn, comment=body.comment
+            request.path_params["session_id"],
+            body.score,
+            turn=body.turn,
+            comment=body.comment,
+            principal=principal,
         )
         return JSONResponse(
             {
@@ -595,24 +660,67 @@ def _feedback(runtime: _Runtime) -> Endpoint:
 
 def _post_message(runtime: _Runtime) -> Endpoint:
     async def post_message(request: Request) -> Response:
+        caller = await _caller(runtime, request, "chat")
         service = runtime.require_service()
         body = await _parse(request, MessageBody)
         session_id = request.path_params["session_id"]
+        # Before the turn's task and its session lock: someone else's session is a 404
+        # here, exactly as an unknown one, never a 409 for a turn running on it.
+        session = await service.owned_session(session_id, caller.principal)
         if "text/event-stream" in request.headers.get("accept", ""):
-            return await _stream_turn(runtime, service, session_id, body.content)
+            return await _stream_turn(runtime, service, caller, session, body.content)
+        task = await _start_turn(runtime, service, caller, session, body.content)
         # Shielded: a client that goes away must not cancel a turn mid-commit.
-        task = runtime.spawn(service.run_turn(session_id, body.content))
         outcome = await asyncio.shield(task)
         return JSONResponse(outcome.to_dict())
 
     return post_message
 
 
+async def _caller(runtime: _Runtime, request: Request, scope: Scope) -> Caller:
+    """The request's verified caller, holding ``scope`` (401/403/429 otherwise)."""
+    caller = await runtime.callers.identify(request.headers)
+    caller.principal.require(scope)
+    return caller
+
+
+async def _start_turn(
+    runtime: _Runtime,
+    service: AgentService,
+    caller: Caller,
+    session: SessionRecord,
+    content: str,
+    sink: EventSink | None = None,
+) -> asyncio.Task[TurnOutcome]:
+    """Take the caller's turn slot and start the turn's task inside its call context
+    (a task copies the context variables when it is created); the slot is released
+    when the task ends, however it ends."""
+    slot = await runtime.callers.start_turn(caller)
+    context = CallContext(
+        user_id=session.user_id,
+        organization=session.organization,
+        session_started_at=session.created_at,
+        request_keys=caller.request_keys,
+    )
+    try:
+        with call_context(context):
+            task = runtime.spawn(service.run_turn(session.session_id, content, sink=sink))
+    except BaseException:
+        slot.release()
+        raise
+    task.add_done_callback(lambda _: slot.release())
+    return task
+
+
 _DONE: Any = object()
 
 
 async def _stream_turn(
-    runtime: _Runtime, service: AgentService, session_id: str, content: str
+    runtime: _Runtime,
+    service: AgentService,
+    caller: Caller,
+    session: SessionRecord,
+    content: str,
 ) -> Response:
     """Server-sent events: ``token``, ``tool_call``, ``tool_result``, then ``reply``
     or ``error``. A turn refused before it starts (404, 409, 429, 503) is an
@@ -622,7 +730,7 @@ async def _stream_turn(
     async def sink(event: str, data: Mapping[str, Any]) -> None:
         queue.put_nowait((event, data))
 
-    task = runtime.spawn(service.run_turn(session_id, content, sink=sink))
+    task = await _start_turn(runtime, service, caller, session, content, sink)
     task.add_done_callback(lambda _: queue.put_nowait(_DONE))
     first = await queue.get()
     if first is _DONE and not task.cancelled():
@@ -714,6 +822,7 @@ def _session_json(session: SessionRecord, turns: list[TurnRecord]) -> dict[str, 
     return {
         "session_id": session.session_id,
         "user_id": session.user_id,
+        "organization": session.organization,
         "agent_id": session.agent_id,
         "version": session.version,
         "created_at": _iso(session.created_at),

@@ -9,6 +9,12 @@ only after the store has it; a turn that fails stores nothing.
 A session that has ended (deleted, idle, past its maximum duration; see
 ``lifecycle.py``) refuses turns, rewinds and a second DELETE with 410
 ``session_ended``, saying when and why.
+
+A session belongs to the user and organization that started it. Every method
+that names a session takes the caller's ``Principal`` and answers a session the
+caller does not own exactly as an unknown one (404 ``session_not_found``, the
+same message), before anything else could tell them apart: before the session
+lock (a running turn would be a 409) and before the ended check (a 410).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from agentkeel.errors import (
     TurnInProgress,
     TurnLimitReached,
 )
+from agentkeel.identity.principal import ANONYMOUS, Principal
 from agentkeel.models.types import ChatMessage, Usage
 from agentkeel.resilience.budget import TokenBudget
 from agentkeel.resilience.clock import Clock
@@ -203,9 +210,14 @@ class AgentService:
     # -- sessions -------------------------------------------------------------
 
     async def create_session(
-        self, user_id: str, metadata: Mapping[str, Any] | None = None
+        self,
+        user_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        organization: str | None = None,
     ) -> SessionRecord:
-        """Start a session for ``user_id``. Raises ``Draining`` while draining."""
+        """Start a session for ``user_id`` of ``organization``. Raises ``Draining`` while
+        draining."""
         self.drain.check()
         now = self.clock.time()
         record = SessionRecord(
@@ -217,6 +229,7 @@ class AgentService:
             metadata=dict(metadata or {}),
             last_active_at=now,
             replica=self.replica,
+            organization=organization,
         )
         await self.store.create_session(record)
         await self.refresh_active_sessions()
@@ -226,28 +239,42 @@ class AgentService:
         )
         return record
 
-    async def get_session(self, session_id: str) -> tuple[SessionRecord, list[TurnRecord]]:
+    async def owned_session(
+        self, session_id: str, principal: Principal = ANONYMOUS
+    ) -> SessionRecord:
+        """The session, if ``principal`` owns it; 404 ``session_not_found`` when it is
+        unknown or someone else's (one error, built in one place, for both)."""
+        session = await self.store.get_session(session_id)
+        if session is None or not principal.owns(session.user_id, session.organization):
+            raise _unknown_session(session_id)
+        return session
+
+    async def get_session(
+        self, session_id: str, principal: Principal = ANONYMOUS
+    ) -> tuple[SessionRecord, list[TurnRecord]]:
         """The session and all its stored turns (rewound ones included); an ended one
         too, with ``ended_at`` and ``end_reason``, until it is purged."""
-        session = await self.store.get_session(session_id)
-        if session is None:
-            raise _unknown_session(session_id)
+        session = await self.owned_session(session_id, principal)
         session = await self.lifecycle.end_if_expired(session, grace=True)
         return session, await self.store.list_turns(session_id)
 
-    async def end_session(self, session_id: str) -> SessionRecord:
+    async def end_session(self, session_id: str, principal: Principal = ANONYMOUS) -> SessionRecord:
         """End a session (reason ``deleted``); later turns on it get 410 ``session_ended``,
         as does a DELETE of a session that had already ended."""
-        await self._active_session(session_id)
+        await self._active_session(session_id, principal)
         ended = await self.lifecycle.end_deleted(session_id)
         if ended is None:
             raise await self._ended_error(session_id)
         await self.refresh_active_sessions()
         return ended
 
-    async def rewind(self, session_id: str, turn: int) -> SessionRecord:
+    async def rewind(
+        self, session_id: str, turn: int, principal: Principal = ANONYMOUS
+    ) -> SessionRecord:
         """Move the session's head back to ``turn`` (0 = before the first turn); the
         next turn continues from there and the later turns leave the context."""
+        # Owners never change, so one check before the lock covers the whole rewind.
+        await self.owned_session(session_id, principal)
         async with self._locks.hold(session_id, wait_s=None):
             session = await self._active_session(session_id)
             if not 0 <= turn <= session.turn_count:
@@ -271,6 +298,7 @@ class AgentService:
         *,
         turn: int | None = None,
         comment: str | None = None,
+        principal: Principal = ANONYMOUS,
     ) -> FeedbackRecord:
         """Record a user-satisfaction score from 0 to 5 for a session (or one turn)."""
         if not FEEDBACK_MIN <= score <= FEEDBACK_MAX:
@@ -278,9 +306,7 @@ class AgentService:
                 f"Feedback score {score} is out of range; send a number from "
                 f"{FEEDBACK_MIN:g} to {FEEDBACK_MAX:g}."
             )
-        session = await self.store.get_session(session_id)
-        if session is None:
-            raise _unknown_session(session_id)
+        session = await self.owned_session(session_id, principal)
         if turn is not None and not 1 <= turn <= session.turn_count:
             raise InvalidRequest(
                 f"Feedback names turn {turn}, but session '{session_id}' has turns "
@@ -306,7 +332,10 @@ class AgentService:
     async def run_turn(
         self, session_id: str, content: str, *, sink: EventSink | None = None
     ) -> TurnOutcome:
-        """Run one turn and commit it. ``sink`` receives the stream events."""
+        """Run one turn and commit it. ``sink`` receives the stream events.
+
+        The caller has checked ownership (``owned_session``) before starting the turn's
+        task, so that an attempt on someone else's session never reaches the lock."""
         start = self.clock.monotonic()
         try:
             with self.drain.track():
@@ -493,12 +522,12 @@ class AgentService:
             raise _agent_error(turn, correlation_id)
         return reply
 
-    async def _active_session(self, session_id: str) -> SessionRecord:
-        """The session if it takes changes; 404 if unknown, 410 if it has ended (an
-        expired one is ended here first)."""
-        session = await self.store.get_session(session_id)
-        if session is None:
-            raise _unknown_session(session_id)
+    async def _active_session(
+        self, session_id: str, principal: Principal = ANONYMOUS
+    ) -> SessionRecord:
+        """The session if it takes changes; 404 if unknown (or not ``principal``'s), 410
+        if it has ended (an expired one is ended here first)."""
+        session = await self.owned_session(session_id, principal)
         session = await self.lifecycle.end_if_expired(session)
         if session.ended_at is not None:
             raise self.lifecycle.ended_error(session)

@@ -60,6 +60,9 @@ class SessionRecord:
     from here."""
     replica: str | None = None
     """The replica that created the session or stored its last turn."""
+    organization: str | None = None
+    """The organization of the principal that started it (``None``: none, or auth off);
+    with ``user_id`` it says who owns the session (``Principal.owns``)."""
 
     @property
     def active_at(self) -> float:

@@ -57,12 +57,13 @@ __all__ = [
     "user_budget_prefix",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the session tables, kept in ``schema_version`` under component 'sessions'.
 
 1: the first release. 2: sessions gain ``end_reason``, ``last_active_at`` and
-``replica`` (turns gain ``replica``); both stores add them to a version-1 file
-or database when they open it.
+``replica`` (turns gain ``replica``). 3: sessions gain ``organization`` (the
+owner's, NULL for sessions started before it or with auth off). Both stores add
+what is missing to an older file or database when they open it.
 """
 
 _ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
@@ -156,7 +157,7 @@ JsonParser = Callable[[Any], Any]
 
 SESSION_COLUMNS = (
     "session_id, user_id, agent_id, version, created_at, metadata, head, turn_count, ended_at,"
-    " end_reason, last_active_at, replica"
+    " end_reason, last_active_at, replica, organization"
 )
 TURN_COLUMNS = (
     "session_id, number, parent, content, reply, messages, usage, tool_calls,"
@@ -180,6 +181,7 @@ def session_from_row(row: Sequence[Any], *, parse: JsonParser) -> SessionRecord:
         end_reason=row[9] if row[9] in END_REASONS else None,
         last_active_at=row[10],
         replica=row[11],
+        organization=row[12],
     )
 
 
@@ -198,6 +200,7 @@ def session_values(session: SessionRecord, metadata: Any) -> tuple[Any, ...]:
         session.end_reason,
         session.active_at,
         session.replica,
+        session.organization,
     )
 
 

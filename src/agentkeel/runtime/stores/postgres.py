@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at DOUBLE PRECISION,
     end_reason TEXT,
     last_active_at DOUBLE PRECISION,
-    replica TEXT
+    replica TEXT,
+    organization TEXT
 );
 CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
@@ -95,12 +96,14 @@ CREATE TABLE IF NOT EXISTS budgets (
 );
 """
 
-# Schema version 2 on tables the first release created, then the indexes the
-# sweeper, the live count, the purge and forget read through.
+# Schema versions 2 (the lifecycle) and 3 (the owner's organization) on tables an
+# earlier release created, then the indexes the sweeper, the live count, the purge
+# and forget read through.
 _UPGRADE = """
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS end_reason TEXT,
     ADD COLUMN IF NOT EXISTS last_active_at DOUBLE PRECISION,
-    ADD COLUMN IF NOT EXISTS replica TEXT;
+    ADD COLUMN IF NOT EXISTS replica TEXT,
+    ADD COLUMN IF NOT EXISTS organization TEXT;
 ALTER TABLE turns ADD COLUMN IF NOT EXISTS replica TEXT;
 UPDATE sessions SET last_active_at = coalesce(
     (SELECT max(t.completed_at) FROM turns AS t WHERE t.session_id = sessions.session_id),
@@ -278,7 +281,7 @@ class PostgresSessionStore:
             try:
                 await conn.execute(
                     f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     codec.session_values(session, _jsonb(dict(session.metadata))),
                 )
             except psycopg.errors.UniqueViolation as exc:

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at REAL,
     end_reason TEXT,
     last_active_at REAL,
-    replica TEXT
+    replica TEXT,
+    organization TEXT
 );
 CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions (session_id),
@@ -105,12 +106,14 @@ CREATE TABLE IF NOT EXISTS budgets (
 );
 """
 
-# Columns schema version 2 added, for files the first release wrote.
+# Columns later schema versions added (2: the lifecycle; 3: the owner's organization),
+# for files an earlier release wrote.
 _ADDED_COLUMNS = (
     ("sessions", "end_reason", "TEXT"),
     ("sessions", "last_active_at", "REAL"),
     ("sessions", "replica", "TEXT"),
     ("turns", "replica", "TEXT"),
+    ("sessions", "organization", "TEXT"),
 )
 
 _BACKFILL_ACTIVE_SQL = """
@@ -491,7 +494,7 @@ def _create_session(conn: sqlite3.Connection, session: SessionRecord) -> None:
     try:
         conn.execute(
             f"INSERT INTO sessions ({codec.SESSION_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             codec.session_values(session, codec.dumps(dict(session.metadata))),
         )
     except sqlite3.IntegrityError as exc:
