@@ -20,7 +20,6 @@ import pytest
 from agentkeel.errors import InvalidRequest
 from agentkeel.identity.keys import generate_key_pair
 from agentkeel.identity.principal import CALLER_HEADER, PROVIDER_KEY_HEADER
-from agentkeel.runtime import app as runtime_app
 from agentkeel.runtime.caller import parse_request_keys
 from agentkeel.runtime.types import Reply, Turn
 from agentkeel.secrets.call_context import CallContext, current_call_context
@@ -418,14 +417,14 @@ async def test_a_turn_runs_in_the_sessions_call_context(
 
 
 async def test_request_keys_reach_the_turn_only_when_allowed_and_authenticated(
-    stack: AuthStack, exits: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+    stack: AuthStack, exits: AsyncExitStack
 ) -> None:
     """With request keys allowed, an authenticated caller's ``x-keel-provider-key``
     header becomes the turn's request keys (as secrets, not in the reply); an anonymous
     caller's (auth off) is ignored; a malformed header is a 422 that hides the value."""
-    monkeypatch.setattr(runtime_app, "_request_keys_allowed", lambda settings: True)
     recorder = _Recorder()
-    replica = await start_replica(exits, stack.settings(), agent=recorder)
+    allowed = stack.settings(secrets={"key_chain": {"allow_request_keys": True}})
+    replica = await start_replica(exits, allowed, agent=recorder)
     ana = stack.keys["ana"].headers
     session_id = await create(replica, ana)
     headers = {**ana, PROVIDER_KEY_HEADER: "openai=sk-ana-1, anthropic=sk-ana-2"}
@@ -448,7 +447,12 @@ async def test_request_keys_reach_the_turn_only_when_allowed_and_authenticated(
     assert bad.status_code == 422 and "sk-no-provider" not in bad.text
 
     open_replica = await start_replica(
-        exits, stack.settings(auth={"enabled": False}), agent=recorder, name="open"
+        exits,
+        stack.settings(
+            auth={"enabled": False}, secrets={"key_chain": {"allow_request_keys": True}}
+        ),
+        agent=recorder,
+        name="open",
     )
     open_session = await create(open_replica, {}, user_id="ana")
     anonymous = await call(

@@ -238,7 +238,7 @@ def create_app(
         front_door=front_door,
         verifier=build_front_door_verifier(settings, secrets=secrets),
         limits=caller_limits,
-        allow_request_keys=_request_keys_allowed(settings),
+        allow_request_keys=settings.secrets.key_chain.allow_request_keys,
     )
     runtime = _Runtime(settings=settings, drain=drain, callers=callers)
     guardrails = settings.guardrails
@@ -422,13 +422,6 @@ def _build_front_door(
     door = FrontDoor(settings.auth, secrets=secrets, data_dir=settings.data_dir)
     limits = CallerLimits(settings.auth.limits, storage_uri=settings.redis_url or "memory://")
     return door, limits
-
-
-def _request_keys_allowed(settings: KeelSettings) -> bool:
-    """``secrets.key_chain.allow_request_keys``; read defensively, so the replica
-    runs on settings without that section (off: callers cannot send their own keys)."""
-    key_chain = getattr(getattr(settings, "secrets", None), "key_chain", None)
-    return bool(getattr(key_chain, "allow_request_keys", False))
 
 
 def _build_memory(
