@@ -19,6 +19,7 @@ import typer
 from agentkeel.cli import chat as chat_cmd
 from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
+from agentkeel.cli.audit_cmd import audit_app
 from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
@@ -93,6 +94,7 @@ app.add_typer(sessions_app, name="sessions")
 app.add_typer(golden_app, name="golden")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command("version", epilog="Example: keel version")
