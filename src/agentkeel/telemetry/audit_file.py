@@ -54,6 +54,7 @@ __all__ = [
     "canonical_json",
     "install_audit_file",
     "record_hash",
+    "remove_audit_file",
 ]
 
 AUDIT_FILE = Path("audit") / "audit.jsonl"
