@@ -50,18 +50,19 @@ ADMIN_ACTIONS: list[tuple[str, str, str]] = [
     ("keel rollback (each step)", "deploy/rollback.py", "rollback."),
 ]
 
+
 def _audited_actions(module: str) -> str:
     return (SRC / module).read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("what", "module", "action"), ADMIN_ACTIONS, ids=[a[0] for a in ADMIN_ACTIONS])
+@pytest.mark.parametrize(
+    ("what", "module", "action"), ADMIN_ACTIONS, ids=[a[0] for a in ADMIN_ACTIONS]
+)
 def test_every_admin_action_has_an_audit_call(what: str, module: str, action: str) -> None:
     """The module that implements the action names its audit action in an audit call."""
     source = _audited_actions(module)
     assert re.search(r"\baudit(?:ed)?\(", source), f"{module} makes no audit call ({what})"
-    assert f'"{action}' in source, (
-        f"{what}: {module} never writes audit action {action!r}"
-    )
+    assert f'"{action}' in source, f"{what}: {module} never writes audit action {action!r}"
 
 
 def test_every_admin_route_of_the_memory_server_is_listed() -> None:

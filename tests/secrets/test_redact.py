@@ -62,7 +62,7 @@ def test_kinds_and_extra_patterns_are_configurable() -> None:
     assert out == f"{SAMPLES['openai_key']} [REDACTED:acme]"
     with pytest.raises(ConfigError, match="not built-in"):
         SecretRedactor(kinds=["nope"])
-    with pytest.raises(ConfigError, match="redact_patterns.bad"):
+    with pytest.raises(ConfigError, match=r"redact_patterns\.bad"):
         SecretRedactor(extra_patterns={"bad": "("})
 
 
@@ -104,7 +104,9 @@ def test_log_filter_redacts_message_fields_and_exceptions() -> None:
         try:
             raise ValueError("boom s3cr3t-value-123")
         except ValueError:
-            log.exception("failed with %s", "s3cr3t-value-123", extra={"reason": "s3cr3t-value-123"})
+            log.exception(
+                "failed with %s", "s3cr3t-value-123", extra={"reason": "s3cr3t-value-123"}
+            )
     finally:
         log.removeHandler(handler)
     line = json.loads(out.getvalue())

@@ -41,7 +41,9 @@ def test_audit_calls_land_in_the_file_with_every_field(tmp_path: Path) -> None:
         audit("fence.up", actor="ops", outcome="failed")
     finally:
         set_correlation_id(None)
-    first, second = (json.loads(line) for line in audit_file_path(tmp_path).read_text().splitlines())
+    first, second = (
+        json.loads(line) for line in audit_file_path(tmp_path).read_text().splitlines()
+    )
     assert first["seq"] == 1 and second["seq"] == 2
     assert first["action"] == "sessions.forget"
     assert first["actor"] == "admin:sha256:abc"
@@ -130,9 +132,7 @@ def test_verify_detects_an_inserted_record(tmp_path: Path) -> None:
     second = json.loads(lines[1])
     forged = {**second, "action": "forged", "seq": 3, "prev": second["hash"]}
     forged["hash"] = record_hash(forged)
-    path.write_text(
-        "\n".join([*lines[:2], json.dumps(forged, sort_keys=True), *lines[2:]]) + "\n"
-    )
+    path.write_text("\n".join([*lines[:2], json.dumps(forged, sort_keys=True), *lines[2:]]) + "\n")
     report = verify_audit_file(path)
     assert not report.ok
     assert report.first_bad_seq == 3
