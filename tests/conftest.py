@@ -27,6 +27,16 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def no_audit_file_left() -> Iterator[None]:
+    """A command run in-process installs the audit file handler for its data directory;
+    it must not outlive the test (and write into the next test's audit calls)."""
+    yield
+    from agentkeel.telemetry.audit_file import remove_audit_file
+
+    remove_audit_file()
+
+
 REQUIRE_SERVICES_ENV = "KEEL_TEST_REQUIRE_SERVICES"
 # Read once at import, before clean_environ removes every KEEL_* variable from the tests.
 REQUIRE_SERVICES = os.environ.get(REQUIRE_SERVICES_ENV, "").strip().lower() in {"1", "true", "yes"}

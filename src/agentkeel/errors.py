@@ -25,7 +25,8 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     │   ├── Draining
     │   ├── ModelUnavailable          every provider in the chain failed or is open
     │   ├── ToolServerUnavailable     an MCP tool server cannot be reached
-    │   └── MemoryUnavailable         the memory server cannot answer a read now
+    │   ├── MemoryUnavailable         the memory server cannot answer a read now
+    │   └── AuditUnavailable          an admin action's audit record could not be written
     └── ProviderError                  one provider failed one call (retried / fallen back)
         ├── ProviderTimeout
         └── ProviderRateLimited
@@ -159,6 +160,13 @@ class Draining(Unavailable):
 
 class ModelUnavailable(Unavailable):
     code = "model_unavailable"
+
+
+class AuditUnavailable(Unavailable):
+    """The audit file could not be written, so the administrative action is refused
+    (or, when it already ran, reported as unrecorded)."""
+
+    code = "audit_unavailable"
 
 
 class ToolServerUnavailable(Unavailable):

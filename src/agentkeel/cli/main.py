@@ -19,6 +19,7 @@ import typer
 from agentkeel.cli import chat as chat_cmd
 from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd, secret_values_cmd
 from agentkeel.cli import up as up_cmd
+from agentkeel.cli.audit_cmd import audit_app
 from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.keys_cmd import keys_app
@@ -95,6 +96,7 @@ app.add_typer(golden_app, name="golden")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 # The `secrets` group; rotation commands join it from their own module.
 secrets_app = typer.Typer(

@@ -43,6 +43,7 @@ from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.ops.golden import GoldenChecks, GoldenSuite, load_golden_suite
 from agentkeel.router.admin_client import DEFAULT_ROUTER_URL, RouterAdminClient
 from agentkeel.telemetry.audit import credential_id
+from agentkeel.telemetry.audit_file import install_audit_file
 
 _MARKS = {
     "started": "[cyan]…[/]",
@@ -136,6 +137,7 @@ def rollback_command(
     to the pre-deploy snapshot, the bad version drained and stopped, the fence lifted, the
     golden checks run. Resumable: run it again after a failure and it continues."""
     loaded = load_cli_settings(ctx)
+    install_audit_file(loaded.settings.data_dir, service="cli")
     stack = LocalStack.from_settings(loaded)
     targets = resolve_targets(
         stack,

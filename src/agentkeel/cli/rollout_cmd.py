@@ -56,6 +56,7 @@ from agentkeel.ops.golden import GoldenChecks
 from agentkeel.ops.replicas import check_extra_env
 from agentkeel.router.admin_client import RouterAdminClient
 from agentkeel.telemetry.audit import credential_id
+from agentkeel.telemetry.audit_file import install_audit_file
 
 rollout_app = typer.Typer(
     name="rollout",
@@ -108,6 +109,8 @@ class _Context:
         self.stack = LocalStack.from_settings(self.loaded)
         self.settings: RolloutSettings = self.loaded.settings.rollout
         self.db = self.loaded.settings.data_dir / ROLLOUTS_FILE
+        # The controller, settle and requests audit from this process.
+        install_audit_file(self.loaded.settings.data_dir, service="cli")
 
     def targets(
         self,

@@ -102,6 +102,7 @@ from agentkeel.ops.ports import bind_error, url_host
 from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate, replica_spec_env
 from agentkeel.ops.stable_release import stable_spec
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
+from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.web.auth import yaml_error_position
 
@@ -900,6 +901,8 @@ def up(
     view.begin("Starting keel services...")
     try:
         with _log_file(data / "logs" / KEEL_UP_LOG):
+            # The control channel's replica starts and stops are audited from here.
+            install_audit_file(data, service="keel-up")
             asyncio.run(_supervise(supervisor, control, view, on_started))
     finally:
         stack.mark("stopped")

@@ -103,6 +103,19 @@ class GuardrailSettings(_Section):
     concurrent_turns: Literal["reject", "enqueue"] = "reject"
     enqueue_timeout_s: float = Field(default=30.0, gt=0)
     block_prompt_injection: bool = False
+    redact_secrets: bool = Field(
+        default=True,
+        description="Replace secrets (values this process read, and secret-shaped strings) "
+        "in replies, streamed tokens, tool results and log lines with [REDACTED:<kind>].",
+    )
+    redact_kinds: list[str] | None = Field(
+        default=None,
+        description="Built-in secret shapes to look for (secrets.redact.SECRET_PATTERNS); "
+        "null = all of them.",
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict, description="More secret shapes: kind name -> regular expression."
+    )
 
 
 class AgentSettings(_Section):

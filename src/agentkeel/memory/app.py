@@ -61,9 +61,10 @@ from agentkeel.memory.store import (
     WriteResult,
 )
 from agentkeel.resilience.clock import Clock, SystemClock
-from agentkeel.telemetry.audit import audit
+from agentkeel.telemetry.audit import audit, audited
 from agentkeel.telemetry.metrics import HttpMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.web.auth import request_source
 from agentkeel.web.bodies import parse_body
 from agentkeel.web.errors import Endpoint, endpoint, error_response, http_exception_handler
 
@@ -514,10 +515,11 @@ class _Routes:
         finally:
             audit(
                 "memory.delete_namespace",
-                actor=f"{principal.name}:{principal.key}",
+                actor=_actor(principal),
                 outcome=outcome,
                 namespace=namespace,
                 deleted=deleted,
+                source=request_source(request),
             )
         return JSONResponse({"namespace": namespace, "deleted": deleted, "seq": last_seq})
 
@@ -598,9 +600,21 @@ class _Routes:
         )
 
     async def restore(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
+        principal = self.s.principal(request)
+        principal.require_admin()
         body = await parse_body(request, RestoreBody, empty=b"{}")
-        with self.s.observe("restore_memory"):
+        with (
+            audited(
+                "memory.restore",
+                actor=_actor(principal),
+                source=request_source(request),
+                snapshot_id=body.snapshot_id,
+                at=str(body.at) if body.at is not None else None,
+                seq=body.seq,
+                reason=body.reason,
+            ) as more,
+            self.s.observe("restore_memory"),
+        ):
             snapshots = self.s.require_snapshots()
             if body.snapshot_id is not None:
                 result = await snapshots.restore(body.snapshot_id, reason=body.reason)
@@ -613,6 +627,11 @@ class _Routes:
                     assert at is not None
                     target = await store.seq_at_time(at)
                 result = await store.restore(target_seq=target, reason=body.reason)
+            more.update(
+                target_seq=result.target_seq,
+                quarantined=result.quarantined_events,
+                quarantine_id=result.quarantine_id,
+            )
         logger.warning(
             "restored memory to seq %d (%s); %d event(s) quarantined in %s",
             result.target_seq,
@@ -637,8 +656,17 @@ class _Routes:
         return JSONResponse({"quarantines": out})
 
     async def quarantine_replay(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
-        with self.s.observe("replay_quarantine"):
+        principal = self.s.principal(request)
+        principal.require_admin()
+        with (
+            audited(
+                "memory.quarantine.replay",
+                actor=_actor(principal),
+                source=request_source(request),
+                quarantine_id=request.path_params["quarantine_id"],
+            ),
+            self.s.observe("replay_quarantine"),
+        ):
             self.s.gate.check()
             result = await self.s.require_store().replay_quarantine(
                 request.path_params["quarantine_id"]
@@ -648,10 +676,21 @@ class _Routes:
     # --- snapshots ----------------------------------------------------------
 
     async def snapshot_create(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
+        principal = self.s.principal(request)
+        principal.require_admin()
         body = await parse_body(request, SnapshotBody, empty=b"{}")
-        with self.s.observe("create_snapshot"):
+        with (
+            audited(
+                "memory.snapshot.create",
+                actor=_actor(principal),
+                source=request_source(request),
+                label=body.label,
+                kind=body.kind,
+            ) as more,
+            self.s.observe("create_snapshot"),
+        ):
             snapshot = await self.s.require_snapshots().create(label=body.label, kind=body.kind)
+            more["snapshot_id"] = snapshot.id
         return JSONResponse(snapshot.to_json(), status_code=201)
 
     async def snapshot_list(self, request: Request) -> Response:
@@ -670,36 +709,66 @@ class _Routes:
         return JSONResponse(outcome.to_json(), status_code=200)
 
     async def snapshot_prune(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
+        principal = self.s.principal(request)
+        principal.require_admin()
         dry_run = request.query_params.get("dry_run") in ("1", "true")
-        decision = await self.s.require_snapshots().prune(
-            self.s.settings.retention, dry_run=dry_run
-        )
+        with audited(
+            "memory.snapshot.prune",
+            actor=_actor(principal),
+            source=request_source(request),
+            dry_run=dry_run,
+        ):
+            decision = await self.s.require_snapshots().prune(
+                self.s.settings.retention, dry_run=dry_run
+            )
         return JSONResponse(decision.to_json())
 
     # --- admin --------------------------------------------------------------
 
     async def fence_up(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
+        principal = self.s.principal(request)
+        principal.require_admin()
         body = await parse_body(request, FenceBody, empty=b"{}")
-        raised = self.s.gate.raise_fence(body.reason)
+        with audited(
+            "memory.fence.up",
+            actor=_actor(principal),
+            source=request_source(request),
+            reason=body.reason,
+        ) as more:
+            raised = self.s.gate.raise_fence(body.reason)
+            more["already_fenced"] = not raised
         logger.warning("write fence raised: %s", body.reason, extra={"reason": body.reason})
         return JSONResponse({"fenced": True, "already_fenced": not raised})
 
     async def fence_down(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
-        was_up = self.s.gate.lift_fence()
+        principal = self.s.principal(request)
+        principal.require_admin()
+        with audited(
+            "memory.fence.down", actor=_actor(principal), source=request_source(request)
+        ) as more:
+            was_up = self.s.gate.lift_fence()
+            more["was_fenced"] = was_up
         logger.warning("write fence lifted")
         return JSONResponse({"fenced": False, "was_fenced": was_up})
 
     async def read_only_clear(self, request: Request) -> Response:
-        self.s.principal(request).require_admin()
-        was = self.s.gate.clear_read_only()
+        principal = self.s.principal(request)
+        principal.require_admin()
+        with audited(
+            "memory.read_only.clear", actor=_actor(principal), source=request_source(request)
+        ) as more:
+            was = self.s.gate.clear_read_only()
+            more["was_read_only"] = was
         logger.warning("read-only cleared by an operator")
         return JSONResponse({"read_only": False, "was_read_only": was})
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def _actor(principal: Principal) -> str:
+    """The token's name and its non-secret key, for the audit trail."""
+    return f"{principal.name}:{principal.key}"
 
 
 def _memory_not_found(memory_id: str) -> NotFound:

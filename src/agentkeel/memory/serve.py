@@ -14,6 +14,8 @@ from agentkeel.config.memory import MemorySettings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
 from agentkeel.memory.app import create_app
+from agentkeel.secrets.redact import SecretRedactor, redact_logs
+from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
@@ -36,8 +38,11 @@ def run_memory_server(settings: KeelSettings) -> int:
     """Serve the memory API until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     memory = memory_settings_for(settings)
     configure_logging(service="memory", level=memory.log_level)
+    redact_logs(SecretRedactor())
     try:
         app = create_app(memory)
+        # The stack's one audit file, in the top data directory (not memory's own).
+        install_audit_file(settings.data_dir, service="memory", registry=app.state.registry)
     except KeelError as exc:
         logger.error("cannot start the memory server: %s", exc.message)
         return EXIT_ERROR

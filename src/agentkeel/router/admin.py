@@ -76,7 +76,11 @@ class RouterAdmin:
     async def handle(self, client: ClientConnection, request: Request) -> None:
         try:
             actor = self._authorize(request)
-            status, data = await self._dispatch(request, actor)
+            where = {
+                "source": _peer(client),
+                "correlation_id": request.correlation_id.decode("latin-1"),
+            }
+            status, data = await self._dispatch(request, actor, where)
             payload = json_response(
                 status, data, headers=request.id_header, keep_alive=request.keep_alive
             )
@@ -102,7 +106,9 @@ class RouterAdmin:
         token = bearer_token(header) or ""
         return credential_id(ADMIN_CREDENTIAL, token)
 
-    async def _dispatch(self, request: Request, actor: str) -> tuple[int, Any]:
+    async def _dispatch(
+        self, request: Request, actor: str, where: dict[str, Any]
+    ) -> tuple[int, Any]:
         method = request.method.decode("latin-1")
         parts = [unquote(part) for part in request.path.decode("latin-1").split("/")[2:]]
         match method, parts:
@@ -113,6 +119,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.put_version",
                     actor,
+                    where,
                     lambda doc: tables.put_version(
                         doc,
                         version,
@@ -129,6 +136,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.remove_version",
                     actor,
+                    where,
                     lambda doc: tables.remove_version(doc, version),
                     version=version,
                     after=lambda: self.app.pins.drop_version(version),
@@ -138,6 +146,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.retire_version",
                     actor,
+                    where,
                     lambda doc: tables.retire_version(doc, version, policy=retire.policy),
                     version=version,
                     policy=retire.policy,
@@ -147,6 +156,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.set_weights",
                     actor,
+                    where,
                     lambda doc: tables.set_weights(doc, weights.weights, stable=weights.stable),
                     weights=weights.weights,
                     stable=weights.stable,
@@ -156,6 +166,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.add_replica",
                     actor,
+                    where,
                     lambda doc: tables.add_replica(doc, replica.version, replica.url),
                     version=replica.version,
                     url=replica.url,
@@ -165,6 +176,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.remove_replica",
                     actor,
+                    where,
                     lambda doc: tables.remove_replica(doc, target.url),
                     url=target.url,
                 )
@@ -173,6 +185,7 @@ class RouterAdmin:
                 return await self._change(
                     "router.drain_replica",
                     actor,
+                    where,
                     lambda doc: tables.drain_replica(doc, target.url),
                     url=target.url,
                 )
@@ -198,6 +211,7 @@ class RouterAdmin:
         self,
         action: str,
         actor: str,
+        where: dict[str, Any],
         change: Callable[[tables.TableDoc], tables.TableDoc],
         *,
         after: Callable[[], Awaitable[int]] | None = None,
@@ -209,10 +223,16 @@ class RouterAdmin:
             if after is not None:
                 shown["pins_dropped"] = await after()
         except KeelError as exc:
-            audit(action, actor=actor, outcome=exc.code, **shown)
+            audit(action, actor=actor, outcome=exc.code, **shown, **where)
             raise
-        audit(action, actor=actor, revision=doc.revision, **shown)
+        audit(action, actor=actor, revision=doc.revision, **shown, **where)
         return 200, await self.app.versions_report()
+
+
+def _peer(client: ClientConnection) -> str | None:
+    transport = client.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

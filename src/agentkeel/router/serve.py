@@ -18,6 +18,8 @@ from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
 from agentkeel.router.app import create_router
+from agentkeel.secrets.redact import SecretRedactor, redact_logs
+from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, loop_factory
 
@@ -29,6 +31,7 @@ logger = logging.getLogger("agentkeel.router.serve")
 def run_router_server(settings: KeelSettings) -> int:
     """Serve until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     configure_logging(service="router", level=settings.log_level)
+    redact_logs(SecretRedactor())
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_serve(settings))
 
@@ -38,6 +41,7 @@ async def _serve(settings: KeelSettings) -> int:
         router = create_router(
             settings.router, data_dir=settings.data_dir, secrets_dir=settings.secrets_dir
         )
+        install_audit_file(settings.data_dir, service="router", registry=router.registry)
         await router.start()
     except KeelError as exc:
         logger.error("cannot start the router: %s", exc.message)

@@ -58,6 +58,7 @@ from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
+from agentkeel.runtime.sanitize import OutputSanitizer
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
@@ -65,13 +66,16 @@ from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
 from agentkeel.secrets.call_context import CallContext, call_context
+from agentkeel.secrets.known import KnownSecrets
+from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry.audit import audited, credential_id
 from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
-from agentkeel.web.auth import AdminToken
+from agentkeel.web.auth import AdminToken, bearer_token, request_source
 from agentkeel.web.bodies import parse_body as _parse
 from agentkeel.web.errors import (
     endpoint as _endpoint,
@@ -205,6 +209,7 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     memory: Any | None = None,
     run_sweeper: bool = True,
+    known: KnownSecrets | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -218,9 +223,13 @@ def create_app(
     handle passed in must be open already; the caller closes what it passed.
     ``run_sweeper=False`` leaves out the background task that ends idle sessions
     and purges old ones (tests drive ``app.state.service.lifecycle`` instead).
+    ``known`` collects every secret value the app reads (one is made when not
+    given); replies, tool results and, through ``app.state.redactor``, the
+    process's logs are scanned for them (``guardrails.redact_secrets``).
 
-    ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running) and,
-    once started, ``service``.
+    ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
+    ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
+    started, ``service``.
 
     >>> app = create_app(load_settings().settings)
     """
@@ -231,7 +240,9 @@ def create_app(
     http_metrics = HttpMetrics(registry)
     drain = DrainState(metrics=agent_metrics, clock=clock)
     agent_metrics.draining.set(0)
-    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    known = known if known is not None else KnownSecrets()
+    secrets = SecretResolver(secrets_dir=settings.secrets_dir, known=known)
+    redactor = _redactor(settings, known, agent_metrics)
     front_door, caller_limits = _build_front_door(settings, secrets)
     callers = RequestCallers(
         auth_enabled=settings.auth.enabled,
@@ -351,6 +362,7 @@ def create_app(
                 memory=the_memory,
                 replica=replica,
                 lifecycle=lifecycle,
+                sanitizer=OutputSanitizer(redactor) if redactor is not None else None,
             )
             await lifecycle.refresh_gauges()
             if run_sweeper and lifecycle.tick_s > 0:
@@ -409,6 +421,8 @@ def create_app(
     app.state.settings = settings
     app.state.service = None
     app.state.turn_tasks = runtime.tasks
+    app.state.known_secrets = known
+    app.state.redactor = redactor
     return app
 
 
@@ -422,6 +436,20 @@ def _build_front_door(
     door = FrontDoor(settings.auth, secrets=secrets, data_dir=settings.data_dir)
     limits = CallerLimits(settings.auth.limits, storage_uri=settings.redis_url or "memory://")
     return door, limits
+
+
+def _redactor(
+    settings: KeelSettings, known: KnownSecrets, metrics: AgentMetrics
+) -> SecretRedactor | None:
+    guardrails = settings.guardrails
+    if not guardrails.redact_secrets:
+        return None
+    return SecretRedactor(
+        known=known,
+        kinds=guardrails.redact_kinds,
+        extra_patterns=guardrails.redact_patterns,
+        on_redaction=lambda kind, where: metrics.output_redactions.labels(kind, where).inc(),
+    )
 
 
 def _build_memory(
@@ -784,8 +812,16 @@ def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
 
 def _admin_drain(runtime: _Runtime, admin: AdminToken) -> Endpoint:
     async def admin_drain(request: Request) -> Response:
-        admin.check(request.headers.get("authorization"))
-        started = runtime.drain.start(reason="admin request")
+        authorization = request.headers.get("authorization")
+        admin.check(authorization)
+        with audited(
+            "agent.drain",
+            actor=credential_id("server.admin_token", bearer_token(authorization) or ""),
+            source=request_source(request),
+            version=runtime.settings.agent.version,
+        ) as more:
+            started = runtime.drain.start(reason="admin request")
+            more["already_draining"] = not started
         return JSONResponse(
             {
                 "draining": True,

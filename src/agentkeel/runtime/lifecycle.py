@@ -312,7 +312,13 @@ class SessionLifecycle:
         return total
 
     async def forget(
-        self, user_id: str, *, actor: str, dry_run: bool = False, agent_id: str
+        self,
+        user_id: str,
+        *,
+        actor: str,
+        dry_run: bool = False,
+        agent_id: str,
+        source: str | None = None,
     ) -> ForgetReport:
         """Remove everything about ``user_id``: their memory namespaces first (through the
         memory server, when configured), then their sessions with every turn, feedback,
@@ -345,6 +351,7 @@ class SessionLifecycle:
                         user_id=user_id,
                         namespace=namespace,
                         error=exc.code,
+                        source=source,
                     )
                     raise type(exc)(
                         f"Forgetting user '{user_id}' stopped: the memory server could not "
@@ -358,7 +365,19 @@ class SessionLifecycle:
         if not dry_run:
             removed = RemovedCounts()
             while True:
-                batch = await self.store.forget_user(user_id, limit=self.settings.purge_batch)
+                try:
+                    batch = await self.store.forget_user(user_id, limit=self.settings.purge_batch)
+                except KeelError as exc:
+                    audit(
+                        "sessions.forget",
+                        actor=actor,
+                        outcome="failed",
+                        user_id=user_id,
+                        sessions=removed.sessions,
+                        error=exc.code,
+                        source=source,
+                    )
+                    raise
                 removed += batch
                 if batch.sessions < self.settings.purge_batch:
                     break
@@ -382,6 +401,7 @@ class SessionLifecycle:
             budget_rows=removed.budget_rows,
             memories=sum(n or 0 for n in namespaces.values()),
             namespaces=sorted(namespaces),
+            source=source,
         )
         return report
 

@@ -23,6 +23,8 @@ from agentkeel.errors import KeelError
 from agentkeel.runtime.app import create_app
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.loader import load_agent
+from agentkeel.secrets.redact import redact_logs
+from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Server, loop_factory, make_server
 
@@ -38,6 +40,10 @@ def run_agent_server(settings: KeelSettings, *, agent_entrypoint: str | None = N
     try:
         agent = load_agent(agent_entrypoint) if agent_entrypoint else None
         app = create_app(settings, agent=agent)
+        if app.state.redactor is not None:
+            # Every value the app's resolver reads is redacted from every log line.
+            redact_logs(app.state.redactor)
+        install_audit_file(settings.data_dir, service="agent", registry=app.state.registry)
     except KeelError as exc:
         logger.error("cannot start the agent server: %s", exc.message)
         return EXIT_ERROR

@@ -55,6 +55,7 @@ from agentkeel.runtime.guards import (
     TurnLog,
 )
 from agentkeel.runtime.lifecycle import SessionLifecycle
+from agentkeel.runtime.sanitize import OutputSanitizer
 from agentkeel.runtime.store import (
     FeedbackRecord,
     SessionRecord,
@@ -180,6 +181,7 @@ class AgentService:
         memory: Any | None = None,
         replica: str = "local",
         lifecycle: SessionLifecycle | None = None,
+        sanitizer: OutputSanitizer | None = None,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -205,6 +207,8 @@ class AgentService:
             version=version,
             memory=memory,
         )
+        self.sanitizer = sanitizer
+        """Replaces secrets in replies, streamed tokens and tool results (``sanitize.py``)."""
         self._locks = _SessionLocks()
 
     # -- sessions -------------------------------------------------------------
@@ -337,6 +341,9 @@ class AgentService:
         The caller has checked ownership (``owned_session``) before starting the turn's
         task, so that an attempt on someone else's session never reaches the lock."""
         start = self.clock.monotonic()
+        stream = self.sanitizer.stream(sink) if self.sanitizer is not None else None
+        if stream is not None:
+            sink = stream
         try:
             with self.drain.track():
                 checked = self._validate(content)
@@ -351,6 +358,8 @@ class AgentService:
                         outcome = await self._run_locked(session_id, checked, sink)
                 finally:
                     self.metrics.turns_in_flight.dec()
+                    if stream is not None:
+                        await stream.flush()
         except KeelError as exc:
             self.metrics.turns_for(self.agent_id, exc.code).inc()
             raise
@@ -423,7 +432,7 @@ class AgentService:
             sink=sink,
         )
         tools = GuardedTools(
-            toolset=self.toolset,
+            toolset=self.sanitizer.tools(self.toolset) if self.sanitizer else self.toolset,
             context=ToolContext(
                 agent_id=self.agent_id,
                 session_id=session_id,
@@ -454,6 +463,8 @@ class AgentService:
         )
         started_at = self.clock.time()
         reply = await self._respond(turn, log, correlation_id)
+        if self.sanitizer is not None:
+            reply = self.sanitizer.reply(reply)
         user_message = ChatMessage(role="user", content=checked.content)
         kept = list(reply.messages) or [ChatMessage(role="assistant", content=reply.content)]
         record = TurnRecord(

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agentkeel.telemetry.audit import audit, credential_id
+from agentkeel.telemetry.audit import audited, credential_id
+from agentkeel.web.auth import request_source
 from agentkeel.web.bodies import parse_body
 from agentkeel.web.errors import endpoint
 
@@ -64,14 +65,15 @@ def session_admin_routes(
         check_admin(request)
         body = await parse_body(request, PruneBody, empty=b"{}")
         lifecycle = service().lifecycle
-        removed = await lifecycle.purge(dry_run=body.dry_run)
-        audit(
+        with audited(
             "sessions.prune",
             actor=_actor(request),
             dry_run=body.dry_run,
             retention_days=lifecycle.settings.retention_days,
-            **removed.to_json(),
-        )
+            source=request_source(request),
+        ) as more:
+            removed = await lifecycle.purge(dry_run=body.dry_run)
+            more.update(removed.to_json())
         return JSONResponse(
             {
                 "dry_run": body.dry_run,
@@ -89,6 +91,7 @@ def session_admin_routes(
             actor=_actor(request),
             dry_run=body.dry_run,
             agent_id=the_service.agent_id,
+            source=request_source(request),
         )
         return JSONResponse(report.to_json())
 

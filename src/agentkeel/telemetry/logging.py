@@ -67,7 +67,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key != "correlation_id" and not key.startswith("_"):
                 out[key] = value
-        if record.exc_info:
+        if record.exc_text:
+            # Set by a filter (secrets redaction) that cleaned it.
+            out["exception"] = record.exc_text
+        elif record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return self._encoder.encode(out)
 

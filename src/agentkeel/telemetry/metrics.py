@@ -235,6 +235,13 @@ class AgentMetrics:
             buckets=(1, 2, 3, 5, 8, 13, 21, 34, 50, 100),
             registry=registry,
         )
+        self.output_redactions = Counter(
+            "agent_output_redactions_total",
+            "Secrets replaced in output before it was returned or logged, by kind "
+            "(known_secret, openai_key, jwt, ...) and where (reply, tool_result, log).",
+            ["kind", "where"],
+            registry=registry,
+        )
         self.active_sessions = Gauge(
             "agent_active_sessions",
             "Sessions in the shared store whose end is not recorded yet (idle ones the "

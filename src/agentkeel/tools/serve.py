@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
+from agentkeel.secrets.redact import SecretRedactor, redact_logs
+from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.tools.server import create_app
 from agentkeel.web.serve import EXIT_ERROR, run_until_signal
@@ -28,6 +30,7 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     ``tools.server.tools_modules``. Blocks; returns the process exit code.
     """
     configure_logging(service="tools", level=settings.log_level)
+    redact_logs(SecretRedactor())
     if tools_modules:
         server = settings.tools.server
         merged = [
@@ -43,6 +46,7 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
         )
     try:
         app = create_app(settings)
+        install_audit_file(settings.data_dir, service="tools", registry=app.state.registry)
     except KeelError as exc:
         logger.error("cannot start the tool server: %s", exc.message)
         return EXIT_ERROR

@@ -36,6 +36,12 @@ T = TypeVar("T")
 MIN_TOKEN_CHARS = 16
 
 
+def request_source(request: Any) -> str | None:
+    """The caller's remote address for the audit trail ("from where"), when known."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) if client is not None else None
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header; ``None`` for any other."""
     scheme, _, value = (authorization or "").partition(" ")
