@@ -154,6 +154,18 @@ def test_forget_of_an_unknown_user_says_so_and_exits_0(served: Served) -> None:
     assert "no sessions or memories found for user 'nobody'" in result.stdout
 
 
+def test_forget_with_org_touches_only_that_organizations_user(served: Served) -> None:
+    """`forget --user ana --org acme` sends the organization: ana's session without one
+    stays, and the message names the organization."""
+    session_id = served.session("ana")
+    result = run(served, "forget", "--user", "ana", "--org", "acme", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "user 'ana' of organization 'acme'; nothing was removed" in result.stdout
+    assert served.status_of(session_id) == 200
+    dry = run(served, "forget", "--user", "ana", "--org", "acme", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["organization"] == "acme"
+
+
 def test_forget_asks_before_removing_anything(served: Served) -> None:
     """Without --yes, answering no aborts and keeps the sessions."""
     session_id = served.session("ana")

@@ -42,7 +42,7 @@ def secrets_dir(tmp_path: Path) -> Path:
     for path, value in {
         "openai_platform": PLATFORM,
         "orgs/acme/openai": ORG,
-        "byok/ana/openai": BYOK,
+        "byok-org/acme/ana/openai": BYOK,
     }.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(value)
@@ -131,6 +131,20 @@ async def test_each_link_serves_a_call_and_is_counted(
         1.0,
         1.0,
     )
+    await gateway.aclose()
+
+
+async def test_a_users_own_key_belongs_to_their_organization(
+    standin: OpenAIStandin, secrets_dir: Path
+) -> None:
+    """acme's ana has her own key; ana of globex, and an ana with no organization, are
+    other people: their calls use the platform key, never acme ana's."""
+    gateway, _ = gateway_for(standin, secrets_dir)
+    with call_context(ctx("ana", "globex")):
+        await gateway.complete(REQUEST)
+    with call_context(ctx("ana")):
+        await gateway.complete(REQUEST)
+    assert standin.calls_by_key == {PLATFORM: 2}
     await gateway.aclose()
 
 

@@ -47,6 +47,27 @@ async def test_reserve_then_settle_records_real_usage() -> None:
     assert await ledger.used("user:alice:2023-11-14") == 120
 
 
+async def test_the_same_user_id_in_two_organizations_has_two_daily_budgets() -> None:
+    """bob of acme spending his day's budget leaves bob of globex and bob without an
+    organization theirs; the organization's key is percent-encoded, so no organization
+    name can spell another's key."""
+    budget, ledger, _ = make_budget(session_limit=0, user_daily_limit=300)
+    spent = await budget.reserve("s1", "bob", 300, organization="acme")
+    assert spent.user_key == "org:acme:user:bob:2023-11-14"
+    await budget.settle(spent, used=300)
+    with pytest.raises(TokenBudgetExhausted) as info:
+        await budget.reserve("s2", "bob", 10, organization="acme")
+    assert "User 'bob' of organization 'acme'" in info.value.message
+    other = await budget.reserve("s3", "bob", 300, organization="globex")
+    plain = await budget.reserve("s4", "bob", 300)
+    assert (other.user_key, plain.user_key) == (
+        "org:globex:user:bob:2023-11-14",
+        "user:bob:2023-11-14",
+    )
+    assert budget.user_key("bob", "a:user:x") == "org:a%3Auser%3Ax:user:bob:2023-11-14"
+    assert await ledger.used("user:bob:2023-11-14") == 0
+
+
 async def test_session_budget_exhausted() -> None:
     """A reservation beyond the session limit fails and holds nothing on either key."""
     budget, ledger, _ = make_budget(session_limit=500)

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from agentkeel.config.layers import load_settings
 from agentkeel.errors import Unavailable
+from agentkeel.memory.namespaces import user_namespace
 from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.resilience.budget import TokenBudget
@@ -524,6 +525,124 @@ async def test_forget_never_matches_a_user_whose_id_extends_anothers(
         await server.say(await server.session(user))
     await server.admin("POST", "/admin/sessions/forget", json={"user_id": "a"})
     assert await server.store.used(f"user:a:b:{_day(server.clock.time())}") > 0
+
+
+async def _org_sessions(server: Replica, rig: Any) -> dict[tuple[str | None, str], str]:
+    """Sessions (with one turn) of user bob in acme, in globex and without an organization,
+    and of carol in acme; a memory in each one's namespace."""
+    made: dict[tuple[str | None, str], str] = {}
+    for org, user in ((None, "bob"), ("acme", "bob"), ("globex", "bob"), ("acme", "carol")):
+        record = await server.service.create_session(user, organization=org)
+        assert (await server.say(record.session_id)).status_code == 200
+        made[(org, user)] = record.session_id
+        await rig.client.store(user_namespace("a1", user, org), f"{org}/{user}", tags=[])
+    return made
+
+
+async def _memories(rig: Any, org: str | None, user: str) -> int:
+    return len(await rig.client.search(user_namespace("a1", user, org), "", limit=5))
+
+
+async def test_forget_in_one_organization_leaves_the_same_user_id_of_another(
+    replicas: ReplicaFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """forget {user_id: bob, organization: acme} removes acme's bob only: sessions, daily
+    budget row and memory namespace; globex's bob, bob without an organization and acme's
+    carol keep theirs. The audit line names the organization."""
+    async with memory_rig(tmp_path) as rig:
+        server = await replicas(agent_id="a1", memory=rig.client)
+        made = await _org_sessions(server, rig)
+        day = _day(server.clock.time())
+        assert await server.store.used(f"org:acme:user:bob:{day}") > 0
+        assert await server.store.used(f"org:globex:user:bob:{day}") > 0
+
+        dry = (
+            await server.admin(
+                "POST",
+                "/admin/sessions/forget",
+                json={"user_id": "bob", "organization": "acme", "dry_run": True},
+            )
+        ).json()
+        assert (dry["sessions"], dry["organization"]) == (1, "acme")
+        assert dry["memory"]["namespaces"] == {"agent:a1/org:acme/user:bob": None}
+
+        with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+            done = (
+                await server.admin(
+                    "POST",
+                    "/admin/sessions/forget",
+                    json={"user_id": "bob", "organization": "acme"},
+                )
+            ).json()
+
+        assert done["sessions"] == 1
+        assert done["memory"]["namespaces"] == {"agent:a1/org:acme/user:bob": 1}
+        assert await server.store.get_session(made[("acme", "bob")]) is None
+        for kept in (("globex", "bob"), (None, "bob"), ("acme", "carol")):
+            assert await server.store.get_session(made[kept]) is not None
+            assert await _memories(rig, *kept) == 1
+        assert await _memories(rig, "acme", "bob") == 0
+        assert await server.store.used(f"org:acme:user:bob:{day}") == 0
+        assert await server.store.used(f"org:globex:user:bob:{day}") > 0
+        assert await server.store.used(f"user:bob:{day}") > 0
+    line = next(r for r in caplog.records if r.__dict__.get("action") == "sessions.forget")
+    assert (line.__dict__["organization"], line.__dict__["user_id"]) == ("acme", "bob")
+
+
+async def test_forget_without_an_organization_removes_the_user_id_in_every_one(
+    replicas: ReplicaFactory, tmp_path: Path
+) -> None:
+    """forget {user_id: bob} removes bob's sessions, daily budget rows and memory
+    namespaces in acme, in globex and without an organization; carol keeps hers."""
+    async with memory_rig(tmp_path) as rig:
+        server = await replicas(agent_id="a1", memory=rig.client)
+        made = await _org_sessions(server, rig)
+        day = _day(server.clock.time())
+        expected = {
+            "agent:a1/user:bob": 1,
+            "agent:a1/org:acme/user:bob": 1,
+            "agent:a1/org:globex/user:bob": 1,
+        }
+
+        dry = (
+            await server.admin(
+                "POST", "/admin/sessions/forget", json={"user_id": "bob", "dry_run": True}
+            )
+        ).json()
+        assert dry["sessions"] == 3 and dry["organization"] is None
+        assert dry["budget_rows"] == 6  # three session rows and three daily rows
+        assert dry["memory"]["namespaces"] == dict.fromkeys(expected)
+
+        done = (
+            await server.admin("POST", "/admin/sessions/forget", json={"user_id": "bob"})
+        ).json()
+
+        assert (done["sessions"], done["budget_rows"]) == (3, 6)
+        assert done["memory"]["namespaces"] == expected
+        for org in (None, "acme", "globex"):
+            assert await server.store.get_session(made[(org, "bob")]) is None
+            assert await _memories(rig, org, "bob") == 0
+        for key in (f"user:bob:{day}", f"org:acme:user:bob:{day}", f"org:globex:user:bob:{day}"):
+            assert await server.store.used(key) == 0
+        assert await server.store.get_session(made[("acme", "carol")]) is not None
+        assert await _memories(rig, "acme", "carol") == 1
+        assert await server.store.used(f"org:acme:user:carol:{day}") > 0
+
+
+async def test_forget_in_every_organization_never_matches_a_longer_user_id(
+    replicas: ReplicaFactory,
+) -> None:
+    """Forgetting user 'b' everywhere leaves the daily budget rows of users 'x:user:b' and
+    'b:x' of an organization alone."""
+    server = await replicas()
+    for user in ("b", "x:user:b", "b:x"):
+        record = await server.service.create_session(user, organization="acme")
+        await server.say(record.session_id)
+    await server.admin("POST", "/admin/sessions/forget", json={"user_id": "b"})
+    day = _day(server.clock.time())
+    assert await server.store.used(f"org:acme:user:b:{day}") == 0
+    assert await server.store.used(f"org:acme:user:x:user:b:{day}") > 0
+    assert await server.store.used(f"org:acme:user:b:x:{day}") > 0
 
 
 async def test_forget_with_a_bad_body_is_422(replicas: ReplicaFactory) -> None:

@@ -89,6 +89,7 @@ def caller(
     audience: str = AUDIENCE,
     now: float | None = None,
     ttl_s: float = 30.0,
+    organization: str | None = None,
 ) -> mcp.RequestParamsMeta:
     """``_meta`` with a caller assertion, as a replica signs it."""
     token = sign_caller_assertion(
@@ -102,6 +103,7 @@ def caller(
         turn=turn,
         now=now,
         ttl_s=ttl_s,
+        organization=organization,
     )
     return cast(mcp.RequestParamsMeta, {CALLER_META_KEY: token})
 

@@ -219,6 +219,39 @@ async def test_signed_callers_reach_their_own_namespace_only(
     assert memory.items == {"agent:support/user:alice": ["likes tea"]}
 
 
+async def test_the_same_user_id_of_two_organizations_gets_two_namespaces(
+    server: LiveServer, credentials: Credentials, clock: ManualClock, memory: FakeMemory
+) -> None:
+    """bob of acme and bob of globex (signed with the org claim) store in separate
+    namespaces and never find each other's memories; bob without an organization keeps
+    the plain namespace."""
+    key, now = credentials.key, clock.time()
+
+    def as_bob(tool: str, organization: str | None) -> mcp.RequestParamsMeta:
+        return caller(key, tool=tool, user="bob", organization=organization, now=now)
+
+    async with (
+        bearer(TOKEN) as http,
+        streamable_http_client(f"{server.url}/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        for org in ("acme", "globex", None):
+            stored = await session.call_tool(
+                "memory_store", {"content": f"tea for {org}"}, meta=as_bob("memory_store", org)
+            )
+            assert not stored.is_error, text(stored)
+        found = await session.call_tool(
+            "memory_search", {"query": "tea"}, meta=as_bob("memory_search", "acme")
+        )
+    assert json.loads(text(found)) == [{"content": "tea for acme"}]
+    assert memory.items == {
+        "agent:support/org:acme/user:bob": ["tea for acme"],
+        "agent:support/org:globex/user:bob": ["tea for globex"],
+        "agent:support/user:bob": ["tea for None"],
+    }
+
+
 def _forgeries(credentials: Credentials, now: float) -> dict[str, Any]:
     """Every way a caller might pose as bob, by name."""
     claims = {

@@ -234,3 +234,61 @@ async def test_an_agent_turn_reaches_memory_as_its_user(
     assert [c["status"] for c in body["tool_calls"]] == ["success", "success"]
     assert json.loads(body["reply"].removeprefix("Tool said: ")) == [{"content": "prefers tea"}]
     assert memory.items == {"agent:default/user:alice": ["prefers tea"]}
+
+
+async def test_turns_of_one_user_id_in_two_organizations_reach_separate_namespaces(
+    tmp_path: Path, credentials: Credentials
+) -> None:
+    """Sessions of bob in acme and of bob in globex: the replica signs each tool call with
+    the session's organization, so each turn stores and finds in its own organization's
+    namespace and never sees the other's memory."""
+    memory = FakeMemory()
+    tool_app = create_app(server_settings(credentials), memory_client=memory)
+    async with AsyncExitStack() as stack:
+        tools = await stack.enter_async_context(live_server(tool_app))
+        app = create_agent_app(
+            _memory_agent_settings(tmp_path, credentials, tools.url),
+            gateway=MemoryModel(),
+            registry=CollectorRegistry(),
+        )
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent")
+        )
+        replies = {}
+        for org in ("acme", "globex"):
+            session = await app.state.service.create_session("bob", organization=org)
+            response = await client.post(
+                f"/v1/sessions/{session.session_id}/messages", json={"content": "remember"}
+            )
+            assert response.status_code == 200, response.text
+            replies[org] = json.loads(response.json()["reply"].removeprefix("Tool said: "))
+    assert replies == {"acme": [{"content": "prefers tea"}], "globex": [{"content": "prefers tea"}]}
+    assert memory.items == {
+        "agent:default/org:acme/user:bob": ["prefers tea"],
+        "agent:default/org:globex/user:bob": ["prefers tea"],
+    }
+
+
+def _memory_agent_settings(tmp_path: Path, credentials: Credentials, tools_url: str) -> Any:
+    """An agent using the memory tools of the tool server at ``tools_url``, signing callers."""
+    return load_settings(
+        layers=[],
+        overrides={
+            "secrets_dir": None,
+            "data_dir": str(tmp_path),
+            "models": [{"name": "scripted", "kind": "scripted"}],
+            "agent": {"tools": ["memory_store", "memory_search"]},
+            "identity": {"signing_key_file": str(credentials.signing_key_file)},
+            "tools": {
+                "servers": [
+                    {
+                        "name": "tools",
+                        "url": f"{tools_url}/mcp",
+                        "token_file": str(credentials.directory / "tools_agent_token"),
+                        "audience": AUDIENCE,
+                    }
+                ]
+            },
+        },
+    ).settings

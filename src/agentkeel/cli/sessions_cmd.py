@@ -2,7 +2,8 @@
 
     keel sessions live                         live sessions by version and replica
     keel sessions prune [--dry-run]            purge transcripts past sessions.retention_days
-    keel sessions forget --user U [--dry-run]  remove a user's sessions, turns and memories
+    keel sessions forget --user U [--org O] [--dry-run]  remove a user's sessions, turns
+                                                         and memories
 
 Every command takes ``--url`` (default: the first replica of ``keel up``,
 http://127.0.0.1:8081), ``--token-file`` (default: the admin token the
@@ -153,11 +154,18 @@ def prune(
     stdout_console().print(_counts_table(f"ended over {days:g} day(s) ago: {verb}", result))
 
 
-@sessions_app.command("forget", epilog="Example: keel sessions forget --user ana --yes")
+@sessions_app.command("forget", epilog="Example: keel sessions forget --user ana --org acme --yes")
 @exits_on_keel_error
 def forget(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="The user id the sessions were made with.")],
+    org: Annotated[
+        str | None,
+        typer.Option(
+            "--org",
+            help="Only this organization's user (default: the user id in every organization).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would go; remove nothing.")
     ] = False,
@@ -168,13 +176,17 @@ def forget(
 ) -> None:
     """Remove everything the agent servers hold about a user: their sessions, turns,
     feedback and budget rows, and (when a memory server is configured) every memory in
-    their namespaces. Writes an audit line on the replica."""
+    their namespaces. With --org, only that organization's user of that id; without it,
+    the user id in every organization. Writes an audit line on the replica."""
+    who = f"user {user!r}" + (f" of organization {org!r}" if org else " in every organization")
     if not dry_run and not yes:
         typer.confirm(
-            f"Remove every session, turn and memory of user {user!r}? This cannot be undone.",
+            f"Remove every session, turn and memory of {who}? This cannot be undone.",
             abort=True,
         )
-    result = _call(ctx, url, token_file, lambda api: api.forget(user, dry_run=dry_run))
+    result = _call(
+        ctx, url, token_file, lambda api: api.forget(user, dry_run=dry_run, organization=org)
+    )
     if as_json:
         print_json(result)
         return
@@ -183,10 +195,10 @@ def forget(
     namespaces: dict[str, Any] = memory.get("namespaces") or {}
     if result["sessions"] == 0 and not any(namespaces.values()):
         found = "would be removed" if dry_run else "was removed"
-        console.print(f"no sessions or memories found for user {escape(user)!r}; nothing {found}")
+        console.print(f"no sessions or memories found for {escape(who)}; nothing {found}")
         return
     verb = "would remove (dry run: nothing removed)" if dry_run else "removed"
-    console.print(_counts_table(f"user {escape(user)}: {verb}", result))
+    console.print(_counts_table(f"{escape(who)}: {verb}", result))
     if not memory.get("configured"):
         console.print("no memory server is configured on the replica; no memories touched")
     for namespace, count in namespaces.items():

@@ -79,7 +79,13 @@ class KeyChainSettings(_Section):
         "(organization, platform key, next provider) instead of failing the call.",
     )
     byok_path: str = Field(
-        default="byok/{user}/{provider}", description="Where a user's own key is stored."
+        default="byok/{user}/{provider}",
+        description="Where the own key of a user without an organization is stored.",
+    )
+    org_byok_path: str = Field(
+        default="byok-org/{org}/{user}/{provider}",
+        description="Where the own key of a user of an organization is stored (acme's bob "
+        "and globex's bob are two people).",
     )
     org_path: str = Field(
         default="orgs/{org}/{provider}", description="Where an organization's key is stored."

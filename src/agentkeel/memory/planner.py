@@ -42,7 +42,7 @@ MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 MAX_METADATA_BYTES = 16 * 1024
 MAX_BATCH_OPS = 500
-NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=%-]{1,200}$")
 MEMORY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TERM = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32
@@ -66,7 +66,7 @@ def check_namespace(namespace: str) -> str:
     if not NAMESPACE_PATTERN.match(namespace):
         raise InvalidRequest(
             f"namespace {namespace!r} is not valid: use 1-200 characters from letters, digits "
-            "and . _ : @ / + = -, for example 'agent:support/user:42'."
+            "and . _ : @ / + = % -, for example 'agent:support/user:42'."
         )
     # A path-like name must not be foldable into another one ("a/../b" is "b" to a URL).
     if any(part in ("", ".", "..") for part in namespace.split("/")):

@@ -1,7 +1,10 @@
 """Token budgets: reserve before a model call, settle with the real usage after.
 
 Two limits apply to every call: the session's budget, and the user's budget
-for the current UTC day (key ``user:{user_id}:{YYYY-MM-DD}``). The counts live
+for the current UTC day (key ``user:{user_id}:{YYYY-MM-DD}``; for a user of an
+organization ``org:{organization}:user:{user_id}:{YYYY-MM-DD}`` with the
+organization percent-encoded, so ``bob`` of ``acme`` and ``bob`` of ``globex``
+have separate budgets). The counts live
 in a ``BudgetLedger``: ``InMemoryLedger`` for one process, a store-backed
 ledger (SQLite / PostgreSQL, in ``runtime``) when replicas must share them.
 """
@@ -12,9 +15,24 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
+from urllib.parse import quote
 
 from agentkeel.errors import TokenBudgetExhausted
 from agentkeel.resilience.clock import Clock
+
+
+def user_budget_prefix(user_id: str, organization: str | None = None) -> str:
+    """What every daily budget key of the user starts with; the key is this plus the day.
+
+    The organization is percent-encoded (``:`` included), so the organization part of a
+    key ends at its first ``:`` and no (organization, user) pair can spell another's key.
+
+    >>> user_budget_prefix("bob"), user_budget_prefix("bob", "acme")
+    ('user:bob:', 'org:acme:user:bob:')
+    """
+    if not organization:
+        return f"user:{user_id}:"
+    return f"org:{quote(organization, safe='')}:user:{user_id}:"
 
 
 @runtime_checkable
@@ -99,25 +117,28 @@ class TokenBudget:
     def session_key(session_id: str) -> str:
         return f"session:{session_id}"
 
-    def user_key(self, user_id: str) -> str:
-        """The user's ledger key for the current UTC day."""
+    def user_key(self, user_id: str, organization: str | None = None) -> str:
+        """The user's ledger key for the current UTC day (see the module doc)."""
         day = datetime.fromtimestamp(self._clock.time(), tz=UTC).date().isoformat()
-        return f"user:{user_id}:{day}"
+        return f"{user_budget_prefix(user_id, organization)}{day}"
 
     def seconds_to_utc_midnight(self) -> float:
         now = datetime.fromtimestamp(self._clock.time(), tz=UTC)
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
         return (midnight - now).total_seconds()
 
-    async def reserve(self, session_id: str, user_id: str, amount: int) -> Reservation:
-        """Hold ``amount`` tokens on both budgets, or neither.
+    async def reserve(
+        self, session_id: str, user_id: str, amount: int, *, organization: str | None = None
+    ) -> Reservation:
+        """Hold ``amount`` tokens on both budgets, or neither; the user's budget is the one
+        of ``user_id`` in ``organization`` (``None``: a user without one).
 
         Raises ``TokenBudgetExhausted``; for the daily budget its ``retry_after``
         is the time until the day resets (UTC midnight).
         """
         amount = max(0, amount)
         session_key = self.session_key(session_id) if self.session_limit > 0 else None
-        user_key = self.user_key(user_id) if self.user_daily_limit > 0 else None
+        user_key = self.user_key(user_id, organization) if self.user_daily_limit > 0 else None
         if session_key is not None and not await self._ledger.reserve(
             session_key, amount, self.session_limit
         ):
@@ -132,8 +153,11 @@ class TokenBudget:
             if session_key is not None:
                 await self._ledger.settle(session_key, amount, 0)
             retry_after = self.seconds_to_utc_midnight()
+            who = f"User '{user_id}'" + (
+                f" of organization '{organization}'" if organization else ""
+            )
             raise TokenBudgetExhausted(
-                f"User '{user_id}' has used today's token budget "
+                f"{who} has used today's token budget "
                 f"(limit {self.user_daily_limit} tokens per UTC day); it resets in "
                 f"{retry_after / 3600:.1f}h. Raise guardrails.user_daily_token_budget "
                 "if this user needs more.",

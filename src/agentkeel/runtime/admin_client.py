@@ -53,8 +53,12 @@ class AgentAdminClient(AdminHttpClient):
         """``POST /admin/sessions/prune``: what the retention purge removed (or would)."""
         return await self._request("POST", "/admin/sessions/prune", {"dry_run": dry_run})
 
-    async def forget(self, user_id: str, *, dry_run: bool = False) -> dict[str, Any]:
-        """``POST /admin/sessions/forget``: what was removed about ``user_id`` (or would be)."""
-        return await self._request(
-            "POST", "/admin/sessions/forget", {"user_id": user_id, "dry_run": dry_run}
-        )
+    async def forget(
+        self, user_id: str, *, dry_run: bool = False, organization: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /admin/sessions/forget``: what was removed about ``user_id`` (or would be),
+        in ``organization`` only, or without it in every organization."""
+        body: dict[str, Any] = {"user_id": user_id, "dry_run": dry_run}
+        if organization is not None:
+            body["organization"] = organization
+        return await self._request("POST", "/admin/sessions/forget", body)

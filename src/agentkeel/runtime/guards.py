@@ -167,6 +167,7 @@ class GuardedModel:
         sink: EventSink | None = None,
         estimate: TokenEstimator = estimate_tokens,
         counter: TokenCounter | None = None,
+        organization: str | None = None,
     ) -> None:
         self._gateway = gateway
         if counter is None:
@@ -177,6 +178,7 @@ class GuardedModel:
         self._agent_id = agent_id
         self._session_id = session_id
         self._user_id = user_id
+        self._organization = organization
         self._max_steps = max_steps
         self._max_output_tokens = max_output_tokens
         self._trim_ratio = context_trim_ratio
@@ -283,7 +285,9 @@ class GuardedModel:
         if self._budget is None:
             return None
         try:
-            return await self._budget.reserve(self._session_id, self._user_id, amount)
+            return await self._budget.reserve(
+                self._session_id, self._user_id, amount, organization=self._organization
+            )
         except TokenBudgetExhausted:
             self._metrics.guardrails_for("token_budget", self._agent_id).inc()
             raise

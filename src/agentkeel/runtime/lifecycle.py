@@ -39,6 +39,7 @@ from agentkeel.runtime.store import (
     SessionExpiry,
     SessionRecord,
     SessionStore,
+    sorted_owners,
 )
 from agentkeel.telemetry.audit import audit
 from agentkeel.telemetry.metrics import AgentMetrics
@@ -106,10 +107,13 @@ class ForgetReport:
     memory_configured: bool
     namespaces: Mapping[str, int | None] = field(default_factory=dict)
     """Memory namespaces and the memories deleted in each (None in a dry run)."""
+    organization: str | None = None
+    """The organization it was limited to; ``None``: the user id in every organization."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
+            "organization": self.organization,
             "dry_run": self.dry_run,
             **self.removed.to_json(),
             "memory": {
@@ -318,11 +322,16 @@ class SessionLifecycle:
         actor: str,
         dry_run: bool = False,
         agent_id: str,
+        organization: str | None = None,
         source: str | None = None,
     ) -> ForgetReport:
         """Remove everything about ``user_id``: their memory namespaces first (through the
         memory server, when configured), then their sessions with every turn, feedback,
         rewind and budget row. Writes one audit line naming ``actor``.
+
+        With ``organization``, only that organization's user of that id; without, the
+        user id in every organization (and without one): the memory namespaces are then
+        those of every (agent, organization) the store has sessions of.
 
         Memory goes first: if the memory server fails, the session store is untouched
         and the forget can simply be run again.
@@ -332,12 +341,16 @@ class SessionLifecycle:
                 f"user_id {user_id!r} is not a user id: give the 1 to 256 characters the "
                 "sessions were created with."
             )
-        counts = await self.store.count_user_data(user_id)
+        organization = organization or None
+        counts = await self.store.count_user_data(user_id, organization=organization)
         eraser = self.memory if isinstance(self.memory, NamespaceEraser) else None
         namespaces: dict[str, int | None] = {}
         if eraser is not None:
-            for agent in sorted({agent_id, *counts.agent_ids}):
-                namespace = user_namespace(agent, user_id)
+            # This agent's namespace even without sessions left (memories outlive
+            # purged transcripts), and one per (agent, organization) the sessions name.
+            owners = {(agent_id, organization), *counts.owners}
+            for agent, org in sorted_owners(owners):
+                namespace = user_namespace(agent, user_id, org)
                 if dry_run:
                     namespaces[namespace] = None
                     continue
@@ -349,6 +362,7 @@ class SessionLifecycle:
                         actor=actor,
                         outcome="failed",
                         user_id=user_id,
+                        organization=organization,
                         namespace=namespace,
                         error=exc.code,
                         source=source,
@@ -366,13 +380,16 @@ class SessionLifecycle:
             removed = RemovedCounts()
             while True:
                 try:
-                    batch = await self.store.forget_user(user_id, limit=self.settings.purge_batch)
+                    batch = await self.store.forget_user(
+                        user_id, limit=self.settings.purge_batch, organization=organization
+                    )
                 except KeelError as exc:
                     audit(
                         "sessions.forget",
                         actor=actor,
                         outcome="failed",
                         user_id=user_id,
+                        organization=organization,
                         sessions=removed.sessions,
                         error=exc.code,
                         source=source,
@@ -389,11 +406,13 @@ class SessionLifecycle:
             removed=removed,
             memory_configured=eraser is not None,
             namespaces=namespaces,
+            organization=organization,
         )
         audit(
             "sessions.forget",
             actor=actor,
             user_id=user_id,
+            organization=organization,
             dry_run=dry_run,
             sessions=removed.sessions,
             turns=removed.turns,

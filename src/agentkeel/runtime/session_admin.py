@@ -2,8 +2,9 @@
 
     GET  /admin/sessions/live     live sessions in the shared store, by version and replica
     POST /admin/sessions/prune    {dry_run?}: purge transcripts past sessions.retention_days
-    POST /admin/sessions/forget   {user_id, dry_run?}: remove a user's sessions, turns,
-                                  feedback, budget rows and memory namespaces
+    POST /admin/sessions/forget   {user_id, organization?, dry_run?}: remove a user's
+                                  sessions, turns, feedback, budget rows and memory
+                                  namespaces (in that organization, or in every one)
 
 ``keel sessions live|prune|forget`` call them; draining and blue/green deploys
 read ``/admin/sessions/live``. Prune and forget write an audit line naming the
@@ -47,6 +48,8 @@ class ForgetBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: str = Field(min_length=1, max_length=256)
+    organization: str | None = Field(default=None, min_length=1, max_length=256)
+    """Only this organization's user; left out: the user id in every organization."""
     dry_run: bool = False
 
 
@@ -91,6 +94,7 @@ def session_admin_routes(
             actor=_actor(request),
             dry_run=body.dry_run,
             agent_id=the_service.agent_id,
+            organization=body.organization,
             source=request_source(request),
         )
         return JSONResponse(report.to_json())

@@ -14,7 +14,7 @@ when deleted, when idle past a timeout, or past a maximum duration
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -32,6 +32,7 @@ __all__ = [
     "SessionRecord",
     "SessionStore",
     "TurnRecord",
+    "sorted_owners",
 ]
 
 EndReason = Literal["deleted", "idle_timeout", "max_duration"]
@@ -161,8 +162,9 @@ class LiveSessions:
 class RemovedCounts:
     """What a purge or a forget removed (or, in a dry run, would remove).
 
-    ``agent_ids`` are the agents whose sessions were among them, for the memory
-    namespaces a forget also removes.
+    ``agent_ids`` are the agents whose sessions were among them, and ``owners`` the
+    (agent, organization) pairs (organization ``None``: sessions without one), for the
+    memory namespaces a forget also removes.
     """
 
     sessions: int = 0
@@ -170,6 +172,7 @@ class RemovedCounts:
     feedback: int = 0
     budget_rows: int = 0
     agent_ids: tuple[str, ...] = ()
+    owners: tuple[tuple[str, str | None], ...] = ()
 
     def __add__(self, other: RemovedCounts) -> RemovedCounts:
         return RemovedCounts(
@@ -178,6 +181,7 @@ class RemovedCounts:
             feedback=self.feedback + other.feedback,
             budget_rows=self.budget_rows + other.budget_rows,
             agent_ids=tuple(sorted({*self.agent_ids, *other.agent_ids})),
+            owners=sorted_owners({*self.owners, *other.owners}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -187,6 +191,13 @@ class RemovedCounts:
             "feedback": self.feedback,
             "budget_rows": self.budget_rows,
         }
+
+
+def sorted_owners(
+    pairs: Iterable[tuple[str, str | None]],
+) -> tuple[tuple[str, str | None], ...]:
+    """(agent, organization) pairs, each once, in a stable order (no organization first)."""
+    return tuple(sorted(set(pairs), key=lambda pair: (pair[0], pair[1] is not None, pair[1] or "")))
 
 
 @runtime_checkable
@@ -203,7 +214,9 @@ class SessionStore(Protocol):
     else ended first is not returned, so its end is recorded exactly once.
     ``purge_ended_sessions`` and ``forget_user`` remove one batch of at most
     ``limit`` sessions per call, with their turns, feedback, rewinds and budget
-    rows; callers repeat until a batch removes no session.
+    rows; callers repeat until a batch removes no session. ``count_user_data`` and
+    ``forget_user`` with an ``organization`` touch only that organization's user;
+    without one, the user id in every organization (and without one).
     """
 
     async def open(self) -> None: ...
@@ -240,9 +253,13 @@ class SessionStore(Protocol):
 
     async def purge_ended_sessions(self, *, ended_before: float, limit: int) -> RemovedCounts: ...
 
-    async def count_user_data(self, user_id: str) -> RemovedCounts: ...
+    async def count_user_data(
+        self, user_id: str, *, organization: str | None = None
+    ) -> RemovedCounts: ...
 
-    async def forget_user(self, user_id: str, *, limit: int) -> RemovedCounts: ...
+    async def forget_user(
+        self, user_id: str, *, limit: int, organization: str | None = None
+    ) -> RemovedCounts: ...
 
     async def rewind(self, session_id: str, to_turn: int) -> SessionRecord: ...
 

@@ -168,9 +168,16 @@ class ProviderKeys:
                 "secrets.key_chain.allow_request_keys is off; it is ignored",
                 self.provider,
             )
-        path = format_path(
-            self._chain.settings.byok_path, user=context.user_id, provider=self.provider
-        )
+        settings = self._chain.settings
+        if context.organization:
+            path = format_path(
+                settings.org_byok_path,
+                org=context.organization,
+                user=context.user_id,
+                provider=self.provider,
+            )
+        else:
+            path = format_path(settings.byok_path, user=context.user_id, provider=self.provider)
         return await self._stored("byok", path, context)
 
     async def _org(self, context: CallContext) -> ModelKey | None:

@@ -229,6 +229,7 @@ class McpToolSource:
                     user_id=context.user_id,
                     session_id=context.session_id,
                     turn=context.turn,
+                    organization=context.organization,
                 )
             }
         try:

@@ -1,7 +1,7 @@
 """``memory_search`` and ``memory_store``: the memory server as tools, in the caller's namespace.
 
-The namespace always comes from the caller's context (the agent and user the
-agent runtime names on each call), never from the model's arguments: a model
+The namespace always comes from the caller's context (the agent, user and
+organization the agent runtime names on each call), never from the model's arguments: a model
 cannot read or write another user's memories by asking for them.
 """
 
@@ -31,13 +31,14 @@ class MemoryToolError(ValueError):
 
 
 def caller_namespace(context: ToolContext) -> str:
-    """The namespace of the caller: ``agent:<agent_id>/user:<user_id>``."""
+    """The namespace of the caller: ``agent:<agent_id>/user:<user_id>``, or
+    ``agent:<agent_id>/org:<organization>/user:<user_id>`` for a user of an organization."""
     if not context.agent_id or not context.user_id or context.user_id == "anonymous":
         raise MemoryToolError(
             "memory tools need to know the calling agent and user; this call came without "
             "them (call through the agentkeel tools client, which sends them)"
         )
-    return user_namespace(context.agent_id, context.user_id)
+    return user_namespace(context.agent_id, context.user_id, context.organization)
 
 
 def make_memory_tools(backend: MemoryBackend) -> list[Callable[..., Awaitable[str]]]:

@@ -170,6 +170,7 @@ def caller_context(
         user_id=assertion.user_id,
         turn=assertion.turn,
         correlation_id=get_correlation_id(),
+        organization=assertion.organization,
     )
 
 

@@ -20,6 +20,8 @@ class ToolContext:
     user_id: str
     turn: int
     correlation_id: str | None = None
+    organization: str | None = None
+    """The user's organization, when there is one: ``user_id`` is unique only within it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,14 @@ from typing import Any, cast
 
 from agentkeel.errors import Conflict, InvalidRequest, NotFound, SessionEnded
 from agentkeel.models.types import ChatMessage, Role, ToolCall, Usage
-from agentkeel.runtime.store import END_REASONS, FeedbackRecord, SessionRecord, TurnRecord
+from agentkeel.resilience.budget import user_budget_prefix
+from agentkeel.runtime.store import (
+    END_REASONS,
+    FeedbackRecord,
+    SessionRecord,
+    TurnRecord,
+    sorted_owners,
+)
 
 __all__ = [
     "FEEDBACK_COLUMNS",
@@ -43,6 +50,7 @@ __all__ = [
     "feedback_session_missing",
     "loads",
     "open_session_from_row",
+    "owners_from",
     "rewind_target_missing",
     "session_budget_keys",
     "session_ended",
@@ -54,6 +62,7 @@ __all__ = [
     "turn_from_row",
     "turn_head_moved",
     "turn_values",
+    "user_budget_params",
     "user_budget_prefix",
 ]
 
@@ -425,11 +434,32 @@ def session_budget_keys(session_ids: Iterable[str]) -> list[str]:
     return [f"session:{session_id}" for session_id in session_ids]
 
 
-def user_budget_prefix(user_id: str) -> str:
-    """What every daily budget key of the user starts with (``TokenBudget.user_key``
-    is this prefix plus the day); match it with the length too, so that user 'a'
-    never matches user 'a:b'."""
-    return f"user:{user_id}:"
+def user_budget_params(user_id: str, organization: str | None) -> dict[str, Any]:
+    """The parameters of the stores' daily-budget clauses for a forget.
+
+    ``prefix`` and ``key_length``: the keys of ``user_id`` in ``organization`` (or of the
+    user without one), matched with the length too, so that user 'a' never matches user
+    'a:b'. ``org_user``: what sits between the organization and the day in an
+    organization's key (``TokenBudget.user_key``), for a forget in every organization:
+    the organization part is percent-encoded, so it holds no ':' of its own.
+    """
+    prefix = user_budget_prefix(user_id, organization)
+    return {
+        "prefix": prefix,
+        "key_length": len(prefix) + USER_BUDGET_DAY_CHARS,
+        "org_user": f":user:{user_id}:",
+    }
+
+
+def owners_from(pairs: Iterable[Any]) -> tuple[tuple[str, str | None], ...]:
+    """(agent, organization) pairs from rows or decoded JSON arrays (``[agent, org]``)."""
+    out: list[tuple[str, str | None]] = []
+    for pair in pairs:
+        if isinstance(pair, str):  # SQLite may hand back the inner arrays as JSON text
+            pair = json.loads(pair)
+        agent, organization = pair[0], pair[1]
+        out.append((str(agent), None if organization is None else str(organization)))
+    return sorted_owners(out)
 
 
 def check_budget_amounts(key: str, **amounts: int) -> None:

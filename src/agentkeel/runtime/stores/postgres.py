@@ -149,6 +149,13 @@ GROUP BY version, replica ORDER BY version, replica
 """
 
 _USER_BUDGETS_WHERE = "left(key, length(%(prefix)s)) = %(prefix)s AND length(key) = %(key_length)s"
+# 'org:<organization>:user:<user>:<day>' for any organization (see codec.user_budget_params).
+_ANY_ORG_BUDGETS_WHERE = f"""left(key, 4) = 'org:'
+    AND length(key) > 4 + length(%(org_user)s) + {codec.USER_BUDGET_DAY_CHARS}
+    AND substr(key, length(key) - {codec.USER_BUDGET_DAY_CHARS - 1} - length(%(org_user)s),
+        length(%(org_user)s)) = %(org_user)s
+    AND strpos(substr(key, 5,
+        length(key) - {4 + codec.USER_BUDGET_DAY_CHARS} - length(%(org_user)s)), ':') = 0"""
 
 _COUNT_SQL = """
 WITH chosen AS ({chosen})
@@ -157,10 +164,14 @@ SELECT
     (SELECT count(*) FROM turns WHERE session_id IN (SELECT session_id FROM chosen)),
     (SELECT count(*) FROM feedback WHERE session_id IN (SELECT session_id FROM chosen)),
     (SELECT count(*) FROM budgets WHERE key IN (SELECT 'session:' || session_id FROM chosen)),
-    (SELECT coalesce(array_agg(DISTINCT agent_id), '{{}}') FROM chosen)
+    (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_array(agent_id, organization)), '[]')
+        FROM chosen)
 """
-_PURGEABLE = "SELECT session_id, agent_id FROM sessions WHERE ended_at < %(ended_before)s"
-_OF_USER = "SELECT session_id, agent_id FROM sessions WHERE user_id = %(user_id)s"
+_PURGEABLE = (
+    "SELECT session_id, agent_id, organization FROM sessions WHERE ended_at < %(ended_before)s"
+)
+_OF_USER = "SELECT session_id, agent_id, organization FROM sessions WHERE user_id = %(user_id)s"
+_OF_ORG_USER = f"{_OF_USER} AND organization = %(organization)s"
 
 _APPEND_TURN_SQL = f"""
 WITH advanced AS (
@@ -352,46 +363,52 @@ class PostgresSessionStore:
     async def count_purgeable(self, *, ended_before: float) -> RemovedCounts:
         """What ``purge_ended_sessions`` would remove, all batches together."""
         counts = await self._count(_PURGEABLE, {"ended_before": ended_before})
-        return dataclasses.replace(counts, agent_ids=())
+        return dataclasses.replace(counts, agent_ids=(), owners=())
 
     async def purge_ended_sessions(self, *, ended_before: float, limit: int) -> RemovedCounts:
         """Remove up to ``limit`` sessions that ended before ``ended_before``, with their
         turns, feedback, rewinds and session budget rows, in one transaction."""
         async with self._db.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "SELECT session_id, agent_id FROM sessions WHERE ended_at < %s"
+                "SELECT session_id, agent_id, organization FROM sessions WHERE ended_at < %s"
                 " ORDER BY ended_at LIMIT %s FOR UPDATE SKIP LOCKED",
                 (ended_before, limit),
             )
             rows = await cursor.fetchall()
             removed = await _remove_sessions(conn, rows)
         self._cache.discard_sessions(row[0] for row in rows)
-        return dataclasses.replace(removed, agent_ids=())
+        return dataclasses.replace(removed, agent_ids=(), owners=())
 
-    async def count_user_data(self, user_id: str) -> RemovedCounts:
+    async def count_user_data(
+        self, user_id: str, *, organization: str | None = None
+    ) -> RemovedCounts:
         """What ``forget_user`` would remove, all batches together."""
-        counts = await self._count(_OF_USER, {"user_id": user_id})
+        params = _user_params(user_id, organization)
+        counts = await self._count(_OF_USER if organization is None else _OF_ORG_USER, params)
         async with self._db.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT count(*) FROM budgets WHERE {_USER_BUDGETS_WHERE}",
-                _user_budget_params(user_id),
+                f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
             )
             row = await cursor.fetchone()
         daily = 0 if row is None else int(row[0])
         return dataclasses.replace(counts, budget_rows=counts.budget_rows + daily)
 
-    async def forget_user(self, user_id: str, *, limit: int) -> RemovedCounts:
+    async def forget_user(
+        self, user_id: str, *, limit: int, organization: str | None = None
+    ) -> RemovedCounts:
         """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
-        feedback, rewinds and budget rows, and the user's daily budget rows."""
+        feedback, rewinds and budget rows, and the user's daily budget rows; only in
+        ``organization`` when given, else in every organization."""
+        params = _user_params(user_id, organization)
+        chosen = _OF_USER if organization is None else _OF_ORG_USER
         async with self._db.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "SELECT session_id, agent_id FROM sessions WHERE user_id = %s LIMIT %s FOR UPDATE",
-                (user_id, limit),
+                f"{chosen} LIMIT %(limit)s FOR UPDATE", {**params, "limit": limit}
             )
             rows = await cursor.fetchall()
             removed = await _remove_sessions(conn, rows)
             cursor = await conn.execute(
-                f"DELETE FROM budgets WHERE {_USER_BUDGETS_WHERE}", _user_budget_params(user_id)
+                f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
             )
             daily = cursor.rowcount
         self._cache.discard_sessions(row[0] for row in rows)
@@ -402,12 +419,14 @@ class PostgresSessionStore:
             cursor = await conn.execute(_COUNT_SQL.format(chosen=chosen), params)
             row = await cursor.fetchone()
         assert row is not None
+        owners = codec.owners_from(row[4])
         return RemovedCounts(
             sessions=int(row[0]),
             turns=int(row[1]),
             feedback=int(row[2]),
             budget_rows=int(row[3]),
-            agent_ids=tuple(sorted(row[4])),
+            agent_ids=tuple(sorted({agent for agent, _ in owners})),
+            owners=owners,
         )
 
     # --- turns --------------------------------------------------------------
@@ -579,14 +598,24 @@ def _expiry_params(expiry: SessionExpiry, now: float) -> dict[str, float]:
     }
 
 
-def _user_budget_params(user_id: str) -> dict[str, Any]:
-    prefix = codec.user_budget_prefix(user_id)
-    return {"prefix": prefix, "key_length": len(prefix) + codec.USER_BUDGET_DAY_CHARS}
+def _user_params(user_id: str, organization: str | None) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "organization": organization,
+        **codec.user_budget_params(user_id, organization),
+    }
+
+
+def _user_budgets_where(organization: str | None) -> str:
+    """The user's daily budget rows: in ``organization``, or in every one (and none)."""
+    if organization is not None:
+        return _USER_BUDGETS_WHERE
+    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
 
 
 async def _remove_sessions(conn: Connection, rows: list[tuple[Any, ...]]) -> RemovedCounts:
-    """Delete the sessions of ``rows`` (session_id, agent_id) and every row that refers
-    to them; inside the caller's transaction, the sessions locked."""
+    """Delete the sessions of ``rows`` (session_id, agent_id, organization) and every row
+    that refers to them; inside the caller's transaction, the sessions locked."""
     if not rows:
         return RemovedCounts()
     ids = [row[0] for row in rows]
@@ -605,6 +634,7 @@ async def _remove_sessions(conn: Connection, rows: list[tuple[Any, ...]]) -> Rem
         feedback=counts[1],
         budget_rows=budgets,
         agent_ids=tuple(sorted({row[1] for row in rows})),
+        owners=codec.owners_from((row[1], row[2]) for row in rows),
     )
 
 

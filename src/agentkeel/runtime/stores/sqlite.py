@@ -164,6 +164,13 @@ GROUP BY version, replica ORDER BY version, replica
 """
 
 _USER_BUDGETS_WHERE = "substr(key, 1, length(:prefix)) = :prefix AND length(key) = :key_length"
+# 'org:<organization>:user:<user>:<day>' for any organization (see codec.user_budget_params).
+_ANY_ORG_BUDGETS_WHERE = f"""substr(key, 1, 4) = 'org:'
+    AND length(key) > 4 + length(:org_user) + {codec.USER_BUDGET_DAY_CHARS}
+    AND substr(key, length(key) - {codec.USER_BUDGET_DAY_CHARS - 1} - length(:org_user),
+        length(:org_user)) = :org_user
+    AND instr(substr(key, 5, length(key) - {4 + codec.USER_BUDGET_DAY_CHARS} - length(:org_user)),
+        ':') = 0"""
 
 # What a dry run reports: the rows of every session the subquery {chosen} selects.
 _COUNT_SQL = """
@@ -173,10 +180,14 @@ SELECT
     (SELECT count(*) FROM turns WHERE session_id IN (SELECT session_id FROM chosen)),
     (SELECT count(*) FROM feedback WHERE session_id IN (SELECT session_id FROM chosen)),
     (SELECT count(*) FROM budgets WHERE key IN (SELECT 'session:' || session_id FROM chosen)),
-    (SELECT json_group_array(DISTINCT agent_id) FROM chosen)
+    (SELECT json_group_array(json(pair))
+        FROM (SELECT DISTINCT json_array(agent_id, organization) AS pair FROM chosen))
 """
-_PURGEABLE = "SELECT session_id, agent_id FROM sessions WHERE ended_at < :ended_before"
-_OF_USER = "SELECT session_id, agent_id FROM sessions WHERE user_id = :user_id"
+_PURGEABLE = (
+    "SELECT session_id, agent_id, organization FROM sessions WHERE ended_at < :ended_before"
+)
+_OF_USER = "SELECT session_id, agent_id, organization FROM sessions WHERE user_id = :user_id"
+_OF_ORG_USER = f"{_OF_USER} AND organization = :organization"
 
 _CONTEXT_NUMBERS_SQL = """
 WITH RECURSIVE chain (number, depth) AS (
@@ -332,14 +343,19 @@ class SqliteSessionStore:
         self._cache.discard_sessions(ids)
         return removed
 
-    async def count_user_data(self, user_id: str) -> RemovedCounts:
+    async def count_user_data(
+        self, user_id: str, *, organization: str | None = None
+    ) -> RemovedCounts:
         """What ``forget_user`` would remove, all batches together."""
-        return await self._worker.run(_count_user_data, user_id)
+        return await self._worker.run(_count_user_data, user_id, organization)
 
-    async def forget_user(self, user_id: str, *, limit: int) -> RemovedCounts:
+    async def forget_user(
+        self, user_id: str, *, limit: int, organization: str | None = None
+    ) -> RemovedCounts:
         """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
-        feedback, rewinds and budget rows, and the user's daily budget rows."""
-        removed, ids = await self._worker.run(_forget_batch, user_id, limit)
+        feedback, rewinds and budget rows, and the user's daily budget rows; only in
+        ``organization`` when given, else in every organization."""
+        removed, ids = await self._worker.run(_forget_batch, user_id, limit, organization)
         self._cache.discard_sessions(ids)
         return removed
 
@@ -563,18 +579,20 @@ def _remove_sessions(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, int
 
 def _count(conn: sqlite3.Connection, chosen: str, params: dict[str, object]) -> RemovedCounts:
     row = conn.execute(_COUNT_SQL.format(chosen=chosen), params).fetchone()
+    owners = codec.owners_from(codec.loads(row[4]))
     return RemovedCounts(
         sessions=int(row[0]),
         turns=int(row[1]),
         feedback=int(row[2]),
         budget_rows=int(row[3]),
-        agent_ids=tuple(sorted(codec.loads(row[4]))),
+        agent_ids=tuple(sorted({agent for agent, _ in owners})),
+        owners=owners,
     )
 
 
 def _count_purgeable(conn: sqlite3.Connection, ended_before: float) -> RemovedCounts:
     counts = _count(conn, _PURGEABLE, {"ended_before": ended_before})
-    return dataclasses.replace(counts, agent_ids=())
+    return dataclasses.replace(counts, agent_ids=(), owners=())
 
 
 def _purge_batch(
@@ -596,37 +614,52 @@ def _purge_batch(
     return removed, ids
 
 
-def _user_budget_params(user_id: str) -> dict[str, object]:
-    prefix = codec.user_budget_prefix(user_id)
-    return {"prefix": prefix, "key_length": len(prefix) + codec.USER_BUDGET_DAY_CHARS}
+def _user_params(user_id: str, organization: str | None) -> dict[str, object]:
+    return {
+        "user_id": user_id,
+        "organization": organization,
+        **codec.user_budget_params(user_id, organization),
+    }
 
 
-def _count_user_data(conn: sqlite3.Connection, user_id: str) -> RemovedCounts:
-    counts = _count(conn, _OF_USER, {"user_id": user_id})
-    params = _user_budget_params(user_id)
-    daily = conn.execute(f"SELECT count(*) FROM budgets WHERE {_USER_BUDGETS_WHERE}", params)
+def _user_budgets_where(organization: str | None) -> str:
+    """The user's daily budget rows: in ``organization``, or in every one (and none)."""
+    if organization is not None:
+        return _USER_BUDGETS_WHERE
+    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
+
+
+def _count_user_data(
+    conn: sqlite3.Connection, user_id: str, organization: str | None
+) -> RemovedCounts:
+    params = _user_params(user_id, organization)
+    counts = _count(conn, _OF_USER if organization is None else _OF_ORG_USER, params)
+    daily = conn.execute(
+        f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
+    )
     return dataclasses.replace(counts, budget_rows=counts.budget_rows + int(daily.fetchone()[0]))
 
 
 def _forget_batch(
-    conn: sqlite3.Connection, user_id: str, limit: int
+    conn: sqlite3.Connection, user_id: str, limit: int, organization: str | None
 ) -> tuple[RemovedCounts, list[str]]:
+    params = _user_params(user_id, organization)
+    chosen = _OF_USER if organization is None else _OF_ORG_USER
     with storage.write(conn):
-        rows = conn.execute(
-            "SELECT session_id, agent_id FROM sessions WHERE user_id = ? LIMIT ?",
-            (user_id, limit),
-        ).fetchall()
+        rows = conn.execute(f"{chosen} LIMIT :limit", {**params, "limit": limit}).fetchall()
         ids = [row[0] for row in rows]
         turns, feedback, budgets = _remove_sessions(conn, ids) if ids else (0, 0, 0)
         budgets += conn.execute(
-            f"DELETE FROM budgets WHERE {_USER_BUDGETS_WHERE}", _user_budget_params(user_id)
+            f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
         ).rowcount
+    owners = codec.owners_from((row[1], row[2]) for row in rows)
     removed = RemovedCounts(
         sessions=len(ids),
         turns=turns,
         feedback=feedback,
         budget_rows=budgets,
-        agent_ids=tuple(sorted({row[1] for row in rows})),
+        agent_ids=tuple(sorted({agent for agent, _ in owners})),
+        owners=owners,
     )
     return removed, ids
 
