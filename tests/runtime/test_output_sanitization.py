@@ -38,6 +38,11 @@ def read_config(name: str) -> str:
     return f"{name} = {TOOL_LEAK}"
 
 
+def connect_db(name: str) -> str:
+    """Fails the way a careless client library does: with the credential in the message."""
+    raise RuntimeError(f"cannot connect to {name} with password {TOOL_LEAK}")
+
+
 @dataclass
 class Agent:
     app: Starlette
@@ -67,7 +72,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Any]:
                     "secrets_dir": str(secrets),
                     "data_dir": str(tmp_path / "data"),
                     "models": [{"name": "scripted", "kind": "scripted"}],
-                    "agent": {"tools": ["read_config"]},
+                    "agent": {"tools": ["read_config", "connect_db"]},
                     **overrides,
                 },
             ).settings
@@ -90,7 +95,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Any]:
                 store=store,
                 clock=clock,
                 registry=registry,
-                toolset=LocalToolSet([read_config]),
+                toolset=LocalToolSet([read_config, connect_db]),
                 run_sweeper=False,
             )
             app.state.known_secrets.add(PLATFORM_KEY)  # as the key chain's source would
@@ -147,6 +152,20 @@ async def test_tool_result_reaches_the_model_redacted(agent: Any) -> None:
     second = server.provider.requests[-1]
     tool_messages = [m.content for m in second.messages if m.role == "tool"]
     assert tool_messages == ["db = [REDACTED:openai_key]"]
+
+
+async def test_a_tools_exception_reaches_the_model_redacted(agent: Any) -> None:
+    """A tool that raises with a secret in its message: the model reads the failure
+    without the secret, and the stored turn holds none."""
+    server: Agent = await agent([CallTools.one("connect_db", name="db"), Say("It failed.")])
+    response = await _turn(server, "connect")
+    assert response.status_code == 200, response.text
+    tool_messages = [m.content for m in server.provider.requests[-1].messages if m.role == "tool"]
+    assert len(tool_messages) == 1 and "[REDACTED:openai_key]" in tool_messages[0]
+    assert TOOL_LEAK not in tool_messages[0]
+    session = await server.client.get(f"/v1/sessions/{response.json()['session_id']}")
+    assert TOOL_LEAK not in session.text
+    assert TOOL_LEAK not in server.log.getvalue()
 
 
 async def test_streamed_tokens_never_carry_the_secret(agent: Any) -> None:

@@ -28,7 +28,11 @@ from agentkeel.runtime.types import Reply
 from agentkeel.secrets.redact import SecretRedactor, StreamRedactor
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
-__all__ = ["OutputSanitizer", "RedactingToolSet", "SanitizedStream"]
+__all__ = ["OutputSanitizer", "RedactedToolError", "RedactingToolSet", "SanitizedStream"]
+
+
+class RedactedToolError(Exception):
+    """A tool's exception whose text held a secret, with the secret replaced."""
 
 
 class RedactingToolSet:
@@ -47,7 +51,15 @@ class RedactingToolSet:
     async def call(
         self, name: str, arguments: dict[str, Any], *, context: ToolContext
     ) -> ToolResult:
-        result = await self.inner.call(name, arguments, context=context)
+        try:
+            result = await self.inner.call(name, arguments, context=context)
+        except Exception as exc:
+            # The runtime shows a tool's exception text to the model: clean it too.
+            message = str(exc)
+            cleaned_message = self._redactor.redact(message, where="tool_result")
+            if cleaned_message is message:
+                raise
+            raise RedactedToolError(f"{type(exc).__name__}: {cleaned_message}") from None
         cleaned = self._redactor.redact(result.content, where="tool_result")
         return result if cleaned is result.content else replace(result, content=cleaned)
 
