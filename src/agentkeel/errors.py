@@ -96,6 +96,8 @@ class SessionEnded(KeelError):
 class Unauthorized(KeelError):
     code = "unauthorized"
     status = 401
+    www_authenticate: str | None = None
+    """The ``WWW-Authenticate`` value to answer with, when the raiser knows it."""
 
 
 class CallerAssertionRefused(Unauthorized):

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentkeel.config.auth import AuthSettings
 from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
 from agentkeel.config.rollout import RolloutSettings
@@ -226,6 +227,7 @@ class KeelSettings(BaseSettings):
     memory_client: MemoryClientSettings = Field(default_factory=MemoryClientSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 

@@ -122,18 +122,47 @@ def verify_caller_assertion(
     Raises ``CallerAssertionRefused`` saying which check failed; the message never
     contains the token.
     """
+    claims = decode_pinned(token, key=key, issuer=issuer, audience=audience, required=_REQUIRED)
+    assertion = _claims(claims, audience=audience)
+    current = time.time() if now is None else now
+    check_lifetime(
+        issued_at=assertion.issued_at,
+        expires_at=assertion.expires_at,
+        now=current,
+        leeway_s=leeway_s,
+    )
+    if assertion.tool != tool:
+        raise _refused(f"it was made for the tool '{assertion.tool}', not '{tool}'")
+    if replay is not None and not replay.first_use(
+        assertion.jti, expires_at=assertion.expires_at + leeway_s, now=current
+    ):
+        raise _refused("it was already used; an assertion is good for one call")
+    return assertion
+
+
+def decode_pinned(
+    token: str,
+    *,
+    key: Ed25519PublicKey,
+    issuer: str,
+    audience: str,
+    required: tuple[str, ...],
+) -> dict[str, Any]:
+    """The claims of an EdDSA-signed ``token`` for ``audience`` from ``issuer``, with
+    ``required`` present; times are left to ``check_lifetime``. Raises
+    ``CallerAssertionRefused`` naming the check that failed, never the token."""
     if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
         raise _refused("it is not a compact JWT of at most 4096 characters")
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
             audience=audience,
             issuer=issuer,
             options={
-                "require": list(_REQUIRED),
-                # Times are checked below against the clock passed in.
+                "require": list(required),
+                # Times are checked by check_lifetime against the clock passed in.
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
@@ -156,24 +185,21 @@ def verify_caller_assertion(
         raise _refused(f"it has no '{exc.claim}' claim") from exc
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise _refused("it is not a well-formed signed JWT") from exc
-    assertion = _claims(claims, audience=audience)
-    current = time.time() if now is None else now
-    if assertion.expires_at - assertion.issued_at > MAX_TTL_S:
+    return claims
+
+
+def check_lifetime(*, issued_at: float, expires_at: float, now: float, leeway_s: float) -> None:
+    """Refuse an assertion that lives longer than ``MAX_TTL_S``, has expired, or was
+    issued in the future (each beyond ``leeway_s``)."""
+    if expires_at - issued_at > MAX_TTL_S:
         raise _refused(f"it lives longer than {MAX_TTL_S:g} seconds")
-    if current > assertion.expires_at + leeway_s:
+    if now > expires_at + leeway_s:
         raise _refused(
-            f"it expired {current - assertion.expires_at:.0f}s ago; an assertion is made for "
+            f"it expired {now - expires_at:.0f}s ago; an assertion is made for "
             "one call and is not reused"
         )
-    if assertion.issued_at > current + leeway_s:
+    if issued_at > now + leeway_s:
         raise _refused("it was issued in the future; check the clocks of both machines")
-    if assertion.tool != tool:
-        raise _refused(f"it was made for the tool '{assertion.tool}', not '{tool}'")
-    if replay is not None and not replay.first_use(
-        assertion.jti, expires_at=assertion.expires_at + leeway_s, now=current
-    ):
-        raise _refused("it was already used; an assertion is good for one call")
-    return assertion
 
 
 class CallerSigner:
