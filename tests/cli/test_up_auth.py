@@ -4,6 +4,7 @@ file is; with auth off it says plainly that it is off."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def settings_for(tmp_path: Path, **auth: object) -> KeelSettings:
     )
 
 
-def env_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> KeelSettings:
+def env_settings(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> KeelSettings:
     """The settings a child loads from the environment keel up gives it."""
     from agentkeel.config.layers import load_settings
 
