@@ -24,6 +24,7 @@ BENCHMARKS = [
     "memory_store",
     "judge_sim",
     "router",
+    "frontdoor",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.
