@@ -268,7 +268,9 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     try:
         connections = tuple(int(c) for c in args.connections.split(","))
     except ValueError:
-        raise SystemExit(f"--connections takes numbers like 1,32; got {args.connections!r}") from None
+        raise SystemExit(
+            f"--connections takes numbers like 1,32; got {args.connections!r}"
+        ) from None
     if min(args.runs, args.duration, args.sessions, *connections) < 1:
         raise SystemExit("--runs, --duration, --sessions and --connections must be at least 1")
     return BenchOptions(
