@@ -24,6 +24,7 @@ BENCHMARKS = [
     "memory_store",
     "judge_sim",
     "router",
+    "front_door",
     "frontdoor",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary

@@ -21,6 +21,7 @@ from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.golden_cmd import golden_app
+from agentkeel.cli.keys_cmd import keys_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.rollout_cmd import rollout_app
@@ -93,6 +94,7 @@ app.add_typer(sessions_app, name="sessions")
 app.add_typer(golden_app, name="golden")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command("version", epilog="Example: keel version")

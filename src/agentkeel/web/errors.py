@@ -60,6 +60,9 @@ def error_response(exc: KeelError) -> JSONResponse:
         # A 429 without a known time (turn limit, a spent session budget) will not
         # clear by waiting, so it carries no Retry-After.
         headers = retry_after_header(retry_after)
+    challenge = getattr(exc, "www_authenticate", None)
+    if isinstance(challenge, str):
+        headers["WWW-Authenticate"] = challenge
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
