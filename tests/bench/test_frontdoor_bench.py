@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bench._wrk import write_script
+from bench.frontdoor import make_credentials, options_from
 
 from agentkeel.config.layers import load_settings
 from agentkeel.router.frontdoor import build_router_front_door
 from agentkeel.secrets.resolver import SecretResolver
-from bench._wrk import write_script
-from bench.frontdoor import make_credentials, options_from
 
 
 def test_the_bench_credentials_pass_the_front_door_it_configures(tmp_path: Path) -> None:
