@@ -25,6 +25,7 @@ BENCHMARKS = [
     "judge_sim",
     "router",
     "front_door",
+    "frontdoor",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

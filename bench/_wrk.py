@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ TURN_BODY = '{"content": "What is the weather like?"}'
 _SCRIPT = """\
 local ids = {ids}
 local body = {body}
-local headers = {{["Content-Type"] = "application/json"}}
+local headers = {headers}
 local requests = {{}}
 local next_index = 0
 
@@ -52,12 +52,17 @@ def lua_quote(text: str) -> str:
     return json.dumps(text)
 
 
-def write_script(path: Path, session_ids: Sequence[str]) -> Path:
-    """A wrk script sending one turn after another, each to the next session in turn."""
+def write_script(
+    path: Path, session_ids: Sequence[str], *, headers: Mapping[str, str] | None = None
+) -> Path:
+    """A wrk script sending one turn after another, each to the next session in turn,
+    with ``headers`` (e.g. ``Authorization``) besides the JSON content type."""
     if not session_ids:
         raise ValueError("wrk needs at least one session id to send turns to")
     ids = "{" + ", ".join(lua_quote(sid) for sid in session_ids) + "}"
-    path.write_text(_SCRIPT.format(ids=ids, body=lua_quote(TURN_BODY)))
+    every = {"Content-Type": "application/json", **(headers or {})}
+    table = "{" + ", ".join(f"[{lua_quote(k)}] = {lua_quote(v)}" for k, v in every.items()) + "}"
+    path.write_text(_SCRIPT.format(ids=ids, body=lua_quote(TURN_BODY), headers=table))
     return path
 
 

@@ -241,18 +241,24 @@ def haproxy_proxy(backends: Sequence[Backend], cpus: CpuPlan, directory: Path) -
 
 @contextmanager
 def router_proxy(
-    backends: Sequence[Backend], cpus: CpuPlan, directory: Path, *, profile: Path | None = None
+    backends: Sequence[Backend],
+    cpus: CpuPlan,
+    directory: Path,
+    *,
+    profile: Path | None = None,
+    config: str = "",
 ) -> Iterator[Running]:
     """``keel serve router`` in front of ``backends``, weights set through its admin API;
-    under cProfile, writing its stats to ``profile`` when it stops, if given."""
+    under cProfile, writing its stats to ``profile`` when it stops, if given; ``config``
+    is more keel.yaml (e.g. an ``auth:`` section)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(16)
     token_file = directory / "admin_token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    config = directory / "keel.yaml"
-    config.write_text(f"data_dir: {directory / 'data'}\n")
+    config_file = directory / "keel.yaml"
+    config_file.write_text(f"data_dir: {directory / 'data'}\n{config}")
     command = [sys.executable, "-m"]
     if profile is not None:
         command += ["cProfile", "-o", str(profile), "-m"]
@@ -266,7 +272,7 @@ def router_proxy(
         [*cpus.proxy, *command],
         ready_url=f"{url}/ready",
         base_url=url,
-        env={"KEEL_CONFIG": str(config)},
+        env={"KEEL_CONFIG": str(config_file)},
         log_dir=directory,
     ) as running:
         with httpx.Client(
@@ -298,11 +304,21 @@ def set_router_weights(admin: httpx.Client, weights: Mapping[str, int]) -> None:
 # -- sessions ----------------------------------------------------------------------
 
 
-def open_sessions(name: str, url: str, count: int, proxy_pid: int | None) -> Target:
-    """Create ``count`` sessions through ``url`` and check one turn of each goes through."""
+def open_sessions(
+    name: str,
+    url: str,
+    count: int,
+    proxy_pid: int | None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Target:
+    """Create ``count`` sessions through ``url`` (sending ``headers``, e.g. a credential)
+    and check one turn of each goes through."""
     ids: list[str] = []
     by_version: dict[str, int] = {}
-    with httpx.Client(base_url=url, timeout=10.0, trust_env=False) as client:
+    with httpx.Client(
+        base_url=url, timeout=10.0, trust_env=False, headers=dict(headers or {})
+    ) as client:
         for _ in range(count):
             response = client.post("/v1/sessions", json={"user_id": "bench"})
             if response.status_code != 201:

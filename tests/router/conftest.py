@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from agentkeel.config.router import RouterSettings
 from agentkeel.router import RouterApp, create_router
+from agentkeel.router.frontdoor import RouterFrontDoor
 
 ADMIN_TOKEN = "router-admin-token-" + "t" * 24
 
@@ -34,10 +35,18 @@ def admin_headers() -> dict[str, str]:
 @pytest.fixture
 async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[StartRouter]:
     """``await start_router(["v1=http://…"], **router_settings)``: a started router on a free
-    port (pins in a SQLite file of this test unless ``pins`` is given), closed afterwards."""
+    port (pins in a SQLite file of this test unless ``pins`` is given), closed afterwards;
+    ``front_door`` and ``allow_request_keys`` go to ``create_router``."""
     started: list[RouterApp] = []
 
-    async def start(backends: list[str], *, seed: int = 7, **options: Any) -> RouterApp:
+    async def start(
+        backends: list[str],
+        *,
+        seed: int = 7,
+        front_door: RouterFrontDoor | None = None,
+        allow_request_keys: bool = False,
+        **options: Any,
+    ) -> RouterApp:
         values: dict[str, Any] = {
             "port": 0,
             "backends": backends,
@@ -52,6 +61,8 @@ async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[
             data_dir=tmp_path,
             registry=CollectorRegistry(),
             rng=random.Random(seed),
+            front_door=front_door,
+            allow_request_keys=allow_request_keys,
         )
         await router.start()
         started.append(router)

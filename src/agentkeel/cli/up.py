@@ -196,6 +196,21 @@ def ensure_tool_credentials(data_dir: Path) -> ToolCredentials:
             "# Written by keel up: tool server tokens (see tools.server.tokens_file).\n"
             + yaml.safe_dump({"tokens": grants}, sort_keys=False),
         )
+    private, public = ensure_caller_key_pair(data_dir)
+    return ToolCredentials(
+        agent_token_file=token_file,
+        tokens_file=tokens_file,
+        signing_key_file=private,
+        public_key_file=public,
+    )
+
+
+def ensure_caller_key_pair(data_dir: Path) -> tuple[Path, Path]:
+    """The stack's Ed25519 key pair (``caller_signing_key`` and its ``.pub``, mode 0600),
+    made on first use: replicas sign caller assertions for the tool server with it, and
+    with auth on the router signs front-door assertions that replicas verify with the
+    public half. A missing public key is made again from the private one."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     private, public = data_dir / SIGNING_KEY_FILE, data_dir / PUBLIC_KEY_FILE
     if not private.exists():
         pair = generate_key_pair()
@@ -203,12 +218,7 @@ def ensure_tool_credentials(data_dir: Path) -> ToolCredentials:
         _write_private(public, pair.public_pem)
     elif not public.exists():
         _write_private(public, public_pem_of(private.read_text(encoding="ascii"), source=private))
-    return ToolCredentials(
-        agent_token_file=token_file,
-        tokens_file=tokens_file,
-        signing_key_file=private,
-        public_key_file=public,
-    )
+    return private, public
 
 
 def _ensure_token_file(path: Path) -> Path:
@@ -258,6 +268,23 @@ def _write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def auth_note(settings: KeelSettings) -> str:
+    """What ``keel up`` says about authentication: off and how to turn it on, or where
+    the API keys are and how to make the first one."""
+    if not settings.auth.enabled:
+        return (
+            "[yellow]auth off[/]  anyone who can reach the router may call the agents; "
+            "turn it on with keel up --auth (or auth.enabled: true)"
+        )
+    keys = settings.auth.api_keys_path(
+        secrets_dir=settings.secrets_dir, data_dir=settings.data_dir.absolute()
+    )
+    return (
+        f"[green]auth on[/]   the router checks API keys in {keys}; make one with: "
+        "keel keys create --name me --org my-org --scope chat --scope sessions:read"
+    )
 
 
 def replica_name(index: int) -> str:
@@ -320,6 +347,7 @@ def plan_services(
     memory_credentials: MemoryCredentials | None = None,
     tool_credentials: ToolCredentials | None = None,
     python: str | None = None,
+    caller_keys: tuple[Path, Path] | None = None,
 ) -> list[ServiceSpec]:
     """The children of ``keel up`` in start order (``plan_stack``'s services)."""
     return plan_stack(
@@ -330,6 +358,7 @@ def plan_services(
         memory_credentials=memory_credentials,
         tool_credentials=tool_credentials,
         python=python,
+        caller_keys=caller_keys,
     ).services
 
 
@@ -343,6 +372,7 @@ def plan_stack(
     tool_credentials: ToolCredentials | None = None,
     python: str | None = None,
     stable: ReplicaSpec | None = None,
+    caller_keys: tuple[Path, Path] | None = None,
 ) -> StackPlan:
     """The children of ``keel up`` in start order: local model (optional), memory
     server, tool server, replicas, router (``up.router``, default on).
@@ -370,6 +400,9 @@ def plan_stack(
     base_env = {"PYTHONUNBUFFERED": "1", "KEEL_DATA_DIR": str(data_dir)}
     if config_path is not None:
         base_env["KEEL_CONFIG"] = str(config_path.absolute())
+    router_auth_env, replica_auth_env = _front_door_env(settings, caller_keys)
+    if settings.auth.enabled:
+        base_env["KEEL_AUTH__ENABLED"] = "true"  # `keel up --auth` is not in the config
     services: list[ServiceSpec] = []
     if start_local_model:
         model = settings.local_model
@@ -465,6 +498,7 @@ def plan_stack(
             **base_env,
             **memory_env,
             **replica_tools_env,
+            **replica_auth_env,
             "KEEL_SERVER__ADMIN_TOKEN_FILE": str(admin_token_file.absolute()),
         },
         depends_on=tuple(spec.name for spec in services),
@@ -481,7 +515,7 @@ def plan_stack(
             _router_spec(
                 settings,
                 interpreter,
-                env=base_env,
+                env={**base_env, **router_auth_env},
                 backends=[
                     (version, template.url(replica.port))
                     for replica in replicas
@@ -496,6 +530,28 @@ def plan_stack(
         replica_template=template,
         replicas={replica.name: version for replica in replicas},
     )
+
+
+def _front_door_env(
+    settings: KeelSettings, caller_keys: tuple[Path, Path] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The router's and the replicas' key files for front-door assertions (auth on)."""
+    if not settings.auth.enabled:
+        return {}, {}
+    if caller_keys is None:
+        raise ConfigError(
+            "With auth.enabled, keel up's router signs front-door assertions: call "
+            "ensure_caller_key_pair(data_dir) and pass it as caller_keys."
+        )
+    private, public = caller_keys
+    identity = settings.identity
+    router_env: dict[str, str] = {}
+    replica_env: dict[str, str] = {}
+    if identity.signing_key_file is None:
+        router_env["KEEL_IDENTITY__SIGNING_KEY_FILE"] = str(private.absolute())
+    if identity.public_key_file is None:
+        replica_env["KEEL_IDENTITY__PUBLIC_KEY_FILE"] = str(public.absolute())
+    return router_env, replica_env
 
 
 def _router_spec(
@@ -806,6 +862,14 @@ def up(
             help="keel.yaml to read; wins over the global keel --config and KEEL_CONFIG.",
         ),
     ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="Authenticate callers at the router with API keys or OIDC tokens "
+            "(auth.enabled; default off).",
+        ),
+    ] = False,
 ) -> None:
     """Start the local model, memory and tool servers, two agent replicas and the router in
     front of them; supervise them.
@@ -824,7 +888,9 @@ def up(
         up_flags["tools"] = False
     if no_router:
         up_flags["router"] = False
-    overrides = {"up": up_flags} if up_flags else None
+    overrides: dict[str, Any] | None = {"up": up_flags} if up_flags else None
+    if auth:
+        overrides = {**(overrides or {}), "auth": {"enabled": True}}
     loaded = load_cli_settings(ctx, config_path=config, data_dir=data_dir, overrides=overrides)
     settings = loaded.settings
     config_path = config or cli_state(ctx).config_path
@@ -837,6 +903,7 @@ def up(
     token_file = ensure_admin_token(data)
     credentials = ensure_memory_credentials(data) if starts_memory_server(settings) else None
     tool_credentials = ensure_tool_credentials(data) if starts_tool_server(settings) else None
+    caller_keys = ensure_caller_key_pair(data) if settings.auth.enabled else None
     plan = plan_stack(
         settings,
         config_path=config_path,
@@ -845,6 +912,7 @@ def up(
         memory_credentials=credentials,
         tool_credentials=tool_credentials,
         stable=stable,
+        caller_keys=caller_keys,
     )
     specs = plan.services
     check_ports_free(specs, host=service_hosts(settings))
@@ -852,6 +920,7 @@ def up(
     view = UpView(out=stdout_console(), err=stderr_console())
     for note in skipped_service_notes(settings):
         view.note(f"[yellow]note[/]      {note}")
+    view.note(auth_note(settings))
     if stable is not None:
         view.note(
             f"[yellow]note[/]      the replicas run {stable.version}, the version the last "

@@ -31,6 +31,7 @@ from agentkeel.errors import KeelError, Unavailable
 from agentkeel.router.admin import RouterAdmin
 from agentkeel.router.affinity import SessionPins
 from agentkeel.router.connection import ClientConnection, Request
+from agentkeel.router.frontdoor import RouterFrontDoor
 from agentkeel.router.metrics import RouterMetrics
 from agentkeel.router.pins import PinCache, PinStore, open_pin_store, pins_url
 from agentkeel.router.probe import probe_all
@@ -58,8 +59,14 @@ def create_router(
     store: PinStore | None = None,
     registry: CollectorRegistry | None = None,
     rng: random.Random | None = None,
+    front_door: RouterFrontDoor | None = None,
+    allow_request_keys: bool = False,
 ) -> RouterApp:
-    """A router for ``settings``; its pin store from ``router.pins`` unless one is passed."""
+    """A router for ``settings``; its pin store from ``router.pins`` unless one is passed.
+
+    ``front_door`` (``build_router_front_door``, auth on) authenticates and limits every
+    ``/v1`` request; ``allow_request_keys`` lets a client's ``PROVIDER_KEY_HEADER``
+    through (``secrets.key_chain.allow_request_keys``)."""
     admin_token = AdminToken(
         resolver=SecretResolver(secrets_dir=secrets_dir),
         name=settings.admin_token_secret,
@@ -73,6 +80,8 @@ def create_router(
         admin_token=admin_token,
         registry=registry if registry is not None else CollectorRegistry(),
         rng=rng or random.Random(),
+        front_door=front_door,
+        allow_request_keys=allow_request_keys,
     )
 
 
@@ -87,6 +96,8 @@ class RouterApp:
         admin_token: AdminToken,
         registry: CollectorRegistry,
         rng: random.Random,
+        front_door: RouterFrontDoor | None = None,
+        allow_request_keys: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -94,6 +105,10 @@ class RouterApp:
         self.registry = registry
         self.rng = rng
         self.metrics = RouterMetrics(registry)
+        self.front_door = front_door
+        self.allow_request_keys = allow_request_keys
+        if front_door is not None:
+            self.metrics.count_auth(front_door.outcomes)
         self.pins = SessionPins(app=self, store=store, cache=PinCache(settings.pin_cache_size))
         self.replicas: dict[str, Replica] = {}
         self.table = RoutingTable(TableDoc(), {})
@@ -188,6 +203,8 @@ class RouterApp:
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+        if self.front_door is not None:
+            await self.front_door.aclose()
         await self.store.aclose()
 
     async def _every(self, interval_s: float, job: Callable[[], Any]) -> None:

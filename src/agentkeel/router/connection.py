@@ -18,12 +18,16 @@ import logging
 import os
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
 from agentkeel.router.responses import router_error
 from agentkeel.router.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from agentkeel.identity.principal import Principal
+    from agentkeel.router.frontdoor import Releasable
 
 __all__ = ["ClientConnection", "Handler", "Request"]
 
@@ -64,10 +68,13 @@ class Request:
         "body",
         "canned",
         "correlation_id",
+        "head_end",
         "keep_alive",
         "method",
         "minted",
         "path",
+        "principal",
+        "turn_slot",
         "url",
         "wire",
     )
@@ -94,6 +101,18 @@ class Request:
         self.minted = minted
         self.authorization = authorization
         self.canned: bytes | None = None
+        # Where the head ends in ``wire`` (after its blank line): a header the router adds
+        # goes in before that blank line, the rest is not serialised again.
+        self.head_end = len(wire) - len(body)
+        # Set by the front door once it admitted the request (auth on).
+        self.principal: Principal | None = None
+        self.turn_slot: Releasable | None = None
+
+    def add_header(self, line: bytes) -> None:
+        """Insert ``line`` (``name: value\r\n``) as the head's last header."""
+        at = self.head_end - 2
+        self.wire = self.wire[:at] + line + self.wire[at:]
+        self.head_end += len(line)
 
     @property
     def id_header(self) -> tuple[tuple[bytes, bytes], ...]:
@@ -106,6 +125,11 @@ class Handler(Protocol):
 
     max_header_bytes: int
     max_body_bytes: int
+    stripped_headers: frozenset[bytes]
+    """Lowercased request headers never passed on (those only the router may set)."""
+    forwards_authorization: bool
+    """Whether the client's ``Authorization`` goes to the replica (not when the router
+    itself authenticates the client)."""
 
     async def handle(self, client: ClientConnection, request: Request) -> None: ...
 
@@ -145,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
         self.must_close = False
         self.silent = 0
         self._paused = False
+        self._dropped = _DROPPED | handler.stripped_headers
+        self._forwards_authorization = handler.forwards_authorization
         self._reset()
 
     def _reset(self) -> None:
@@ -220,7 +246,7 @@ class ClientConnection(asyncio.Protocol):
         if self._size > self.handler.max_header_bytes:
             raise _too_many_header_bytes(self.handler.max_header_bytes)
         lower = name.lower()
-        if lower in _DROPPED:
+        if lower in self._dropped:
             if lower == _CONTENT_LENGTH:
                 self._check_length(value)
             elif lower == _EXPECT:
@@ -238,6 +264,8 @@ class ClientConnection(asyncio.Protocol):
             if self._authorization is not None:
                 raise _duplicate(name)
             self._authorization = value
+            if not self._forwards_authorization:
+                return
         elif lower == _HOST:
             if self._has_host:
                 raise _duplicate(name)

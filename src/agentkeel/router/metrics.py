@@ -98,6 +98,31 @@ class _RequestCollector:
         yield duration
 
 
+class _AuthCollector:
+    """``agent_router_auth_total{outcome}`` from the front door's plain counts."""
+
+    def __init__(self, outcomes: dict[str, int]) -> None:
+        self.outcomes = outcomes
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family({})
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family(self.outcomes)
+
+    @staticmethod
+    def _family(outcomes: dict[str, int]) -> Metric:
+        family = CounterMetricFamily(
+            "agent_router_auth",
+            "/v1 requests by what the router's front door decided (ok, unauthenticated, "
+            "forbidden, rate_limited, concurrency_limited, unavailable, error).",
+            labels=["outcome"],
+        )
+        for outcome, count in outcomes.items():
+            family.add_metric([outcome], count)
+        return family
+
+
 def _bound_text(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
@@ -144,6 +169,10 @@ class RouterMetrics:
         )
         self.upstream_errors_for = Children(self.upstream_errors)
         self.stats: dict[str, VersionStats] = {}
+
+    def count_auth(self, outcomes: dict[str, int]) -> None:
+        """Export the front door's outcome counts (a dict it increments; auth on only)."""
+        self.registry.register(_AuthCollector(outcomes))
 
     def record(self, version: str, route: str, status: int, seconds: float) -> None:
         """One answered request."""

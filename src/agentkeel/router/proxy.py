@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from agentkeel.router.affinity import LookupFailed
 from agentkeel.router.connection import ClientConnection, Request
+from agentkeel.router.frontdoor import ADMITTED, UNDECIDED, RouterFrontDoor, stripped_headers
 from agentkeel.router.responses import router_error
 from agentkeel.router.routing import Replica, VersionRoute
 from agentkeel.router.upstream import BAD, BROKEN, DONE, HELD, LOST, TIMEOUT, Exchange
@@ -59,6 +60,11 @@ class Proxy:
         self.max_header_bytes = settings.max_header_bytes
         self.max_body_bytes = settings.max_body_bytes
         self.retry_after_s = settings.retry_after_s
+        # With auth on, the router authenticates the client and the replica gets the
+        # signed assertion instead of the client's credential.
+        self.front_door = app.front_door
+        self.forwards_authorization = app.front_door is None
+        self.stripped_headers = stripped_headers(allow_request_keys=app.allow_request_keys)
         self.loop_time = asyncio.get_running_loop().time
         # Durations: uvloop's loop clock ticks in milliseconds, too coarse for a proxy.
         self.clock = time.perf_counter
@@ -86,12 +92,32 @@ class Proxy:
             return
         if path.startswith(_V1):
             started = self.clock()
-            version, route, status = await self._v1(client, request, path)
+            door = self.front_door
+            if door is None:
+                version, route, status = await self._v1(client, request, path)
+            else:
+                version, route, status = await self._v1_admitted(client, request, path)
             self.app.metrics.record(version, route, status, self.clock() - started)
             return
         await self.app.serve_local(client, request)
 
     # -- /v1 ---------------------------------------------------------------------------
+
+    async def _v1_admitted(
+        self, client: ClientConnection, request: Request, path: bytes
+    ) -> tuple[str, str, int]:
+        """``_v1`` behind the front door; a turn's slot is given back however it ends."""
+        door = self.front_door
+        assert door is not None
+        if request.principal is None:
+            _, name = _target(request, path)
+            status = await door.admit(client, request, turn=name == "turn")
+            if status != ADMITTED:
+                return _NO_VERSION, name, status
+        try:
+            return await self._v1(client, request, path)
+        finally:
+            door.release(request)
 
     async def _v1(
         self, client: ClientConnection, request: Request, path: bytes
@@ -336,6 +362,19 @@ class Proxy:
         if upstream is None:
             route.unpick()  # handle() picks again and connects
             return False
+        door = self.front_door
+        if door is not None:
+            # Last, so that nothing after it can leave the request (and a turn's slot)
+            # to a task that might never run.
+            status = door.admit_now(client, request, turn=name == "turn")
+            if status != ADMITTED:
+                route.unpick()
+                replica.pool.release(upstream)
+                if status == UNDECIDED:
+                    return False
+                self.app.metrics.record(_NO_VERSION, name, status, 0.0)
+                client.forwarded(request)
+                return True
         forwarding = _Forwarding(
             request, route, replica, name, session, self.clock(), upstream.reused
         )
@@ -368,19 +407,29 @@ class Proxy:
             if status == 410 and f.session is not None:
                 client.finish_in_task(f.request, self._ended(f, status))
                 return
+            if f.request.turn_slot is not None:
+                RouterFrontDoor.release(f.request)
             self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
             client.forwarded(f.request)
         except Exception:
+            RouterFrontDoor.release(f.request)
             logger.exception("router: finishing a forwarded request failed; closing its connection")
             client.close()
 
     async def _retry(self, client: ClientConnection, f: _Forwarding) -> None:
-        result = await self._forward(client, f.request, f.route, _HELD_ON_503, {f.replica})
+        try:
+            result = await self._forward(client, f.request, f.route, _HELD_ON_503, {f.replica})
+        except BaseException:
+            RouterFrontDoor.release(f.request)
+            raise
         await self._ended(f, _answered(result))
 
     async def _ended(self, f: _Forwarding, status: int) -> None:
-        if status == 410 and f.session is not None:
-            await self.app.pins.unpin(f.session)
+        try:
+            if status == 410 and f.session is not None:
+                await self.app.pins.unpin(f.session)
+        finally:
+            RouterFrontDoor.release(f.request)
         self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
 
     # -- after an exchange --------------------------------------------------------------

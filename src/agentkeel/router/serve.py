@@ -18,7 +18,9 @@ from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
 from agentkeel.router.app import create_router
+from agentkeel.router.frontdoor import build_router_front_door
 from agentkeel.secrets.redact import SecretRedactor, redact_logs
+from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, loop_factory
@@ -39,7 +41,13 @@ def run_router_server(settings: KeelSettings) -> int:
 async def _serve(settings: KeelSettings) -> int:
     try:
         router = create_router(
-            settings.router, data_dir=settings.data_dir, secrets_dir=settings.secrets_dir
+            settings.router,
+            data_dir=settings.data_dir,
+            secrets_dir=settings.secrets_dir,
+            front_door=build_router_front_door(
+                settings, secrets=SecretResolver(secrets_dir=settings.secrets_dir)
+            ),
+            allow_request_keys=settings.secrets.key_chain.allow_request_keys,
         )
         install_audit_file(settings.data_dir, service="router", registry=router.registry)
         await router.start()
@@ -54,6 +62,11 @@ async def _serve(settings: KeelSettings) -> int:
             exc.strerror or exc,
         )
         return EXIT_ERROR
+    if router.front_door is None:
+        logger.warning(
+            "auth is off: the router forwards /v1 requests from anyone (set auth.enabled: "
+            "true, with API keys from keel keys create, to authenticate callers)"
+        )
     _settle_garbage_collector()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
