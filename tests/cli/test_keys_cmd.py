@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from agentkeel.cli.main import app as keel
 from agentkeel.errors import Unauthorized
 from agentkeel.identity.apikeys import ApiKeys
+from agentkeel.telemetry.audit_file import audit_file_path
+from agentkeel.telemetry.audit_verify import read_audit_records, verify_audit_file
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -60,6 +62,9 @@ def test_create_shows_the_key_once_list_hides_it_revoke_stops_it(
     assert [a for a, _ in actions] == ["keys.create", "keys.revoke"]
     assert all(actor.startswith("cli:") for _, actor in actions)
     assert all(key not in r.getMessage() for r in caplog.records)
+    chained = audit_file_path(tmp_path)
+    assert [r["action"] for r in read_audit_records(chained)] == ["keys.create", "keys.revoke"]
+    assert verify_audit_file(chained).ok and key not in chained.read_text()
 
 
 def test_file_option_and_bad_input(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ change writes an audit line with the local user as actor (``cli:<login>``).
 
 from __future__ import annotations
 
-import getpass
 import re
 import time
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agentkeel.cli.auditing import record_audit
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, print_json, stderr_console, stdout_console
 from agentkeel.errors import ConfigError
@@ -74,15 +74,6 @@ def keys_path(ctx: typer.Context, file: Path | None) -> Path:
     return settings.auth.api_keys_path(secrets_dir=settings.secrets_dir, data_dir=settings.data_dir)
 
 
-def cli_actor() -> str:
-    """The audit actor of a local command: ``cli:<login>``."""
-    try:
-        login = getpass.getuser()
-    except (OSError, KeyError):
-        login = "unknown"
-    return f"cli:{login}"
-
-
 @keys_app.command(
     "create",
     epilog="Example: keel keys create --name ci --org acme --scope chat --scope sessions:read "
@@ -111,6 +102,7 @@ def create(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Make a new API key and print it once (only its digest is stored)."""
+    actor = record_audit(ctx)
     path = keys_path(ctx, file)
     expires_at = parse_expiry(expires, now=time.time()) if expires else None
     made = ApiKeyStore(path).create(
@@ -118,7 +110,7 @@ def create(
     )
     audit(
         "keys.create",
-        actor=cli_actor(),
+        actor=actor,
         key_name=name,
         key_id=made.record.id,
         organization=org,
@@ -172,8 +164,9 @@ def revoke(
     file: FileOption = None,
 ) -> None:
     """Revoke a key: the front door refuses it from its next request on."""
+    actor = record_audit(ctx)
     record = ApiKeyStore(keys_path(ctx, file)).revoke(name)
-    audit("keys.revoke", actor=cli_actor(), key_name=name, key_id=record.id)
+    audit("keys.revoke", actor=actor, key_name=name, key_id=record.id)
     stdout_console().print(f"Revoked the key '{escape(name)}' (id {record.id}).")
 
 

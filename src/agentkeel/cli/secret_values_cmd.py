@@ -10,7 +10,6 @@ rotation is ``keel secrets rotate``). Every ``put`` is audited.
 
 from __future__ import annotations
 
-import getpass
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import SecretStr
 from rich.markup import escape
 from rich.table import Table
 
+from agentkeel.cli.auditing import record_audit
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, print_json, stdout_console
 from agentkeel.errors import ConfigError, SecretError
@@ -56,6 +56,7 @@ def put(
     ] = None,
 ) -> None:
     """Store a secret's value as its new active version (never printed)."""
+    actor = record_audit(ctx)
     check_path(path)
     raw = value_file.read_bytes() if value_file is not None else sys.stdin.buffer.read()
     if len(raw) > _MAX_SECRET_BYTES:
@@ -73,7 +74,7 @@ def put(
     )
     audit(
         "secrets.put",
-        actor=f"cli:{getpass.getuser()}",
+        actor=actor,
         path=path,
         source=source.kind,
         generation=generation,
