@@ -281,3 +281,32 @@ def test_symmetric_algorithms_cannot_be_configured() -> None:
     for alg in ("HS256", "none"):
         with pytest.raises(ValidationError, match="public-key"):
             OidcSettings(algorithms=[alg])
+
+
+async def test_a_verified_token_is_checked_once_but_still_expires(
+    jwks: Jwks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same token again costs no signature check; once past its expiry it is refused
+    all the same."""
+    clock = Clock()
+    jwks.keys = [jwk(RSA_KEY, "rsa1")]
+    v = verifier(jwks.url, clock)
+    decodes = 0
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    try:
+        tok = token(RSA_KEY, now=clock.now)
+        first = await v.verify(tok)
+        assert v.verify_now(tok) == first and await v.verify(tok) == first
+        assert decodes == 1
+        clock.now += 300 + 31  # past exp plus the 30 s leeway
+        error = await refused(v, tok)
+        assert error.code == "token_expired"
+    finally:
+        await v.aclose()

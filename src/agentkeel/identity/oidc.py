@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 _MAX_TOKEN_CHARS = 16_384
 _MAX_JWKS_BYTES = 1024 * 1024
 _MAX_TEXT = 256
+_VERIFIED_CACHE_SIZE = 10_000
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
@@ -88,6 +90,9 @@ class OidcVerifier:
         self._keys: _KeySet | None = None
         self._last_fetch: float | None = None
         self._fetch_lock = asyncio.Lock()
+        # Tokens already verified, with the key that verified them: a client sends the
+        # same token on every request, and an RS256 check costs far more than a lookup.
+        self._verified: OrderedDict[str, tuple[_Key, Mapping[str, Any], Principal]] = OrderedDict()
 
     # Public --------------------------------------------------------------------------
 
@@ -224,6 +229,21 @@ class OidcVerifier:
         return header
 
     def _decode(self, token: str, header: Mapping[str, Any], key: _Key) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] is key:
+            # Its signature, issuer and audience held; its times are checked again.
+            self._check_times(cached[1])
+            self._verified.move_to_end(token)
+            return cached[2]
+        principal, claims = self._verify_token(token, header, key)
+        self._verified[token] = (key, claims, principal)
+        if len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify_token(
+        self, token: str, header: Mapping[str, Any], key: _Key
+    ) -> tuple[Principal, Mapping[str, Any]]:
         alg = str(header["alg"])
         key_type = key.jwk.key_type
         if _KEY_TYPES.get(alg[:2]) != key_type or (key.alg is not None and key.alg != alg):
@@ -265,7 +285,7 @@ class OidcVerifier:
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise _refused("it is not a valid signed JWT", code="invalid_token") from exc
         self._check_times(claims)
-        return self._principal(claims)
+        return self._principal(claims), claims
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
         now, leeway = self._clock(), self.settings.leeway_s
