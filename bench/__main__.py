@@ -24,7 +24,7 @@ BENCHMARKS = [
     "memory_store",
     "judge_sim",
     "router",
-    "front_door",
+    "auth_cost",
     "frontdoor",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary

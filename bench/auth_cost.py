@@ -4,14 +4,14 @@ Times, per call, the pieces the router runs before it forwards a request:
 
 - ``FrontDoor.authenticate_now`` with an API key (a digest and a dict lookup);
 - ``FrontDoor.authenticate_now`` with an OIDC token whose key is cached
-  (an RS256 signature check on every call);
+  (one RS256 signature check per token; the same token again is a lookup);
 - ``FrontDoorSigner.sign`` (cached per principal) and a fresh signature;
 - ``FrontDoorVerifier.verify`` (cached per token) and a fresh verification;
 - ``CallerLimits.check_request_now`` plus ``start_turn_now``/``release``.
 
 Prints the median and p99 of each in microseconds. Never asserts timing.
 
-    python -m bench.front_door
+    python -m bench.auth_cost
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run() -> list[Figure]:
 
 
 def main() -> None:
-    parse_bench_args("bench.front_door", __doc__)
+    parse_bench_args("bench.auth_cost", __doc__)
     print_figures("Front door, per call", run())
 
 
