@@ -18,6 +18,7 @@ from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
 from agentkeel.config.rollout import RolloutSettings
 from agentkeel.config.router import RouterSettings
+from agentkeel.config.secrets import SecretsSettings
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.tools import ToolsSettings
 
@@ -228,6 +229,7 @@ class KeelSettings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:
