@@ -194,8 +194,8 @@ async def test_the_deadline_ends_the_drain_and_records_how_many_were_open(
     assert clock.time() - start >= 10
     drained = [r for r in caplog.records if getattr(r, "action", "") == "secrets.rotate.drained"]
     assert len(drained) == 1
-    assert drained[0].still_open == 2
-    assert drained[0].deadline_passed is True
+    assert drained[0].__dict__['still_open'] == 2
+    assert drained[0].__dict__['deadline_passed'] is True
 
 
 async def test_every_step_writes_an_audit_line_naming_the_actor(
@@ -209,7 +209,7 @@ async def test_every_step_writes_an_audit_line_naming_the_actor(
     await make_rotation(source, journal, clock).run(NAME, new_value=lambda: NEW)
     actions = [getattr(r, "action", None) for r in caplog.records if r.name == "agentkeel.audit"]
     assert actions == [f"secrets.rotate.{step}" for step in STEPS]
-    assert all(r.actor == "admin_token:sha256:test" for r in caplog.records)
+    assert all(r.__dict__['actor'] == "admin_token:sha256:test" for r in caplog.records)
     assert not any(NEW in r.getMessage() or OLD in r.getMessage() for r in caplog.records)
 
 

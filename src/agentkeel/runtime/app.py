@@ -46,6 +46,7 @@ from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.guards import ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
+from agentkeel.runtime.secrets_report import replica_secret_source, replica_secrets_routes
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
@@ -53,6 +54,7 @@ from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
@@ -235,7 +237,8 @@ def create_app(
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry, version=version) if gateway is None else None
     secrets = SecretResolver(secrets_dir=settings.secrets_dir)
-    admin = _admin_token(settings, secrets)
+    secret_source = replica_secret_source(settings, secrets.known)
+    admin = _admin_token(settings, secrets, secret_source)
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
@@ -361,6 +364,7 @@ def create_app(
             runtime.require_service,
             check_admin=lambda request: admin.check(request.headers.get("authorization")),
         ),
+        *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
     ]
     app = Starlette(
         routes=routes,
@@ -670,7 +674,9 @@ def _sse(event: str, data: Mapping[str, Any]) -> str:
 # -- admin ------------------------------------------------------------------------
 
 
-def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
+def _admin_token(
+    settings: KeelSettings, secrets: SecretResolver, source: SecretSource | None
+) -> AdminToken:
     server = settings.server
     return AdminToken(
         resolver=secrets,
@@ -678,6 +684,7 @@ def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
         file=server.admin_token_file,
         setting="server.admin_token_file",
         service="agent server",
+        source=source,
     )
 
 

@@ -261,7 +261,7 @@ class Rotation:
     def _plan(self, name: str, secret: Secret, record: RotationRecord | None) -> RotationOutcome:
         start = record.next_step if record is not None else STEPS[0]
         target = record.to_generation if record is not None else max(secret.generations) + 1
-        steps = list(STEPS[STEPS.index(start) :]) if start is not None else []
+        steps: list[str] = list(STEPS[STEPS.index(start) :]) if start is not None else []
         resumes = f" (resuming at {start})" if record is not None else ""
         return RotationOutcome(
             status="dry_run",
