@@ -31,6 +31,10 @@ COMMAND_TIMEOUT_S = 120.0
 
 # Commands that cannot run here as written, and why.
 EXCEPTIONS = {
+    "keel secrets put orgs/acme/openai --value-file ./acme-openai.key": (
+        "writes into secrets_dir (/run/secrets by default); tests/cli/test_secret_values_cmd.py "
+        "runs keel secrets put against a temporary secrets directory"
+    ),
     "keel serve agent --agent examples.echo_agent:agent --port 8085": (
         "a server that runs until stopped, on a fixed port; tests/cli/test_serve.py and "
         "tests/integration start replicas"

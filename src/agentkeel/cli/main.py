@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from agentkeel.cli import chat as chat_cmd
-from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
+from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd, secret_values_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.golden_cmd import golden_app
@@ -93,6 +93,16 @@ app.add_typer(sessions_app, name="sessions")
 app.add_typer(golden_app, name="golden")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
+
+# The `secrets` group; rotation commands join it from their own module.
+secrets_app = typer.Typer(
+    name="secrets",
+    help="Secret values in the configured source (files or Vault): put, list.",
+    epilog="Example: keel secrets list orgs/",
+    no_args_is_help=True,
+)
+secret_values_cmd.register(secrets_app)
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.command("version", epilog="Example: keel version")

@@ -28,6 +28,7 @@ from agentkeel.models.types import (
     ToolSpec,
     Usage,
 )
+from agentkeel.secrets.keychain import ProviderKeys
 from agentkeel.telemetry.correlation import HEADER as CORRELATION_HEADER
 from agentkeel.telemetry.correlation import get_correlation_id
 
@@ -65,6 +66,7 @@ class AnthropicProvider:
         base_url: str | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         supports_tools: bool = True,
+        keys: ProviderKeys | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -73,6 +75,7 @@ class AnthropicProvider:
         self.timeout_s = timeout_s
         self.default_max_tokens = default_max_tokens
         self.supports_tools = supports_tools
+        self._keys = keys
         # An explicit key stops the SDK from looking in the environment or in
         # profile files on disk.
         self._client = anthropic.AsyncAnthropic(
@@ -100,18 +103,41 @@ class AnthropicProvider:
         cid = get_correlation_id()
         if cid:
             params["extra_headers"] = {CORRELATION_HEADER: cid}
+        if self._keys is None:
+            return await self._complete_with(self._client, params, request, on_token)
+
+        async def with_key(key: SecretStr | None) -> ModelResponse:
+            # A per-call key: a copy of the client that shares its connection pool.
+            client = (
+                self._client
+                if key is None
+                else self._client.with_options(api_key=key.get_secret_value())
+            )
+            return await self._complete_with(client, params, request, on_token)
+
+        return await self._keys.run(with_key)
+
+    async def _complete_with(
+        self,
+        client: anthropic.AsyncAnthropic,
+        params: dict[str, Any],
+        request: ModelRequest,
+        on_token: TokenCallback | None,
+    ) -> ModelResponse:
         try:
             if on_token is None:
-                return await self._complete_once(params, request)
-            return await self._complete_streaming(params, request, on_token)
+                return await self._complete_once(client, params, request)
+            return await self._complete_streaming(client, params, request, on_token)
         except anthropic.AnthropicError as exc:
             raise self._convert(exc) from exc
 
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def _complete_once(self, params: dict[str, Any], request: ModelRequest) -> ModelResponse:
-        message = await self._client.messages.create(**params)
+    async def _complete_once(
+        self, client: anthropic.AsyncAnthropic, params: dict[str, Any], request: ModelRequest
+    ) -> ModelResponse:
+        message = await client.messages.create(**params)
         text: list[str] = []
         calls: list[ToolCall] = []
         for block in message.content:
@@ -133,9 +159,13 @@ class AnthropicProvider:
         )
 
     async def _complete_streaming(
-        self, params: dict[str, Any], request: ModelRequest, on_token: TokenCallback
+        self,
+        client: anthropic.AsyncAnthropic,
+        params: dict[str, Any],
+        request: ModelRequest,
+        on_token: TokenCallback,
     ) -> ModelResponse:
-        stream = await self._client.messages.create(**params, stream=True)
+        stream = await client.messages.create(**params, stream=True)
         text: list[str] = []
         blocks: dict[int, _PartialToolUse] = {}
         model = self.model

@@ -12,14 +12,24 @@ from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.models.types import ModelProvider
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock
+from agentkeel.secrets.cache import CachedSecretSource
+from agentkeel.secrets.factory import build_secret_source
+from agentkeel.secrets.files import FileSecretSource
+from agentkeel.secrets.keychain import KeyChain, PlatformKey
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.metrics import ModelMetrics
 
 
 def build_provider(
-    settings: ProviderSettings, *, clock: Clock, secrets: SecretResolver
+    settings: ProviderSettings,
+    *,
+    clock: Clock,
+    secrets: SecretResolver,
+    key_chain: KeyChain | None = None,
 ) -> ModelProvider:
-    """One provider from its settings entry; its API key read through ``secrets``."""
+    """One provider from its settings entry; its API key read through ``secrets``, and with
+    ``key_chain`` each call's key picked by the chain (user's own, organization's, platform's).
+    """
     if settings.kind == "scripted":
         return ScriptedProvider(
             name=settings.name,
@@ -32,6 +42,13 @@ def build_provider(
         )
     # Never logged or put in a message: only whether a key was found matters here.
     api_key = secrets.resolve(settings.api_key_secret, file=settings.api_key_file, required=False)
+    keys = (
+        None
+        if key_chain is None
+        else key_chain.for_provider(
+            settings.name, platform_key(settings, key_chain, secrets, clock)
+        )
+    )
     # Each SDK is imported only when a provider of its kind is configured.
     if settings.kind == "openai":
         from agentkeel.models.openai_provider import OpenAIProvider
@@ -44,6 +61,7 @@ def build_provider(
             context_window=settings.context_window,
             timeout_s=settings.timeout_s,
             supports_tools=settings.supports_tools,
+            keys=keys,
         )
     if settings.kind == "anthropic":
         if api_key is None and settings.base_url is None:
@@ -62,12 +80,33 @@ def build_provider(
             context_window=settings.context_window,
             timeout_s=settings.timeout_s,
             supports_tools=settings.supports_tools,
+            keys=keys,
         )
     raise ConfigError(  # pragma: no cover - settings validation admits only the kinds above
         f"Model provider '{settings.name}' has unknown kind '{settings.kind}'; "
         "use openai, anthropic or scripted."
     )
 
+
+def platform_key(
+    settings: ProviderSettings, key_chain: KeyChain, secrets: SecretResolver, clock: Clock
+) -> PlatformKey:
+    """Where the provider's own key is read on each call: ``api_key_file`` as a file
+    source of its own (rotation versions next to it), else ``api_key_secret`` in the
+    process's secret source; neither = a keyless endpoint."""
+    source = key_chain.source
+    if settings.api_key_file is not None:
+        file = settings.api_key_file
+        files = FileSecretSource(root=file.parent, known=secrets.known)
+        ttl = source.ttl_s if source is not None else DEFAULT_CACHE_TTL_S
+        cached = CachedSecretSource(inner=files, ttl_s=ttl, clock=clock, known=secrets.known)
+        return PlatformKey(source=cached, path=file.name)
+    if settings.api_key_secret is not None and source is not None:
+        return PlatformKey(source=source, path=settings.api_key_secret)
+    return PlatformKey(source=None, path=None)
+
+
+DEFAULT_CACHE_TTL_S = 30.0
 
 OPENAI_HOST = "api.openai.com"
 
@@ -108,14 +147,27 @@ def build_counter(settings: ProviderSettings) -> TokenCounter | None:
 
 
 def build_gateway(
-    settings: KeelSettings, *, metrics: ModelMetrics, clock: Clock, secrets: SecretResolver
+    settings: KeelSettings,
+    *,
+    metrics: ModelMetrics,
+    clock: Clock,
+    secrets: SecretResolver,
+    source: CachedSecretSource | None = None,
 ) -> ModelGateway:
-    """The gateway over ``settings.models`` in order, each with a ``settings.breaker`` breaker.
+    """The gateway over ``settings.models`` in order, each with a ``settings.breaker`` breaker,
+    and a key chain over ``source`` (default: ``build_secret_source`` from the settings; none
+    when the files source has no ``secrets_dir``).
 
     >>> gateway = build_gateway(settings, metrics=ModelMetrics(registry),
     ...     clock=SystemClock(), secrets=SecretResolver(secrets_dir=settings.secrets_dir))
     """
-    providers = [build_provider(p, clock=clock, secrets=secrets) for p in settings.models]
+    if source is None and (settings.secrets.source == "vault" or settings.secrets_dir):
+        source = build_secret_source(settings, secrets.known)
+    key_chain = KeyChain(source=source, settings=settings.secrets.key_chain, counter=metrics)
+    providers = [
+        build_provider(p, clock=clock, secrets=secrets, key_chain=key_chain)
+        for p in settings.models
+    ]
     counters = {
         p.name: counter for p in settings.models if (counter := build_counter(p)) is not None
     }

@@ -29,6 +29,7 @@ from agentkeel.models.types import (
     ToolSpec,
     Usage,
 )
+from agentkeel.secrets.keychain import ProviderKeys
 from agentkeel.telemetry.correlation import HEADER as CORRELATION_HEADER
 from agentkeel.telemetry.correlation import get_correlation_id
 
@@ -63,6 +64,7 @@ class OpenAIProvider:
         timeout_s: float,
         http_client: httpx.AsyncClient | None = None,
         supports_tools: bool = True,
+        keys: ProviderKeys | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -70,6 +72,7 @@ class OpenAIProvider:
         self.context_window = context_window
         self.timeout_s = timeout_s
         self.supports_tools = supports_tools
+        self._keys = keys
         # The key is always passed explicitly so the SDK never falls back to
         # OPENAI_API_KEY from the environment; keyless local servers get a placeholder.
         self._client = openai.AsyncOpenAI(
@@ -97,18 +100,41 @@ class OpenAIProvider:
         cid = get_correlation_id()
         if cid:
             params["extra_headers"] = {CORRELATION_HEADER: cid}
+        if self._keys is None:
+            return await self._complete_with(self._client, params, request, on_token)
+
+        async def with_key(key: SecretStr | None) -> ModelResponse:
+            # A per-call key: a copy of the client that shares its connection pool.
+            client = (
+                self._client
+                if key is None
+                else self._client.with_options(api_key=key.get_secret_value())
+            )
+            return await self._complete_with(client, params, request, on_token)
+
+        return await self._keys.run(with_key)
+
+    async def _complete_with(
+        self,
+        client: openai.AsyncOpenAI,
+        params: dict[str, Any],
+        request: ModelRequest,
+        on_token: TokenCallback | None,
+    ) -> ModelResponse:
         try:
             if on_token is None:
-                return await self._complete_once(params, request)
-            return await self._complete_streaming(params, request, on_token)
+                return await self._complete_once(client, params, request)
+            return await self._complete_streaming(client, params, request, on_token)
         except openai.OpenAIError as exc:
             raise self._convert(exc) from exc
 
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def _complete_once(self, params: dict[str, Any], request: ModelRequest) -> ModelResponse:
-        completion = await self._client.chat.completions.create(**params)
+    async def _complete_once(
+        self, client: openai.AsyncOpenAI, params: dict[str, Any], request: ModelRequest
+    ) -> ModelResponse:
+        completion = await client.chat.completions.create(**params)
         if not completion.choices:
             raise ProviderError(
                 f"empty reply (no choices) from {self.base_url} for model '{self.model}'",
@@ -140,9 +166,13 @@ class OpenAIProvider:
         )
 
     async def _complete_streaming(
-        self, params: dict[str, Any], request: ModelRequest, on_token: TokenCallback
+        self,
+        client: openai.AsyncOpenAI,
+        params: dict[str, Any],
+        request: ModelRequest,
+        on_token: TokenCallback,
     ) -> ModelResponse:
-        stream = await self._client.chat.completions.create(
+        stream = await client.chat.completions.create(
             **params, stream=True, stream_options={"include_usage": True}
         )
         text: list[str] = []

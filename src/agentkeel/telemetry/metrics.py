@@ -149,12 +149,23 @@ class ModelMetrics:
             ["provider", "state"],
             registry=registry,
         )
+        self.key_links = Counter(
+            "agent_model_key_link",
+            "Model calls per provider by the key chain link that served them "
+            "(byok, org, platform).",
+            ["provider", "link"],
+            registry=registry,
+        )
         # Per-call lookups on the gateway's paths.
         bound = (version,)
         self.duration_for = Children(self.duration, bound=bound)
         self.errors_for = Children(self.errors, bound=bound)
         self.operation_duration_for = Children(self.operation_duration)
         self.token_usage_for = Children(self.token_usage)
+
+    def key_link_served(self, provider: str, link: str) -> None:
+        """Count one model call served with the ``link`` key (the key chain calls this)."""
+        self.key_links.labels(provider=provider, link=link).inc()
 
 
 def _tool_call_families(
