@@ -194,8 +194,8 @@ async def test_the_deadline_ends_the_drain_and_records_how_many_were_open(
     assert clock.time() - start >= 10
     drained = [r for r in caplog.records if getattr(r, "action", "") == "secrets.rotate.drained"]
     assert len(drained) == 1
-    assert drained[0].__dict__['still_open'] == 2
-    assert drained[0].__dict__['deadline_passed'] is True
+    assert drained[0].__dict__["still_open"] == 2
+    assert drained[0].__dict__["deadline_passed"] is True
 
 
 async def test_every_step_writes_an_audit_line_naming_the_actor(
@@ -209,7 +209,7 @@ async def test_every_step_writes_an_audit_line_naming_the_actor(
     await make_rotation(source, journal, clock).run(NAME, new_value=lambda: NEW)
     actions = [getattr(r, "action", None) for r in caplog.records if r.name == "agentkeel.audit"]
     assert actions == [f"secrets.rotate.{step}" for step in STEPS]
-    assert all(r.__dict__['actor'] == "admin_token:sha256:test" for r in caplog.records)
+    assert all(r.__dict__["actor"] == "admin_token:sha256:test" for r in caplog.records)
     assert not any(NEW in r.getMessage() or OLD in r.getMessage() for r in caplog.records)
 
 
@@ -275,14 +275,18 @@ async def test_running_it_again_after_it_finished_does_not_rotate_until_due(
     nothing is written. ``force`` rotates again, to generation 3."""
     await make_rotation(source, journal, clock).run(NAME, new_value=lambda: NEW)
     writes = len(source.writes)
-    again = await make_rotation(source, journal, clock).run(NAME, new_value=lambda: "sk-x-123456789")
+    again = await make_rotation(source, journal, clock).run(
+        NAME, new_value=lambda: "sk-x-123456789"
+    )
     assert again.status == "not_due"
     assert "was rotated at" in again.message and "--force" in again.message
     assert again.due_at is not None and again.record is not None
     assert again.due_at - (again.record.finished_at or 0) == pytest.approx(90 * 86400)
     assert len(source.writes) == writes
     clock.advance(91 * 86400)
-    due = await make_rotation(source, journal, clock).run(NAME, new_value=lambda: "sk-due-123456789")
+    due = await make_rotation(source, journal, clock).run(
+        NAME, new_value=lambda: "sk-due-123456789"
+    )
     assert due.status == "done"
     forced = await make_rotation(source, journal, clock).run(
         NAME, new_value=lambda: "sk-forced-123456789", force=True
@@ -312,7 +316,9 @@ async def test_a_lagging_service_fails_the_step_by_name_and_a_rerun_resumes_ther
     value is not activated; once it catches up, the rerun finishes."""
     stuck = CachingHolder("http://10.0.0.7:8081", source, (NAME,), stuck=True)
     holders = [CachingHolder("replica-1", source, (NAME,)), stuck]
-    with pytest.raises(RotationFailed, match=r"http://10\.0\.0\.7:8081 \(holds generation\(s\) 1\)"):
+    with pytest.raises(
+        RotationFailed, match=r"http://10\.0\.0\.7:8081 \(holds generation\(s\) 1\)"
+    ):
         await make_rotation(source, journal, clock, holders=holders).run(
             NAME, new_value=lambda: NEW
         )

@@ -262,7 +262,13 @@ def create_app(
             the_gateway = gateway
             if the_gateway is None:
                 assert model_metrics is not None
-                built = build_gateway(settings, metrics=model_metrics, clock=clock, secrets=secrets)
+                built = build_gateway(
+                    settings,
+                    metrics=model_metrics,
+                    clock=clock,
+                    secrets=secrets,
+                    source=secret_source,
+                )
                 stack.push_async_callback(built.aclose)
                 the_gateway = built
             limiter = rate_limiter
