@@ -53,6 +53,7 @@ from agentkeel.secrets.rotation import (
     RotationRefused,
     RotationTimings,
     due_at,
+    refused_by_rollout,
 )
 from agentkeel.secrets.rotation_journal import ROTATIONS_FILE, RotationJournal, Step
 from agentkeel.secrets.source import SecretSource, WritableSecretSource
@@ -90,11 +91,11 @@ class _RichProgress:
         self._last_note = ""
 
     def step(self, step: Step, text: str) -> None:
-        self.console.print(f"[green]✓[/] [bold]{step}[/]: {escape(text)}")
+        self.console.print(f"[green]✓[/] [bold]{step}[/]: {escape(text)}", soft_wrap=True)
 
     def note(self, text: str) -> None:
         if text != self._last_note:  # a wait repeats its line every poll
-            self.console.print(f"  [dim]{escape(text)}[/]")
+            self.console.print(f"  [dim]{escape(text)}[/]", soft_wrap=True)
             self._last_note = text
 
 
@@ -173,9 +174,9 @@ def rotate(
         code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_RUNTIME
         raise typer.Exit(code) from None
     out = stdout_console()
-    out.print(escape(outcome.message))
+    out.print(escape(outcome.message), soft_wrap=True)
     if outcome.status == "done" and outcome.due_at is not None:
-        out.print(f"Next rotation due on {_date(outcome.due_at)}.")
+        out.print(f"Next rotation due on {_date(outcome.due_at)}.", soft_wrap=True)
 
 
 async def _rotate(
@@ -204,6 +205,11 @@ async def _rotate(
         deadline_s=parse_duration(deadline) if deadline else config.deadline_s,
         accept_timeout_s=parse_duration(accept_timeout, option="--accept-timeout"),
     )
+    guard = rollout_guard(settings.data_dir)
+    # Before looking for services and tokens: a refusal needs neither.
+    release = await guard()
+    if release is not None:
+        raise refused_by_rollout(name, release)
     urls, replicas = _services(stack, services)
     token = stack.admin_token_file(token_file) if urls else None
     holders = [HttpSecretHolder(url, token_file=token) for url in urls] if token else []
@@ -220,7 +226,7 @@ async def _rotate(
             journal=journal,
             holders=holders,
             census=census,
-            active_rollout=rollout_guard(settings.data_dir),
+            active_rollout=guard,
             actor=f"cli:{getpass.getuser()}",
             timings=timings,
             progress=_RichProgress(console),

@@ -48,6 +48,7 @@ __all__ = [
     "SecretHolder",
     "SessionCensus",
     "due_at",
+    "refused_by_rollout",
 ]
 
 logger = logging.getLogger("agentkeel.secrets.rotation")
@@ -142,6 +143,14 @@ class RotationOutcome:
     plan: list[str] = field(default_factory=list)
 
 
+def refused_by_rollout(name: str, release: str) -> RotationRefused:
+    """The refusal to rotate ``name`` while the rollout of ``release`` is active."""
+    return RotationRefused(
+        f"Not rotating '{name}': the rollout of release {release} is running or "
+        "paused. Finish it (keel rollout promote/abort) and run the command again."
+    )
+
+
 def due_at(finished_at: float, *, due_days: float) -> float:
     """When a secret rotated at ``finished_at`` is due again."""
     return finished_at + due_days * DAY_S
@@ -197,10 +206,7 @@ class Rotation:
         new value (called once, only when the source does not hold it yet)."""
         release = await self.active_rollout()
         if release is not None:
-            raise RotationRefused(
-                f"Not rotating '{name}': the rollout of release {release} is running or "
-                "paused. Finish it (keel rollout promote/abort) and run the command again."
-            )
+            raise refused_by_rollout(name, release)
         record = await self.journal.unfinished(name)
         if record is None:
             last = await self.journal.last_finished(name)
