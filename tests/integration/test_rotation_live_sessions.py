@@ -140,9 +140,7 @@ async def test_a_provider_key_rotates_under_100_live_sessions_without_a_failed_c
                 )
                 assert response.status_code == 201, response.text
                 data = response.json()
-                started[data["session_id"]] = datetime.fromisoformat(
-                    data["created_at"]
-                ).timestamp()
+                started[data["session_id"]] = datetime.fromisoformat(data["created_at"]).timestamp()
                 return str(data["session_id"])
 
             async def turn_loop(worker: int) -> None:
