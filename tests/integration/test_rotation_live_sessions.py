@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,14 @@ ADMIN = "admin-token-for-rotation-0123456789"
 SESSIONS_BEFORE = 100
 SESSIONS_AFTER = 20
 WORKERS = 12
+
+
+async def until(condition: Callable[[], bool], *, timeout_s: float = 60.0) -> None:
+    """Wait (turns keep going meanwhile) until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the turns did not get there in time"
+        await asyncio.sleep(0.05)
 
 
 class RecordingStandin(OpenAIStandin):
@@ -173,14 +183,22 @@ async def test_a_provider_key_rotates_under_100_live_sessions_without_a_failed_c
                     new = [await start_session(1000 + i) for i in range(SESSIONS_AFTER)]
                     async with lock:
                         sessions.extend(new)
-                    await asyncio.sleep(1.0)  # turns on both generations at once
+                    # Turns on both generations at once, until every new session had one.
+                    await until(
+                        lambda: {s for p, s, _ in standin.calls if p == "overlap"} >= set(new)
+                    )
                 elif step == "drained":
                     standin.phase = "revoking"  # services drop the old key: either is fine
                 elif step == "revoked":
                     await asyncio.sleep(0.3)  # the operator revokes at the provider later
                     standin.set_keys({NEW})
                     standin.phase = "revoked"
-                    await asyncio.sleep(1.0)
+                    await until(
+                        lambda: (
+                            sum(1 for p, _, _ in standin.calls if p == "revoked")
+                            > 2 * SESSIONS_BEFORE
+                        )
+                    )
 
             token_file = tmp_path / "admin_token"
             async with RotationJournal(tmp_path / "data" / "rotations.db") as journal:
