@@ -35,6 +35,12 @@ EXCEPTIONS = {
         "writes into secrets_dir (/run/secrets by default); tests/cli/test_secret_values_cmd.py "
         "runs keel secrets put against a temporary secrets directory"
     ),
+    "keel secrets rotate openai_api_key --new-value-file ./openai-new.key --deadline 2h": (
+        "needs a provider key in secrets_dir and a new key file; tests/cli/test_secrets_cmd.py "
+        "and tests/integration/test_rotation_live_sessions.py rotate one against real replicas"
+    ),
+    "keel secrets rotate openai_api_key --service http://10.0.0.5:8081 --service "
+    "http://10.0.0.6:8081": "names services of another deployment (as above)",
     "keel serve agent --agent examples.echo_agent:agent --port 8085": (
         "a server that runs until stopped, on a fixed port; tests/cli/test_serve.py and "
         "tests/integration start replicas"
@@ -69,6 +75,8 @@ EXPECTED = {
     "keel memory quarantine list": "quarantine",
     "keel snapshot prune": "retention (dry run",
     "keel golden run": "local-smoke against ",
+    "keel secrets rotate admin_token": "rotated to generation 2",
+    "keel secrets status": "admin_token",
 }
 
 

@@ -144,7 +144,7 @@ async def test_bad_admin_requests_say_what_is_wrong(
     async with httpx.AsyncClient(base_url=router.url, headers=admin_headers) as client:
         not_json = await client.post("/admin/weights", content=b"{nope")
         wrong_type = await client.post("/admin/weights", json={"weights": {"v1": "ten"}})
-        unknown = await client.get("/admin/secrets")
+        unknown = await client.get("/admin/no-such-route")
     assert not_json.status_code == 422 and "not JSON" in not_json.text
     assert wrong_type.status_code == 422 and "weights.v1" in wrong_type.text
     assert unknown.status_code == 404
@@ -208,3 +208,25 @@ async def test_a_forged_token_file_is_refused(start_router: StartRouter, tmp_pat
         with pytest.raises(Forbidden):
             await admin.pin_stats()
     await backend.stop()
+
+
+async def test_the_router_reports_its_admin_token_generations_for_rotation(
+    start_router: StartRouter,
+) -> None:
+    """``GET /admin/secrets`` names the admin token and its generation (never the
+    value); the refresh answers the same report; /metrics has the token's age."""
+    backend = await RawBackend(echo).start()
+    try:
+        router = await start_router([f"v1={backend.url}"])
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=router.url) as client:
+            report = (await client.get("/admin/secrets", headers=headers)).json()
+            refreshed = (await client.post("/admin/secrets/refresh", headers=headers)).json()
+            metrics = (await client.get("/metrics")).text
+    finally:
+        await backend.stop()
+    assert report["service"] == "router", report
+    assert [(e["generations"], e["current"]) for e in report["secrets"]] == [([1], 1)]
+    assert [e["generations"] for e in refreshed["secrets"]] == [[1]]
+    assert ADMIN_TOKEN not in str(report)
+    assert "agent_secret_age_seconds{secret=" in metrics

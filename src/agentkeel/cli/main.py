@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from agentkeel.cli import chat as chat_cmd
-from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd, secret_values_cmd
+from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.audit_cmd import audit_app
 from agentkeel.cli.config_cmd import CliState
@@ -27,6 +27,7 @@ from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.rollout_cmd import rollout_app
 from agentkeel.cli.router_cmd import router_app
+from agentkeel.cli.secrets_cmd import secrets_app
 from agentkeel.cli.serve import serve_app
 from agentkeel.cli.sessions_cmd import sessions_app
 
@@ -98,14 +99,6 @@ app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 
-# The `secrets` group; rotation commands join it from their own module.
-secrets_app = typer.Typer(
-    name="secrets",
-    help="Secret values in the configured source (files or Vault): put, list.",
-    epilog="Example: keel secrets list orgs/",
-    no_args_is_help=True,
-)
-secret_values_cmd.register(secrets_app)
 app.add_typer(secrets_app, name="secrets")
 
 

@@ -192,10 +192,16 @@ class RouterAdmin:
             case "GET", ["pins"]:
                 counts = await self.app.pin_counts()
                 return 200, {"total": sum(counts.values()), "by_version": counts}
+            case "GET", ["secrets"]:
+                return 200, self.app.held_secrets.report()
+            case "POST", ["secrets", "refresh"]:
+                refreshed = self.app.held_secrets.refresh()
+                audit("secrets.refresh", actor=actor, service="router", secrets=refreshed)
+                return 200, {**self.app.held_secrets.report(), "refreshed": refreshed}
             case "GET", ["stats"]:
                 stats = self.app.metrics.stats
                 return 200, {"versions": {name: s.to_dict() for name, s in stats.items()}}
-        known = {"versions", "weights", "replicas", "pins", "stats"}
+        known = {"versions", "weights", "replicas", "pins", "stats", "secrets"}
         if parts and parts[0] in known:
             raise RequestError(
                 f"{method} is not allowed on {request.path.decode('latin-1')}; see the router's "
@@ -204,7 +210,7 @@ class RouterAdmin:
             )
         raise NotFound(
             f"No admin route {method} {request.path.decode('latin-1')}. Routes: /admin/versions, "
-            "/admin/weights, /admin/replicas, /admin/pins, /admin/stats."
+            "/admin/weights, /admin/replicas, /admin/pins, /admin/stats, /admin/secrets."
         )
 
     async def _change(

@@ -41,7 +41,9 @@ from agentkeel.router.routing import Replica, RoutingTable, address_of
 from agentkeel.router.table import TableDoc, seed_table
 from agentkeel.router.upstream import UpstreamPool
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry.metrics import SecretMetrics
 from agentkeel.web.auth import AdminToken
+from agentkeel.web.secrets_admin import HeldSecrets
 
 __all__ = ["RouterApp", "create_router"]
 
@@ -105,6 +107,12 @@ class RouterApp:
         self.registry = registry
         self.rng = rng
         self.metrics = RouterMetrics(registry)
+        # The router's own secret is its admin token; /admin/secrets reports it for rotation.
+        self.held_secrets = HeldSecrets(
+            service="router",
+            secrets=[admin_token.source] if admin_token.source is not None else [],
+            metrics=SecretMetrics(registry),
+        )
         self.front_door = front_door
         self.allow_request_keys = allow_request_keys
         if front_door is not None:

@@ -45,9 +45,11 @@ class AgentAdminClient(AdminHttpClient):
     async def __aenter__(self) -> AgentAdminClient:
         return self
 
-    async def live(self) -> dict[str, Any]:
-        """``GET /admin/sessions/live``: live sessions by version and by replica."""
-        return await self._request("GET", "/admin/sessions/live")
+    async def live(self, *, started_before: float | None = None) -> dict[str, Any]:
+        """``GET /admin/sessions/live``: live sessions by version and by replica; with
+        ``started_before`` also ``started_before.count``, those that started before it."""
+        query = "" if started_before is None else f"?started_before={started_before!r}"
+        return await self._request("GET", f"/admin/sessions/live{query}")
 
     async def prune(self, *, dry_run: bool = False) -> dict[str, Any]:
         """``POST /admin/sessions/prune``: what the retention purge removed (or would)."""

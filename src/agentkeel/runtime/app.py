@@ -59,6 +59,7 @@ from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.sanitize import OutputSanitizer
+from agentkeel.runtime.secrets_report import replica_secret_source, replica_secrets_routes
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
@@ -69,6 +70,7 @@ from agentkeel.secrets.call_context import CallContext, call_context
 from agentkeel.secrets.known import KnownSecrets
 from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.audit import audited, credential_id
 from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
@@ -275,7 +277,8 @@ def create_app(
         local_tools = builtin_toolset(names, clock=clock)
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry, version=version) if gateway is None else None
-    admin = _admin_token(settings, secrets)
+    secret_source = replica_secret_source(settings, secrets.known)
+    admin = _admin_token(settings, secrets, secret_source)
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
@@ -303,7 +306,13 @@ def create_app(
             the_gateway = gateway
             if the_gateway is None:
                 assert model_metrics is not None
-                built = build_gateway(settings, metrics=model_metrics, clock=clock, secrets=secrets)
+                built = build_gateway(
+                    settings,
+                    metrics=model_metrics,
+                    clock=clock,
+                    secrets=secrets,
+                    source=secret_source,
+                )
                 stack.push_async_callback(built.aclose)
                 the_gateway = built
             limiter = rate_limiter
@@ -406,6 +415,7 @@ def create_app(
             runtime.require_service,
             check_admin=lambda request: admin.check(request.headers.get("authorization")),
         ),
+        *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
     ]
     app = Starlette(
         routes=routes,
@@ -799,7 +809,9 @@ def _sse(event: str, data: Mapping[str, Any]) -> str:
 # -- admin ------------------------------------------------------------------------
 
 
-def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
+def _admin_token(
+    settings: KeelSettings, secrets: SecretResolver, source: SecretSource | None
+) -> AdminToken:
     server = settings.server
     return AdminToken(
         resolver=secrets,
@@ -807,6 +819,7 @@ def _admin_token(settings: KeelSettings, secrets: SecretResolver) -> AdminToken:
         file=server.admin_token_file,
         setting="server.admin_token_file",
         service="agent server",
+        source=source,
     )
 
 

@@ -80,6 +80,9 @@ class LiveReport:
     by_version: Mapping[str, int]
     by_replica: Mapping[str, int]
     counted_at: float
+    started_before: float | None = None
+    """The time asked about, if any; ``older`` live sessions started before it."""
+    older: int = 0
 
     @property
     def this_replica(self) -> int:
@@ -94,6 +97,11 @@ class LiveReport:
             "by_replica": dict(self.by_replica),
             "total": sum(self.by_version.values()),
             "counted_at": _iso(self.counted_at),
+            **(
+                {"started_before": {"at": self.started_before, "count": self.older}}
+                if self.started_before is not None
+                else {}
+            ),
         }
 
 
@@ -246,10 +254,13 @@ class SessionLifecycle:
 
     # -- live counts ----------------------------------------------------------------
 
-    async def live(self) -> LiveReport:
-        """Count the live sessions in the store now."""
+    async def live(self, *, started_before: float | None = None) -> LiveReport:
+        """Count the live sessions in the store now; with ``started_before`` (a unix
+        time), also those that started before it (a rotation's drain waits on them)."""
         now = self.clock.time()
-        rows = await self.store.count_live_sessions(self.expiry, now=now)
+        rows = await self.store.count_live_sessions(
+            self.expiry, now=now, started_before=started_before
+        )
         by_version: dict[str, int] = {}
         by_replica: dict[str, int] = {}
         for row in rows:
@@ -262,6 +273,8 @@ class SessionLifecycle:
             by_version=by_version,
             by_replica=by_replica,
             counted_at=now,
+            started_before=started_before,
+            older=sum(row.started_before for row in rows),
         )
 
     async def refresh_gauges(self) -> LiveReport:

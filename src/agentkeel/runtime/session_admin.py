@@ -1,6 +1,7 @@
 """The agent server's session-lifecycle admin routes (admin bearer token):
 
-    GET  /admin/sessions/live     live sessions in the shared store, by version and replica
+    GET  /admin/sessions/live     live sessions in the shared store, by version and replica;
+                                  ?started_before=T also counts those started before T
     POST /admin/sessions/prune    {dry_run?}: purge transcripts past sessions.retention_days
     POST /admin/sessions/forget   {user_id, organization?, dry_run?}: remove a user's
                                   sessions, turns, feedback, budget rows and memory
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agentkeel.errors import InvalidRequest
 from agentkeel.telemetry.audit import audited, credential_id
 from agentkeel.web.auth import request_source
 from agentkeel.web.bodies import parse_body
@@ -61,7 +63,9 @@ def session_admin_routes(
 
     async def live(request: Request) -> Response:
         check_admin(request)
-        report = await service().lifecycle.live()
+        report = await service().lifecycle.live(
+            started_before=_started_before(request.query_params.get("started_before"))
+        )
         return JSONResponse(report.to_json())
 
     async def prune(request: Request) -> Response:
@@ -107,6 +111,21 @@ def session_admin_routes(
         route("/admin/sessions/prune", prune, "POST"),
         route("/admin/sessions/forget", forget, "POST"),
     ]
+
+
+def _started_before(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"started_before={raw!r} is not a unix time in seconds (e.g. 1767225600.5).",
+            code="invalid_query",
+        ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidRequest(f"started_before={raw!r} is not a finite unix time.")
+    return value
 
 
 def _actor(request: Request) -> str:

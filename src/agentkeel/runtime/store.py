@@ -156,6 +156,8 @@ class LiveSessions:
     version: str
     replica: str | None
     count: int
+    started_before: int = 0
+    """Of those, how many started before the ``started_before`` time asked about."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +248,7 @@ class SessionStore(Protocol):
     ) -> list[SessionRecord]: ...
 
     async def count_live_sessions(
-        self, expiry: SessionExpiry, *, now: float
+        self, expiry: SessionExpiry, *, now: float, started_before: float | None = None
     ) -> list[LiveSessions]: ...
 
     async def count_purgeable(self, *, ended_before: float) -> RemovedCounts: ...

@@ -393,3 +393,26 @@ class ToolServerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.tool_calls, self.tool_duration = _tool_call_families(registry)
+
+
+class SecretMetrics:
+    """Each configured secret's age and when it is due for rotation, on every service.
+
+    ``secret`` is a configured name (``openai_api_key``, ``admin_token``), never a
+    per-user or per-organization path, so the label stays bounded. Values are read
+    at scrape time (``web/secrets_admin.HeldSecrets`` sets the functions).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.age = Gauge(
+            "agent_secret_age_seconds",
+            "Seconds since the secret's current version was created.",
+            ["secret"],
+            registry=registry,
+        )
+        self.due = Gauge(
+            "agent_secret_rotation_due_timestamp_seconds",
+            "Unix time at which the secret's current version is due for rotation.",
+            ["secret"],
+            registry=registry,
+        )

@@ -6,7 +6,9 @@
   request costs a ``stat``, not a read.
 - ``AdminToken``: one service's admin token. ``check(header)`` answers 401
   without a bearer token (naming the header), 403 ``admin_disabled`` when none
-  is configured (naming where to put it), 403 for a wrong token.
+  is configured (naming where to put it), 403 for a wrong token. It accepts
+  every version of the token (both during a rotation's overlap), read through a
+  secret source: the one passed in, else the token file's own directory.
 - ``TokensFile``: a YAML/JSON file mapping tokens to grants, looked up by the
   token's SHA-256 so a lookup takes the same time whatever the token.
 
@@ -26,7 +28,10 @@ import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from agentkeel.errors import ConfigError, Forbidden, SecretError, Unauthorized
+from agentkeel.secrets.files import FileSecretSource
+from agentkeel.secrets.paths import check_path
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.secrets.source import Secret, SecretSource, SecretVersion
 
 logger = logging.getLogger("agentkeel.web.auth")
 
@@ -125,6 +130,9 @@ class AdminToken:
 
     ``setting`` is the dotted name of the setting that points at the file (e.g.
     ``server.admin_token_file``); messages name it and its environment variable.
+    Every version of the token is accepted (a rotation's overlap): read from
+    ``source`` at ``name`` when a source is given, else from the token file
+    (``file``, or ``secrets_dir/<name>``) with the versions kept beside it.
 
     >>> admin = AdminToken(resolver=secrets, name="admin_token", file=None,
     ...     setting="server.admin_token_file", service="agent server")
@@ -139,31 +147,51 @@ class AdminToken:
         file: Path | None,
         setting: str,
         service: str,
+        source: SecretSource | None = None,
     ) -> None:
         self._secret = WatchedSecret(resolver=resolver, name=name, file=file)
         self.setting = setting
         self.service = service
+        # A file named in the settings wins over the source, as it does for the plain read.
+        self._source, self._source_path = _versions_source(
+            source if file is None else None,
+            name=name,
+            path=self._secret.path,
+            resolver=resolver,
+        )
+        self._cached: tuple[tuple[_Stamp | None, _Stamp | None], Secret | None] | None = None
+
+    @property
+    def source(self) -> tuple[str, SecretSource] | None:
+        """The path and source the token's versions are read from (``/admin/secrets``)."""
+        if self._source is None or self._source_path is None:
+            return None
+        return self._source_path, self._source
 
     def configured(self) -> SecretStr | None:
         """The token, or ``None`` when none is configured or its file is unusable."""
         try:
-            return self._secret.read()
+            secret = self._versions()
         except SecretError:
             return None
+        return None if secret is None else secret.current.value
 
     def matches(self, token: str) -> bool:
-        """Whether ``token`` is the admin token (always false while none is configured)."""
-        expected = self.configured()
-        return expected is not None and tokens_equal(token, expected.get_secret_value())
+        """Whether ``token`` is a version of the admin token (false while none is configured)."""
+        try:
+            secret = self._versions()
+        except SecretError:
+            return False
+        return secret is not None and secret.accepts(token) is not None
 
     def check(self, authorization: str | None) -> None:
         """Raise unless ``authorization`` carries the admin token (see the module doc)."""
         try:
-            expected = self._secret.read()
+            secret = self._versions()
             problem = ""
         except SecretError as exc:
-            expected, problem = None, f" ({exc.message})"
-        if expected is None:
+            secret, problem = None, f" ({exc.message})"
+        if secret is None:
             path = self._secret.path
             where = f"'{path}'" if path is not None else "a file"
             raise Forbidden(
@@ -179,11 +207,52 @@ class AdminToken:
                 f"The token is the content of the {self.service}'s admin token file "
                 f"({self.setting})."
             )
-        if not tokens_equal(token, expected.get_secret_value()):
+        if secret.accepts(token) is None:
             raise Forbidden(
                 f"The admin token is not valid for this {self.service}. Check the token file "
                 f"({self.setting})."
             )
+
+    def _versions(self) -> Secret | None:
+        source, path = self._source, self._source_path
+        if isinstance(source, FileSecretSource) and path is not None:
+            # Checked on every request of some services: reread only when a file changed.
+            plain = self._secret.path
+            stamps = (_stamp(plain), _stamp(_sidecar_of(plain)))
+            if self._cached is None or self._cached[0] != stamps:
+                self._cached = (stamps, source.read(path))
+            return self._cached[1]
+        if source is not None and path is not None:
+            return source.read(path)
+        value = self._secret.read()
+        if value is None:
+            return None
+        return Secret(
+            path=str(self._secret.path),
+            versions=(SecretVersion(value=value, generation=1, created_at=0.0, activated_at=0.0),),
+        )
+
+
+def _versions_source(
+    source: SecretSource | None,
+    *,
+    name: str | None,
+    path: Path | None,
+    resolver: SecretResolver,
+) -> tuple[SecretSource | None, str | None]:
+    """Where the token's versions are read: a secrets manager ``source`` at ``name``,
+    else the token file's directory at its name (read when a file changes, not on a
+    cache's schedule); ``(None, None)`` for a file name no source can hold (then the
+    plain file alone is read, one version)."""
+    if source is not None and name and source.kind != "files":
+        return source, name
+    if path is None:
+        return None, None
+    try:
+        check_path(path.name)
+    except SecretError:
+        return None, None
+    return FileSecretSource(root=path.parent, known=resolver.known), path.name
 
 
 def parse_token_grants(
@@ -275,6 +344,11 @@ class TokensFile(Generic[T]):
 
     def lookup(self, token: str) -> T | None:
         return self.entries().get(token_digest(token))
+
+
+def _sidecar_of(plain: Path | None) -> Path | None:
+    """Where ``FileSecretSource`` keeps the other versions of ``plain``."""
+    return None if plain is None else plain.with_name(f".{plain.name}.versions.json")
 
 
 def _stamp(path: Path | None) -> _Stamp | None:

@@ -143,7 +143,9 @@ RETURNING {codec.SESSION_COLUMNS}
 """
 
 _LIVE_SQL = """
-SELECT version, replica, count(*) FROM sessions
+SELECT version, replica, count(*),
+    sum(CASE WHEN created_at < %(started_before)s THEN 1 ELSE 0 END)
+FROM sessions
 WHERE ended_at IS NULL AND last_active_at > %(idle_cutoff)s AND created_at > %(max_cutoff)s
 GROUP BY version, replica ORDER BY version, replica
 """
@@ -351,12 +353,24 @@ class PostgresSessionStore:
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
 
-    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
-        """Sessions neither ended nor expired at ``now``, by version and last replica."""
+    async def count_live_sessions(
+        self, expiry: SessionExpiry, *, now: float, started_before: float | None = None
+    ) -> list[LiveSessions]:
+        """Sessions neither ended nor expired at ``now``, by version and last replica;
+        with ``started_before``, how many of them started before that time."""
         async with self._db.connection() as conn:
-            cursor = await conn.execute(_LIVE_SQL, _expiry_params(expiry, now))
+            params = {
+                **_expiry_params(expiry, now),
+                "started_before": float("-inf") if started_before is None else started_before,
+            }
+            cursor = await conn.execute(_LIVE_SQL, params)
             rows = await cursor.fetchall()
-        return [LiveSessions(version=row[0], replica=row[1], count=int(row[2])) for row in rows]
+        return [
+            LiveSessions(
+                version=row[0], replica=row[1], count=int(row[2]), started_before=int(row[3])
+            )
+            for row in rows
+        ]
 
     # --- retention ----------------------------------------------------------
 

@@ -158,7 +158,9 @@ RETURNING {codec.SESSION_COLUMNS}
 """
 
 _LIVE_SQL = """
-SELECT version, replica, count(*) FROM sessions
+SELECT version, replica, count(*),
+    sum(CASE WHEN created_at < :started_before THEN 1 ELSE 0 END)
+FROM sessions
 WHERE ended_at IS NULL AND last_active_at > :idle_cutoff AND created_at > :max_cutoff
 GROUP BY version, replica ORDER BY version, replica
 """
@@ -326,9 +328,13 @@ class SqliteSessionStore:
         """Sessions not yet ended (idle ones the sweeper has not ended yet included)."""
         return await self._run(_count_active_sessions)
 
-    async def count_live_sessions(self, expiry: SessionExpiry, *, now: float) -> list[LiveSessions]:
-        """Sessions neither ended nor expired at ``now``, by version and last replica."""
-        return await self._worker.run(_count_live, _expiry_params(expiry, now))
+    async def count_live_sessions(
+        self, expiry: SessionExpiry, *, now: float, started_before: float | None = None
+    ) -> list[LiveSessions]:
+        """Sessions neither ended nor expired at ``now``, by version and last replica;
+        with ``started_before``, how many of them started before that time."""
+        params = {**_expiry_params(expiry, now), "started_before": _before(started_before)}
+        return await self._worker.run(_count_live, params)
 
     # --- retention ----------------------------------------------------------
 
@@ -559,7 +565,15 @@ def _end_expired(conn: sqlite3.Connection, params: dict[str, float]) -> list[Ses
 
 def _count_live(conn: sqlite3.Connection, params: dict[str, float]) -> list[LiveSessions]:
     rows = conn.execute(_LIVE_SQL, params).fetchall()
-    return [LiveSessions(version=row[0], replica=row[1], count=int(row[2])) for row in rows]
+    return [
+        LiveSessions(version=row[0], replica=row[1], count=int(row[2]), started_before=int(row[3]))
+        for row in rows
+    ]
+
+
+def _before(started_before: float | None) -> float:
+    # No time asked about: a cutoff no session is older than, so the count is 0.
+    return float("-inf") if started_before is None else started_before
 
 
 def _remove_sessions(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, int, int]:
