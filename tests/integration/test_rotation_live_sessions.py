@@ -28,8 +28,6 @@ from agentkeel.config.settings import KeelSettings
 from agentkeel.ops.rotation_services import HttpSecretHolder, ReplicaSessionCensus, rollout_guard
 from agentkeel.runtime.app import create_app
 from agentkeel.runtime.tool_agent import ToolAgent
-from agentkeel.runtime.types import Reply, Turn
-from agentkeel.secrets.call_context import CallContext, call_context
 from agentkeel.secrets.files import FileSecretSource
 from agentkeel.secrets.rotation import Rotation, RotationTimings
 from agentkeel.secrets.rotation_journal import RotationJournal, Step
@@ -67,24 +65,6 @@ class RecordingStandin(OpenAIStandin):
         session = str(body["messages"][-1]["content"]).split()[-1]
         self.calls.append((self.phase, session, key))
         return await super()._complete(request)
-
-
-class SessionStartAgent:
-    """The built-in agent, with the turn's model calls made for the session's start
-    (what the runtime's turn context provides once it sets ``call_context``)."""
-
-    def __init__(self, inner: ToolAgent, started: dict[str, float]) -> None:
-        self.inner = inner
-        self.started = started
-
-    async def respond(self, turn: Turn) -> Reply:
-        context = CallContext(
-            user_id=turn.user_id,
-            organization=None,
-            session_started_at=self.started[turn.session_id],
-        )
-        with call_context(context):
-            return await self.inner.respond(turn)
 
 
 def replica_settings(tmp_path: Path, base_url: str, index: int) -> KeelSettings:
@@ -133,7 +113,7 @@ async def test_a_provider_key_rotates_under_100_live_sessions_without_a_failed_c
         urls = []
         for index in (1, 2):
             settings = replica_settings(tmp_path, standin.base_url, index)
-            agent = SessionStartAgent(ToolAgent.from_settings(settings), started)
+            agent = ToolAgent.from_settings(settings)
             app = create_app(settings, agent=agent, run_sweeper=False)
             urls.append(stack.enter_context(serve(app, f"replica-{index}")))
         failures: list[str] = []
