@@ -5,7 +5,11 @@ real processes, in front of an OpenAI-compatible model stand-in (a socket in
 this test process) that demands a bearer key read from a secrets file. One
 session: the model asks for ``memory_store`` (replica → tool server → memory
 server), then replies with its own API key; an admin action goes through the
-CLI with the admin token and one through the router's admin API. Then every
+CLI with the admin token and one through the router's admin API. Auth is on:
+the client's API key (made with `keel keys create`, whose stdout is the one
+place it is shown) goes through the router; the model key is rotated with
+`keel secrets rotate` while the stack runs, and a later session is served on
+the new key. Then every
 byte of every process's stdout and stderr, every log file and every file
 under the data directory (except the credential files themselves) is scanned
 for every secret value: none may be there. The audit file holds both admin
@@ -37,6 +41,8 @@ from tests.integration.test_keel_up_e2e import StartKeelUp, start_keel_up  # noq
 pytestmark = pytest.mark.slow
 
 MODEL_KEY = "sk-standin-9c2f7e1a5b3d8046e2a1"
+NEW_MODEL_KEY = "sk-standin-rotated-4b8e0d2c6a1f9375"
+ACCEPTED_KEYS = {f"Bearer {MODEL_KEY}", f"Bearer {NEW_MODEL_KEY}"}
 
 SECRET_FILES = [
     # Credential files keel up writes into the data directory (mode 0600).
@@ -59,15 +65,15 @@ class ModelStandIn(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         authorization = self.headers.get("authorization", "")
-        self.seen_auth.append("ok" if authorization == f"Bearer {MODEL_KEY}" else "bad")
-        if authorization != f"Bearer {MODEL_KEY}":
+        self.seen_auth.append("ok" if authorization in ACCEPTED_KEYS else "bad")
+        if authorization not in ACCEPTED_KEYS:
             self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
             return
         answered_tool = any(m.get("role") == "tool" for m in body.get("messages", []))
         if answered_tool:
             message: dict[str, Any] = {
                 "role": "assistant",
-                "content": f"Saved it. My key is {MODEL_KEY} by the way.",
+                "content": f"Saved it. My key is {authorization.split()[-1]} by the way.",
             }
             finish = "stop"
         else:
@@ -181,8 +187,9 @@ models:
     kind: openai
     model: standin
     base_url: {model_url}
-    api_key_file: {secrets / "model_key"}
+    api_key_secret: model_key
     context_window: 8192
+secrets_dir: {secrets}
 agent:
   tools: [memory_store]
   system_prompt: null
@@ -198,13 +205,35 @@ up:
   replicas: 1
 """,
         "--no-local-model",
+        "--auth",
     )
     keel.wait_running()
     data_dir = keel.data_dir
     router = f"http://127.0.0.1:{router_port}"
     admin_token = (data_dir / "admin_token").read_text().strip()
-    with httpx.Client(base_url=router, timeout=60.0, trust_env=False) as client:
-        session_id = client.post("/v1/sessions", json={"user_id": "scan"}).json()["session_id"]
+    # The only place an API key is ever shown: the stdout of `keel keys create`.
+    made = run_keel(
+        tmp_path,
+        "--data-dir",
+        str(data_dir),
+        "keys",
+        "create",
+        "--name",
+        "scan",
+        "--org",
+        "acme",
+        "--user",
+        "scan",
+        "--scope",
+        "chat",
+        "--scope",
+        "sessions:read",
+    )
+    assert made.returncode == 0, made.stderr.decode()
+    api_key = made.stdout.decode().strip()
+    user = {"authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=router, timeout=60.0, trust_env=False, headers=user) as client:
+        session_id = client.post("/v1/sessions", json={}).json()["session_id"]
         turn = client.post(f"/v1/sessions/{session_id}/messages", json={"content": "remember"})
         assert turn.status_code == 200, f"{turn.text}\n{keel.diagnostics()}"
         body = turn.json()
@@ -217,6 +246,27 @@ up:
             headers={"authorization": f"Bearer {admin_token}"},
         )
         assert weights.status_code == 200, weights.text
+    # Rotate the model key while the stack runs, then serve a session on the new key.
+    (tmp_path / "new_model_key").write_text(NEW_MODEL_KEY)
+    rotate = run_keel(
+        tmp_path,
+        "--data-dir",
+        str(data_dir),
+        "secrets",
+        "rotate",
+        "model_key",
+        "--new-value-file",
+        str(tmp_path / "new_model_key"),
+        "--deadline",
+        "5s",
+    )
+    assert rotate.returncode == 0, rotate.stdout.decode() + rotate.stderr.decode()
+    (tmp_path / "new_model_key").unlink()
+    with httpx.Client(base_url=router, timeout=60.0, trust_env=False, headers=user) as client:
+        later = client.post("/v1/sessions", json={}).json()["session_id"]
+        turn = client.post(f"/v1/sessions/{later}/messages", json={"content": "remember"})
+        assert turn.status_code == 200, f"{turn.text}\n{keel.diagnostics()}"
+        assert "[REDACTED:" in turn.json()["reply"], turn.json()
     assert set(ModelStandIn.seen_auth) == {"ok"}
     prune = run_keel(tmp_path, "--data-dir", str(data_dir), "sessions", "prune", "--json")
     assert prune.returncode == 0, prune.stderr.decode()
@@ -235,10 +285,15 @@ up:
     assert ("router.set_weights", "router") in actions, records
     assert ("sessions.prune", "agent") in actions, records
 
-    values = secret_values(data_dir, {"model_key": MODEL_KEY})
+    values = secret_values(
+        data_dir, {"model_key": MODEL_KEY, "new_model_key": NEW_MODEL_KEY, "api_key": api_key}
+    )
     outputs: dict[str, bytes] = {
         "keel up stdout": "\n".join(keel.seen).encode(),
         "keel up stderr": (tmp_path / "keel-up.stderr").read_bytes(),
+        "keys create stderr": made.stderr,
+        "secrets rotate stdout": rotate.stdout,
+        "secrets rotate stderr": rotate.stderr,
         "sessions prune stdout": prune.stdout,
         "sessions prune stderr": prune.stderr,
         "audit verify stdout": verify.stdout,
