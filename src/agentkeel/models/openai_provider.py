@@ -102,17 +102,9 @@ class OpenAIProvider:
             params["extra_headers"] = {CORRELATION_HEADER: cid}
         if self._keys is None:
             return await self._complete_with(self._client, params, request, on_token)
-
-        async def with_key(key: SecretStr | None) -> ModelResponse:
-            # A per-call key: a copy of the client that shares its connection pool.
-            client = (
-                self._client
-                if key is None
-                else self._client.with_options(api_key=key.get_secret_value())
-            )
-            return await self._complete_with(client, params, request, on_token)
-
-        return await self._keys.run(with_key)
+        return await self._keys.run_client(
+            self._client, lambda client: self._complete_with(client, params, request, on_token)
+        )
 
     async def _complete_with(
         self,

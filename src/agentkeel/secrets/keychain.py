@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import SecretStr
 
@@ -44,6 +44,7 @@ KEY_LINKS: tuple[KeyLink, ...] = ("byok", "org", "platform")
 
 _REJECTED = frozenset({401, 403})
 _T = TypeVar("_T")
+_C = TypeVar("_C")
 
 
 class KeyLinkCounter(Protocol):
@@ -122,6 +123,18 @@ class ProviderKeys:
                 return [*found, org]
         found.append(await self._platform(context))
         return found
+
+    async def run_client(self, client: _C, call: Callable[[_C], Awaitable[_T]]) -> _T:
+        """``call`` with an SDK client (openai, anthropic) that sends the chain's key: a
+        per-call key gets a copy of ``client`` that shares its connection pool."""
+
+        async def with_key(key: SecretStr | None) -> _T:
+            if key is None:
+                return await call(client)
+            # Both SDKs' clients copy themselves with with_options(api_key=...).
+            return await call(cast(Any, client).with_options(api_key=key.get_secret_value()))
+
+        return await self.run(with_key)
 
     async def run(self, call: Callable[[SecretStr | None], Awaitable[_T]]) -> _T:
         """``call`` with the chain's key; a rejected user's key is a 403 ``byok_rejected``
