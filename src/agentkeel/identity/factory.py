@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentkeel.config.identity import IdentitySettings
 from agentkeel.identity.assertion import CallerSigner, CallerVerifier, WallClock
-from agentkeel.identity.keys import load_public_key, load_signing_key
+from agentkeel.identity.keys import identity_public_key, identity_signing_key
 from agentkeel.secrets.resolver import SecretResolver
 
 
@@ -13,12 +13,7 @@ def build_caller_signer(
 ) -> CallerSigner | None:
     """A signer over ``identity.signing_key_file`` (or the secrets directory's
     ``identity.signing_key_secret``); ``None`` when no key is there."""
-    key = load_signing_key(
-        secrets,
-        name=settings.signing_key_secret,
-        file=settings.signing_key_file,
-        setting="identity.signing_key_file",
-    )
+    key = identity_signing_key(settings, secrets)
     if key is None:
         return None
     return CallerSigner(key=key, issuer=settings.issuer, ttl_s=settings.ttl_s, time=time)
@@ -33,12 +28,7 @@ def build_caller_verifier(
 ) -> CallerVerifier | None:
     """A verifier for ``audience`` over ``identity.public_key_file`` (or the secrets
     directory's ``identity.public_key_secret``); ``None`` when no key is there."""
-    key = load_public_key(
-        secrets,
-        name=settings.public_key_secret,
-        file=settings.public_key_file,
-        setting="identity.public_key_file",
-    )
+    key = identity_public_key(settings, secrets)
     if key is None:
         return None
     return CallerVerifier(

@@ -43,7 +43,7 @@ from agentkeel.identity.assertion import (
     check_lifetime,
     decode_pinned,
 )
-from agentkeel.identity.keys import load_public_key, load_signing_key
+from agentkeel.identity.keys import identity_public_key, identity_signing_key
 from agentkeel.identity.principal import SCOPES, Principal, PrincipalKind
 from agentkeel.secrets.resolver import SecretResolver
 
@@ -174,12 +174,7 @@ def build_front_door_signer(
     """A signer over the identity signing key (``identity.signing_key_file`` or the
     secrets directory's ``identity.signing_key_secret``); ``None`` when there is none."""
     identity = settings.identity
-    key = load_signing_key(
-        secrets,
-        name=identity.signing_key_secret,
-        file=identity.signing_key_file,
-        setting="identity.signing_key_file",
-    )
+    key = identity_signing_key(identity, secrets)
     if key is None:
         return None
     return FrontDoorSigner(
@@ -197,19 +192,9 @@ def build_front_door_verifier(
     """A verifier over ``identity.public_key_file`` (or its secret), else the public half
     of the signing key; ``None`` when neither exists."""
     identity = settings.identity
-    public = load_public_key(
-        secrets,
-        name=identity.public_key_secret,
-        file=identity.public_key_file,
-        setting="identity.public_key_file",
-    )
+    public = identity_public_key(identity, secrets)
     if public is None:
-        private = load_signing_key(
-            secrets,
-            name=identity.signing_key_secret,
-            file=identity.signing_key_file,
-            setting="identity.signing_key_file",
-        )
+        private = identity_signing_key(identity, secrets)
         if private is None:
             return None
         public = private.public_key()

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agentkeel.config.identity import IdentitySettings
 from agentkeel.errors import SecretError
 from agentkeel.secrets.resolver import SecretResolver
 
@@ -105,6 +106,30 @@ def load_public_key(
             f"verified with Ed25519 only. Point {setting} at an Ed25519 public key."
         )
     return key
+
+
+def identity_signing_key(
+    identity: IdentitySettings, secrets: SecretResolver
+) -> Ed25519PrivateKey | None:
+    """The ``identity`` section's private key (``signing_key_file`` or its secret)."""
+    return load_signing_key(
+        secrets,
+        name=identity.signing_key_secret,
+        file=identity.signing_key_file,
+        setting="identity.signing_key_file",
+    )
+
+
+def identity_public_key(
+    identity: IdentitySettings, secrets: SecretResolver
+) -> Ed25519PublicKey | None:
+    """The ``identity`` section's public key (``public_key_file`` or its secret)."""
+    return load_public_key(
+        secrets,
+        name=identity.public_key_secret,
+        file=identity.public_key_file,
+        setting="identity.public_key_file",
+    )
 
 
 def _read(resolver: SecretResolver, *, name: str, file: Path | None) -> tuple[str | None, str]:
