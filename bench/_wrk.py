@@ -8,6 +8,7 @@ here it measures the proxy, not itself.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -136,3 +137,33 @@ def run_wrk(
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()[:300]}")
     return parse_output(done.stdout)
+
+
+def add_load_options(
+    parser: argparse.ArgumentParser,
+    *,
+    runs: int,
+    duration_s: int,
+    warmup_s: int,
+    sessions: int,
+    connections: Sequence[int],
+) -> None:
+    """The options every wrk-driven bench takes: --runs, --duration, --warmup, --sessions,
+    --connections (read the last back with ``parse_connections``)."""
+    parser.add_argument("--runs", type=int, default=runs, help="Repeat the load N times.")
+    parser.add_argument("--duration", type=int, default=duration_s, help="Seconds per wrk run.")
+    parser.add_argument("--warmup", type=int, default=warmup_s, help="Warm-up seconds.")
+    parser.add_argument("--sessions", type=int, default=sessions, help="Sessions per path.")
+    parser.add_argument(
+        "--connections",
+        default=",".join(str(c) for c in connections),
+        help="Concurrent connections, comma-separated.",
+    )
+
+
+def parse_connections(text: str) -> tuple[int, ...]:
+    """``1,32`` as (1, 32); exits with a one-line message for anything else."""
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--connections takes numbers like 1,32; got {text!r}") from None

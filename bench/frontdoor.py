@@ -42,7 +42,7 @@ from jwt.algorithms import RSAAlgorithm
 from rich.table import Table
 
 from bench._common import Figure, console, median, parse_bench_args, print_figures
-from bench._wrk import write_script
+from bench._wrk import add_load_options, parse_connections, write_script
 from bench.router import (
     Options,
     Sample,
@@ -249,28 +249,18 @@ def run() -> list[Figure]:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     defaults = BenchOptions()
-    parser.add_argument("--runs", type=int, default=defaults.runs, help="Repeat the load N times.")
-    parser.add_argument(
-        "--duration", type=int, default=defaults.duration_s, help="Seconds per wrk run."
-    )
-    parser.add_argument("--warmup", type=int, default=defaults.warmup_s, help="Warm-up seconds.")
-    parser.add_argument(
-        "--sessions", type=int, default=defaults.sessions, help="Sessions per path."
-    )
-    parser.add_argument(
-        "--connections",
-        default=",".join(str(c) for c in defaults.connections),
-        help="Concurrent connections, comma-separated.",
+    add_load_options(
+        parser,
+        runs=defaults.runs,
+        duration_s=defaults.duration_s,
+        warmup_s=defaults.warmup_s,
+        sessions=defaults.sessions,
+        connections=defaults.connections,
     )
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
-    try:
-        connections = tuple(int(c) for c in args.connections.split(","))
-    except ValueError:
-        raise SystemExit(
-            f"--connections takes numbers like 1,32; got {args.connections!r}"
-        ) from None
+    connections = parse_connections(args.connections)
     if min(args.runs, args.duration, args.sessions, *connections) < 1:
         raise SystemExit("--runs, --duration, --sessions and --connections must be at least 1")
     return BenchOptions(

@@ -62,7 +62,14 @@ from bench._common import (
     server_process,
 )
 from bench._haproxy import Server, haproxy_command, render_config
-from bench._wrk import TURN_BODY, WrkResult, run_wrk, write_script
+from bench._wrk import (
+    TURN_BODY,
+    WrkResult,
+    add_load_options,
+    parse_connections,
+    run_wrk,
+    write_script,
+)
 
 INSTALL_COMMAND = "apt-get install -y haproxy wrk"
 PATHS = ("direct", "router", "haproxy")
@@ -556,13 +563,13 @@ def run() -> list[Figure]:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     defaults = Options()
-    parser.add_argument("--runs", type=int, default=defaults.runs, help="Repeat the load N times.")
-    parser.add_argument(
-        "--duration", type=int, default=defaults.duration_s, help="Seconds per wrk run."
-    )
-    parser.add_argument("--warmup", type=int, default=defaults.warmup_s, help="Warm-up seconds.")
-    parser.add_argument(
-        "--sessions", type=int, default=defaults.sessions, help="Sessions per path."
+    add_load_options(
+        parser,
+        runs=defaults.runs,
+        duration_s=defaults.duration_s,
+        warmup_s=defaults.warmup_s,
+        sessions=defaults.sessions,
+        connections=defaults.connections,
     )
     parser.add_argument(
         "--backends", type=int, default=defaults.backends, help="Backends (one version each)."
@@ -572,11 +579,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         choices=["standin", "agent"],
         default=defaults.backend,
         help="standin: a stand-in replica; agent: keel serve agent on the scripted model.",
-    )
-    parser.add_argument(
-        "--connections",
-        default=",".join(str(c) for c in defaults.connections),
-        help="Concurrent connections, comma-separated.",
     )
     parser.add_argument(
         "--paths", default=",".join(defaults.paths), help="Which of direct,router,haproxy to run."
@@ -601,12 +603,7 @@ def options_from(args: argparse.Namespace) -> Options:
         raise SystemExit(f"--paths takes some of {','.join(PATHS)}; got {args.paths!r}")
     if "direct" not in paths:
         paths = ("direct", *paths)  # the added latency needs it
-    try:
-        connections = tuple(int(c) for c in args.connections.split(","))
-    except ValueError:
-        raise SystemExit(
-            f"--connections takes numbers like 1,32; got {args.connections!r}"
-        ) from None
+    connections = parse_connections(args.connections)
     for name, value in (("--runs", args.runs), ("--duration", args.duration)):
         if value < 1:
             raise SystemExit(f"{name} must be at least 1; got {value}")
