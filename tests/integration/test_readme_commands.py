@@ -45,6 +45,10 @@ EXCEPTIONS = {
         "a server that runs until stopped, on a fixed port; tests/cli/test_serve.py and "
         "tests/integration start replicas"
     ),
+    "keel up --auth": (
+        "a second stack beside the one this test runs; tests/integration/"
+        "test_front_door_e2e.py runs keel up --auth with keys, owners and a forged assertion"
+    ),
     "keel serve tools --tools myapp.tools": (
         "serves the reader's own module (myapp.tools does not exist) until stopped"
     ),
