@@ -111,10 +111,7 @@ class RequestCallers:
         decided = self._front_door.authenticate_now(authorization)
         principal = decided or await self._front_door.authenticate(authorization)
         if self._limits is not None:
-            if self._limits.sync:
-                self._limits.check_request_now(principal)
-            else:
-                await self._limits.check_request(principal)
+            await self._limits.check_request(principal)
         return Caller(principal, limited=True, request_keys=self._request_keys(principal, headers))
 
     async def start_turn(self, caller: Caller) -> TurnHold:
@@ -123,8 +120,6 @@ class RequestCallers:
         Release it when the turn's task ends."""
         if not caller.limited or self._limits is None:
             return _NO_HOLD
-        if self._limits.sync:
-            return self._limits.start_turn_now(caller.principal)
         return await self._limits.start_turn(caller.principal)
 
     def _verify(self, assertion: str) -> Principal:
