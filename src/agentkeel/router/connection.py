@@ -26,8 +26,8 @@ from agentkeel.router.responses import router_error
 from agentkeel.router.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from agentkeel.identity.caller_limits import TurnSlot
     from agentkeel.identity.principal import Principal
-    from agentkeel.router.frontdoor import Releasable
 
 __all__ = ["ClientConnection", "Handler", "Request"]
 
@@ -106,7 +106,7 @@ class Request:
         self.head_end = len(wire) - len(body)
         # Set by the front door once it admitted the request (auth on).
         self.principal: Principal | None = None
-        self.turn_slot: Releasable | None = None
+        self.turn_slot: TurnSlot | None = None
 
     def add_header(self, line: bytes) -> None:
         """Insert ``line`` (``name: value\r\n``) as the head's last header."""

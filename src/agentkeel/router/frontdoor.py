@@ -34,6 +34,7 @@ from agentkeel.router.responses import keel_error_response, router_error
 
 if TYPE_CHECKING:
     from agentkeel.config.settings import KeelSettings
+    from agentkeel.identity.caller_limits import TurnSlot
     from agentkeel.router.connection import ClientConnection, Request
     from agentkeel.secrets.resolver import SecretResolver
 
@@ -44,7 +45,6 @@ __all__ = [
     "AssertionSigner",
     "Authenticator",
     "CallerLimiter",
-    "Releasable",
     "RouterFrontDoor",
     "build_router_front_door",
     "stripped_headers",
@@ -73,12 +73,6 @@ _WWW_AUTHENTICATE = b"www-authenticate"
 _BEARER = 'Bearer realm="agentkeel"'
 
 
-class Releasable(Protocol):
-    """A concurrent-turn slot (``identity.caller_limits.TurnSlot``)."""
-
-    def release(self) -> None: ...
-
-
 class Authenticator(Protocol):
     """Turns an ``Authorization`` header into a principal (``identity.frontdoor.FrontDoor``)."""
 
@@ -99,9 +93,9 @@ class CallerLimiter(Protocol):
 
     async def check_request(self, principal: Principal) -> None: ...
 
-    def start_turn_now(self, principal: Principal) -> Releasable: ...
+    def start_turn_now(self, principal: Principal) -> TurnSlot: ...
 
-    async def start_turn(self, principal: Principal) -> Releasable: ...
+    async def start_turn(self, principal: Principal) -> TurnSlot: ...
 
     async def aclose(self) -> None: ...
 
@@ -180,7 +174,7 @@ class RouterFrontDoor:
         await self.authenticator.aclose()
         await self.limits.aclose()
 
-    def _admit(self, request: Request, principal: Principal, slot: Releasable | None) -> int:
+    def _admit(self, request: Request, principal: Principal, slot: TurnSlot | None) -> int:
         try:
             token = self.signer.sign(principal)
         except Exception:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pydantic import SecretStr
 
 from agentkeel.errors import CallerAssertionRefused, InvalidRequest
-from agentkeel.identity.caller_limits import CallerLimits
+from agentkeel.identity.caller_limits import CallerLimits, TurnSlot
 from agentkeel.identity.forwarded import FrontDoorVerifier
 from agentkeel.identity.frontdoor import FrontDoor
 from agentkeel.identity.principal import (
@@ -38,23 +37,7 @@ from agentkeel.identity.principal import (
     Principal,
 )
 
-__all__ = ["Caller", "RequestCallers", "TurnHold", "parse_request_keys"]
-
-
-class TurnHold(Protocol):
-    """A concurrent-turn slot (``CallerLimits``' ``TurnSlot``): released once the turn ends."""
-
-    def release(self) -> None: ...
-
-
-class _NoHold:
-    """The slot of a turn no caller limit counts (behind the router, or auth off)."""
-
-    def release(self) -> None:
-        return None
-
-
-_NO_HOLD = _NoHold()
+__all__ = ["Caller", "RequestCallers", "parse_request_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +97,12 @@ class RequestCallers:
             await self._limits.check_request(principal)
         return Caller(principal, limited=True, request_keys=self._request_keys(principal, headers))
 
-    async def start_turn(self, caller: Caller) -> TurnHold:
+    async def start_turn(self, caller: Caller) -> TurnSlot:
         """A concurrent-turn slot for ``caller`` (429 ``too_many_concurrent_turns`` when
         none is free); a slot that holds nothing when the limits do not apply here.
         Release it when the turn's task ends."""
         if not caller.limited or self._limits is None:
-            return _NO_HOLD
+            return TurnSlot()  # holds nothing
         return await self._limits.start_turn(caller.principal)
 
     def _verify(self, assertion: str) -> Principal:
