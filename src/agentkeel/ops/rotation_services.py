@@ -31,9 +31,6 @@ class SecretsAdminClient(AdminHttpClient):
     unavailable_code = "service_unavailable"
     reach_hint = "Is it running, and is the --service URL right?"
 
-    async def __aenter__(self) -> SecretsAdminClient:
-        return self
-
     async def report(self) -> dict[str, Any]:
         return await self._request("GET", "/admin/secrets")
 

@@ -46,9 +46,6 @@ class RouterAdminClient(AdminHttpClient):
             base_url=base_url, token_file=token_file, timeout_s=timeout_s, transport=transport
         )
 
-    async def __aenter__(self) -> RouterAdminClient:
-        return self
-
     # -- RouterControl --------------------------------------------------------------------
 
     async def versions(self) -> tuple[str | None, list[RouterVersion]]:

@@ -42,9 +42,6 @@ class AgentAdminClient(AdminHttpClient):
             base_url=base_url, token_file=token_file, timeout_s=timeout_s, transport=transport
         )
 
-    async def __aenter__(self) -> AgentAdminClient:
-        return self
-
     async def live(self, *, started_before: float | None = None) -> dict[str, Any]:
         """``GET /admin/sessions/live``: live sessions by version and by replica; with
         ``started_before`` also ``started_before.count``, those that started before it."""
