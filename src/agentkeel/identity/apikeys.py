@@ -35,7 +35,6 @@ import fcntl
 import os
 import secrets
 import string
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agentkeel.errors import ConfigError, Unauthorized
 from agentkeel.identity.principal import SCOPES, Principal
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.storage.atomic import atomic_write
 from agentkeel.web.auth import TokensFile, token_digest, tokens_equal, yaml_error_position
 
 KEY_PREFIX = "ak_"
@@ -318,20 +318,8 @@ class ApiKeyStore:
     def _write(self, records: list[ApiKeyRecord]) -> None:
         body = {"keys": [record.model_dump(mode="json") for record in records]}
         text = yaml.safe_dump(body, sort_keys=False)
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, text.encode("utf-8"))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

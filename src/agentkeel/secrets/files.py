@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from agentkeel.errors import SecretError
 from agentkeel.secrets.known import KnownSecrets
 from agentkeel.secrets.paths import check_path
 from agentkeel.secrets.source import Secret, SecretVersion
+from agentkeel.storage.atomic import atomic_write
 
 _MAX_SECRET_BYTES = 64 * 1024
 _SIDECAR_SUFFIX = ".versions.json"
@@ -90,7 +90,7 @@ class FileSecretSource:
         value = current.value.get_secret_value()
         # The plain file first: a crash before the sidecar leaves the new value current.
         if not plain.is_file() or _read_value(plain) != value:
-            _atomic_write(plain, value.encode() + b"\n")
+            atomic_write(plain, value.encode() + b"\n")
         entries: list[dict[str, Any]] = []
         for version in secret.versions:
             entry: dict[str, Any] = {
@@ -104,7 +104,7 @@ class FileSecretSource:
                 entry["value"] = version.value.get_secret_value()
             entries.append(entry)
         document = {"fingerprint": _fingerprint(value), "versions": entries}
-        _atomic_write(self._sidecar(path), json.dumps(document, indent=2).encode())
+        atomic_write(self._sidecar(path), json.dumps(document, indent=2).encode())
         for version in secret.versions:
             self._remember(version.value.get_secret_value())
 
@@ -217,19 +217,3 @@ def _read_value(path: Path) -> str:
 
 def _ensure_dir(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    """``data`` into ``target`` all at once: readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
