@@ -208,6 +208,8 @@ class AgentService:
             memory=memory,
         )
         self.sanitizer = sanitizer
+        # What a turn's tools run through: redacting when output is sanitized (built once).
+        self._turn_toolset = sanitizer.tools(toolset) if sanitizer is not None else toolset
         """Replaces secrets in replies, streamed tokens and tool results (``sanitize.py``)."""
         self._locks = _SessionLocks()
 
@@ -433,7 +435,7 @@ class AgentService:
             sink=sink,
         )
         tools = GuardedTools(
-            toolset=self.sanitizer.tools(self.toolset) if self.sanitizer else self.toolset,
+            toolset=self._turn_toolset,
             context=ToolContext(
                 agent_id=self.agent_id,
                 session_id=session_id,

@@ -290,10 +290,8 @@ def install_audit_file(
     file = AuditFile(audit_file_path(data_dir), clock=clock)
     file.check_writable()
     handler = AuditFileHandler(file, service=service, registry=registry, fail_closed=fail_closed)
+    remove_audit_file()
     audit_logger = logging.getLogger(AUDIT_LOGGER)
-    for old in list(audit_logger.handlers):
-        if isinstance(old, AuditFileHandler):
-            audit_logger.removeHandler(old)
     audit_logger.addHandler(handler)
     # Audit records are written whatever the service's log level.
     audit_logger.setLevel(logging.INFO)
