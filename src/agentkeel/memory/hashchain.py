@@ -20,16 +20,10 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from agentkeel.memory.store import GENESIS_HASH, EventRecord, MemoryRecord
+from agentkeel.storage.canonical import canonical_json as canonical_json
 
 # json's own string encoder (the C one), as json.dumps(ensure_ascii=False) uses it.
 _string = encode_basestring
-
-
-def canonical_json(value: Any) -> str:
-    """The one text form used for hashing and for event payloads."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
 
 
 def event_hash(

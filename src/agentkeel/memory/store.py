@@ -17,10 +17,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from agentkeel.storage.canonical import GENESIS_HASH as GENESIS_HASH
+
 EventOp = Literal["create", "update", "delete", "restore"]
 SnapshotKind = Literal["deploy", "daily", "weekly", "manual"]
 SNAPSHOT_KINDS: tuple[SnapshotKind, ...] = ("deploy", "daily", "weekly", "manual")
-GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first event in the log."""
 
 

@@ -42,6 +42,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from agentkeel.errors import AuditUnavailable, ConfigError
+from agentkeel.storage.canonical import GENESIS_HASH, canonical_json
 from agentkeel.telemetry.audit import AUDIT_LOGGER, AUDIT_PAYLOAD
 from agentkeel.telemetry.correlation import get_correlation_id
 
@@ -51,17 +52,14 @@ __all__ = [
     "AuditFile",
     "AuditFileHandler",
     "audit_file_path",
-    "canonical_json",
     "install_audit_file",
+    "record_bytes",
     "record_hash",
     "remove_audit_file",
 ]
 
 AUDIT_FILE = Path("audit") / "audit.jsonl"
 """Where the audit file lives, relative to the data directory."""
-
-GENESIS_HASH = "0" * 64
-"""The ``prev`` of the first record."""
 
 _TAIL_CHUNK = 64 * 1024
 
@@ -73,17 +71,15 @@ def audit_file_path(data_dir: Path) -> Path:
     return data_dir / AUDIT_FILE
 
 
-def canonical_json(record: Mapping[str, Any]) -> bytes:
-    """The one byte form a record is hashed and stored in: sorted keys, no spaces, UTF-8."""
-    return json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+def record_bytes(record: Mapping[str, Any]) -> bytes:
+    """The one byte form a record is hashed and stored in: canonical JSON in UTF-8."""
+    return canonical_json(record).encode()
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 (hex) over the canonical JSON of ``record`` without its ``hash`` field."""
     body = {key: value for key, value in record.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return hashlib.sha256(record_bytes(body)).hexdigest()
 
 
 def _iso(timestamp: float) -> str:
@@ -157,7 +153,7 @@ class AuditFile:
                     record["hash"] = record_hash(record)
                     # A line cut off by a crash stays as it is (verify reports it); the
                     # new record starts on a line of its own.
-                    line = (b"\n" if cut_off else b"") + canonical_json(record) + b"\n"
+                    line = (b"\n" if cut_off else b"") + record_bytes(record) + b"\n"
                     os.write(fd, line)
                     os.fsync(fd)
                 finally:
