@@ -228,9 +228,7 @@ class StreamRedactor:
                 return _word_start(text, begin)
             block_end = end.end()
         # A partial "-----BEG" at the end is part of the unfinished word below.
-        cut = len(text)
-        while cut > 0 and not text[cut - 1].isspace():
-            cut -= 1
+        cut = _word_start(text, len(text))
         if cut < block_end:
             # Never inside a finished PEM block: pass it on whole.
             return block_end
