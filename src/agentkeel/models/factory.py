@@ -13,7 +13,7 @@ from agentkeel.models.types import ModelProvider
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock
 from agentkeel.secrets.cache import CachedSecretSource
-from agentkeel.secrets.factory import build_secret_source
+from agentkeel.secrets.factory import process_secret_source
 from agentkeel.secrets.files import FileSecretSource
 from agentkeel.secrets.keychain import KeyChain, PlatformKey
 from agentkeel.secrets.resolver import SecretResolver
@@ -155,14 +155,14 @@ def build_gateway(
     source: CachedSecretSource | None = None,
 ) -> ModelGateway:
     """The gateway over ``settings.models`` in order, each with a ``settings.breaker`` breaker,
-    and a key chain over ``source`` (default: ``build_secret_source`` from the settings; none
+    and a key chain over ``source`` (default: ``process_secret_source`` of the settings; none
     when the files source has no ``secrets_dir``).
 
     >>> gateway = build_gateway(settings, metrics=ModelMetrics(registry),
     ...     clock=SystemClock(), secrets=SecretResolver(secrets_dir=settings.secrets_dir))
     """
-    if source is None and (settings.secrets.source == "vault" or settings.secrets_dir):
-        source = build_secret_source(settings, secrets.known)
+    if source is None:
+        source = process_secret_source(settings, secrets.known)
     key_chain = KeyChain(source=source, settings=settings.secrets.key_chain, counter=metrics)
     providers = [
         build_provider(p, clock=clock, secrets=secrets, key_chain=key_chain)

@@ -59,7 +59,7 @@ from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.sanitize import OutputSanitizer
-from agentkeel.runtime.secrets_report import replica_secret_source, replica_secrets_routes
+from agentkeel.runtime.secrets_report import replica_secrets_routes
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
@@ -67,6 +67,7 @@ from agentkeel.runtime.stores import open_store
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
 from agentkeel.secrets.call_context import CallContext, call_context
+from agentkeel.secrets.factory import process_secret_source
 from agentkeel.secrets.known import KnownSecrets
 from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
@@ -277,7 +278,7 @@ def create_app(
         local_tools = builtin_toolset(names, clock=clock)
         tool_metrics = ToolMetrics(registry)
     model_metrics = ModelMetrics(registry, version=version) if gateway is None else None
-    secret_source = replica_secret_source(settings, secrets.known)
+    secret_source = process_secret_source(settings, secrets.known)
     admin = _admin_token(settings, secrets, secret_source)
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None

@@ -18,15 +18,13 @@ from starlette.routing import Route
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.secrets.cache import CachedSecretSource
-from agentkeel.secrets.factory import build_secret_source
 from agentkeel.secrets.files import FileSecretSource
-from agentkeel.secrets.known import KnownSecrets
 from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.metrics import SecretMetrics
 from agentkeel.web.auth import AdminToken
 from agentkeel.web.secrets_admin import HeldSecrets, secrets_admin_routes
 
-__all__ = ["replica_held_secrets", "replica_secret_source", "replica_secrets_routes"]
+__all__ = ["replica_held_secrets", "replica_secrets_routes"]
 
 
 def replica_held_secrets(
@@ -67,14 +65,3 @@ def replica_secrets_routes(
         request.headers.get("authorization")
     )
     return secrets_admin_routes(held, check_admin=check, credential="server.admin_token")
-
-
-def replica_secret_source(
-    settings: KeelSettings, known: KnownSecrets | None
-) -> CachedSecretSource | None:
-    """The process's secret source (``secrets.source``); ``None`` for the files source
-    without a ``secrets_dir``. One per process: the key chain, the admin token and the
-    report share its cache, so a refresh reaches all of them."""
-    if settings.secrets.source == "vault" or settings.secrets_dir is not None:
-        return build_secret_source(settings, known)
-    return None

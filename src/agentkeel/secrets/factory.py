@@ -37,3 +37,14 @@ def build_secret_source(
     return CachedSecretSource(
         inner=inner, ttl_s=config.cache_ttl_s, clock=clock or SystemClock(), known=known
     )
+
+
+def process_secret_source(
+    settings: KeelSettings, known: KnownSecrets | None
+) -> CachedSecretSource | None:
+    """The process's secret source (``secrets.source``); ``None`` for the files source
+    without a ``secrets_dir``. One per process: the key chain, the admin token and the
+    secrets report share its cache, so a refresh reaches all of them."""
+    if settings.secrets.source == "vault" or settings.secrets_dir is not None:
+        return build_secret_source(settings, known)
+    return None
