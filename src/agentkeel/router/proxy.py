@@ -109,20 +109,24 @@ class Proxy:
         """``_v1`` behind the front door; a turn's slot is given back however it ends."""
         door = self.front_door
         assert door is not None
+        target = _target(request, path)
         if request.principal is None:
-            _, name = _target(request, path)
-            status = await door.admit(client, request, turn=name == "turn")
+            status = await door.admit(client, request, turn=target[1] == "turn")
             if status != ADMITTED:
-                return _NO_VERSION, name, status
+                return _NO_VERSION, target[1], status
         try:
-            return await self._v1(client, request, path)
+            return await self._v1(client, request, path, target)
         finally:
             door.release(request)
 
     async def _v1(
-        self, client: ClientConnection, request: Request, path: bytes
+        self,
+        client: ClientConnection,
+        request: Request,
+        path: bytes,
+        target: tuple[str | None, str] | None = None,
     ) -> tuple[str, str, int]:
-        session, name = _target(request, path)
+        session, name = target or _target(request, path)
         if name == "create_session":
             return await self._create(client, request)
         if session is not None:
