@@ -25,11 +25,9 @@ from agentkeel.config.auth import AuthSettings
 from agentkeel.errors import Unauthorized
 from agentkeel.identity.apikeys import ApiKeys, looks_like_api_key
 from agentkeel.identity.oidc import OidcVerifier
-from agentkeel.identity.principal import ANONYMOUS, Principal
+from agentkeel.identity.principal import ANONYMOUS, Principal, bearer_challenge
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.web.auth import bearer_token
-
-REALM = "agentkeel"
 
 
 class FrontDoor:
@@ -125,6 +123,5 @@ class FrontDoor:
 
 def _challenged(exc: Unauthorized) -> Unauthorized:
     """``exc`` with the ``WWW-Authenticate`` value of RFC 6750 attached."""
-    error = "" if exc.code == "unauthenticated" else ', error="invalid_token"'
-    exc.www_authenticate = f'Bearer realm="{REALM}"{error}'
+    exc.www_authenticate = bearer_challenge(invalid=exc.code != "unauthenticated")
     return exc

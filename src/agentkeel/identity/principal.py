@@ -40,6 +40,14 @@ PROVIDER_KEY_HEADER: Final = "x-keel-provider-key"
 
 PrincipalKind = Literal["api_key", "oidc", "anonymous"]
 
+REALM: Final = "agentkeel"
+
+
+def bearer_challenge(*, invalid: bool) -> str:
+    """The ``WWW-Authenticate`` value of a 401 (RFC 6750 3.1): no error code when no
+    credential came, ``invalid_token`` when a bad one did."""
+    return f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

@@ -29,7 +29,12 @@ import logging
 from typing import TYPE_CHECKING, Final, Protocol
 
 from agentkeel.errors import ConfigError, Forbidden, KeelError, LimitExceeded, Unauthorized
-from agentkeel.identity.principal import CALLER_HEADER, PROVIDER_KEY_HEADER, Principal
+from agentkeel.identity.principal import (
+    CALLER_HEADER,
+    PROVIDER_KEY_HEADER,
+    Principal,
+    bearer_challenge,
+)
 from agentkeel.router.responses import keel_error_response, router_error
 
 if TYPE_CHECKING:
@@ -70,7 +75,6 @@ OUTCOMES: Final = (
 _CONCURRENCY_CODE = "too_many_concurrent_turns"
 _CALLER_PREFIX = CALLER_HEADER.encode() + b": "
 _WWW_AUTHENTICATE = b"www-authenticate"
-_BEARER = 'Bearer realm="agentkeel"'
 
 
 class Authenticator(Protocol):
@@ -192,8 +196,8 @@ class RouterFrontDoor:
         headers = list(request.id_header)
         if isinstance(exc, Unauthorized):
             outcome = "unauthenticated"
-            challenge = getattr(exc, "www_authenticate", None) or _challenge(request)
-            headers.append((_WWW_AUTHENTICATE, str(challenge).encode("latin-1")))
+            challenge = exc.www_authenticate or _challenge(request)
+            headers.append((_WWW_AUTHENTICATE, challenge.encode("latin-1")))
         elif isinstance(exc, Forbidden):
             outcome = "forbidden"
         elif isinstance(exc, LimitExceeded):
@@ -230,10 +234,7 @@ def _text(authorization: bytes | None) -> str | None:
 
 
 def _challenge(request: Request) -> str:
-    # RFC 6750 3.1: no error code when no credential came, invalid_token when a bad one did.
-    if request.authorization is None:
-        return _BEARER
-    return _BEARER + ', error="invalid_token"'
+    return bearer_challenge(invalid=request.authorization is not None)
 
 
 def build_router_front_door(

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from agentkeel.errors import KeelError
+from agentkeel.errors import KeelError, Unauthorized
 from agentkeel.telemetry.correlation import get_correlation_id
 
 logger = logging.getLogger("agentkeel.http")
@@ -60,9 +60,8 @@ def error_response(exc: KeelError) -> JSONResponse:
         # A 429 without a known time (turn limit, a spent session budget) will not
         # clear by waiting, so it carries no Retry-After.
         headers = retry_after_header(retry_after)
-    challenge = getattr(exc, "www_authenticate", None)
-    if isinstance(challenge, str):
-        headers["WWW-Authenticate"] = challenge
+    if isinstance(exc, Unauthorized) and exc.www_authenticate:
+        headers["WWW-Authenticate"] = exc.www_authenticate
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
