@@ -93,8 +93,8 @@ def replica_settings(tmp_path: Path, base_url: str, index: int) -> KeelSettings:
                 "max_turns_per_session": 100_000,
                 "tool_calls_per_minute": 0,
                 "session_token_budget": 0,
-                "user_daily_token_budget": 0,
             },
+            "quotas": {"user_daily_tokens": 0},
             "retry": {"max_attempts": 1},
         }
     )

@@ -432,7 +432,7 @@ async def test_turn_limit_is_429(serve: ServerFactory) -> None:
 
 async def test_session_token_budget_is_429(serve: ServerFactory) -> None:
     """A session budget too small for the call is 429 token_budget_exhausted; nothing stored."""
-    server = await serve(guardrails={"session_token_budget": 100, "user_daily_token_budget": 0})
+    server = await serve(guardrails={"session_token_budget": 100}, quotas={"user_daily_tokens": 0})
     session_id = await server.session()
     response = await server.say(session_id, "hello")
     assert response.status_code == 429
@@ -449,9 +449,9 @@ async def test_user_daily_budget_is_429_with_retry_after(serve: ServerFactory) -
         agent_section={"tools": []},
         guardrails={
             "session_token_budget": 0,
-            "user_daily_token_budget": 500,
             "max_output_tokens": 100,
         },
+        quotas={"user_daily_tokens": 500},
     )
     first = await server.session("bob")
     assert (await server.say(first, "hi")).status_code == 200
@@ -480,9 +480,9 @@ async def test_fifty_concurrent_turns_never_overspend_a_shared_user_budget(
         agent_section={"tools": []},
         guardrails={
             "session_token_budget": 0,
-            "user_daily_token_budget": limit,
             "max_output_tokens": 100,
         },
+        quotas={"user_daily_tokens": limit},
     )
     sessions = [await server.session("dave") for _ in range(50)]
     responses = await asyncio.gather(*(server.say(s, "hello there") for s in sessions))

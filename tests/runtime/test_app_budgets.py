@@ -86,9 +86,9 @@ async def client(
             "agent": {"tools": []},
             "guardrails": {
                 "session_token_budget": 0,
-                "user_daily_token_budget": limit,
                 "max_output_tokens": 64,
             },
+            "quotas": {"user_daily_tokens": limit},
         },
     ).settings
     clock = ManualClock()

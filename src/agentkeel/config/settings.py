@@ -9,14 +9,16 @@ reads it when the provider is built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentkeel.config.auth import AuthSettings
+from agentkeel.config.flags import FlagsSettings, OverridesSettings
 from agentkeel.config.identity import IdentitySettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
+from agentkeel.config.quotas import ModelPrice, QuotaSettings
 from agentkeel.config.rollout import RolloutSettings
 from agentkeel.config.router import RouterSettings
 from agentkeel.config.secrets import SecretsSettings
@@ -90,7 +92,6 @@ class GuardrailSettings(_Section):
     max_turns_per_session: int = Field(default=50, ge=1)
     max_steps_per_turn: int = Field(default=10, ge=1, description="Model calls in one turn.")
     session_token_budget: int = Field(default=200_000, ge=0, description="0 means no limit.")
-    user_daily_token_budget: int = Field(default=2_000_000, ge=0, description="0 means no limit.")
     max_output_tokens: int = Field(default=512, ge=1)
     tool_storm_threshold: int = Field(
         default=3, ge=1, description="Same tool, same arguments, this many times in a turn."
@@ -117,6 +118,16 @@ class GuardrailSettings(_Section):
         default_factory=dict, description="More secret shapes: kind name -> regular expression."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "user_daily_token_budget" in data:
+            raise ValueError(
+                "guardrails.user_daily_token_budget has moved to quotas.user_daily_tokens "
+                "(quotas: also has user_monthly_tokens, org_daily_tokens, org_monthly_tokens)"
+            )
+        return data
+
 
 class AgentSettings(_Section):
     id: str = "default"
@@ -134,7 +145,20 @@ class AgentSettings(_Section):
         default="You are a helpful assistant. Answer in one short sentence.",
         description="The built-in agent's system message; null or empty sends none.",
     )
-    tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time"])
+    tools: list[str] = Field(
+        default_factory=lambda: ["calculator", "current_time"],
+        description="The tools this agent may call (built-in and MCP names).",
+    )
+    model_chain: str | None = Field(
+        default=None,
+        description="Which providers a turn uses, in order: a name from model_chains, or one "
+        "provider's name; null = every provider of models, in order.",
+    )
+    memory_writes: bool = Field(
+        default=True,
+        description="Whether turns may write memory (turn.memory writes, memory_store); "
+        "reads are always allowed.",
+    )
     temperature: float | None = Field(
         default=0.0, ge=0, description="Sampling temperature; 0 = greedy (repeatable)."
     )
@@ -245,6 +269,41 @@ class KeelSettings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    model_chains: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Named provider chains (name -> provider names, in order) that "
+        "agent.model_chain picks from, e.g. {premium: [openai, local]}.",
+    )
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Model name (as the provider reports it, or models[].model) -> dollars "
+        "per million input and output tokens.",
+    )
+    flags: FlagsSettings = Field(default_factory=FlagsSettings)
+    overrides: OverridesSettings = Field(default_factory=OverridesSettings)
+
+    LIVE: ClassVar[tuple[str, ...]] = (
+        "agent.model_chain",
+        "agent.tools",
+        "agent.memory_writes",
+        "guardrails.max_turns_per_session",
+        "guardrails.max_steps_per_turn",
+        "guardrails.session_token_budget",
+        "guardrails.max_output_tokens",
+        "guardrails.tool_storm_threshold",
+        "guardrails.max_input_chars",
+        "guardrails.context_trim_ratio",
+        "guardrails.block_prompt_injection",
+        "quotas.user_daily_tokens",
+        "quotas.user_monthly_tokens",
+        "quotas.org_daily_tokens",
+        "quotas.org_monthly_tokens",
+        "pricing",
+    )
+    """The settings that feature flags and per-user / per-organization overrides may
+    change, as dotted keys: read at the start of every turn. Anything else in a flag or
+    override file is an error that names the key (``agentkeel.config.live``)."""
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:
@@ -253,7 +312,32 @@ class KeelSettings(BaseSettings):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models: provider names must be unique, got {names}")
+        for chain, members in self.model_chains.items():
+            unknown = [m for m in members if m not in names]
+            if not members or unknown:
+                raise ValueError(
+                    f"model_chains.{chain}: "
+                    + (f"names unknown providers {unknown}" if unknown else "is empty")
+                    + f"; the providers are {names}"
+                )
+        if self.agent.model_chain is not None:
+            self.chain_providers(self.agent.model_chain)
         return self
+
+    def chain_providers(self, chain: str | None) -> tuple[str, ...] | None:
+        """The provider names ``chain`` stands for (a model_chains name, or one provider);
+        ``None`` for ``None`` (every provider). Raises ``ValueError`` naming the choices."""
+        if chain is None:
+            return None
+        if chain in self.model_chains:
+            return tuple(self.model_chains[chain])
+        names = [m.name for m in self.models]
+        if chain in names:
+            return (chain,)
+        raise ValueError(
+            f"agent.model_chain '{chain}' is neither a model_chains name "
+            f"{sorted(self.model_chains)} nor a provider {names}"
+        )
 
     def store_url(self) -> str:
         """The session store URL, defaulting to a SQLite file in the data directory."""

@@ -159,7 +159,7 @@ class TokenBudget:
             raise TokenBudgetExhausted(
                 f"{who} has used today's token budget "
                 f"(limit {self.user_daily_limit} tokens per UTC day); it resets in "
-                f"{retry_after / 3600:.1f}h. Raise guardrails.user_daily_token_budget "
+                f"{retry_after / 3600:.1f}h. Raise quotas.user_daily_tokens "
                 "if this user needs more.",
                 retry_after=retry_after,
             )

@@ -338,11 +338,11 @@ def create_app(
                 await _check_tools(client, settings)
                 tools = client
             budget = None
-            if guardrails.session_token_budget or guardrails.user_daily_token_budget:
+            if guardrails.session_token_budget or settings.quotas.user_daily_tokens:
                 budget = TokenBudget(
                     ledger=_ledger_for(the_store),
                     session_limit=guardrails.session_token_budget,
-                    user_daily_limit=guardrails.user_daily_token_budget,
+                    user_daily_limit=settings.quotas.user_daily_tokens,
                     clock=clock,
                 )
             replica = replica_id_for(settings.server)
