@@ -11,6 +11,9 @@ that then fails are not taken back. The next provider streams its reply from
 the start, so a streaming client may see a reply restart. Nothing special is
 emitted; clients that must not show this should not stream.
 
+A request may name the providers to walk (``ModelRequest.providers``, from the
+turn's ``agent.model_chain``): only those, in that order.
+
 Token counts for budgets: ``prompt_tokens`` asks each provider's
 ``TokenCounter`` (the universal byte bound for a provider without one) and
 returns the largest, since any provider of the chain may end up answering.
@@ -129,7 +132,7 @@ class ModelGateway:
         """
         attempts: list[_Attempt] = []
         previous: str | None = None
-        for provider in self.providers:
+        for provider in self._chain(request.providers):
             breaker = self._breakers.get(provider.name)
             if breaker is not None and not breaker.allow():
                 wait = breaker.retry_after()
@@ -154,6 +157,18 @@ class ModelGateway:
                 attempts.append(_Attempt(provider.name, exc.message, exc.retry_after))
                 previous = provider.name
         raise self._unavailable(attempts)
+
+    def _chain(self, names: tuple[str, ...] | None) -> Sequence[ModelProvider]:
+        if names is None:
+            return self.providers
+        by_name = {p.name: p for p in self.providers}
+        chain = [by_name[name] for name in names if name in by_name]
+        if not chain:
+            raise ModelUnavailable(
+                f"The turn's model chain {list(names)} names none of this replica's "
+                f"providers {list(by_name)}. Fix agent.model_chain (flag or override).",
+            )
+        return chain
 
     async def aclose(self) -> None:
         """Close every provider's connections, and its token counter's."""

@@ -65,6 +65,9 @@ class ModelRequest:
     tools: Sequence[ToolSpec] = ()
     max_tokens: int | None = None
     temperature: float | None = None
+    providers: tuple[str, ...] | None = None
+    """The providers to walk, in this order (a turn's ``agent.model_chain``); ``None``
+    = the gateway's whole chain."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentkeel.config.live import LiveLayer, LiveSettings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
     KeelError,
@@ -213,6 +214,7 @@ def create_app(
     memory: Any | None = None,
     run_sweeper: bool = True,
     known: KnownSecrets | None = None,
+    live_layers: Sequence[LiveLayer] | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -229,6 +231,8 @@ def create_app(
     ``known`` collects every secret value the app reads (one is made when not
     given); replies, tool results and, through ``app.state.redactor``, the
     process's logs are scanned for them (``guardrails.redact_secrets``).
+    ``live_layers`` replaces the live layers built from the settings (feature flags,
+    then per-organization and per-user overrides) that each turn's settings go through.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
     ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
@@ -283,6 +287,9 @@ def create_app(
     owned_memory = (
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
+    # Lowest first: feature flags, then per-organization and per-user overrides.
+    layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
+    live = LiveSettings(settings, layers=layers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -373,6 +380,7 @@ def create_app(
                 replica=replica,
                 lifecycle=lifecycle,
                 sanitizer=OutputSanitizer(redactor) if redactor is not None else None,
+                live=live,
             )
             await lifecycle.refresh_gauges()
             if run_sweeper and lifecycle.tick_s > 0:

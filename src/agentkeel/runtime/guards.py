@@ -13,7 +13,11 @@ own tokenizer or the UTF-8 byte bound) plus the call's ``max_tokens``, so a
 reservation is never smaller than what the call can cost, in any script.
 
 ``GuardedTools`` wraps a ``ToolSet`` for one turn: allowlist, storm detection
-(the same call over and over), a per-session rate limit, metrics, events.
+(the same call over and over), a per-session rate limit, memory write
+permission, metrics, events.
+
+Both take their limits from the turn's ``TurnSettings`` (flags and overrides
+applied), which the runtime resolves at the start of the turn.
 
 Neither raises for a tool problem: a refused tool call comes back as a
 ``ToolResult`` with status ``rejected`` that the model reads, so the loop ends
@@ -28,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from agentkeel.config.live import TurnSettings
 from agentkeel.errors import TokenBudgetExhausted
 from agentkeel.models.counting import ByteBound, TokenCounter, text_bound, tool_call_bound
 from agentkeel.models.tokens import estimate_tokens
@@ -45,6 +50,7 @@ from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.telemetry.metrics import AgentMetrics
+from agentkeel.tools.memory_tools import MEMORY_WRITE_TOOLS
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
 EventSink = Callable[[str, Mapping[str, Any]], Awaitable[None]]
@@ -168,8 +174,11 @@ class GuardedModel:
         estimate: TokenEstimator = estimate_tokens,
         counter: TokenCounter | None = None,
         organization: str | None = None,
+        settings: TurnSettings | None = None,
     ) -> None:
         self._gateway = gateway
+        self._settings = settings
+        self._chain = settings.model_chain if settings is not None else None
         if counter is None:
             counter = gateway if isinstance(gateway, TokenCounter) else ByteBound()
         self._counter = counter
@@ -237,7 +246,11 @@ class GuardedModel:
         self._metrics.context_utilization_for(self._agent_id).set(utilization)
         self._metrics.context_utilization_calls_for(self._agent_id).observe(utilization)
         request = ModelRequest(
-            messages=trimmed.messages, tools=tools, max_tokens=limit, temperature=temperature
+            messages=trimmed.messages,
+            tools=tools,
+            max_tokens=limit,
+            temperature=temperature,
+            providers=self._chain,
         )
         prompt_bound = 0
         reservation = None
@@ -312,9 +325,11 @@ class GuardedTools:
         storm_threshold: int = 3,
         rate_limiter: RateLimiter | None = None,
         sink: EventSink | None = None,
+        memory_writes: bool = True,
     ) -> None:
         self._toolset = toolset
         self._context = context
+        self._memory_writes = memory_writes
         self._metrics = metrics
         self._log = log
         self._clock = clock
@@ -382,6 +397,13 @@ class GuardedTools:
     async def _guarded_call(self, call: ToolCall) -> ToolResult:
         if self._stopped is not None:
             return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
+        if not self._memory_writes and call.name in MEMORY_WRITE_TOOLS:
+            self._metrics.guardrails_for("memory_write_off", self._context.agent_id).inc()
+            return ToolResult(
+                status="rejected",
+                content=f"tool '{call.name}' writes memory, and memory writes are off for "
+                "this turn; answer without storing anything",
+            )
         if call.name not in self._known or (
             self._allowed is not None and call.name not in self._allowed
         ):

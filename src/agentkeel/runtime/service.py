@@ -6,6 +6,12 @@ the context, give the agent a ``Turn`` with guarded handles, and commit one
 ``TurnRecord`` whose parent is the session's head. The turn is acknowledged
 only after the store has it; a turn that fails stores nothing.
 
+The live settings of a turn (flags, per-organization and per-user overrides over
+the process's settings; ``config/live.py``) are resolved once, right after the
+session is loaded under its lock, for the session's user, organization and
+``metadata.task``: a flag change takes effect on the next turn of every live
+session, and a turn never sees two versions of them.
+
 A session that has ended (deleted, idle, past its maximum duration; see
 ``lifecycle.py``) refuses turns, rewinds and a second DELETE with 410
 ``session_ended``, saying when and why.
@@ -27,6 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkeel.config.live import LiveSettings, TurnContext, TurnSettings
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.settings import GuardrailSettings
 from agentkeel.errors import (
@@ -55,6 +62,7 @@ from agentkeel.runtime.guards import (
     TurnLog,
 )
 from agentkeel.runtime.lifecycle import SessionLifecycle
+from agentkeel.runtime.memory_guard import ReadOnlyMemory
 from agentkeel.runtime.sanitize import OutputSanitizer
 from agentkeel.runtime.store import (
     FeedbackRecord,
@@ -182,6 +190,7 @@ class AgentService:
         replica: str = "local",
         lifecycle: SessionLifecycle | None = None,
         sanitizer: OutputSanitizer | None = None,
+        live: LiveSettings | None = None,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -208,6 +217,10 @@ class AgentService:
             memory=memory,
         )
         self.sanitizer = sanitizer
+        self.live = live
+        """Resolves each turn's live settings; ``None``: ``guardrails`` and ``allowed_tools``
+        as given, for every turn."""
+        self._read_only_memory = ReadOnlyMemory(memory) if memory is not None else None
         # What a turn's tools run through: redacting when output is sanitized (built once).
         self._turn_toolset = sanitizer.tools(toolset) if sanitizer is not None else toolset
         """Replaces secrets in replies, streamed tokens and tool results (``sanitize.py``)."""
@@ -370,12 +383,15 @@ class AgentService:
         self.metrics.turn_tokens_for(self.agent_id).observe(outcome.usage.total_tokens)
         return outcome
 
-    def _validate(self, content: str) -> ValidatedInput:
+    def _validate(
+        self, content: str, guardrails: GuardrailSettings | None = None
+    ) -> ValidatedInput:
+        guardrails = guardrails or self.guardrails
         try:
             checked = validate_input(
                 content,
-                max_input_chars=self.guardrails.max_input_chars,
-                block_prompt_injection=self.guardrails.block_prompt_injection,
+                max_input_chars=guardrails.max_input_chars,
+                block_prompt_injection=guardrails.block_prompt_injection,
             )
         except InputTooLarge:
             self.metrics.guardrails_for("input_too_large", self.agent_id).inc()
@@ -400,11 +416,34 @@ class AgentService:
             )
         return checked
 
+    def turn_settings(self, session: SessionRecord) -> TurnSettings | None:
+        """The live settings for the next turn of ``session`` (``None`` without ``live``)."""
+        if self.live is None:
+            return None
+        task = session.metadata.get("task")
+        return self.live.for_turn(
+            TurnContext(
+                user_id=session.user_id,
+                organization=session.organization,
+                agent_id=self.agent_id,
+                version=self.version,
+                session_id=session.session_id,
+                task=task if isinstance(task, str) else None,
+            )
+        )
+
     async def _run_locked(
         self, session_id: str, checked: ValidatedInput, sink: EventSink | None
     ) -> TurnOutcome:
         session = await self._active_session(session_id)
-        limit = self.guardrails.max_turns_per_session
+        settings = self.turn_settings(session)
+        guardrails = settings.guardrails if settings is not None else self.guardrails
+        if guardrails is not self.guardrails and (
+            guardrails.max_input_chars != self.guardrails.max_input_chars
+            or guardrails.block_prompt_injection != self.guardrails.block_prompt_injection
+        ):
+            checked = self._validate(checked.content, guardrails)
+        limit = guardrails.max_turns_per_session
         if session.turn_count >= limit:
             self.metrics.guardrails_for("turn_limit", self.agent_id).inc()
             raise TurnLimitReached(
@@ -428,12 +467,14 @@ class AgentService:
             session_id=session_id,
             user_id=session.user_id,
             organization=session.organization,
-            max_steps=self.guardrails.max_steps_per_turn,
-            max_output_tokens=self.guardrails.max_output_tokens,
-            context_trim_ratio=self.guardrails.context_trim_ratio,
+            max_steps=guardrails.max_steps_per_turn,
+            max_output_tokens=guardrails.max_output_tokens,
+            context_trim_ratio=guardrails.context_trim_ratio,
             budget=self.budget,
             sink=sink,
+            settings=settings,
         )
+        memory_writes = settings.memory_writes if settings is not None else True
         tools = GuardedTools(
             toolset=self._turn_toolset,
             context=ToolContext(
@@ -447,10 +488,11 @@ class AgentService:
             metrics=self.metrics,
             log=log,
             clock=self.clock,
-            allowed=self.allowed_tools,
-            storm_threshold=self.guardrails.tool_storm_threshold,
+            allowed=settings.tools if settings is not None else self.allowed_tools,
+            storm_threshold=guardrails.tool_storm_threshold,
             rate_limiter=self.rate_limiter,
             sink=sink,
+            memory_writes=memory_writes,
         )
         turn = Turn(
             session_id=session_id,
@@ -462,8 +504,9 @@ class AgentService:
             model=model,
             tools=tools,
             log=log,
-            memory=self.memory,
+            memory=self.memory if memory_writes else self._read_only_memory,
             metadata=session.metadata,
+            settings=settings,
         )
         started_at = self.clock.time()
         reply = await self._respond(turn, log, correlation_id)

@@ -53,10 +53,11 @@ class ToolAgent:
     @classmethod
     def from_settings(cls, settings: KeelSettings) -> ToolAgent:
         """The agent that ``agent.*`` describes; its reply cap is ``agent.max_output_tokens``
-        within ``guardrails.max_output_tokens``."""
+        within ``guardrails.max_output_tokens``. It offers every tool the turn allows
+        (``agent.tools``, which a flag or an override may change per turn)."""
         return cls(
             system_prompt=settings.agent.system_prompt,
-            tools=settings.agent.tools,
+            tools=None,
             temperature=settings.agent.temperature,
             max_output_tokens=min(
                 settings.agent.max_output_tokens or settings.guardrails.max_output_tokens,

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from agentkeel.config.live import TurnSettings
 from agentkeel.models.types import ChatMessage, ModelResponse, ToolCall, ToolSpec
 from agentkeel.tools.types import ToolResult
 
@@ -64,6 +65,8 @@ class Turn:
     log: logging.LoggerAdapter[logging.Logger]
     memory: Any | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    settings: TurnSettings | None = None
+    """The live settings in force for this turn (flags and overrides applied)."""
 
 
 @dataclass(slots=True)

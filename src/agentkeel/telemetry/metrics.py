@@ -299,7 +299,8 @@ class AgentMetrics:
         self.guardrail_events = Counter(
             "agent_guardrail_events_total",
             "Guardrail interventions (turn_limit, step_limit, token_budget, tool_storm, "
-            "tool_rate_limit, prompt_injection, context_trimmed, input_too_large, input_empty).",
+            "tool_rate_limit, prompt_injection, context_trimmed, input_too_large, input_empty, "
+            "memory_write_off).",
             ["guardrail", "agent", "version"],
             registry=registry,
         )

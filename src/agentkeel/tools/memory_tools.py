@@ -15,6 +15,8 @@ from agentkeel.memory.namespaces import user_namespace
 from agentkeel.tools.types import ToolContext
 
 MAX_SEARCH_RESULTS = 20
+MEMORY_WRITE_TOOLS = frozenset({"memory_store"})
+"""The memory tools that write: refused in a turn whose ``agent.memory_writes`` is off."""
 MAX_MEMORY_CHARS = 4_000
 
 
