@@ -18,7 +18,7 @@ model). ``check_live`` validates such values, naming every bad key;
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any, Protocol
@@ -159,7 +159,7 @@ class LiveSettings:
         settings: KeelSettings,
         *,
         layers: Sequence[LiveLayer] = (),
-        source_of: Any = None,
+        source_of: Callable[[str], str] | None = None,
     ) -> None:
         self.settings = settings
         self.layers = tuple(layers)
