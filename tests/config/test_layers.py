@@ -37,11 +37,11 @@ def test_config_path_from_keel_config_env(tmp_path: Path) -> None:
     assert loaded.settings.agent.id == "support"
 
 
-def test_flags_override_everything(tmp_path: Path) -> None:
-    """Overrides passed in code (CLI flags) sit above the environment."""
+def test_command_options_override_everything(tmp_path: Path) -> None:
+    """Overrides passed in code (a command's options) sit above the environment, as `cli`."""
     loaded = load_settings(environ={"KEEL_SERVER__PORT": "9002"}, overrides={"server": {"port": 1}})
     assert loaded.settings.server.port == 1
-    assert loaded.source_of("server.port") == "flags"
+    assert loaded.source_of("server.port") == "cli"
 
 
 def test_models_chain_from_env_json() -> None:
