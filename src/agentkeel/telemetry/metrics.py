@@ -417,3 +417,27 @@ class SecretMetrics:
             ["secret"],
             registry=registry,
         )
+
+
+class OverridesMetrics:
+    """The per-user and per-organization overrides file of one replica.
+
+    ``agent_overrides_valid`` is 1 while the file in force is the file on disk, 0 after
+    a change was refused (or the file disappeared) and the last good overrides stay.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.valid = Gauge(
+            "agent_overrides_valid",
+            "1 when the overrides file on disk is the one in force; 0 when its latest "
+            "content was refused and the last good overrides stay.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "agent_overrides_reloads_total",
+            "Changes of the overrides file read, by outcome (applied, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("applied", "rejected"):
+            self.reloads.labels(outcome)
