@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agentkeel.config.live import LiveLayer, LiveSettings
+from agentkeel.config.overrides import OverridesLayer, watch_overrides
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
     KeelError,
@@ -55,6 +56,7 @@ from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudge
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
+from agentkeel.runtime.config_admin import config_admin_routes
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
@@ -74,7 +76,13 @@ from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.audit import audited, credential_id
-from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
+from agentkeel.telemetry.metrics import (
+    AgentMetrics,
+    HttpMetrics,
+    ModelMetrics,
+    OverridesMetrics,
+    ToolMetrics,
+)
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
@@ -215,6 +223,7 @@ def create_app(
     run_sweeper: bool = True,
     known: KnownSecrets | None = None,
     live_layers: Sequence[LiveLayer] | None = None,
+    source_of: Callable[[str], str] | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -233,6 +242,8 @@ def create_app(
     process's logs are scanned for them (``guardrails.redact_secrets``).
     ``live_layers`` replaces the live layers built from the settings (feature flags,
     then per-organization and per-user overrides) that each turn's settings go through.
+    ``source_of`` (``LoadedSettings.source_of``) names the layer of each base value in
+    ``GET /admin/config``.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
     ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
@@ -289,11 +300,23 @@ def create_app(
     )
     # Lowest first: feature flags, then per-organization and per-user overrides.
     layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
-    live = LiveSettings(settings, layers=layers)
+    overrides: OverridesLayer | None = None
+    if live_layers is None:
+        overrides = watch_overrides(
+            settings,
+            clock=clock,
+            metrics=OverridesMetrics(registry),
+            actor=f"replica:{replica_id_for(settings.server)}",
+        )
+        layers.append(overrides)
+    live = LiveSettings(settings, layers=layers, source_of=source_of)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if overrides is not None:
+                # Here, not when built: the process's audit file is installed by now.
+                overrides.record()
             if front_door is not None:
                 stack.push_async_callback(front_door.aclose)
             if caller_limits is not None:
@@ -400,6 +423,9 @@ def create_app(
                 runtime.service = None
                 await _finish_tasks(runtime, limit_s=settings.server.drain_timeout_s)
 
+    def check_admin(request: Request) -> None:
+        admin.check(request.headers.get("authorization"))
+
     # Starlette tries routes in order, and turns are most of the traffic.
     routes = [
         Route(
@@ -420,11 +446,9 @@ def create_app(
             methods=["POST"],
         ),
         Route("/admin/drain", _endpoint(_admin_drain(runtime, admin)), methods=["POST"]),
-        *session_admin_routes(
-            runtime.require_service,
-            check_admin=lambda request: admin.check(request.headers.get("authorization")),
-        ),
+        *session_admin_routes(runtime.require_service, check_admin=check_admin),
         *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
+        *config_admin_routes(live, check_admin=check_admin, overrides=overrides),
     ]
     app = Starlette(
         routes=routes,
