@@ -419,6 +419,42 @@ class SecretMetrics:
         )
 
 
+class FlagMetrics:
+    """Feature flags: evaluations per flag and variant, and the flag file's reloads.
+
+    ``flag`` is a live setting's key (``KeelSettings.LIVE``) and ``variant`` a variant
+    the accepted document declares, or ``default`` (no variant: the settings below),
+    ``disabled``, ``error`` or ``other`` (a variant the document does not declare), so
+    both labels stay bounded.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.evaluations = Counter(
+            "agent_flag_evaluations_total",
+            "Feature flag evaluations at the start of a turn, by flag and variant served.",
+            ["flag", "variant"],
+            registry=registry,
+        )
+        self.valid = Gauge(
+            "agent_flags_valid",
+            "1 when the flag file in force is the current file; 0 when the current file was "
+            "refused or has disappeared and the last good flags stay in force.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "agent_flags_reloads_total",
+            "Changed flag files checked, by outcome (applied, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.applied_at = Gauge(
+            "agent_flags_applied_timestamp_seconds",
+            "Unix time at which the flags in force were put in force on this replica.",
+            registry=registry,
+        )
+        self.evaluations_for = Children(self.evaluations)
+
+
 class OverridesMetrics:
     """The per-user and per-organization overrides file of one replica.
 
