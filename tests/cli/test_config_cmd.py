@@ -238,3 +238,70 @@ def test_show_user_with_a_bad_overrides_file_exits_2_naming_the_key(live_config:
     )
     assert result.exit_code == 2
     assert "users.bob" in result.stderr and "'server.port' may not be changed" in result.stderr
+
+
+FLAGS = {
+    "flags": {
+        "guardrails.max_output_tokens": {
+            "state": "ENABLED",
+            "variants": {"short": 200, "long": 800},
+            "defaultVariant": "short",
+        },
+        "agent.model_chain": {
+            "state": "ENABLED",
+            "variants": {"standard": "a", "premium": "premium"},
+            "defaultVariant": "standard",
+            "targeting": {"if": [{"==": [{"var": "organization"}, "acme"]}, "premium"]},
+        },
+    }
+}
+
+
+def test_a_user_override_wins_over_a_flag_which_wins_over_the_environment(
+    live_config: Path,
+) -> None:
+    """Must show: guardrails.max_output_tokens is 100 in the production overlay, 150 in a
+    KEEL_ variable, 200 by flag and 300 for bob of acme by override. `keel config show
+    --user` shows each winning in turn, naming its layer."""
+    data = live_config.parent / "data"
+    (data / "flags.json").write_text(json.dumps(FLAGS))
+    (data / "overrides.yaml").write_text(
+        "users:\n  acme/bob:\n    guardrails.max_output_tokens: 300\n"
+    )
+    (live_config.parent / "keel.production.yaml").write_text(
+        "guardrails:\n  max_output_tokens: 100\n"
+    )
+    env = {"KEEL_ENV": "production", "KEEL_GUARDRAILS__MAX_OUTPUT_TOKENS": "150"} | WIDE
+
+    def shown(*args: str, environ: dict[str, str] = env) -> dict[str, dict[str, str]]:
+        return show(live_config, *args, env=environ)
+
+    key = "guardrails.max_output_tokens"
+    assert shown(environ={"KEEL_ENV": "production"})[key] == {
+        "value": "100",
+        "source": "overlay",
+        "detail": "keel.production.yaml",
+    }
+    assert shown()[key] == {"value": "150", "source": "env"}
+    carol = shown("--user", "carol", "--org", "acme")
+    assert carol[key] == {"value": "200", "source": "flag", "detail": "variant short"}
+    assert carol["agent.model_chain"] == {
+        "value": "premium",
+        "source": "flag",
+        "detail": "variant premium",
+    }
+    bob = shown("--user", "bob", "--org", "acme")
+    assert bob[key] == {"value": "300", "source": "user", "detail": "acme/bob"}
+    assert bob["agent.model_chain"]["source"] == "flag"
+
+    table = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--user", "bob", "--org", "acme"],
+        env=env,
+    )
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    tokens = next(line for line in lines if key in line)
+    assert "300" in tokens and "user override (acme/bob)" in tokens
+    chain = next(line for line in lines if "agent.model_chain" in line)
+    assert "flag (variant premium)" in chain

@@ -116,3 +116,14 @@ def test_secret_paths_and_dirs_in_env_are_allowed(tmp_path: Path) -> None:
     assert loaded.settings.secrets_dir == tmp_path
     with pytest.raises(ConfigError, match="looks like a secret"):
         load_settings(environ={"KEEL_SERVER__ADMIN_TOKEN": "t"})
+
+
+def test_only_the_environ_given_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit environ (or explicit layers) is the whole environment: the process's
+    KEEL_ variables stay out, so provenance always names the layer that set a value."""
+    monkeypatch.setenv("KEEL_SERVER__DRAIN_TIMEOUT_S", "5")
+    assert load_settings(environ={}).settings.server.drain_timeout_s == 30
+    assert load_settings(layers=[]).settings.server.drain_timeout_s == 30
+    loaded = load_settings()
+    assert loaded.settings.server.drain_timeout_s == 5
+    assert loaded.source_of("server.drain_timeout_s") == "env"

@@ -14,7 +14,12 @@ from prometheus_client import CollectorRegistry
 from agentkeel.config.layers import load_settings
 from agentkeel.config.live import TurnContext
 from agentkeel.config.overrides import OverridesLayer, watch_overrides
-from agentkeel.config.overrides_audit import AcceptedOverrides, override_changes, state_dir_for
+from agentkeel.config.overrides_audit import (
+    AcceptedOverrides,
+    Document,
+    override_changes,
+    state_dir_for,
+)
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import AuditUnavailable, ConfigError
 from agentkeel.resilience.clock import ManualClock
@@ -248,6 +253,7 @@ def test_a_change_made_while_no_replica_ran_is_audited_at_the_next_start(
     Watched(settings).layer.record()
     replace(path, user_entry(5000))
     with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        caplog.clear()
         Watched(settings, actor="replica:r9").layer.record()
     assert [(a["details"]["from"], a["details"]["to"]) for a in audits(caplog)] == [(1000, 5000)]
 
@@ -290,9 +296,10 @@ def test_without_a_writable_data_dir_each_replica_audits_its_own_change(
     accepted = AcceptedOverrides(
         state_dir=blocker / "overrides", source=tmp_path / "o.yaml", actor="replica:r1"
     )
-    before = {"organizations": {}, "users": {"bob": {"agent.tools": []}}}
-    after = {"organizations": {}, "users": {"bob": {"agent.tools": ["calculator"]}}}
+    before: Document = {"organizations": {}, "users": {"bob": {"agent.tools": []}}}
+    after: Document = {"organizations": {}, "users": {"bob": {"agent.tools": ["calculator"]}}}
     with caplog.at_level(logging.INFO):
+        caplog.clear()
         changes = accepted.record(after, "d1", previous=before)
     assert [(c.before, c.after) for c in changes] == [([], ["calculator"])]
     assert len(audits(caplog)) == 1
@@ -300,8 +307,14 @@ def test_without_a_writable_data_dir_each_replica_audits_its_own_change(
 
 def test_override_changes_compare_entries_and_keys() -> None:
     """Unchanged keys are no change; a whole entry removed is one change per key."""
-    before = {"users": {"bob": {"a": 1, "b": 2}}, "organizations": {"acme": {"c": 3}}}
-    after = {"users": {"bob": {"a": 1, "b": 5}}, "organizations": {}}
+    before: Document = {
+        "users": {"bob": {"a": 1, "b": 2}},
+        "organizations": {"acme": {"c": 3}},
+    }
+    after: Document = {
+        "users": {"bob": {"a": 1, "b": 5}},
+        "organizations": {},
+    }
     assert [(c.entry, c.key, c.before, c.after) for c in override_changes(before, after)] == [
         ("organizations.acme", "c", 3, None),
         ("users.bob", "b", 2, 5),

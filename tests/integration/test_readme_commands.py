@@ -57,6 +57,19 @@ EXCEPTIONS = {
         "keel rollback against a real router, agents and memory server"
     ),
     "keel rollback": "needs a release that keel rollout recorded (as above)",
+    "keel --config examples/keel.yaml --env production config show": (
+        "reads the repository's examples/ (the test runs in a project directory without "
+        "them); tests/config/test_overlays.py loads that overlay and tests/cli/"
+        "test_config_cmd.py runs keel --env config show against overlays"
+    ),
+    "keel --config examples/keel.yaml config diff examples/keel.yaml production": (
+        "reads the repository's examples/ (as above); tests/cli/test_config_diff_cmd.py runs "
+        "keel config diff on environments and files"
+    ),
+    "keel config diff staging production --exit-code": (
+        "needs keel.staging.yaml and keel.production.yaml, and exits 1 when they differ; "
+        "tests/cli/test_config_diff_cmd.py runs it"
+    ),
     "keel rollback --release v2-20261201T1230 --code-only --json": (
         "needs a release of that name that keel rollout recorded (as above)"
     ),

@@ -29,7 +29,6 @@ from agentkeel.config.layers import LoadedSettings, flatten, load_settings
 from agentkeel.config.live import LiveLayer, LiveSettings, TurnSettings
 from agentkeel.config.live_view import settings_for_user, shown_source
 from agentkeel.config.overrides import overrides_path, read_overrides
-from agentkeel.config.settings import KeelSettings
 from agentkeel.secrets.redact import redact_url
 
 LIVE_SOURCES = frozenset({"flag", "org", "user"})
@@ -129,20 +128,18 @@ def settings_rows(loaded: LoadedSettings, turn: TurnSettings | None = None) -> l
 
 
 @contextmanager
-def open_cli_flag_layer(settings: KeelSettings) -> Iterator[LiveLayer | None]:
-    """The feature flags for one look, or ``None`` when flags are off (``flags.source:
-    none``) or not set up in this build."""
-    yield None
-
-
-@contextmanager
 def open_live_settings(loaded: LoadedSettings) -> Iterator[LiveSettings]:
     """The live settings a replica with ``loaded`` would resolve turns with: its feature
-    flags, then its overrides file (read once, checked; a ``ConfigError`` if bad)."""
+    flags (``open_flag_layer``: the flag file read once; none with ``flags.source: none``),
+    then its overrides file (read once); a ``ConfigError`` naming the problems when either
+    is not valid."""
+    # Imported here: OpenFeature and flagd are heavy, and most commands never need them.
+    from agentkeel.config.flag_layer import open_flag_layer
+
     settings = loaded.settings
     with ExitStack() as stack:
         layers: list[LiveLayer] = []
-        flags = stack.enter_context(open_cli_flag_layer(settings))
+        flags = stack.enter_context(open_flag_layer(settings))
         if flags is not None:
             layers.append(flags)
         layers.append(read_overrides(overrides_path(settings), settings=settings))

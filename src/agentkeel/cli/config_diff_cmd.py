@@ -86,7 +86,7 @@ def diff(
     exit_code: Annotated[
         bool,
         typer.Option(
-            "--exit-code", help="Exit 1 when the two differ, 0 when not (as git diff --exit-code)."
+            "--exit-code", help="Exit 1 when the two differ, 0 when not (as git diff does with it)."
         ),
     ] = False,
 ) -> None:
