@@ -127,3 +127,11 @@ def test_only_the_environ_given_is_read(monkeypatch: pytest.MonkeyPatch) -> None
     loaded = load_settings()
     assert loaded.settings.server.drain_timeout_s == 5
     assert loaded.source_of("server.drain_timeout_s") == "env"
+
+
+def test_a_section_error_names_the_layer_of_its_values(tmp_path: Path) -> None:
+    """An error about a whole section (a moved key) names the layer that wrote into it."""
+    cfg = tmp_path / "keel.yaml"
+    cfg.write_text("guardrails:\n  user_daily_token_budget: 0\n")
+    with pytest.raises(ConfigError, match=r"guardrails \(from file\).*quotas.user_daily_tokens"):
+        load_settings(config_path=cfg, environ={})

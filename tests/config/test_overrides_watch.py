@@ -324,3 +324,23 @@ def test_override_changes_compare_entries_and_keys() -> None:
 def test_the_state_directory_is_per_file(tmp_path: Path) -> None:
     """Two overrides files in one data directory keep separate audit records."""
     assert state_dir_for(tmp_path, Path("/a/o.yaml")) != state_dir_for(tmp_path, Path("/b/o.yaml"))
+
+
+def test_a_refused_file_that_disappears_is_no_overrides_again(settings: KeelSettings) -> None:
+    """No file at start, a bad one appears (refused), then it goes: nothing is wrong any
+    more; the same bad file coming back is refused again."""
+    path = settings.data_dir / "overrides.yaml"
+    watched = Watched(settings)
+    replace(path, "users: [\n")
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 0
+    path.unlink()
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 1
+    replace(path, "users: [\n")
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 0
+    assert watched.reloads("rejected") == 2

@@ -293,7 +293,13 @@ def _explain(exc: ValidationError, provenance: Mapping[str, str]) -> str:
     lines = ["Invalid settings:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        source = next((provenance[p] for p in _prefixes(key) if p in provenance), "default")
+        source = next(
+            (provenance[p] for p in _prefixes(key) if p in provenance),
+            # A section-wide error (a model validator): the layer of a value inside it.
+            next(
+                (s for k, s in reversed(provenance.items()) if k.startswith(f"{key}.")), "default"
+            ),
+        )
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) else f" has value {value!r};"
         lines.append(f"  {key} (from {source}){shown} {err['msg']}")

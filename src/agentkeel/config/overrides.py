@@ -283,13 +283,15 @@ class OverridesLayer:
         if stamp == self._stamp:
             return False
         if stamp is None:
-            self._stamp = None
+            self._stamp, self._seen = None, None
             if self._digest is not None:
                 self._refuse(
                     f"The overrides file '{self.path}' disappeared; the last good overrides "
                     "stay in force. To remove every override, save an empty file instead.",
                     count=False,
                 )
+            else:
+                self._set_valid(True)  # never had one: no file is no overrides
             return False
         try:
             text = self._read()
