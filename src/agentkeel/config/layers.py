@@ -293,12 +293,11 @@ def _explain(exc: ValidationError, provenance: Mapping[str, str]) -> str:
     lines = ["Invalid settings:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        inside = [layer for dotted, layer in provenance.items() if dotted.startswith(f"{key}.")]
         source = next(
             (provenance[p] for p in _prefixes(key) if p in provenance),
-            # A section-wide error (a model validator): the layer of a value inside it.
-            next(
-                (s for k, s in reversed(provenance.items()) if k.startswith(f"{key}.")), "default"
-            ),
+            # A section-wide error (a model validator): the last layer that wrote into it.
+            inside[-1] if inside else "default",
         )
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) else f" has value {value!r};"
