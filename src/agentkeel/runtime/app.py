@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentkeel.config.feature_flags import build_feature_flags
 from agentkeel.config.live import LiveLayer, LiveSettings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
@@ -56,6 +57,7 @@ from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.flag_admin import flag_admin_routes
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
@@ -74,7 +76,13 @@ from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.audit import audited, credential_id
-from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
+from agentkeel.telemetry.metrics import (
+    AgentMetrics,
+    FlagMetrics,
+    HttpMetrics,
+    ModelMetrics,
+    ToolMetrics,
+)
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
@@ -235,8 +243,9 @@ def create_app(
     then per-organization and per-user overrides) that each turn's settings go through.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
-    ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
-    started, ``service``.
+    ``known_secrets``, ``redactor`` (``None`` when redaction is off), ``flags`` (the
+    ``FeatureFlags``; ``None`` with ``flags.source: none`` or ``live_layers``) and,
+    once started, ``service``.
 
     >>> app = create_app(load_settings().settings)
     """
@@ -288,12 +297,21 @@ def create_app(
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
     # Lowest first: feature flags, then per-organization and per-user overrides.
+    flags = None
+    if live_layers is None:
+        actor = f"replica:{replica_id_for(settings.server)}"
+        flags = build_feature_flags(settings, metrics=FlagMetrics(registry), actor=actor)
     layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
+    if flags is not None:
+        layers.append(flags)
     live = LiveSettings(settings, layers=layers)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if flags is not None:
+                await flags.start()
+                stack.push_async_callback(flags.aclose)
             if front_door is not None:
                 stack.push_async_callback(front_door.aclose)
             if caller_limits is not None:
@@ -425,6 +443,9 @@ def create_app(
             check_admin=lambda request: admin.check(request.headers.get("authorization")),
         ),
         *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
+        *flag_admin_routes(
+            flags, check_admin=lambda request: admin.check(request.headers.get("authorization"))
+        ),
     ]
     app = Starlette(
         routes=routes,
@@ -442,6 +463,7 @@ def create_app(
     app.state.turn_tasks = runtime.tasks
     app.state.known_secrets = known
     app.state.redactor = redactor
+    app.state.flags = flags
     return app
 
 
