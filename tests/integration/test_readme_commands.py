@@ -57,6 +57,11 @@ EXCEPTIONS = {
         "keel rollback against a real router, agents and memory server"
     ),
     "keel rollback": "needs a release that keel rollout recorded (as above)",
+    "keel flags set agent.model_chain premium": (
+        "needs the agent.model_chain flag and the premium chain of the README's example, which "
+        "this stack's keel.yaml lacks; tests/integration/test_flags_live_sessions.py runs it "
+        "under 100 live sessions"
+    ),
     "keel rollback --release v2-20261201T1230 --code-only --json": (
         "needs a release of that name that keel rollout recorded (as above)"
     ),
@@ -81,6 +86,9 @@ EXPECTED = {
     "keel golden run": "local-smoke against ",
     "keel secrets rotate admin_token": "rotated to generation 2",
     "keel secrets status": "admin_token",
+    "keel flags list": "guardrails.max_steps_per_turn",
+    "keel flags show": "served for user ana of acme: 4 (variant strict",
+    "keel flags validate": "valid: 1 flag",
 }
 
 
