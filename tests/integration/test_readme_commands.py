@@ -70,6 +70,11 @@ EXCEPTIONS = {
         "needs keel.staging.yaml and keel.production.yaml, and exits 1 when they differ; "
         "tests/cli/test_config_diff_cmd.py runs it"
     ),
+    "keel flags set agent.model_chain premium": (
+        "needs the agent.model_chain flag and the premium chain of the README's example, which "
+        "this stack's keel.yaml lacks; tests/integration/test_flags_live_sessions.py runs it "
+        "under 100 live sessions"
+    ),
     "keel rollback --release v2-20261201T1230 --code-only --json": (
         "needs a release of that name that keel rollout recorded (as above)"
     ),
@@ -94,6 +99,9 @@ EXPECTED = {
     "keel golden run": "local-smoke against ",
     "keel secrets rotate admin_token": "rotated to generation 2",
     "keel secrets status": "admin_token",
+    "keel flags list": "guardrails.max_steps_per_turn",
+    "keel flags show": "served for user ana of acme: 4 (variant strict",
+    "keel flags validate": "valid: 1 flag",
 }
 
 

@@ -21,6 +21,7 @@ from agentkeel.cli import config_cmd, config_diff_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.audit_cmd import audit_app
 from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.flags_cmd import flags_app
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.keys_cmd import keys_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
@@ -112,6 +113,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(flags_app, name="flags")
 
 app.add_typer(secrets_app, name="secrets")
 

@@ -47,8 +47,7 @@ logger = logging.getLogger("agentkeel.flags")
 
 
 class FeatureFlags:
-    """The flags of one process, and its ``flag`` live layer (values from ``start`` to
-    ``aclose``)."""
+    """The flags of one process; it is the ``flag`` live layer (``values_for``)."""
 
     def __init__(
         self,
@@ -62,48 +61,47 @@ class FeatureFlags:
         self.bound = bound
         self.gate = gate
         self.metrics = metrics
-        self._layer: FlagLayer | None = None
+        self.layer = FlagLayer(
+            client=bound.client(),
+            settings=settings,
+            flags=self._in_force if gate is not None else lambda: None,
+            metrics=metrics,
+        )
+        self._opened = False
+        self._started = False
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def layer(self) -> FlagLayer | None:
-        """The evaluating layer, from ``start`` to ``aclose``."""
-        return self._layer
+        if gate is not None:
+            gate.before_apply = self._before_apply
 
     def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
         """The ``LiveLayer``: the turn's flag values (none before ``start``)."""
-        layer = self._layer
-        return layer.values_for(context) if layer is not None else ()
+        return self.layer.values_for(context) if self._started else ()
 
     async def start(self) -> None:
-        """Check the flag file, register the provider, start watching (file source)."""
+        """Check the flag file and start watching it (file source), or connect to flagd."""
         if self.gate is not None:
             gate = self.gate
+            # The provider is registered when a first document goes in force, so a
+            # replica without a flag file never writes to the data directory.
             await asyncio.to_thread(gate.start)
-            client = await asyncio.to_thread(self._open, wait=True)
-            self._layer = FlagLayer(
-                client=client, settings=self.settings, flags=self._in_force, metrics=self.metrics
-            )
             interval = self.settings.flags.poll_interval_s
             self._task = asyncio.get_running_loop().create_task(gate.run(interval_s=interval))
-            return
-        # A flagd service may be down now and up later: the provider connects in the
-        # background, and evaluations fall back until it has.
-        client = self._open(wait=False)
-        self._layer = FlagLayer(
-            client=client, settings=self.settings, flags=lambda: None, metrics=self.metrics
-        )
-        if self.metrics is not None:
-            self.metrics.valid.set(1)
+        else:
+            # A flagd service may be down now and up later: the provider connects in
+            # the background, and evaluations fall back until it has.
+            self._open(wait=False)
+            if self.metrics is not None:
+                self.metrics.valid.set(1)
+        self._started = True
 
     async def aclose(self) -> None:
         """Stop watching and unregister the provider."""
+        self._started = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._layer = None
         await asyncio.to_thread(self.bound.close)
 
     def report(self) -> dict[str, Any]:
@@ -142,18 +140,25 @@ class FeatureFlags:
         assert self.gate is not None
         return self.gate.document.flags
 
-    def _open(self, *, wait: bool) -> Any:
+    def _before_apply(self, document: FlagDocument) -> None:
+        # In the gate's worker thread, before the document's flags are evaluated: the
+        # provider has read the accepted copy by the time a turn asks for them.
+        if not self._opened:
+            self._open(wait=True)
+        else:
+            reload_file_provider(self.bound.provider)
+
+    def _open(self, *, wait: bool) -> None:
+        self._opened = True
         try:
-            return self.bound.open(wait=wait)
+            self.bound.open(wait=wait)
         except OpenFeatureError as exc:
-            # The accepted copy is unreadable: evaluations fail (and fall back) until the
-            # next accepted document replaces it.
+            # Evaluations fail (and fall back) until the provider can read its source.
             logger.error(
                 "the flag provider did not start: %s",
                 exc.error_message or exc,
                 extra={"category": "flags"},
             )
-            return self.bound.client()
 
 
 def build_feature_flags(
@@ -175,17 +180,8 @@ def build_feature_flags(
     source = flag_source_path(settings).absolute()
     accepted = AcceptedFlags(data_dir=settings.data_dir, source=source)
     provider = file_provider(accepted.file, poll_interval_s=flags.poll_interval_s)
-
-    def before_apply(document: FlagDocument) -> None:
-        reload_file_provider(provider)
-
     gate = FlagGate(
-        source=source,
-        accepted=accepted,
-        settings=settings,
-        actor=actor,
-        metrics=metrics,
-        before_apply=before_apply,
+        source=source, accepted=accepted, settings=settings, actor=actor, metrics=metrics
     )
     return FeatureFlags(
         settings=settings, bound=BoundProvider(provider), gate=gate, metrics=metrics

@@ -105,15 +105,6 @@ class AcceptedFlags:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
 
-    def ensure(self) -> None:
-        """An empty copy (no flags) when there is none, so a provider always has a file
-        to read; an existing copy is left as it is."""
-        if self.file.exists():
-            return
-        with self.locked():
-            if not self.file.exists():
-                self._write(FlagDocument.empty(), source_sha256=None, actor="keel")
-
     def accept(
         self,
         document: FlagDocument,

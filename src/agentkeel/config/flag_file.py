@@ -322,7 +322,8 @@ def _flagd_problems(key: str, flag: Mapping[str, Any], evaluators: Mapping[str, 
     problems: list[str] = []
     state = flag.get("state")
     if state not in STATES:
-        problems.append(f"flag '{key}': state is {state!r}; it must be ENABLED or DISABLED")
+        shown = "missing" if state is None else f"{state!r}"
+        problems.append(f"flag '{key}': state is {shown}; it must be ENABLED or DISABLED")
     variants = flag.get("variants")
     if not isinstance(variants, Mapping) or not variants:
         problems.append(f"flag '{key}': variants must be a non-empty object of name -> value")

@@ -97,7 +97,6 @@ class FlagGate:
 
     def start(self) -> None:
         """The first check (blocking: call it off the event loop, as ``run`` does)."""
-        self.accepted.ensure()
         self._started = True
         self.check()
         self._publish_validity()

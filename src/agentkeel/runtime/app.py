@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentkeel.config.feature_flags import build_feature_flags
 from agentkeel.config.live import LiveLayer, LiveSettings
 from agentkeel.config.overrides import OverridesLayer, watch_overrides
 from agentkeel.config.settings import KeelSettings
@@ -58,6 +59,7 @@ from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.config_admin import config_admin_routes
 from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.flag_admin import flag_admin_routes
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
@@ -78,6 +80,7 @@ from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.audit import audited, credential_id
 from agentkeel.telemetry.metrics import (
     AgentMetrics,
+    FlagMetrics,
     HttpMetrics,
     ModelMetrics,
     OverridesMetrics,
@@ -246,8 +249,9 @@ def create_app(
     ``GET /admin/config``.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
-    ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
-    started, ``service``.
+    ``known_secrets``, ``redactor`` (``None`` when redaction is off), ``flags`` (the
+    ``FeatureFlags``; ``None`` with ``flags.source: none`` or ``live_layers``) and,
+    once started, ``service``.
 
     >>> app = create_app(load_settings().settings)
     """
@@ -299,14 +303,16 @@ def create_app(
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
     # Lowest first: feature flags, then per-organization and per-user overrides.
-    layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
+    flags = None
     overrides: OverridesLayer | None = None
+    layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
     if live_layers is None:
+        actor = f"replica:{replica_id_for(settings.server)}"
+        flags = build_feature_flags(settings, metrics=FlagMetrics(registry), actor=actor)
+        if flags is not None:
+            layers.append(flags)
         overrides = watch_overrides(
-            settings,
-            clock=clock,
-            metrics=OverridesMetrics(registry),
-            actor=f"replica:{replica_id_for(settings.server)}",
+            settings, clock=clock, metrics=OverridesMetrics(registry), actor=actor
         )
         layers.append(overrides)
     live = LiveSettings(settings, layers=layers, source_of=source_of)
@@ -317,6 +323,9 @@ def create_app(
             if overrides is not None:
                 # Here, not when built: the process's audit file is installed by now.
                 overrides.record()
+            if flags is not None:
+                await flags.start()
+                stack.push_async_callback(flags.aclose)
             if front_door is not None:
                 stack.push_async_callback(front_door.aclose)
             if caller_limits is not None:
@@ -448,6 +457,7 @@ def create_app(
         Route("/admin/drain", _endpoint(_admin_drain(runtime, admin)), methods=["POST"]),
         *session_admin_routes(runtime.require_service, check_admin=check_admin),
         *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
+        *flag_admin_routes(flags, check_admin=check_admin),
         *config_admin_routes(live, check_admin=check_admin, overrides=overrides),
     ]
     app = Starlette(
@@ -466,6 +476,7 @@ def create_app(
     app.state.turn_tasks = runtime.tasks
     app.state.known_secrets = known
     app.state.redactor = redactor
+    app.state.flags = flags
     return app
 
 
