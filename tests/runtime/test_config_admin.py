@@ -64,10 +64,14 @@ ReplicaFactory = Callable[..., Awaitable[Replica]]
 async def replica(tmp_path: Path) -> AsyncIterator[ReplicaFactory]:
     async with AsyncExitStack() as stack:
 
-        async def start(overrides: str = "", **extra: Any) -> Replica:
+        async def start(
+            overrides: str = "", *, flags: dict[str, Any] | None = None, **extra: Any
+        ) -> Replica:
             data = tmp_path / "data"
             data.mkdir(exist_ok=True)
             (data / "overrides.yaml").write_text(overrides)
+            if flags is not None:
+                (data / "flags.json").write_text(json.dumps(flags))
             (tmp_path / "admin_token").write_text(TOKEN)
             loaded = load_settings(
                 layers=[],
@@ -236,3 +240,26 @@ async def test_a_bad_overrides_file_stops_the_replica_before_it_serves(
     """At start there is no last good document: the app is not built."""
     with pytest.raises(ConfigError, match=r"users\.alice"):
         await replica("users:\n  alice:\n    nope: 1\n")
+
+
+FLAGS = {
+    "flags": {
+        "guardrails.max_output_tokens": {
+            "state": "ENABLED",
+            "variants": {"short": 200, "long": 800},
+            "defaultVariant": "short",
+        }
+    }
+}
+
+
+async def test_a_user_override_wins_over_a_flag_on_the_replica(replica: ReplicaFactory) -> None:
+    """The replica's order: the flag's value for everyone, bob of acme's override over it."""
+    server = await replica(
+        "users:\n  acme/bob:\n    guardrails.max_output_tokens: 300\n", flags=FLAGS
+    )
+    key = "guardrails.max_output_tokens"
+    carol = (await server.config(user="carol", org="acme")).json()["values"][key]
+    assert carol == {"value": 200, "source": "flag", "detail": "variant short"}
+    bob = (await server.config(user="bob", org="acme")).json()["values"][key]
+    assert bob == {"value": 300, "source": "user", "detail": "acme/bob"}
