@@ -77,8 +77,10 @@ def differences(a: LoadedSettings, b: LoadedSettings) -> list[Difference]:
 @exits_on_keel_error
 def diff(
     ctx: typer.Context,
-    a: Annotated[str, typer.Argument(help="An environment name (e.g. staging) or a YAML file.")],
-    b: Annotated[str, typer.Argument(help="The other environment name or YAML file.")],
+    a: Annotated[
+        str, typer.Argument(metavar="A", help="An environment name (e.g. staging) or a YAML file.")
+    ],
+    b: Annotated[str, typer.Argument(metavar="B", help="The other environment name or YAML file.")],
     as_json: Annotated[
         bool,
         typer.Option("--json", help='Print JSON {"a", "b", "differences": {key: {a, b}}}.'),
@@ -91,12 +93,9 @@ def diff(
     ] = False,
 ) -> None:
     """Print every setting whose effective value differs between A and B, with the layer
-    that set it on each side.
-
-    An environment name reads the base keel.yaml (keel --config or KEEL_CONFIG) and its
-    overlay keel.NAME.yaml beside it; a path reads that file alone. KEEL_* variables are
-    left out: they apply to both sides alike.
-    """
+    that set it on each side. An environment name reads the base keel.yaml (keel --config
+    or KEEL_CONFIG) and its overlay keel.NAME.yaml beside it; a path reads that file
+    alone. KEEL_* variables are left out: they apply to both sides alike."""
     base = base_config_path(cli_state(ctx).config_path)
     found = differences(load_side(a, base=base), load_side(b, base=base))
     console = stdout_console()
