@@ -53,8 +53,8 @@ def test_sources_name_the_layer_of_each_value(config: Path) -> None:
     assert rows["models[0].model"] == {"value": "gpt-4o-mini", "source": "file"}
 
 
-def test_global_data_dir_flag_is_the_flags_layer(config: Path, tmp_path: Path) -> None:
-    """`keel --data-dir X` wins over the file and is reported as coming from flags."""
+def test_global_data_dir_option_is_the_cli_layer(config: Path, tmp_path: Path) -> None:
+    """`keel --data-dir X` wins over the file and is reported as coming from cli."""
     result = CliRunner().invoke(
         app,
         ["--config", str(config), "--data-dir", str(tmp_path / "d"), "config", "show", "--json"],
@@ -62,7 +62,7 @@ def test_global_data_dir_flag_is_the_flags_layer(config: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data_dir"] == {
         "value": str(tmp_path / "d"),
-        "source": "flags",
+        "source": "cli",
     }
 
 
@@ -108,3 +108,200 @@ def test_redact_url_masks_only_the_password() -> None:
     """User, host and path stay readable; the password becomes ***."""
     assert redact_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact_url("sqlite:///.keel/sessions.db") == "sqlite:///.keel/sessions.db"
+
+
+def test_env_option_reads_the_overlay_and_shows_its_file(config: Path) -> None:
+    """`keel --env production` reads keel.production.yaml beside keel.yaml: its values come
+    from the overlay layer, named with its file; KEEL_ variables still win over it."""
+    (config.parent / "keel.production.yaml").write_text(
+        "agent:\n  version: v9\nserver:\n  port: 9100\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(config), "--env", "production", "config", "show", "--json"],
+        env={"KEEL_SERVER__PORT": "9200"},
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows["agent.version"] == {
+        "value": "v9",
+        "source": "overlay",
+        "detail": "keel.production.yaml",
+    }
+    assert rows["server.port"] == {"value": "9200", "source": "env"}
+    assert rows["agent.id"] == {"value": "support", "source": "file"}
+    table = CliRunner().invoke(
+        app, ["--config", str(config), "config", "show"], env={"KEEL_ENV": "production"} | WIDE
+    )
+    line = next(line for line in table.stdout.splitlines() if "agent.version" in line)
+    assert "overlay (keel.production.yaml)" in line
+    assert "environment production" in table.stdout
+
+
+def test_a_missing_overlay_exits_2_naming_the_path(config: Path) -> None:
+    """A named environment without its file is a configuration error naming the path."""
+    result = CliRunner().invoke(app, ["--config", str(config), "--env", "qa", "config", "show"])
+    assert result.exit_code == 2
+    assert "keel.qa.yaml" in result.stderr.replace("\n", "")
+
+
+WIDE = {"COLUMNS": "250"}
+
+OVERRIDES = """
+organizations:
+  acme:
+    agent.model_chain: premium
+users:
+  alice:
+    guardrails.max_output_tokens: 256
+  acme/bob:
+    quotas.user_daily_tokens: 5000000
+"""
+
+
+@pytest.fixture
+def live_config(tmp_path: Path) -> Path:
+    """A keel.yaml with two providers, a premium chain and an overrides file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "overrides.yaml").write_text(OVERRIDES)
+    path = tmp_path / "keel.yaml"
+    path.write_text(
+        f"data_dir: {data}\nsecrets_dir: null\n"
+        "models:\n  - {name: a, kind: scripted}\n  - {name: b, kind: scripted}\n"
+        "model_chains:\n  premium: [b, a]\n"
+    )
+    return path
+
+
+def test_show_user_resolves_the_organization_and_user_overrides(live_config: Path) -> None:
+    """--user bob --org acme: acme's chain from the org override, bob's quota from the user
+    override, each naming the entry; other keys keep their fixed layers."""
+    rows = show(live_config, "--user", "bob", "--org", "acme")
+    assert rows["agent.model_chain"] == {"value": "premium", "source": "org", "detail": "acme"}
+    assert rows["quotas.user_daily_tokens"] == {
+        "value": "5000000",
+        "source": "user",
+        "detail": "acme/bob",
+    }
+    assert rows["guardrails.max_output_tokens"] == {"value": "512", "source": "default"}
+    assert rows["models[1].name"] == {"value": "b", "source": "file"}
+
+
+def test_show_user_is_scoped_like_a_turn(live_config: Path) -> None:
+    """bob without an organization gets neither acme's nor acme/bob's values; alice alone
+    gets hers; without --user nothing of the overrides file shows."""
+    bob = show(live_config, "--user", "bob")
+    assert bob["agent.model_chain"]["source"] == "default"
+    assert bob["quotas.user_daily_tokens"]["source"] == "default"
+    alice = show(live_config, "--user", "alice")
+    assert alice["guardrails.max_output_tokens"] == {
+        "value": "256",
+        "source": "user",
+        "detail": "alice",
+    }
+    assert show(live_config)["quotas.user_daily_tokens"] == {
+        "value": "2000000",
+        "source": "default",
+    }
+
+
+def test_show_user_table_names_the_override(live_config: Path) -> None:
+    """The table's source column reads `org override (acme)` and `user override (acme/bob)`."""
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--user", "bob", "--org", "acme"],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    assert "keel settings for bob of acme" in result.stdout
+    lines = result.stdout.splitlines()
+    chain = next(line for line in lines if "agent.model_chain" in line)
+    assert "premium" in chain and "org override (acme)" in chain
+    quota = next(line for line in lines if "quotas.user_daily_tokens" in line)
+    assert "5000000" in quota and "user override (acme/bob)" in quota
+
+
+def test_show_org_without_user_is_a_usage_error(live_config: Path) -> None:
+    """--org and --task describe a user's turn; without --user they exit 2."""
+    result = CliRunner().invoke(app, ["--config", str(live_config), "config", "show", "--org", "a"])
+    assert result.exit_code == 2
+    assert "--user" in result.output
+
+
+def test_show_user_with_a_bad_overrides_file_exits_2_naming_the_key(live_config: Path) -> None:
+    """An overrides file that fails validation is a configuration error naming entry and key."""
+    data = live_config.parent / "data"
+    (data / "overrides.yaml").write_text("users:\n  bob:\n    server.port: 1\n")
+    result = CliRunner().invoke(
+        app, ["--config", str(live_config), "config", "show", "--user", "bob"], env=WIDE
+    )
+    assert result.exit_code == 2
+    assert "users.bob" in result.stderr and "'server.port' may not be changed" in result.stderr
+
+
+FLAGS = {
+    "flags": {
+        "guardrails.max_output_tokens": {
+            "state": "ENABLED",
+            "variants": {"short": 200, "long": 800},
+            "defaultVariant": "short",
+        },
+        "agent.model_chain": {
+            "state": "ENABLED",
+            "variants": {"standard": "a", "premium": "premium"},
+            "defaultVariant": "standard",
+            "targeting": {"if": [{"==": [{"var": "organization"}, "acme"]}, "premium"]},
+        },
+    }
+}
+
+
+def test_a_user_override_wins_over_a_flag_which_wins_over_the_environment(
+    live_config: Path,
+) -> None:
+    """Must show: guardrails.max_output_tokens is 100 in the production overlay, 150 in a
+    KEEL_ variable, 200 by flag and 300 for bob of acme by override. `keel config show
+    --user` shows each winning in turn, naming its layer."""
+    data = live_config.parent / "data"
+    (data / "flags.json").write_text(json.dumps(FLAGS))
+    (data / "overrides.yaml").write_text(
+        "users:\n  acme/bob:\n    guardrails.max_output_tokens: 300\n"
+    )
+    (live_config.parent / "keel.production.yaml").write_text(
+        "guardrails:\n  max_output_tokens: 100\n"
+    )
+    env = {"KEEL_ENV": "production", "KEEL_GUARDRAILS__MAX_OUTPUT_TOKENS": "150"} | WIDE
+
+    def shown(*args: str, environ: dict[str, str] = env) -> dict[str, dict[str, str]]:
+        return show(live_config, *args, env=environ)
+
+    key = "guardrails.max_output_tokens"
+    assert shown(environ={"KEEL_ENV": "production"})[key] == {
+        "value": "100",
+        "source": "overlay",
+        "detail": "keel.production.yaml",
+    }
+    assert shown()[key] == {"value": "150", "source": "env"}
+    carol = shown("--user", "carol", "--org", "acme")
+    assert carol[key] == {"value": "200", "source": "flag", "detail": "variant short"}
+    assert carol["agent.model_chain"] == {
+        "value": "premium",
+        "source": "flag",
+        "detail": "variant premium",
+    }
+    bob = shown("--user", "bob", "--org", "acme")
+    assert bob[key] == {"value": "300", "source": "user", "detail": "acme/bob"}
+    assert bob["agent.model_chain"]["source"] == "flag"
+
+    table = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--user", "bob", "--org", "acme"],
+        env=env,
+    )
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    tokens = next(line for line in lines if key in line)
+    assert "300" in tokens and "user override (acme/bob)" in tokens
+    chain = next(line for line in lines if "agent.model_chain" in line)
+    assert "flag (variant premium)" in chain

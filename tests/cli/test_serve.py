@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,17 @@ class FakeServer:
     def __init__(self, code: int = 0) -> None:
         self.code = code
         self.calls: list[tuple[KeelSettings, str | None]] = []
+        self.source_of: Callable[[str], str] | None = None
 
-    def __call__(self, settings: KeelSettings, *, agent_entrypoint: str | None = None) -> int:
+    def __call__(
+        self,
+        settings: KeelSettings,
+        *,
+        agent_entrypoint: str | None = None,
+        source_of: Callable[[str], str] | None = None,
+    ) -> int:
         self.calls.append((settings, agent_entrypoint))
+        self.source_of = source_of
         return self.code
 
 
@@ -49,6 +58,11 @@ def test_flags_override_the_config_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert (settings.server.host, settings.server.port) == ("0.0.0.0", 8085)
     assert settings.server.drain_timeout_s == 3
     assert entrypoint == "examples.echo_agent:agent"
+    assert fake.source_of is not None
+    assert (fake.source_of("server.port"), fake.source_of("server.drain_timeout_s")) == (
+        "cli",
+        "file",
+    )
 
 
 def test_server_exit_code_becomes_the_command_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:

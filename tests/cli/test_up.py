@@ -657,3 +657,31 @@ def test_each_keel_up_seeds_a_fresh_router_table(tmp_path: Path) -> None:
     assert (data / "router.previous.db").read_text() == "last run"
     assert (data / "router.previous.db-wal").read_text() == "last wal"
     assert not (data / "router.previous.db-shm").exists()
+
+
+def test_keel_env_up_passes_the_environment_to_every_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keel --env production up` reads the overlay and hands KEEL_ENV to every process it
+    starts, so each loads the same overlay beside the config file; without --env none is set."""
+    config = tmp_path / "keel.yaml"
+    config.write_text("agent:\n  id: support\n")
+    (tmp_path / "keel.production.yaml").write_text("agent:\n  version: v7\n")
+    planned: list[list[ServiceSpec]] = []
+
+    def stop_before_starting(specs: list[ServiceSpec], *, host: dict[str, str]) -> None:
+        planned.append(specs)
+        raise ConfigError("stopped by the test before anything started")
+
+    monkeypatch.setattr(up_module, "check_ports_free", stop_before_starting)
+    args = ["up", "--data-dir", str(tmp_path / "d"), "--no-local-model", "--replicas", "1"]
+    result = CliRunner().invoke(app, ["--config", str(config), "--env", "production", *args])
+    assert result.exit_code == 2, result.output
+    assert {spec.name: spec.env.get("KEEL_ENV") for spec in planned[-1]} == {
+        MEMORY_SERVICE: "production",
+        TOOLS_SERVICE: "production",
+        "replica-1": "production",
+        ROUTER_SERVICE: "production",
+    }
+    result = CliRunner().invoke(app, ["--config", str(config), *args])
+    assert not any("KEEL_ENV" in spec.env for spec in planned[-1])

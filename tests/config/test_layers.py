@@ -37,11 +37,11 @@ def test_config_path_from_keel_config_env(tmp_path: Path) -> None:
     assert loaded.settings.agent.id == "support"
 
 
-def test_flags_override_everything(tmp_path: Path) -> None:
-    """Overrides passed in code (CLI flags) sit above the environment."""
+def test_command_options_override_everything(tmp_path: Path) -> None:
+    """Overrides passed in code (a command's options) sit above the environment, as `cli`."""
     loaded = load_settings(environ={"KEEL_SERVER__PORT": "9002"}, overrides={"server": {"port": 1}})
     assert loaded.settings.server.port == 1
-    assert loaded.source_of("server.port") == "flags"
+    assert loaded.source_of("server.port") == "cli"
 
 
 def test_models_chain_from_env_json() -> None:
@@ -116,3 +116,22 @@ def test_secret_paths_and_dirs_in_env_are_allowed(tmp_path: Path) -> None:
     assert loaded.settings.secrets_dir == tmp_path
     with pytest.raises(ConfigError, match="looks like a secret"):
         load_settings(environ={"KEEL_SERVER__ADMIN_TOKEN": "t"})
+
+
+def test_only_the_environ_given_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit environ (or explicit layers) is the whole environment: the process's
+    KEEL_ variables stay out, so provenance always names the layer that set a value."""
+    monkeypatch.setenv("KEEL_SERVER__DRAIN_TIMEOUT_S", "5")
+    assert load_settings(environ={}).settings.server.drain_timeout_s == 30
+    assert load_settings(layers=[]).settings.server.drain_timeout_s == 30
+    loaded = load_settings()
+    assert loaded.settings.server.drain_timeout_s == 5
+    assert loaded.source_of("server.drain_timeout_s") == "env"
+
+
+def test_a_section_error_names_the_layer_of_its_values(tmp_path: Path) -> None:
+    """An error about a whole section (a moved key) names the layer that wrote into it."""
+    cfg = tmp_path / "keel.yaml"
+    cfg.write_text("guardrails:\n  user_daily_token_budget: 0\n")
+    with pytest.raises(ConfigError, match=r"guardrails \(from file\).*quotas.user_daily_tokens"):
+        load_settings(config_path=cfg, environ={})

@@ -57,6 +57,24 @@ EXCEPTIONS = {
         "keel rollback against a real router, agents and memory server"
     ),
     "keel rollback": "needs a release that keel rollout recorded (as above)",
+    "keel --config examples/keel.yaml --env production config show": (
+        "reads the repository's examples/ (the test runs in a project directory without "
+        "them); tests/config/test_overlays.py loads that overlay and tests/cli/"
+        "test_config_cmd.py runs keel --env config show against overlays"
+    ),
+    "keel --config examples/keel.yaml config diff examples/keel.yaml production": (
+        "reads the repository's examples/ (as above); tests/cli/test_config_diff_cmd.py runs "
+        "keel config diff on environments and files"
+    ),
+    "keel config diff staging production --exit-code": (
+        "needs keel.staging.yaml and keel.production.yaml, and exits 1 when they differ; "
+        "tests/cli/test_config_diff_cmd.py runs it"
+    ),
+    "keel flags set agent.model_chain premium": (
+        "needs the agent.model_chain flag and the premium chain of the README's example, which "
+        "this stack's keel.yaml lacks; tests/integration/test_flags_live_sessions.py runs it "
+        "under 100 live sessions"
+    ),
     "keel rollback --release v2-20261201T1230 --code-only --json": (
         "needs a release of that name that keel rollout recorded (as above)"
     ),
@@ -81,6 +99,9 @@ EXPECTED = {
     "keel golden run": "local-smoke against ",
     "keel secrets rotate admin_token": "rotated to generation 2",
     "keel secrets status": "admin_token",
+    "keel flags list": "guardrails.max_steps_per_turn",
+    "keel flags show": "served for user ana of acme: 4 (variant strict",
+    "keel flags validate": "valid: 1 flag",
 }
 
 

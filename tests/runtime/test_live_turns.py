@@ -173,6 +173,7 @@ class Remembering:
     """An agent that stores one memory per turn and reports what happened."""
 
     async def respond(self, turn: Turn) -> Reply:
+        assert turn.memory is not None
         try:
             await turn.memory.store("ns", turn.content)
         except Exception as exc:

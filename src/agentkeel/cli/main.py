@@ -1,6 +1,6 @@
 """The ``keel`` command line: parse, call, print.
 
-    keel [--config keel.yaml] [--data-dir DIR] COMMAND
+    keel [--config keel.yaml] [--env NAME] [--data-dir DIR] COMMAND
 
 Commands stay thin: they load settings (``config_cmd.load_cli_settings``),
 call into the package, and print with Rich. Expected errors print one red
@@ -17,10 +17,11 @@ from typing import Annotated
 import typer
 
 from agentkeel.cli import chat as chat_cmd
-from agentkeel.cli import config_cmd, eval_cmd, rollback_cmd
+from agentkeel.cli import config_cmd, config_diff_cmd, eval_cmd, rollback_cmd
 from agentkeel.cli import up as up_cmd
 from agentkeel.cli.audit_cmd import audit_app
 from agentkeel.cli.config_cmd import CliState
+from agentkeel.cli.flags_cmd import flags_app
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.keys_cmd import keys_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
@@ -41,7 +42,9 @@ app = typer.Typer(
 )
 
 config_app = typer.Typer(
-    name="config", help="Inspect the effective settings.", no_args_is_help=True
+    name="config",
+    help="Inspect the effective settings: per layer, per user, per environment.",
+    no_args_is_help=True,
 )
 
 
@@ -56,6 +59,14 @@ def _global_options(
             help="The keel.yaml to read (values in KEEL_* variables still win over it).",
         ),
     ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Environment whose overlay keel.NAME.yaml (beside the keel.yaml, else in "
+            "the working directory) is read over keel.yaml (default: KEEL_ENV).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -65,7 +76,7 @@ def _global_options(
         ),
     ] = None,
 ) -> None:
-    ctx.obj = CliState(config_path=config, data_dir=data_dir)
+    ctx.obj = CliState(config_path=config, data_dir=data_dir, environment=environment)
 
 
 app.command(
@@ -87,8 +98,12 @@ app.command(
 app.add_typer(serve_app, name="serve", epilog="Example: keel serve agent --port 8081")
 config_app.command(
     "show",
-    epilog="Example: keel --config keel.yaml config show --json",
+    epilog="Example: keel --config keel.yaml --env production config show --user bob --org acme",
 )(config_cmd.show)
+config_app.command(
+    "diff",
+    epilog="Example: keel --config keel.yaml config diff staging production --exit-code",
+)(config_diff_cmd.diff)
 app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
@@ -98,6 +113,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(flags_app, name="flags")
 
 app.add_typer(secrets_app, name="secrets")
 

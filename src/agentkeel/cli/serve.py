@@ -71,11 +71,13 @@ def agent(
     if port is not None:
         server["port"] = port
     overrides = {"server": server} if server else None
-    settings = load_cli_settings(ctx, config_path=config, overrides=overrides).settings
+    loaded = load_cli_settings(ctx, config_path=config, overrides=overrides)
     # Imported here: the server stack is heavy and most keel commands never need it.
     from agentkeel.runtime.serve import run_agent_server
 
-    code = run_agent_server(settings, agent_entrypoint=entrypoint)
+    code = run_agent_server(
+        loaded.settings, agent_entrypoint=entrypoint, source_of=loaded.source_of
+    )
     if code:
         raise typer.Exit(code)
 

@@ -373,6 +373,7 @@ def plan_stack(
     python: str | None = None,
     stable: ReplicaSpec | None = None,
     caller_keys: tuple[Path, Path] | None = None,
+    environment: str | None = None,
 ) -> StackPlan:
     """The children of ``keel up`` in start order: local model (optional), memory
     server, tool server, replicas, router (``up.router``, default on).
@@ -387,7 +388,8 @@ def plan_stack(
     backends of version ``agent.version``, the stack's admin token and its pin
     table in ``<data_dir>/router.db``. ``stable`` (``stable_spec``) starts the
     replicas as the version a rollout promoted instead, with its entrypoint,
-    config and env.
+    config and env. ``environment`` (``keel --env``) reaches every child as
+    ``KEEL_ENV``, so each reads the same overlay beside its config file.
     """
     interpreter = python or sys.executable
     version = stable.version if stable is not None else settings.agent.version
@@ -400,6 +402,8 @@ def plan_stack(
     base_env = {"PYTHONUNBUFFERED": "1", "KEEL_DATA_DIR": str(data_dir)}
     if config_path is not None:
         base_env["KEEL_CONFIG"] = str(config_path.absolute())
+    if environment is not None:
+        base_env["KEEL_ENV"] = environment
     router_auth_env, replica_auth_env = _front_door_env(settings, caller_keys)
     if settings.auth.enabled:
         base_env["KEEL_AUTH__ENABLED"] = "true"  # `keel up --auth` is not in the config
@@ -913,6 +917,7 @@ def up(
         tool_credentials=tool_credentials,
         stable=stable,
         caller_keys=caller_keys,
+        environment=loaded.environment,
     )
     specs = plan.services
     check_ports_free(specs, host=service_hosts(settings))

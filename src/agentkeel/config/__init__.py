@@ -1,4 +1,5 @@
-"""Layered settings: defaults < keel.yaml < environment (< flags, per-user later)."""
+"""Layered settings: defaults < keel.yaml < overlay < KEEL_* < command options (< flags,
+organization and user overrides, per turn: ``live.py``, ``overrides.py``)."""
 
 from agentkeel.config.layers import (
     DictLayer,

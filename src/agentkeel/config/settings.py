@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentkeel.config.auth import AuthSettings
 from agentkeel.config.flags import FlagsSettings, OverridesSettings
@@ -304,6 +304,19 @@ class KeelSettings(BaseSettings):
     """The settings that feature flags and per-user / per-organization overrides may
     change, as dotted keys: read at the start of every turn. Anything else in a flag or
     override file is an error that names the key (``agentkeel.config.live``)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the values given: the layers (layers.py) read the environment themselves,
+        # from the mapping they are handed, and remember which layer set each value.
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _check_models(self) -> KeelSettings:

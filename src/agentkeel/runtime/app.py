@@ -40,7 +40,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentkeel.config.feature_flags import build_feature_flags
 from agentkeel.config.live import LiveLayer, LiveSettings
+from agentkeel.config.overrides import OverridesLayer, watch_overrides
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
     KeelError,
@@ -55,7 +57,9 @@ from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudge
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
+from agentkeel.runtime.config_admin import config_admin_routes
 from agentkeel.runtime.draining import DrainState
+from agentkeel.runtime.flag_admin import flag_admin_routes
 from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
@@ -74,7 +78,14 @@ from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.secrets.source import SecretSource
 from agentkeel.telemetry.audit import audited, credential_id
-from agentkeel.telemetry.metrics import AgentMetrics, HttpMetrics, ModelMetrics, ToolMetrics
+from agentkeel.telemetry.metrics import (
+    AgentMetrics,
+    FlagMetrics,
+    HttpMetrics,
+    ModelMetrics,
+    OverridesMetrics,
+    ToolMetrics,
+)
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
@@ -215,6 +226,7 @@ def create_app(
     run_sweeper: bool = True,
     known: KnownSecrets | None = None,
     live_layers: Sequence[LiveLayer] | None = None,
+    source_of: Callable[[str], str] | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -233,10 +245,13 @@ def create_app(
     process's logs are scanned for them (``guardrails.redact_secrets``).
     ``live_layers`` replaces the live layers built from the settings (feature flags,
     then per-organization and per-user overrides) that each turn's settings go through.
+    ``source_of`` (``LoadedSettings.source_of``) names the layer of each base value in
+    ``GET /admin/config``.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
-    ``known_secrets``, ``redactor`` (``None`` when redaction is off) and, once
-    started, ``service``.
+    ``known_secrets``, ``redactor`` (``None`` when redaction is off), ``flags`` (the
+    ``FeatureFlags``; ``None`` with ``flags.source: none`` or ``live_layers``) and,
+    once started, ``service``.
 
     >>> app = create_app(load_settings().settings)
     """
@@ -288,12 +303,29 @@ def create_app(
         _build_memory(settings, registry=registry, clock=clock) if memory is None else None
     )
     # Lowest first: feature flags, then per-organization and per-user overrides.
+    flags = None
+    overrides: OverridesLayer | None = None
     layers: list[LiveLayer] = list(live_layers) if live_layers is not None else []
-    live = LiveSettings(settings, layers=layers)
+    if live_layers is None:
+        actor = f"replica:{replica_id_for(settings.server)}"
+        flags = build_feature_flags(settings, metrics=FlagMetrics(registry), actor=actor)
+        if flags is not None:
+            layers.append(flags)
+        overrides = watch_overrides(
+            settings, clock=clock, metrics=OverridesMetrics(registry), actor=actor
+        )
+        layers.append(overrides)
+    live = LiveSettings(settings, layers=layers, source_of=source_of)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if overrides is not None:
+                # Here, not when built: the process's audit file is installed by now.
+                overrides.record()
+            if flags is not None:
+                await flags.start()
+                stack.push_async_callback(flags.aclose)
             if front_door is not None:
                 stack.push_async_callback(front_door.aclose)
             if caller_limits is not None:
@@ -400,6 +432,9 @@ def create_app(
                 runtime.service = None
                 await _finish_tasks(runtime, limit_s=settings.server.drain_timeout_s)
 
+    def check_admin(request: Request) -> None:
+        admin.check(request.headers.get("authorization"))
+
     # Starlette tries routes in order, and turns are most of the traffic.
     routes = [
         Route(
@@ -420,11 +455,10 @@ def create_app(
             methods=["POST"],
         ),
         Route("/admin/drain", _endpoint(_admin_drain(runtime, admin)), methods=["POST"]),
-        *session_admin_routes(
-            runtime.require_service,
-            check_admin=lambda request: admin.check(request.headers.get("authorization")),
-        ),
+        *session_admin_routes(runtime.require_service, check_admin=check_admin),
         *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
+        *flag_admin_routes(flags, check_admin=check_admin),
+        *config_admin_routes(live, check_admin=check_admin, overrides=overrides),
     ]
     app = Starlette(
         routes=routes,
@@ -442,6 +476,7 @@ def create_app(
     app.state.turn_tasks = runtime.tasks
     app.state.known_secrets = known
     app.state.redactor = redactor
+    app.state.flags = flags
     return app
 
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
@@ -34,12 +35,19 @@ EXIT_FORCED = 130
 """Exit code after a second signal cut the drain short (turns may be lost)."""
 
 
-def run_agent_server(settings: KeelSettings, *, agent_entrypoint: str | None = None) -> int:
-    """Serve the agent until drained; blocks and returns the process exit code."""
+def run_agent_server(
+    settings: KeelSettings,
+    *,
+    agent_entrypoint: str | None = None,
+    source_of: Callable[[str], str] | None = None,
+) -> int:
+    """Serve the agent until drained; blocks and returns the process exit code.
+    ``source_of`` (``LoadedSettings.source_of``) names each setting's layer in
+    ``GET /admin/config``."""
     configure_logging(service="agent", level=settings.log_level)
     try:
         agent = load_agent(agent_entrypoint) if agent_entrypoint else None
-        app = create_app(settings, agent=agent)
+        app = create_app(settings, agent=agent, source_of=source_of)
         if app.state.redactor is not None:
             # Every value the app's resolver reads is redacted from every log line.
             redact_logs(app.state.redactor)
@@ -123,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m agentkeel.runtime.serve [entrypoint]``."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        settings = load_settings().settings
+        loaded = load_settings()
     except KeelError as exc:
         print(f"keel: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
-    return run_agent_server(settings, agent_entrypoint=args[0] if args else None)
+    return run_agent_server(
+        loaded.settings, agent_entrypoint=args[0] if args else None, source_of=loaded.source_of
+    )
 
 
 if __name__ == "__main__":

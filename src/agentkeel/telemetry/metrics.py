@@ -417,3 +417,63 @@ class SecretMetrics:
             ["secret"],
             registry=registry,
         )
+
+
+class FlagMetrics:
+    """Feature flags: evaluations per flag and variant, and the flag file's reloads.
+
+    ``flag`` is a live setting's key (``KeelSettings.LIVE``) and ``variant`` a variant
+    the accepted document declares, or ``default`` (no variant: the settings below),
+    ``disabled``, ``error`` or ``other`` (a variant the document does not declare), so
+    both labels stay bounded.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.evaluations = Counter(
+            "agent_flag_evaluations_total",
+            "Feature flag evaluations at the start of a turn, by flag and variant served.",
+            ["flag", "variant"],
+            registry=registry,
+        )
+        self.valid = Gauge(
+            "agent_flags_valid",
+            "1 when the flag file in force is the current file; 0 when the current file was "
+            "refused or has disappeared and the last good flags stay in force.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "agent_flags_reloads_total",
+            "Changed flag files checked, by outcome (applied, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.applied_at = Gauge(
+            "agent_flags_applied_timestamp_seconds",
+            "Unix time at which the flags in force were put in force on this replica.",
+            registry=registry,
+        )
+        self.evaluations_for = Children(self.evaluations)
+
+
+class OverridesMetrics:
+    """The per-user and per-organization overrides file of one replica.
+
+    ``agent_overrides_valid`` is 1 while the file in force is the file on disk, 0 after
+    a change was refused (or the file disappeared) and the last good overrides stay.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.valid = Gauge(
+            "agent_overrides_valid",
+            "1 when the overrides file on disk is the one in force; 0 when its latest "
+            "content was refused and the last good overrides stay.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "agent_overrides_reloads_total",
+            "Changes of the overrides file read, by outcome (applied, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("applied", "rejected"):
+            self.reloads.labels(outcome)

@@ -1,0 +1,346 @@
+"""The watched overrides file: reloaded when it changes, a bad change refused with the last
+good overrides kept, each applied change audited once per data directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agentkeel.config.layers import load_settings
+from agentkeel.config.live import TurnContext
+from agentkeel.config.overrides import OverridesLayer, watch_overrides
+from agentkeel.config.overrides_audit import (
+    AcceptedOverrides,
+    Document,
+    override_changes,
+    state_dir_for,
+)
+from agentkeel.config.settings import KeelSettings
+from agentkeel.errors import AuditUnavailable, ConfigError
+from agentkeel.resilience.clock import ManualClock
+from agentkeel.telemetry.metrics import OverridesMetrics
+
+BOB = TurnContext(user_id="bob", organization="acme", agent_id="support", version="v1")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> KeelSettings:
+    return load_settings(
+        layers=[],
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "flags": {"poll_interval_s": 2.0},
+            "models": [{"name": "a", "kind": "scripted"}],
+        },
+    ).settings
+
+
+def replace(path: Path, text: str) -> None:
+    """Save ``text`` as an editor or a deploy tool would: a new file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def tokens(layer: OverridesLayer, context: TurnContext = BOB) -> Any:
+    found = {k: v for lv in layer.values_for(context) for k, v in lv.values.items()}
+    return found.get("quotas.user_daily_tokens")
+
+
+def user_entry(value: object) -> str:
+    return f"users:\n  acme/bob:\n    quotas.user_daily_tokens: {value}\n"
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def audits(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [
+        r.__dict__["_audit"]
+        for r in caplog.records
+        if r.__dict__.get("category") == "audit" and r.__dict__["action"] == "overrides.changed"
+    ]
+
+
+class Watched:
+    def __init__(self, settings: KeelSettings, *, actor: str = "replica:r1") -> None:
+        self.clock = ManualClock()
+        self.registry = CollectorRegistry()
+        self.layer = watch_overrides(
+            settings, clock=self.clock, actor=actor, metrics=OverridesMetrics(self.registry)
+        )
+
+    def later(self) -> None:
+        """Past the poll interval: the next turn checks the file."""
+        self.clock.advance(2.0)
+
+    def valid(self) -> float | None:
+        return sample(self.registry, "agent_overrides_valid")
+
+    def reloads(self, outcome: str) -> float | None:
+        return sample(self.registry, "agent_overrides_reloads_total", outcome=outcome)
+
+
+def test_a_change_applies_on_the_first_turn_after_the_poll_interval(
+    settings: KeelSettings,
+) -> None:
+    """The file is checked at most every flags.poll_interval_s; the turn after that sees the
+    new values, and the reload is counted."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    assert tokens(watched.layer) == 1000
+    replace(path, user_entry(2000))
+    watched.clock.advance(1.0)
+    assert tokens(watched.layer) == 1000  # not checked yet
+    watched.later()
+    assert tokens(watched.layer) == 2000
+    assert watched.reloads("applied") == 1
+    assert watched.valid() == 1
+    assert watched.layer.applied_at == watched.clock.time()
+
+
+def test_a_bad_change_is_refused_and_the_last_good_overrides_stay(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change that fails validation is logged with the reason, counted as rejected and sets
+    agent_overrides_valid to 0; turns keep the last good values until a good file returns."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    replace(path, "users:\n  acme/bob:\n    server.port: 1\n")
+    watched.later()
+    with caplog.at_level(logging.ERROR, logger="agentkeel.config.overrides"):
+        assert tokens(watched.layer) == 1000
+    assert watched.valid() == 0
+    assert watched.reloads("rejected") == 1
+    assert not watched.layer.valid
+    assert watched.layer.error is not None and "'server.port' may not" in watched.layer.error
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "users.acme/bob" in logged and "last good overrides stay" in logged
+    # Checked again later, the same bad content is not reported twice.
+    watched.later()
+    tokens(watched.layer)
+    assert watched.reloads("rejected") == 1
+    replace(path, user_entry(3000))
+    watched.later()
+    assert tokens(watched.layer) == 3000
+    assert watched.valid() == 1 and watched.layer.error is None
+
+
+def test_back_to_the_content_in_force_is_valid_again(settings: KeelSettings) -> None:
+    """Reverting a refused edit to the content in force clears the error without a reload."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    replace(path, "users: [\n")
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 0
+    replace(path, user_entry(1000))
+    watched.later()
+    assert tokens(watched.layer) == 1000
+    assert watched.valid() == 1
+    assert watched.reloads("applied") == 0
+
+
+def test_a_file_that_disappears_keeps_the_last_good_overrides(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deleted file is a warning, not "no overrides": removing them is an empty file."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    path.unlink()
+    watched.later()
+    with caplog.at_level(logging.WARNING, logger="agentkeel.config.overrides"):
+        assert tokens(watched.layer) == 1000
+    assert watched.valid() == 0
+    assert "disappeared" in caplog.text
+    replace(path, "")
+    watched.later()
+    assert tokens(watched.layer) is None
+    assert watched.valid() == 1
+
+
+def test_no_file_at_start_then_one_appears(settings: KeelSettings) -> None:
+    """Without a file there are no overrides; one that appears later applies."""
+    watched = Watched(settings)
+    assert tokens(watched.layer) is None
+    assert watched.valid() == 1
+    replace(settings.data_dir / "overrides.yaml", user_entry(42))
+    watched.later()
+    assert tokens(watched.layer) == 42
+
+
+def test_a_bad_file_at_start_stops_the_start(settings: KeelSettings) -> None:
+    """There is no last good document to keep yet: the replica does not start."""
+    replace(settings.data_dir / "overrides.yaml", "organizations:\n  acme:\n    nope: 1\n")
+    with pytest.raises(ConfigError, match=r"organizations\.acme"):
+        Watched(settings)
+
+
+def test_an_applied_change_writes_one_audit_record_per_key(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each entry and key that changed is one `overrides.changed` record with from and to;
+    a key added has from null, a key removed has to null."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000) + "  alice:\n    agent.memory_writes: false\n")
+    watched = Watched(settings)
+    with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        watched.layer.record()
+        assert [(a["details"]["entry"], a["details"]["to"]) for a in audits(caplog)] == [
+            ("users.acme/bob", 1000),
+            ("users.alice", False),
+        ]
+        caplog.clear()
+        replace(path, user_entry(2000) + "organizations:\n  acme:\n    agent.tools: []\n")
+        watched.later()
+        tokens(watched.layer)
+    records = audits(caplog)
+    assert [(r["details"]["entry"], r["details"]["key"]) for r in records] == [
+        ("organizations.acme", "agent.tools"),
+        ("users.acme/bob", "quotas.user_daily_tokens"),
+        ("users.alice", "agent.memory_writes"),
+    ]
+    by_entry = {r["details"]["entry"]: r["details"] for r in records}
+    assert by_entry["organizations.acme"]["from"] is None
+    assert by_entry["organizations.acme"]["to"] == []
+    assert (by_entry["users.acme/bob"]["from"], by_entry["users.acme/bob"]["to"]) == (1000, 2000)
+    assert (by_entry["users.alice"]["from"], by_entry["users.alice"]["to"]) == (False, None)
+    assert {r["actor"] for r in records} == {"replica:r1"}
+    assert by_entry["users.alice"]["file"] == str(path)
+
+
+def test_replicas_sharing_a_data_dir_audit_a_change_once(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two replicas watching one file: the first to apply a change audits it, the other
+    applies it silently; a restart audits nothing already recorded."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    one, two = Watched(settings, actor="replica:r1"), Watched(settings, actor="replica:r2")
+    with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        one.layer.record()
+        two.layer.record()
+        assert [a["actor"] for a in audits(caplog)] == ["replica:r1"]
+        caplog.clear()
+        replace(path, user_entry(2000))
+        two.later()
+        one.later()
+        assert tokens(two.layer) == 2000
+        assert tokens(one.layer) == 2000
+        assert [(a["actor"], a["details"]["to"]) for a in audits(caplog)] == [("replica:r2", 2000)]
+        caplog.clear()
+        Watched(settings, actor="replica:r3").layer.record()
+        assert audits(caplog) == []
+
+
+def test_a_change_made_while_no_replica_ran_is_audited_at_the_next_start(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first replica to start compares the file with the document last audited."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    Watched(settings).layer.record()
+    replace(path, user_entry(5000))
+    with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        caplog.clear()
+        Watched(settings, actor="replica:r9").layer.record()
+    assert [(a["details"]["from"], a["details"]["to"]) for a in audits(caplog)] == [(1000, 5000)]
+
+
+def test_no_file_and_no_history_writes_nothing(settings: KeelSettings) -> None:
+    """A replica without an overrides file leaves no state behind in the data directory."""
+    Watched(settings).layer.record()
+    assert not (settings.data_dir / "overrides").exists()
+
+
+def test_a_change_whose_audit_cannot_be_written_is_not_applied_yet(
+    settings: KeelSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit is fail-closed: the change waits (last good in force) and applies on a later
+    check once its record can be written."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    watched.layer.record()
+    replace(path, user_entry(2000))
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise AuditUnavailable("the audit file is not writable")
+
+    monkeypatch.setattr("agentkeel.config.overrides_audit.audit", unavailable)
+    watched.later()
+    assert tokens(watched.layer) == 1000
+    monkeypatch.undo()
+    watched.later()
+    assert tokens(watched.layer) == 2000
+
+
+def test_without_a_writable_data_dir_each_replica_audits_its_own_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the shared record cannot be kept, the change is audited against what this
+    replica had in force."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    accepted = AcceptedOverrides(
+        state_dir=blocker / "overrides", source=tmp_path / "o.yaml", actor="replica:r1"
+    )
+    before: Document = {"organizations": {}, "users": {"bob": {"agent.tools": []}}}
+    after: Document = {"organizations": {}, "users": {"bob": {"agent.tools": ["calculator"]}}}
+    with caplog.at_level(logging.INFO):
+        caplog.clear()
+        changes = accepted.record(after, "d1", previous=before)
+    assert [(c.before, c.after) for c in changes] == [([], ["calculator"])]
+    assert len(audits(caplog)) == 1
+
+
+def test_override_changes_compare_entries_and_keys() -> None:
+    """Unchanged keys are no change; a whole entry removed is one change per key."""
+    before: Document = {
+        "users": {"bob": {"a": 1, "b": 2}},
+        "organizations": {"acme": {"c": 3}},
+    }
+    after: Document = {
+        "users": {"bob": {"a": 1, "b": 5}},
+        "organizations": {},
+    }
+    assert [(c.entry, c.key, c.before, c.after) for c in override_changes(before, after)] == [
+        ("organizations.acme", "c", 3, None),
+        ("users.bob", "b", 2, 5),
+    ]
+
+
+def test_the_state_directory_is_per_file(tmp_path: Path) -> None:
+    """Two overrides files in one data directory keep separate audit records."""
+    assert state_dir_for(tmp_path, Path("/a/o.yaml")) != state_dir_for(tmp_path, Path("/b/o.yaml"))
+
+
+def test_a_refused_file_that_disappears_is_no_overrides_again(settings: KeelSettings) -> None:
+    """No file at start, a bad one appears (refused), then it goes: nothing is wrong any
+    more; the same bad file coming back is refused again."""
+    path = settings.data_dir / "overrides.yaml"
+    watched = Watched(settings)
+    replace(path, "users: [\n")
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 0
+    path.unlink()
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 1
+    replace(path, "users: [\n")
+    watched.later()
+    tokens(watched.layer)
+    assert watched.valid() == 0
+    assert watched.reloads("rejected") == 2
