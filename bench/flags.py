@@ -177,8 +177,8 @@ def run(runs: int = 3) -> list[Figure]:
     note = f"median of {runs} runs"
     figures: list[Figure] = []
     for count, samples in per_count.items():
-        label = "all" if count == len(live_keys()) else str(count)
-        what = f"flag evaluation per turn, {label} flags ({count})"
+        label = f"all {count} flags" if count == len(live_keys()) else f"{count} flags"
+        what = f"flag evaluation per turn, {label.replace('1 flags', '1 flag')}"
         figures.append(Figure(f"{what} p50", median([s[0] for s in samples]), "µs", note))
         figures.append(Figure(f"{what} p99", median([s[1] for s in samples]), "µs", note))
     for flags, samples in turns.items():

@@ -18,7 +18,12 @@ from agentkeel.config.flag_layer import (
     evaluation_context,
     open_flag_layer,
 )
-from agentkeel.config.flag_provider import BoundProvider, file_provider, flagd_provider
+from agentkeel.config.flag_provider import (
+    BACKUP_POLL_S,
+    BoundProvider,
+    file_provider,
+    flagd_provider,
+)
 from agentkeel.config.live import LiveSettings, TurnContext
 from agentkeel.config.quotas import ModelPrice
 from agentkeel.telemetry.metrics import FlagMetrics
@@ -266,7 +271,11 @@ def test_the_flagd_provider_is_configured_from_the_settings(tmp_path: Path) -> N
     copy = tmp_path / "accepted.json"
     file_config = file_provider(copy, poll_interval_s=0.5).config
     assert file_config.resolver is ResolverType.FILE
-    assert (file_config.offline_flag_source_path, file_config.deadline_ms) == (str(copy), 500)
+    # The gate tells it of every change; its own watcher is only the hourly backup.
+    assert (file_config.offline_flag_source_path, file_config.deadline_ms) == (
+        str(copy),
+        BACKUP_POLL_S * 1000,
+    )
 
 
 def test_source_flagd_evaluates_every_live_key_and_bounds_variant_labels(tmp_path: Path) -> None:

@@ -48,7 +48,12 @@ from agentkeel.config.flag_file import (
     load_flag_file,
     setting_kind,
 )
-from agentkeel.config.flag_provider import BoundProvider, file_provider, flagd_provider
+from agentkeel.config.flag_provider import (
+    BACKUP_POLL_S,
+    BoundProvider,
+    file_provider,
+    flagd_provider,
+)
 from agentkeel.config.live import LayerValues, TurnContext, base_values, check_live, live_keys
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError, Unavailable
@@ -288,8 +293,8 @@ def open_flag_layer(
     with tempfile.TemporaryDirectory(prefix="keel-flags-") as scratch:
         copy = Path(scratch) / "flags.json"
         copy.write_bytes(document.content)
-        # One read: nothing changes during a command, so the watcher never polls.
-        bound = BoundProvider(file_provider(copy, poll_interval_s=86_400.0))
+        # One read: nothing changes during a command.
+        bound = BoundProvider(file_provider(copy, poll_interval_s=BACKUP_POLL_S))
         try:
             try:
                 client = bound.open(wait=True)

@@ -19,6 +19,7 @@ it (the SDK shuts it down) on close.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from openfeature import api
@@ -30,17 +31,37 @@ from openfeature.provider.no_op_provider import NoOpProvider
 
 from agentkeel.config.flags import FlagsSettings
 
-__all__ = ["BoundProvider", "file_provider", "flagd_provider", "reload_file_provider"]
+__all__ = [
+    "BACKUP_POLL_S",
+    "BoundProvider",
+    "file_provider",
+    "flagd_provider",
+    "reload_file_provider",
+]
+
+
+BACKUP_POLL_S = 3600.0
+"""How often a file provider's own watcher looks at its file when the gate's reload
+call (``reload_file_provider``) is there to tell it of every change."""
 
 
 def file_provider(path: Path, *, poll_interval_s: float) -> FlagdProvider:
-    """A flagd provider evaluating the flag document at ``path`` in process; it checks the
-    file for changes every ``poll_interval_s`` (flagd's ``deadline_ms`` paces its file
-    watcher) and reloads on ``reload_file_provider``."""
+    """A flagd provider evaluating the flag document at ``path`` in process.
+
+    Whoever changes the file calls ``reload_file_provider`` (the gate does, before it
+    puts a document in force), so the provider's own watcher only backs that up, once
+    an hour (flagd's ``deadline_ms`` paces it); with a flagd version that lacks the
+    reload call, the watcher checks every ``poll_interval_s`` instead.
+    """
+    provider = _file_provider(path, BACKUP_POLL_S)
+    return provider if _reloadable(provider) else _file_provider(path, poll_interval_s)
+
+
+def _file_provider(path: Path, poll_s: float) -> FlagdProvider:
     return FlagdProvider(
         resolver_type=ResolverType.FILE,
         offline_flag_source_path=str(path),
-        deadline_ms=max(1, round(poll_interval_s * 1000)),
+        deadline_ms=max(1, round(poll_s * 1000)),
     )
 
 
@@ -58,12 +79,21 @@ def flagd_provider(flags: FlagsSettings) -> FlagdProvider:
 
 def reload_file_provider(provider: FeatureProvider) -> None:
     """Have a FILE-resolver flagd provider read its file now, not at its next poll, so a
-    new document and the flags a turn evaluates change together. Best effort: a
-    provider without a file watcher keeps its own polling."""
+    new document and the flags a turn evaluates change together."""
+    load = _reload_call(provider)
+    if load is not None:
+        load()
+
+
+def _reload_call(provider: FeatureProvider) -> Callable[[], None] | None:
+    # The file watcher's own check (mtime, then load); absent, the provider polls.
     connector = getattr(getattr(provider, "resolver", None), "connector", None)
     load = getattr(connector, "safe_load_data", None)
-    if callable(load):
-        load()
+    return load if callable(load) else None
+
+
+def _reloadable(provider: FeatureProvider) -> bool:
+    return _reload_call(provider) is not None
 
 
 class BoundProvider:
