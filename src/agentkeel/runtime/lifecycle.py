@@ -431,6 +431,7 @@ class SessionLifecycle:
             turns=removed.turns,
             feedback=removed.feedback,
             budget_rows=removed.budget_rows,
+            usage_rows=removed.usage_rows,
             memories=sum(n or 0 for n in namespaces.values()),
             namespaces=sorted(namespaces),
             source=source,

@@ -24,11 +24,12 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.ledger import Hold, ReserveResult, check_amounts
 from agentkeel.runtime.store import (
     EndReason,
     FeedbackRecord,
@@ -38,7 +39,8 @@ from agentkeel.runtime.store import (
     SessionRecord,
     TurnRecord,
 )
-from agentkeel.runtime.stores import codec
+from agentkeel.runtime.stores import codec, quota_codec
+from agentkeel.runtime.usage import DailyUsage, UsageRecord, UsageTotals, UserUsage
 from agentkeel.storage import sqlite as storage
 
 __all__ = ["SqliteSessionStore"]
@@ -104,6 +106,19 @@ CREATE TABLE IF NOT EXISTS budgets (
     used INTEGER NOT NULL DEFAULT 0,
     reserved INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS token_usage (
+    day TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    key_link TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, organization, user_id, agent_id, model, key_link)
+);
 """
 
 # Columns later schema versions added (2: the lifecycle; 3: the owner's organization),
@@ -133,6 +148,7 @@ CREATE INDEX IF NOT EXISTS sessions_ended_idx ON sessions (ended_at) WHERE ended
 CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
 CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+CREATE INDEX IF NOT EXISTS token_usage_user_idx ON token_usage (user_id, organization, day);
 """
 
 # The session's end: the earlier of idle expiry and maximum duration.
@@ -165,14 +181,28 @@ WHERE ended_at IS NULL AND last_active_at > :idle_cutoff AND created_at > :max_c
 GROUP BY version, replica ORDER BY version, replica
 """
 
-_USER_BUDGETS_WHERE = "substr(key, 1, length(:prefix)) = :prefix AND length(key) = :key_length"
-# 'org:<organization>:user:<user>:<day>' for any organization (see codec.user_budget_params).
-_ANY_ORG_BUDGETS_WHERE = f"""substr(key, 1, 4) = 'org:'
-    AND length(key) > 4 + length(:org_user) + {codec.USER_BUDGET_DAY_CHARS}
-    AND substr(key, length(key) - {codec.USER_BUDGET_DAY_CHARS - 1} - length(:org_user),
-        length(:org_user)) = :org_user
-    AND instr(substr(key, 5, length(key) - {4 + codec.USER_BUDGET_DAY_CHARS} - length(:org_user)),
-        ':') = 0"""
+# The user's quota keys: the prefix, then exactly a day or a month label (quota_codec).
+_USER_BUDGETS_WHERE = (
+    "substr(key, 1, length(:prefix)) = :prefix AND ("
+    + " OR ".join(
+        f"(length(key) = length(:prefix) + {length}"
+        f" AND substr(key, length(:prefix) + 1) GLOB :glob{length})"
+        for length, _, _ in quota_codec.LABELS
+    )
+    + ")"
+)
+# 'org:<organization>:user:<user>:<label>' for any organization (see quota_codec).
+_ANY_ORG_BUDGETS_WHERE = (
+    "substr(key, 1, 4) = 'org:' AND ("
+    + " OR ".join(
+        f"""(length(key) > 4 + length(:org_user) + {length}
+    AND substr(key, length(key) - {length - 1} - length(:org_user), length(:org_user)) = :org_user
+    AND substr(key, length(key) - {length - 1}) GLOB :glob{length}
+    AND instr(substr(key, 5, length(key) - {4 + length} - length(:org_user)), ':') = 0)"""
+        for length, _, _ in quota_codec.LABELS
+    )
+    + ")"
+)
 
 # What a dry run reports: the rows of every session the subquery {chosen} selects.
 _COUNT_SQL = """
@@ -208,25 +238,57 @@ SELECT {codec.TURN_COLUMNS} FROM turns
 WHERE session_id = ? AND number IN (SELECT value FROM json_each(?))
 """
 
-_RESERVE_SQL = """
-INSERT INTO budgets (key, used, reserved) SELECT :key, 0, :amount WHERE :amount <= :limit
+# One JSON array parameter for the keys of a call, as for the turns above.
+_HELD_SQL = """
+SELECT key, used + reserved FROM budgets WHERE key IN (SELECT value FROM json_each(:keys))
+"""
+
+_HOLD_SQL = """
+INSERT INTO budgets (key, used, reserved) SELECT value, 0, :amount FROM json_each(:keys) WHERE true
 ON CONFLICT (key) DO UPDATE SET reserved = budgets.reserved + excluded.reserved
-WHERE budgets.used + budgets.reserved + excluded.reserved <= :limit
-RETURNING reserved
 """
 
 _SETTLE_SQL = """
-INSERT INTO budgets (key, used, reserved) VALUES (:key, :used, 0)
+INSERT INTO budgets (key, used, reserved) SELECT value, :used, 0 FROM json_each(:keys) WHERE true
 ON CONFLICT (key) DO UPDATE SET
     reserved = max(budgets.reserved - :reserved, 0), used = budgets.used + excluded.used
 """
 
+_RECORD_USAGE_SQL = f"""
+INSERT INTO token_usage ({quota_codec.USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
+    input_tokens = token_usage.input_tokens + excluded.input_tokens,
+    output_tokens = token_usage.output_tokens + excluded.output_tokens,
+    calls = token_usage.calls + excluded.calls,
+    spend = token_usage.spend + excluded.spend
+"""
+
+_TOP_USERS_SQL = f"""
+SELECT user_id, organization, {quota_codec.USAGE_SUMS} FROM token_usage
+WHERE day >= :first_day AND day <= :last_day {{organization}}
+GROUP BY user_id, organization
+ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT :limit
+"""
+
+_ORG_USAGE_SQL = f"""
+SELECT {quota_codec.USAGE_SUMS} FROM token_usage
+WHERE organization = :organization AND day >= :first_day AND day <= :last_day
+"""
+
+_USER_USAGE_SQL = f"""
+SELECT day, model, {quota_codec.USAGE_SUMS} FROM token_usage
+WHERE user_id = :user_id AND organization = :organization
+    AND day >= :first_day AND day <= :last_day
+GROUP BY day, model ORDER BY day, model
+"""
+
 
 class SqliteSessionStore:
-    """Sessions, turns, feedback and token budgets in one SQLite file.
+    """Sessions, turns, feedback, token budgets and usage in one SQLite file.
 
     Several replica processes may open the same file; ``append_turn`` and
-    ``reserve`` stay correct across them. Also implements ``BudgetLedger``.
+    ``reserve`` stay correct across them. Also implements ``BudgetLedger``,
+    ``UsageRecorder`` and ``UsageReader``.
 
     ``busy_timeout_s`` is how long a call waits for another process's write lock
     before it fails with ``Unavailable``; ``checkpoint_every`` is how many row
@@ -359,7 +421,7 @@ class SqliteSessionStore:
         self, user_id: str, *, limit: int, organization: str | None = None
     ) -> RemovedCounts:
         """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
-        feedback, rewinds and budget rows, and the user's daily budget rows; only in
+        feedback, rewinds and budget rows, and the user's quota and usage rows; only in
         ``organization`` when given, else in every organization."""
         removed, ids = await self._worker.run(_forget_batch, user_id, limit, organization)
         self._cache.discard_sessions(ids)
@@ -400,24 +462,63 @@ class SqliteSessionStore:
 
     # --- budgets ------------------------------------------------------------
 
-    async def reserve(self, key: str, amount: int, limit: int) -> bool:
-        """Reserve ``amount`` tokens under ``key`` if used + reserved + amount <= ``limit``.
+    async def reserve(self, holds: Sequence[Hold], amount: int) -> ReserveResult:
+        """Reserve ``amount`` tokens on every hold's key if each stays within its limit,
+        or on none. One write transaction (``BEGIN IMMEDIATE``: the write lock first), so
+        replicas sharing the file can never reserve past a limit together."""
+        check_amounts([h.key for h in holds], amount=amount)
+        return await self._run(_reserve, tuple(holds), amount)
 
-        One upsert statement: it creates the key if absent and adds to its
-        reservations only when the limit holds, so replicas sharing the file can
-        never reserve past the limit together.
-        """
-        codec.check_budget_amounts(key, amount=amount, limit=limit)
-        return await self._run(_reserve, key, amount, limit)
-
-    async def settle(self, key: str, reserved: int, used: int) -> None:
-        """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
-        codec.check_budget_amounts(key, reserved=reserved, used=used)
-        await self._run(_settle, key, reserved, used)
+    async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
+        """Release ``reserved`` tokens on each key (never below 0) and record ``used``."""
+        check_amounts(keys, reserved=reserved, used=used)
+        await self._run(_settle, codec.dumps(list(keys)), reserved, used)
 
     async def used(self, key: str) -> int:
         """Tokens recorded as used under ``key`` (0 if never seen)."""
         return await self._run(_used, key)
+
+    # --- usage --------------------------------------------------------------
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        """Add one settled call to its usage row (day, organization, user, agent, model,
+        key link)."""
+        await self._run(_record_usage, quota_codec.usage_values(record))
+
+    async def top_users(
+        self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
+    ) -> list[UserUsage]:
+        """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
+        (UTC days, both included), most first; only ``organization``'s when given."""
+        params: dict[str, object] = {"first_day": first_day, "last_day": last_day, "limit": limit}
+        clause = ""
+        if organization is not None:
+            clause = "AND organization = :organization"
+            params["organization"] = quota_codec.org_column(organization)
+        return await self._run(_top_users, _TOP_USERS_SQL.format(organization=clause), params)
+
+    async def user_usage(
+        self, user_id: str, *, organization: str | None, first_day: str, last_day: str
+    ) -> list[DailyUsage]:
+        """The user's usage by UTC day and model, oldest first."""
+        params: dict[str, object] = {
+            "user_id": user_id,
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        return await self._run(_user_usage, params)
+
+    async def organization_usage(
+        self, organization: str, *, first_day: str, last_day: str
+    ) -> UsageTotals:
+        """All of ``organization``'s users together from ``first_day`` to ``last_day``."""
+        params: dict[str, object] = {
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        return await self._run(_organization_usage, params)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -632,15 +733,23 @@ def _user_params(user_id: str, organization: str | None) -> dict[str, object]:
     return {
         "user_id": user_id,
         "organization": organization,
-        **codec.user_budget_params(user_id, organization),
+        "organization_column": quota_codec.org_column(organization),
+        **quota_codec.user_budget_params(user_id, organization),
     }
 
 
 def _user_budgets_where(organization: str | None) -> str:
-    """The user's daily budget rows: in ``organization``, or in every one (and none)."""
+    """The user's quota rows: in ``organization``, or in every one (and none)."""
     if organization is not None:
         return _USER_BUDGETS_WHERE
     return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
+
+
+def _user_usage_where(organization: str | None) -> str:
+    """The user's usage rows: in ``organization``, or in every one (and none)."""
+    if organization is not None:
+        return "user_id = :user_id AND organization = :organization_column"
+    return "user_id = :user_id"
 
 
 def _count_user_data(
@@ -648,10 +757,15 @@ def _count_user_data(
 ) -> RemovedCounts:
     params = _user_params(user_id, organization)
     counts = _count(conn, _OF_USER if organization is None else _OF_ORG_USER, params)
-    daily = conn.execute(
+    quota = conn.execute(
         f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
+    ).fetchone()
+    usage = conn.execute(
+        f"SELECT count(*) FROM token_usage WHERE {_user_usage_where(organization)}", params
+    ).fetchone()
+    return dataclasses.replace(
+        counts, budget_rows=counts.budget_rows + int(quota[0]), usage_rows=int(usage[0])
     )
-    return dataclasses.replace(counts, budget_rows=counts.budget_rows + int(daily.fetchone()[0]))
 
 
 def _forget_batch(
@@ -666,12 +780,16 @@ def _forget_batch(
         budgets += conn.execute(
             f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
         ).rowcount
+        usage = conn.execute(
+            f"DELETE FROM token_usage WHERE {_user_usage_where(organization)}", params
+        ).rowcount
     owners = codec.owners_from((row[1], row[2]) for row in rows)
     removed = RemovedCounts(
         sessions=len(ids),
         turns=turns,
         feedback=feedback,
         budget_rows=budgets,
+        usage_rows=usage,
         agent_ids=tuple(sorted({agent for agent, _ in owners})),
         owners=owners,
     )
@@ -793,14 +911,37 @@ def _list_feedback(conn: sqlite3.Connection, session_id: str) -> list[FeedbackRe
     return [codec.feedback_from_row(row) for row in rows]
 
 
-def _reserve(conn: sqlite3.Connection, key: str, amount: int, limit: int) -> bool:
-    # fetchall: the statement must run to completion to commit and release the lock.
-    rows = conn.execute(_RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}).fetchall()
-    return bool(rows)
+def _reserve(conn: sqlite3.Connection, holds: tuple[Hold, ...], amount: int) -> ReserveResult:
+    keys = codec.dumps([hold.key for hold in holds])
+    with storage.write(conn):
+        held = dict(conn.execute(_HELD_SQL, {"keys": keys}).fetchall())
+        committed = tuple(int(held.get(hold.key, 0)) for hold in holds)
+        for index, hold in enumerate(holds):
+            if committed[index] + amount > hold.limit:
+                return ReserveResult(refused=index, committed=committed)
+        conn.execute(_HOLD_SQL, {"keys": keys, "amount": amount})
+    return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
 
 
-def _settle(conn: sqlite3.Connection, key: str, reserved: int, used: int) -> None:
-    conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
+def _settle(conn: sqlite3.Connection, keys: str, reserved: int, used: int) -> None:
+    conn.execute(_SETTLE_SQL, {"keys": keys, "reserved": reserved, "used": used})
+
+
+def _record_usage(conn: sqlite3.Connection, values: tuple[object, ...]) -> None:
+    conn.execute(_RECORD_USAGE_SQL, values)
+
+
+def _top_users(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> list[UserUsage]:
+    return [quota_codec.user_usage_from_row(row) for row in conn.execute(sql, params)]
+
+
+def _user_usage(conn: sqlite3.Connection, params: dict[str, object]) -> list[DailyUsage]:
+    rows = conn.execute(_USER_USAGE_SQL, params)
+    return [quota_codec.daily_usage_from_row(row) for row in rows]
+
+
+def _organization_usage(conn: sqlite3.Connection, params: dict[str, object]) -> UsageTotals:
+    return quota_codec.totals_from_row(conn.execute(_ORG_USAGE_SQL, params).fetchone())
 
 
 def _used(conn: sqlite3.Connection, key: str) -> int:
