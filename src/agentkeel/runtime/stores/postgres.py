@@ -38,6 +38,7 @@ from agentkeel.runtime.store import (
     TurnRecord,
 )
 from agentkeel.runtime.stores import codec, quota_codec
+from agentkeel.runtime.stores import postgres_quotas as quotas
 from agentkeel.runtime.usage import DailyUsage, UsageRecord, UsageTotals, UserUsage
 from agentkeel.storage.postgres import Connection, PostgresPool, check_schema_version
 
@@ -137,38 +138,6 @@ CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
 CREATE INDEX IF NOT EXISTS token_usage_user_idx ON token_usage (user_id, organization, day);
 """
 
-# All or nothing over the call's keys, one round trip. Rows are created first (in key
-# order, as they are locked, so two calls never wait on each other in a cycle); each
-# statement of a function reads the latest committed rows, so the check after the
-# lock sees every reservation committed before it. Returns the refused key's
-# position (1-based, 0 = reserved) followed by each key's used + reserved.
-_RESERVE_FUNCTION = """
-CREATE OR REPLACE FUNCTION keel_reserve_tokens(p_keys text[], p_limits bigint[], p_amount bigint)
-RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    refused bigint := 0;
-    committed bigint[] := '{}';
-    held bigint;
-BEGIN
-    INSERT INTO budgets (key, used, reserved)
-        SELECT k, 0, 0 FROM unnest(p_keys) AS k ORDER BY k
-        ON CONFLICT (key) DO NOTHING;
-    PERFORM 1 FROM budgets WHERE key = ANY(p_keys) ORDER BY key FOR UPDATE;
-    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
-        SELECT used + reserved INTO held FROM budgets WHERE key = p_keys[i];
-        committed := committed || held;
-        IF refused = 0 AND held + p_amount > p_limits[i] THEN
-            refused := i;
-        END IF;
-    END LOOP;
-    IF refused = 0 THEN
-        UPDATE budgets SET reserved = reserved + p_amount WHERE key = ANY(p_keys);
-    END IF;
-    RETURN refused || committed;
-END
-$$
-"""
-
 _END_COLUMNS = """
 ended_at = LEAST(last_active_at + %(idle_s)s, created_at + %(max_s)s),
 end_reason = CASE WHEN last_active_at + %(idle_s)s <= created_at + %(max_s)s
@@ -200,31 +169,6 @@ FROM sessions
 WHERE ended_at IS NULL AND last_active_at > %(idle_cutoff)s AND created_at > %(max_cutoff)s
 GROUP BY version, replica ORDER BY version, replica
 """
-
-# The user's quota keys: the prefix, then exactly a day or a month label (quota_codec).
-_USER_BUDGETS_WHERE = (
-    "left(key, length(%(prefix)s)) = %(prefix)s AND ("
-    + " OR ".join(
-        f"(length(key) = length(%(prefix)s) + {length}"
-        f" AND substr(key, length(%(prefix)s) + 1) ~ %(regex{length})s)"
-        for length, _, _ in quota_codec.LABELS
-    )
-    + ")"
-)
-# 'org:<organization>:user:<user>:<label>' for any organization (see quota_codec).
-_ANY_ORG_BUDGETS_WHERE = (
-    "left(key, 4) = 'org:' AND ("
-    + " OR ".join(
-        f"""(length(key) > 4 + length(%(org_user)s) + {length}
-    AND substr(key, length(key) - {length - 1} - length(%(org_user)s),
-        length(%(org_user)s)) = %(org_user)s
-    AND right(key, {length}) ~ %(regex{length})s
-    AND strpos(substr(key, 5,
-        length(key) - {4 + length} - length(%(org_user)s)), ':') = 0)"""
-        for length, _, _ in quota_codec.LABELS
-    )
-    + ")"
-)
 
 _COUNT_SQL = """
 WITH chosen AS ({chosen})
@@ -273,45 +217,6 @@ SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = %s AND number = ANY(%s
 """
 
 _TURN_PARAMS = tuple(name.strip() for name in codec.TURN_COLUMNS.split(","))
-
-_RESERVE_SQL = "SELECT keel_reserve_tokens(%s::text[], %s::bigint[], %s::bigint)"
-
-# Keys in order, as the reservation locks them.
-_SETTLE_SQL = """
-INSERT INTO budgets AS b (key, used, reserved)
-SELECT k, %(used)s::bigint, 0 FROM unnest(%(keys)s::text[]) AS k ORDER BY k
-ON CONFLICT (key) DO UPDATE SET
-    reserved = GREATEST(b.reserved - %(reserved)s::bigint, 0), used = b.used + excluded.used
-"""
-
-_RECORD_USAGE_SQL = f"""
-INSERT INTO token_usage AS u ({quota_codec.USAGE_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
-    input_tokens = u.input_tokens + excluded.input_tokens,
-    output_tokens = u.output_tokens + excluded.output_tokens,
-    calls = u.calls + excluded.calls,
-    spend = u.spend + excluded.spend
-"""
-
-_TOP_USERS_SQL = f"""
-SELECT user_id, organization, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE day >= %(first_day)s AND day <= %(last_day)s {{organization}}
-GROUP BY user_id, organization
-ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT %(limit)s
-"""
-
-_ORG_USAGE_SQL = f"""
-SELECT {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE organization = %(organization)s AND day >= %(first_day)s AND day <= %(last_day)s
-"""
-
-_USER_USAGE_SQL = f"""
-SELECT day, model, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE user_id = %(user_id)s AND organization = %(organization)s
-    AND day >= %(first_day)s AND day <= %(last_day)s
-GROUP BY day, model ORDER BY day, model
-"""
 
 
 class PostgresSessionStore:
@@ -493,9 +398,11 @@ class PostgresSessionStore:
         params = _user_params(user_id, organization)
         counts = await self._count(_OF_USER if organization is None else _OF_ORG_USER, params)
         async with self._db.connection() as conn:
+            of_budgets = quotas.user_budgets_where(organization)
+            of_usage = quotas.user_usage_where(organization)
             cursor = await conn.execute(
-                f"SELECT (SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}),"
-                f" (SELECT count(*) FROM token_usage WHERE {_user_usage_where(organization)})",
+                f"SELECT (SELECT count(*) FROM budgets WHERE {of_budgets}),"
+                f" (SELECT count(*) FROM token_usage WHERE {of_usage})",
                 params,
             )
             row = await cursor.fetchone()
@@ -517,11 +424,11 @@ class PostgresSessionStore:
             rows = await cursor.fetchall()
             removed = await _remove_sessions(conn, rows)
             cursor = await conn.execute(
-                f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
+                f"DELETE FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
             )
             quota = cursor.rowcount
             cursor = await conn.execute(
-                f"DELETE FROM token_usage WHERE {_user_usage_where(organization)}", params
+                f"DELETE FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
             )
             usage = cursor.rowcount
         self._cache.discard_sessions(row[0] for row in rows)
@@ -666,7 +573,7 @@ class PostgresSessionStore:
         keys = [hold.key for hold in holds]
         limits = [hold.limit for hold in holds]
         async with self._db.connection() as conn:
-            cursor = await conn.execute(_RESERVE_SQL, (keys, limits, amount))
+            cursor = await conn.execute(quotas.RESERVE_SQL, (keys, limits, amount))
             row = await cursor.fetchone()
         assert row is not None
         refused, *committed = (int(value) for value in row[0])
@@ -679,7 +586,7 @@ class PostgresSessionStore:
         check_amounts(keys, reserved=reserved, used=used)
         async with self._db.connection() as conn:
             await conn.execute(
-                _SETTLE_SQL, {"keys": list(keys), "reserved": reserved, "used": used}
+                quotas.SETTLE_SQL, {"keys": list(keys), "reserved": reserved, "used": used}
             )
 
     async def used(self, key: str) -> int:
@@ -695,7 +602,7 @@ class PostgresSessionStore:
         """Add one settled call to its usage row (day, organization, user, agent, model,
         key link)."""
         async with self._db.connection() as conn:
-            await conn.execute(_RECORD_USAGE_SQL, quota_codec.usage_values(record))
+            await conn.execute(quotas.RECORD_USAGE_SQL, quota_codec.usage_values(record))
 
     async def top_users(
         self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
@@ -708,7 +615,7 @@ class PostgresSessionStore:
             clause = "AND organization = %(organization)s"
             params["organization"] = quota_codec.org_column(organization)
         async with self._db.connection() as conn:
-            cursor = await conn.execute(_TOP_USERS_SQL.format(organization=clause), params)
+            cursor = await conn.execute(quotas.TOP_USERS_SQL.format(organization=clause), params)
             rows = await cursor.fetchall()
         return [quota_codec.user_usage_from_row(row) for row in rows]
 
@@ -723,7 +630,7 @@ class PostgresSessionStore:
             "last_day": last_day,
         }
         async with self._db.connection() as conn:
-            cursor = await conn.execute(_USER_USAGE_SQL, params)
+            cursor = await conn.execute(quotas.USER_USAGE_SQL, params)
             rows = await cursor.fetchall()
         return [quota_codec.daily_usage_from_row(row) for row in rows]
 
@@ -737,7 +644,7 @@ class PostgresSessionStore:
             "last_day": last_day,
         }
         async with self._db.connection() as conn:
-            cursor = await conn.execute(_ORG_USAGE_SQL, params)
+            cursor = await conn.execute(quotas.ORG_USAGE_SQL, params)
             row = await cursor.fetchone()
         assert row is not None
         return quota_codec.totals_from_row(row)
@@ -757,7 +664,7 @@ class PostgresSessionStore:
             # Up to date: no ALTER TABLE, whose lock would stall every replica's turns.
             return
         await conn.execute(_UPGRADE)
-        await conn.execute(_RESERVE_FUNCTION)
+        await conn.execute(quotas.RESERVE_FUNCTION)
         await conn.execute(
             "UPDATE schema_version SET version = %s WHERE component = 'sessions' AND version < %s",
             (codec.SCHEMA_VERSION, codec.SCHEMA_VERSION),
@@ -780,20 +687,6 @@ def _user_params(user_id: str, organization: str | None) -> dict[str, Any]:
         "organization_column": quota_codec.org_column(organization),
         **quota_codec.user_budget_params(user_id, organization),
     }
-
-
-def _user_budgets_where(organization: str | None) -> str:
-    """The user's quota rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return _USER_BUDGETS_WHERE
-    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
-
-
-def _user_usage_where(organization: str | None) -> str:
-    """The user's usage rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return "user_id = %(user_id)s AND organization = %(organization_column)s"
-    return "user_id = %(user_id)s"
 
 
 async def _remove_sessions(conn: Connection, rows: list[tuple[Any, ...]]) -> RemovedCounts:

@@ -40,6 +40,7 @@ from agentkeel.runtime.store import (
     TurnRecord,
 )
 from agentkeel.runtime.stores import codec, quota_codec
+from agentkeel.runtime.stores import sqlite_quotas as quotas
 from agentkeel.runtime.usage import DailyUsage, UsageRecord, UsageTotals, UserUsage
 from agentkeel.storage import sqlite as storage
 
@@ -181,29 +182,6 @@ WHERE ended_at IS NULL AND last_active_at > :idle_cutoff AND created_at > :max_c
 GROUP BY version, replica ORDER BY version, replica
 """
 
-# The user's quota keys: the prefix, then exactly a day or a month label (quota_codec).
-_USER_BUDGETS_WHERE = (
-    "substr(key, 1, length(:prefix)) = :prefix AND ("
-    + " OR ".join(
-        f"(length(key) = length(:prefix) + {length}"
-        f" AND substr(key, length(:prefix) + 1) GLOB :glob{length})"
-        for length, _, _ in quota_codec.LABELS
-    )
-    + ")"
-)
-# 'org:<organization>:user:<user>:<label>' for any organization (see quota_codec).
-_ANY_ORG_BUDGETS_WHERE = (
-    "substr(key, 1, 4) = 'org:' AND ("
-    + " OR ".join(
-        f"""(length(key) > 4 + length(:org_user) + {length}
-    AND substr(key, length(key) - {length - 1} - length(:org_user), length(:org_user)) = :org_user
-    AND substr(key, length(key) - {length - 1}) GLOB :glob{length}
-    AND instr(substr(key, 5, length(key) - {4 + length} - length(:org_user)), ':') = 0)"""
-        for length, _, _ in quota_codec.LABELS
-    )
-    + ")"
-)
-
 # What a dry run reports: the rows of every session the subquery {chosen} selects.
 _COUNT_SQL = """
 WITH chosen AS ({chosen})
@@ -236,50 +214,6 @@ SELECT number FROM chain ORDER BY depth DESC
 _TURNS_BY_NUMBER_SQL = f"""
 SELECT {codec.TURN_COLUMNS} FROM turns
 WHERE session_id = ? AND number IN (SELECT value FROM json_each(?))
-"""
-
-# One JSON array parameter for the keys of a call, as for the turns above.
-_HELD_SQL = """
-SELECT key, used + reserved FROM budgets WHERE key IN (SELECT value FROM json_each(:keys))
-"""
-
-_HOLD_SQL = """
-INSERT INTO budgets (key, used, reserved) SELECT value, 0, :amount FROM json_each(:keys) WHERE true
-ON CONFLICT (key) DO UPDATE SET reserved = budgets.reserved + excluded.reserved
-"""
-
-_SETTLE_SQL = """
-INSERT INTO budgets (key, used, reserved) SELECT value, :used, 0 FROM json_each(:keys) WHERE true
-ON CONFLICT (key) DO UPDATE SET
-    reserved = max(budgets.reserved - :reserved, 0), used = budgets.used + excluded.used
-"""
-
-_RECORD_USAGE_SQL = f"""
-INSERT INTO token_usage ({quota_codec.USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
-    input_tokens = token_usage.input_tokens + excluded.input_tokens,
-    output_tokens = token_usage.output_tokens + excluded.output_tokens,
-    calls = token_usage.calls + excluded.calls,
-    spend = token_usage.spend + excluded.spend
-"""
-
-_TOP_USERS_SQL = f"""
-SELECT user_id, organization, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE day >= :first_day AND day <= :last_day {{organization}}
-GROUP BY user_id, organization
-ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT :limit
-"""
-
-_ORG_USAGE_SQL = f"""
-SELECT {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE organization = :organization AND day >= :first_day AND day <= :last_day
-"""
-
-_USER_USAGE_SQL = f"""
-SELECT day, model, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE user_id = :user_id AND organization = :organization
-    AND day >= :first_day AND day <= :last_day
-GROUP BY day, model ORDER BY day, model
 """
 
 
@@ -467,23 +401,23 @@ class SqliteSessionStore:
         or on none. One write transaction (``BEGIN IMMEDIATE``: the write lock first), so
         replicas sharing the file can never reserve past a limit together."""
         check_amounts([h.key for h in holds], amount=amount)
-        return await self._run(_reserve, tuple(holds), amount)
+        return await self._run(quotas.reserve, tuple(holds), amount)
 
     async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
         """Release ``reserved`` tokens on each key (never below 0) and record ``used``."""
         check_amounts(keys, reserved=reserved, used=used)
-        await self._run(_settle, codec.dumps(list(keys)), reserved, used)
+        await self._run(quotas.settle, codec.dumps(list(keys)), reserved, used)
 
     async def used(self, key: str) -> int:
         """Tokens recorded as used under ``key`` (0 if never seen)."""
-        return await self._run(_used, key)
+        return await self._run(quotas.used, key)
 
     # --- usage --------------------------------------------------------------
 
     async def record_usage(self, record: UsageRecord) -> None:
         """Add one settled call to its usage row (day, organization, user, agent, model,
         key link)."""
-        await self._run(_record_usage, quota_codec.usage_values(record))
+        await self._run(quotas.record_usage, quota_codec.usage_values(record))
 
     async def top_users(
         self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
@@ -495,7 +429,9 @@ class SqliteSessionStore:
         if organization is not None:
             clause = "AND organization = :organization"
             params["organization"] = quota_codec.org_column(organization)
-        return await self._run(_top_users, _TOP_USERS_SQL.format(organization=clause), params)
+        return await self._run(
+            quotas.top_users, quotas.TOP_USERS_SQL.format(organization=clause), params
+        )
 
     async def user_usage(
         self, user_id: str, *, organization: str | None, first_day: str, last_day: str
@@ -507,7 +443,7 @@ class SqliteSessionStore:
             "first_day": first_day,
             "last_day": last_day,
         }
-        return await self._run(_user_usage, params)
+        return await self._run(quotas.user_usage, params)
 
     async def organization_usage(
         self, organization: str, *, first_day: str, last_day: str
@@ -518,7 +454,7 @@ class SqliteSessionStore:
             "first_day": first_day,
             "last_day": last_day,
         }
-        return await self._run(_organization_usage, params)
+        return await self._run(quotas.organization_usage, params)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -738,30 +674,16 @@ def _user_params(user_id: str, organization: str | None) -> dict[str, object]:
     }
 
 
-def _user_budgets_where(organization: str | None) -> str:
-    """The user's quota rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return _USER_BUDGETS_WHERE
-    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
-
-
-def _user_usage_where(organization: str | None) -> str:
-    """The user's usage rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return "user_id = :user_id AND organization = :organization_column"
-    return "user_id = :user_id"
-
-
 def _count_user_data(
     conn: sqlite3.Connection, user_id: str, organization: str | None
 ) -> RemovedCounts:
     params = _user_params(user_id, organization)
     counts = _count(conn, _OF_USER if organization is None else _OF_ORG_USER, params)
     quota = conn.execute(
-        f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
+        f"SELECT count(*) FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
     ).fetchone()
     usage = conn.execute(
-        f"SELECT count(*) FROM token_usage WHERE {_user_usage_where(organization)}", params
+        f"SELECT count(*) FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
     ).fetchone()
     return dataclasses.replace(
         counts, budget_rows=counts.budget_rows + int(quota[0]), usage_rows=int(usage[0])
@@ -778,10 +700,10 @@ def _forget_batch(
         ids = [row[0] for row in rows]
         turns, feedback, budgets = _remove_sessions(conn, ids) if ids else (0, 0, 0)
         budgets += conn.execute(
-            f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
+            f"DELETE FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
         ).rowcount
         usage = conn.execute(
-            f"DELETE FROM token_usage WHERE {_user_usage_where(organization)}", params
+            f"DELETE FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
         ).rowcount
     owners = codec.owners_from((row[1], row[2]) for row in rows)
     removed = RemovedCounts(
@@ -909,41 +831,3 @@ def _list_feedback(conn: sqlite3.Connection, session_id: str) -> list[FeedbackRe
         (session_id,),
     ).fetchall()
     return [codec.feedback_from_row(row) for row in rows]
-
-
-def _reserve(conn: sqlite3.Connection, holds: tuple[Hold, ...], amount: int) -> ReserveResult:
-    keys = codec.dumps([hold.key for hold in holds])
-    with storage.write(conn):
-        held = dict(conn.execute(_HELD_SQL, {"keys": keys}).fetchall())
-        committed = tuple(int(held.get(hold.key, 0)) for hold in holds)
-        for index, hold in enumerate(holds):
-            if committed[index] + amount > hold.limit:
-                return ReserveResult(refused=index, committed=committed)
-        conn.execute(_HOLD_SQL, {"keys": keys, "amount": amount})
-    return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
-
-
-def _settle(conn: sqlite3.Connection, keys: str, reserved: int, used: int) -> None:
-    conn.execute(_SETTLE_SQL, {"keys": keys, "reserved": reserved, "used": used})
-
-
-def _record_usage(conn: sqlite3.Connection, values: tuple[object, ...]) -> None:
-    conn.execute(_RECORD_USAGE_SQL, values)
-
-
-def _top_users(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> list[UserUsage]:
-    return [quota_codec.user_usage_from_row(row) for row in conn.execute(sql, params)]
-
-
-def _user_usage(conn: sqlite3.Connection, params: dict[str, object]) -> list[DailyUsage]:
-    rows = conn.execute(_USER_USAGE_SQL, params)
-    return [quota_codec.daily_usage_from_row(row) for row in rows]
-
-
-def _organization_usage(conn: sqlite3.Connection, params: dict[str, object]) -> UsageTotals:
-    return quota_codec.totals_from_row(conn.execute(_ORG_USAGE_SQL, params).fetchone())
-
-
-def _used(conn: sqlite3.Connection, key: str) -> int:
-    row = conn.execute("SELECT used FROM budgets WHERE key = ?", (key,)).fetchone()
-    return 0 if row is None else int(row[0])
