@@ -470,6 +470,13 @@ async def test_user_daily_quota_is_429_with_retry_after(serve: ServerFactory) ->
     # ManualClock wall time is 22:13:20 UTC: 6400 s to midnight.
     assert refused.headers["retry-after"] == "6400"
     assert server.metric("agent_quota_exhausted_total", scope="user", period="day") == 1.0
+    # Every reservation observed the day quota's headroom; the refused one had too little.
+    observed = server.metric("agent_quota_headroom_ratio_count", scope="user", period="day")
+    assert observed >= 2
+    assert (
+        server.metric("agent_quota_headroom_ratio_bucket", scope="user", period="day", le="0.05")
+        >= 1
+    )
     assert server.metric(
         "agent_guardrail_events_total", guardrail="quota_exhausted", agent="default", version="v1"
     ) == (1.0)

@@ -50,6 +50,10 @@ class PeriodChoice(str, Enum):
     def period(self) -> Period:
         return "day" if self is PeriodChoice.day else "month"
 
+    @property
+    def spoken(self) -> str:
+        return "today" if self is PeriodChoice.day else "this month"
+
 
 PeriodOption = Annotated[
     PeriodChoice,
@@ -85,9 +89,11 @@ def _tokens(value: int | None) -> str:
 
 
 def _quota(quota: dict[str, Any]) -> str:
+    """What is left of a quota and its share of the limit: ``1,993,400 (99%)``."""
     if quota["limit"] is None:
         return "no quota"
-    return f"{_tokens(quota['headroom'])} of {_tokens(quota['limit'])}"
+    share = 100 * quota["headroom"] / quota["limit"]
+    return f"{_tokens(quota['headroom'])} ({share:.0f}%)"
 
 
 @usage_app.command(
@@ -124,14 +130,14 @@ def top(
     console = stdout_console()
     where = f" of {escape(org)}" if org else ""
     if not report["users"]:
-        console.print(f"no usage{where} this {period.value} (since {report['start']}, UTC)")
+        console.print(f"no usage{where} {period.spoken} (since {report['start']}, UTC)")
         return
     table = Table(
-        title=f"top {len(report['users'])} user(s){where} this {period.value} "
+        title=f"top {len(report['users'])} user(s){where} {period.spoken} "
         f"(since {report['start']}, UTC)",
         title_justify="left",
     )
-    for column in ("user", "organization"):
+    for column in ("user", "org"):
         table.add_column(column, overflow="fold")
     for column in ("input", "output", "total", "spend $", "byok", "quota left"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -187,7 +193,7 @@ def show(
     who = f"user {escape(user)}" + (f" of {escape(org)}" if org else "")
     if report["usage"]:
         table = Table(
-            title=f"{who}: this {period.value} (since {report['start']}, UTC)",
+            title=f"{who}: {period.spoken} (since {report['start']}, UTC)",
             title_justify="left",
         )
         for column in ("day", "model"):
@@ -206,7 +212,7 @@ def show(
             )
         console.print(table)
     else:
-        console.print(f"no usage for {who} this {period.value} (since {report['start']}, UTC)")
+        console.print(f"no usage for {who} {period.spoken} (since {report['start']}, UTC)")
     quotas = Table(title="quota headroom", title_justify="left")
     for column in ("quota", "window", "used", "limit", "left"):
         quotas.add_column(

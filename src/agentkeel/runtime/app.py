@@ -585,7 +585,7 @@ def _redis_ledger(settings: KeelSettings) -> RedisLedger | None:
             "quotas.ledger is 'redis' but redis_url is not set; set redis_url "
             "(redis://host:port/db), or quotas.ledger: store to keep budgets in the session store."
         )
-    return RedisLedger(url=settings.redis_url)
+    return RedisLedger(url=settings.redis_url, prefix=settings.quotas.redis_prefix)
 
 
 def _ledger_for(store: SessionStore) -> BudgetLedger:

@@ -10,7 +10,7 @@ creates a key that is gone.
 
 Chosen by ``quotas.ledger: redis`` (or ``auto`` with ``redis_url`` set). The
 keys of one call are read in one script, so on Redis Cluster they must share a
-slot: give the prefix a hash tag (``{agentkeel}:budget:``).
+slot: give the prefix (``quotas.redis_prefix``) a hash tag (``{agentkeel}:budget:``).
 
 >>> ledger = RedisLedger(url="redis://127.0.0.1:6379/0")
 >>> await ledger.open()
