@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -40,7 +40,7 @@ usage_app = typer.Typer(
 )
 
 
-class PeriodChoice(str, Enum):
+class PeriodChoice(StrEnum):
     """The UTC window a report covers."""
 
     day = "day"
