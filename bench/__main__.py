@@ -26,6 +26,7 @@ BENCHMARKS = [
     "router",
     "auth_cost",
     "frontdoor",
+    "quota",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.
