@@ -39,7 +39,7 @@ from agentkeel.runtime.app import create_app
 from agentkeel.runtime.service import AgentService
 from agentkeel.runtime.stores import open_store
 from agentkeel.telemetry.metrics import ModelMetrics
-from bench._common import Figure, machine_note, median, parse_bench_args, percentile, print_figures
+from bench._common import Figure, median, parse_bench_args, percentile, print_figures
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -269,10 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(
         runs=args.runs, turns=args.turns, postgres_url=args.postgres_url, redis_url=args.redis_url
     )
-    where = machine_note().split(";")[0]
     print_figures(
-        f"quota reservation cost per turn, in this process ({where}; PostgreSQL and Redis "
-        "on loopback)",
+        "quota reservation cost per turn: the service in this process, PostgreSQL and Redis "
+        "on loopback",
         run(options),
     )
 
