@@ -232,3 +232,38 @@ async def test_an_unreachable_redis_is_unavailable() -> None:
         await ledger.open()
     assert caught.value.code == "ledger_unavailable"
     assert "Redis budget ledger redis://127.0.0.1:9/0" in caught.value.message
+
+
+@pytest.mark.redis
+async def test_redis_forget_removes_exactly_the_users_quota_keys(redis_url: str) -> None:
+    """forget_user deletes the user's day and month keys (in one organization, or in every
+    one and without one), never those of a user whose id extends theirs or is spelled with
+    glob characters, nor the organization's own; a dry run only counts."""
+    prefix = f"keeltest:{uuid.uuid4().hex[:12]}:"
+    ledger = RedisLedger(url=redis_url, prefix=prefix)
+    await ledger.open()
+    keys = [
+        "org:acme:user:a*:2025-01-31",
+        "org:acme:user:a*:2025-01",
+        "org:globex:user:a*:2025-01",
+        "user:a*:2025-01-31",
+        "org:acme:user:a*:x:2025-01",
+        "user:a*:bc:2025-01",
+        "user:ab:2025-01",
+        "org:acme:user:ab:2025-01",
+        "orgquota:acme:2025-01",
+    ]
+    try:
+        for key in keys:
+            await ledger.reserve([Hold(key, 100, ttl_s=600)], 1)
+        assert await ledger.forget_user("a*", organization="acme", dry_run=True) == 2
+        assert await ledger.reserved(keys[0]) == 1
+        assert await ledger.forget_user("a*", organization="acme") == 2
+        assert await ledger.forget_user("a*") == 2
+        assert [await ledger.reserved(key) for key in keys] == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    finally:
+        client = aioredis.Redis.from_url(redis_url)
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()
+        await ledger.aclose()

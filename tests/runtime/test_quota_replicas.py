@@ -185,3 +185,47 @@ async def test_two_replicas_sharing_redis_never_settle_past_the_quota(
         async for key in client.scan_iter(match=f"{prefix}*"):
             await client.delete(key)
         await client.aclose()
+
+
+@pytest.mark.redis
+async def test_forgetting_a_user_removes_their_quota_keys_from_redis(
+    stack: AsyncExitStack, redis_url: str, tmp_path: Path
+) -> None:
+    """With the ledger in Redis, POST /admin/sessions/forget removes the user's day key
+    there too (counted in budget_rows); another user's stays."""
+    prefix = f"keeltest:{uuid.uuid4().hex[:12]}:"
+    (tmp_path / "admin_token").write_text("forget-admin-token-" + "f" * 24)
+    [replica] = await start_replicas(
+        stack,
+        [f"sqlite:///{tmp_path / 'one.db'}"],
+        redis_url=redis_url,
+        quotas={"ledger": "redis", "redis_prefix": prefix},
+        server={"admin_token_file": str(tmp_path / "admin_token")},
+    )
+    ledger = RedisLedger(url=redis_url, prefix=prefix)
+    await ledger.open()
+    try:
+        for user in (USER, "other"):
+            created = await replica.client.post("/v1/sessions", json={"user_id": user})
+            session_id = created.json()["session_id"]
+            turn = await replica.client.post(
+                f"/v1/sessions/{session_id}/messages", json={"content": "hi"}
+            )
+            assert turn.status_code == 200, turn.text
+        assert await ledger.used(DAY_KEY) > 0
+        forgot = await replica.client.post(
+            "/admin/sessions/forget",
+            json={"user_id": USER},
+            headers={"Authorization": "Bearer forget-admin-token-" + "f" * 24},
+        )
+        assert forgot.status_code == 200, forgot.text
+        assert forgot.json()["budget_rows"] >= 1
+        assert forgot.json()["usage_rows"] == 1
+        assert await ledger.used(DAY_KEY) == 0
+        assert await ledger.used("user:other:2023-11-14") > 0
+    finally:
+        await ledger.aclose()
+        client = aioredis.Redis.from_url(redis_url)
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)
+        await client.aclose()

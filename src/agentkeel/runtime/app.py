@@ -388,6 +388,7 @@ def create_app(
                 replica=replica,
                 version=settings.agent.version,
                 memory=the_memory,
+                ledger=redis_ledger,
             )
             service = AgentService(
                 agent=the_agent,

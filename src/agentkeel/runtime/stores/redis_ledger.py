@@ -19,6 +19,7 @@ slot: give the prefix (``quotas.redis_prefix``) a hash tag (``{agentkeel}:budget
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from agentkeel.errors import Unavailable
+from agentkeel.resilience.budget import user_budget_prefix
 from agentkeel.resilience.ledger import Hold, ReserveResult, check_amounts
 from agentkeel.resilience.storage import REDIS_TIMEOUT_S
 from agentkeel.secrets.redact import redact_url
@@ -154,6 +156,31 @@ class RedisLedger:
             value = await client.hget(self._prefix + key, "reserved")
         return int(value) if value is not None else 0
 
+    async def forget_user(
+        self, user_id: str, *, organization: str | None = None, dry_run: bool = False
+    ) -> int:
+        """Delete the user's quota keys (day and month; in ``organization``, or in every one
+        and without one): how many there were. Scans the ledger's keys, so it is for the
+        rare forget, never a turn."""
+        prefix = _glob_escape(self._prefix)
+        if organization is not None:
+            patterns = [prefix + _glob_escape(user_budget_prefix(user_id, organization))]
+        else:
+            patterns = [
+                prefix + _glob_escape(user_budget_prefix(user_id)),
+                f"{prefix}org:*:user:{_glob_escape(user_id)}:",
+            ]
+        found: list[str] = []
+        async with self._call() as client:
+            for pattern in patterns:
+                async for key in client.scan_iter(match=f"{pattern}*", count=1000):
+                    name = str(key)[len(self._prefix) :]
+                    if _is_user_key(name, user_id, organization):
+                        found.append(str(key))
+            if found and not dry_run:
+                await client.delete(*found)
+        return len(found)
+
     async def ttl_s(self, key: str) -> float | None:
         """Seconds until ``key`` expires; ``None`` when it has no expiry or does not exist."""
         async with self._call() as client:
@@ -178,6 +205,29 @@ class RedisLedger:
                 code="ledger_unavailable",
                 retry_after=1.0,
             ) from exc
+
+
+_LABEL = re.compile(r"[0-9]{4}-[0-9]{2}(-[0-9]{2})?")
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis SCAN pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def _is_user_key(name: str, user_id: str, organization: str | None) -> bool:
+    """Whether ``name`` is exactly a day or month quota key of the user (in
+    ``organization``, or in any one and none when it is ``None``)."""
+    prefixes = [user_budget_prefix(user_id, organization)]
+    if organization is None:
+        # An organization's part is percent-encoded: it ends at the first ':' after 'org:'.
+        head = name.partition(":user:")[0]
+        if head.startswith("org:") and head[4:] and ":" not in head[4:]:
+            prefixes.append(f"{head}:user:{user_id}:")
+    return any(
+        name.startswith(prefix) and _LABEL.fullmatch(name[len(prefix) :]) is not None
+        for prefix in prefixes
+    )
 
 
 def _ttl_ms(ttl_s: float | None) -> int:
