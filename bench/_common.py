@@ -162,8 +162,9 @@ def agent_config(directory: Path, *, latency_s: float = 0.0, log_level: str = "i
         "guardrails:\n"
         "  max_turns_per_session: 1000000\n"
         "  session_token_budget: 0\n"
-        "  user_daily_token_budget: 0\n"
         "  tool_calls_per_minute: 0\n"
+        "quotas:\n"
+        "  user_daily_tokens: 0\n"
     )
     return path
 

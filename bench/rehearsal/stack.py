@@ -54,8 +54,9 @@ up:
 guardrails:
   max_turns_per_session: 1000000
   session_token_budget: 0
-  user_daily_token_budget: 0
   tool_calls_per_minute: 0
+quotas:
+  user_daily_tokens: 0
 server:
   drain_timeout_s: 30
 {section}
