@@ -27,6 +27,7 @@ BENCHMARKS = [
     "auth_cost",
     "frontdoor",
     "flags",
+    "quota",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

@@ -19,7 +19,8 @@ everywhere: ``{"error": {"code": ..., "message": ...}}``.
     │   └── TurnInProgress (409)
     ├── LimitExceeded (429, Retry-After)
     │   ├── TurnLimitReached
-    │   ├── TokenBudgetExhausted
+    │   ├── TokenBudgetExhausted      the session's token budget
+    │   ├── QuotaExhausted            a user's or organization's daily / monthly quota
     │   └── RateLimited
     ├── Unavailable (503)
     │   ├── Draining
@@ -139,6 +140,28 @@ class TurnLimitReached(LimitExceeded):
 
 class TokenBudgetExhausted(LimitExceeded):
     code = "token_budget_exhausted"
+
+
+class QuotaExhausted(LimitExceeded):
+    """A user's or an organization's token quota for the UTC day or month has no room for
+    the call; ``retry_after`` is the time until that window resets. ``scope`` (``user`` or
+    ``organization``), ``period`` (``day`` or ``month``) and ``limit`` say which quota."""
+
+    code = "quota_exhausted"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        period: str,
+        limit: int,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.scope = scope
+        self.period = period
+        self.limit = limit
 
 
 class RateLimited(LimitExceeded):

@@ -3,9 +3,12 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from agentkeel.config.secrets import KeyChainSettings
 from agentkeel.errors import ProviderError, ProviderRateLimited, ProviderTimeout
 from agentkeel.models.anthropic_provider import AnthropicProvider
 from agentkeel.models.types import ChatMessage, ModelProvider, ModelRequest, ToolCall
+from agentkeel.secrets.call_context import CallContext, call_context
+from agentkeel.secrets.keychain import KeyChain, PlatformKey
 from agentkeel.telemetry.correlation import set_correlation_id
 from tests.models.fake_endpoints import (
     CALCULATOR,
@@ -225,3 +228,26 @@ async def test_without_a_key_ignores_the_environment(
     finally:
         await provider.aclose()
     assert endpoints.last.headers["authorization"] == "Bearer not-needed"
+
+
+async def test_the_response_names_the_key_link_that_served_it(endpoints: FakeEndpoints) -> None:
+    """With a key chain, the response says which link's key served the call: the user's
+    own key sent with the request is ``byok``; outside a turn, ``platform``."""
+    chain = KeyChain(source=None, settings=KeyChainSettings(allow_request_keys=True))
+    provider = make_provider(
+        endpoints, "text", keys=chain.for_provider("claude", PlatformKey(source=None, path=None))
+    )
+    context = CallContext(
+        user_id="ana",
+        organization=None,
+        session_started_at=0.0,
+        request_keys={"claude": SecretStr("sk-ant-user")},
+    )
+    try:
+        platform = await provider.complete(REQUEST)
+        with call_context(context):
+            own = await provider.complete(REQUEST)
+    finally:
+        await provider.aclose()
+    assert (platform.key_link, own.key_link) == ("platform", "byok")
+    assert "sk-ant-user" in str(endpoints.last.headers)

@@ -134,6 +134,31 @@ async def test_each_link_serves_a_call_and_is_counted(
     await gateway.aclose()
 
 
+async def test_the_response_names_the_link_that_served_it(
+    standin: OpenAIStandin, secrets_dir: Path
+) -> None:
+    """Each response carries the key chain link that served it (what usage and spend
+    read), streamed or not; with byok_fallthrough, the link that finally served."""
+    gateway, _ = gateway_for(standin, secrets_dir)
+    links = [(await gateway.complete(REQUEST)).key_link]
+    for user, org in (("bob", "acme"), ("ana", "acme")):
+        with call_context(ctx(user, org)):
+            links.append((await gateway.complete(REQUEST)).key_link)
+
+    async def ignore(text: str) -> None:
+        return None
+
+    with call_context(ctx("ana", "acme")):
+        links.append((await gateway.complete(REQUEST, on_token=ignore)).key_link)
+    assert links == ["platform", "org", "byok", "byok"]
+    await gateway.aclose()
+    falling, _ = gateway_for(standin, secrets_dir, byok_fallthrough=True)
+    standin.revoke(BYOK)
+    with call_context(ctx("ana", "acme")):
+        assert (await falling.complete(REQUEST)).key_link == "org"
+    await falling.aclose()
+
+
 async def test_a_users_own_key_belongs_to_their_organization(
     standin: OpenAIStandin, secrets_dir: Path
 ) -> None:

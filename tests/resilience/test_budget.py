@@ -1,26 +1,54 @@
+"""TokenBudget: the session budget and the user and organization quotas, per UTC day and
+month, reserved all or nothing over a ledger, with a manual clock."""
+
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
-from agentkeel.errors import TokenBudgetExhausted
-from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
+from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
+from agentkeel.resilience.budget import (
+    BudgetLimits,
+    TokenBudget,
+    org_quota_prefix,
+    user_budget_prefix,
+)
 from agentkeel.resilience.clock import ManualClock
+from agentkeel.resilience.ledger import BudgetLedger, InMemoryLedger
+from agentkeel.resilience.windows import utc_window
 
-# 2023-11-14T22:13:20Z: 6400 s before UTC midnight.
+# 2023-11-14T22:13:20Z: 6400 s before UTC midnight, 16 days + 6400 s before December.
 WALL_START = 1_700_000_000.0
+TO_MIDNIGHT = 6400.0
+TO_DECEMBER = 16 * 86_400 + 6400.0
+
+
+class Observer:
+    """Keeps what the budget reports (what QuotaMetrics would count)."""
+
+    def __init__(self) -> None:
+        self.headroom: list[tuple[str, str, float]] = []
+        self.exhausted: list[tuple[str, str]] = []
+
+    def observe_headroom(self, scope: str, period: str, ratio: float) -> None:
+        self.headroom.append((scope, period, ratio))
+
+    def quota_exhausted(self, scope: str, period: str) -> None:
+        self.exhausted.append((scope, period))
 
 
 def make_budget(
-    *, session_limit: int = 1000, user_daily_limit: int = 5000
-) -> tuple[TokenBudget, InMemoryLedger, ManualClock]:
+    **limits: int,
+) -> tuple[TokenBudget, InMemoryLedger, ManualClock, Observer]:
     clock = ManualClock(wall_start=WALL_START)
     ledger = InMemoryLedger()
+    observer = Observer()
     budget = TokenBudget(
-        ledger=ledger, session_limit=session_limit, user_daily_limit=user_daily_limit, clock=clock
+        ledger=ledger, clock=clock, limits=BudgetLimits(**limits), observer=observer
     )
-    return budget, ledger, clock
+    return budget, ledger, clock, observer
 
 
 def test_in_memory_ledger_is_a_budget_ledger() -> None:
@@ -29,92 +57,223 @@ def test_in_memory_ledger_is_a_budget_ledger() -> None:
 
 
 def test_budget_ledger_is_reexported_by_the_session_store_module() -> None:
-    """runtime.store keeps exporting BudgetLedger (it lives in resilience now)."""
+    """runtime.store keeps exporting BudgetLedger (it lives in resilience)."""
     from agentkeel.runtime import store
 
     assert store.BudgetLedger is BudgetLedger
 
 
-async def test_reserve_then_settle_records_real_usage() -> None:
-    """Settling releases the reservation and counts what the call really used on both keys."""
-    budget, ledger, _ = make_budget()
-    reservation = await budget.reserve("s1", "alice", 300)
-    assert await ledger.reserved("session:s1") == 300
-    assert reservation.user_key == "user:alice:2023-11-14"
+def test_utc_windows_and_their_resets() -> None:
+    """A day runs midnight to midnight UTC, a month first to first (December into January)."""
+    day = utc_window("day", WALL_START)
+    month = utc_window("month", WALL_START)
+    assert (day.label, day.seconds_left(WALL_START)) == ("2023-11-14", TO_MIDNIGHT)
+    assert (month.label, month.seconds_left(WALL_START)) == ("2023-11", TO_DECEMBER)
+    assert (month.first_day, month.last_day) == ("2023-11-01", "2023-11-30")
+    new_year = datetime(2023, 12, 31, 23, 0, tzinfo=UTC).timestamp()
+    december = utc_window("month", new_year)
+    assert december.end == datetime(2024, 1, 1, tzinfo=UTC)
+    assert december.seconds_left(new_year) == 3600.0
+
+
+async def test_reserve_then_settle_records_real_usage_on_every_key() -> None:
+    """Settling releases the reservation and counts what the call really used on the
+    session, the user's day and month, and the organization's day and month."""
+    budget, ledger, _, _ = make_budget(
+        session=1000, user_day=5000, user_month=50_000, org_day=9000, org_month=90_000
+    )
+    reservation = await budget.reserve("s1", "alice", 300, organization="acme")
+    assert reservation.keys == (
+        "session:s1",
+        "org:acme:user:alice:2023-11-14",
+        "org:acme:user:alice:2023-11",
+        "orgquota:acme:2023-11-14",
+        "orgquota:acme:2023-11",
+    )
+    for key in reservation.keys:
+        assert await ledger.reserved(key) == 300
     await budget.settle(reservation, used=120)
-    assert await ledger.reserved("session:s1") == 0
-    assert await ledger.used("session:s1") == 120
-    assert await ledger.used("user:alice:2023-11-14") == 120
+    for key in reservation.keys:
+        assert (await ledger.reserved(key), await ledger.used(key)) == (0, 120)
 
 
-async def test_the_same_user_id_in_two_organizations_has_two_daily_budgets() -> None:
-    """bob of acme spending his day's budget leaves bob of globex and bob without an
-    organization theirs; the organization's key is percent-encoded, so no organization
-    name can spell another's key."""
-    budget, ledger, _ = make_budget(session_limit=0, user_daily_limit=300)
+async def test_only_limits_above_zero_are_held() -> None:
+    """Limit 0 is no limit: with every limit 0 nothing touches the ledger; a user without
+    an organization has no organization quota."""
+    budget, ledger, _, _ = make_budget()
+    reservation = await budget.reserve("s1", "alice", 10**9)
+    await budget.settle(reservation, used=10**9)
+    assert reservation.keys == ()
+    assert await ledger.used("session:s1") == 0
+    monthly, _, _, _ = make_budget(user_month=100, org_day=100)
+    held = await monthly.reserve("s1", "alice", 10)
+    assert held.keys == ("user:alice:2023-11",)
+
+
+async def test_limits_given_per_call_replace_the_defaults() -> None:
+    """A call's own limits (the turn's live settings) decide, not the budget's defaults."""
+    budget, _, _, _ = make_budget(user_day=10)
+    reservation = await budget.reserve(
+        "s1", "alice", 500, limits=BudgetLimits(user_day=1000, session=600)
+    )
+    assert reservation.keys == ("session:s1", "user:alice:2023-11-14")
+    with pytest.raises(QuotaExhausted):
+        await budget.reserve("s2", "alice", 500)
+
+
+async def test_the_same_user_id_in_two_organizations_has_two_quotas() -> None:
+    """bob of acme using up his day leaves bob of globex and bob without an organization
+    theirs; organizations are percent-encoded, so no name can spell another's key, and
+    organization keys never start like a user's."""
+    budget, ledger, _, _ = make_budget(user_day=300)
     spent = await budget.reserve("s1", "bob", 300, organization="acme")
-    assert spent.user_key == "org:acme:user:bob:2023-11-14"
     await budget.settle(spent, used=300)
-    with pytest.raises(TokenBudgetExhausted) as info:
+    with pytest.raises(QuotaExhausted) as info:
         await budget.reserve("s2", "bob", 10, organization="acme")
     assert "User 'bob' of organization 'acme'" in info.value.message
     other = await budget.reserve("s3", "bob", 300, organization="globex")
     plain = await budget.reserve("s4", "bob", 300)
-    assert (other.user_key, plain.user_key) == (
-        "org:globex:user:bob:2023-11-14",
-        "user:bob:2023-11-14",
+    assert (other.keys, plain.keys) == (
+        ("org:globex:user:bob:2023-11-14",),
+        ("user:bob:2023-11-14",),
     )
     assert budget.user_key("bob", "a:user:x") == "org:a%3Auser%3Ax:user:bob:2023-11-14"
     assert await ledger.used("user:bob:2023-11-14") == 0
+    assert budget.org_key("a:b", "month") == "orgquota:a%3Ab:2023-11"
+    for user, org in (("x", "acme"), ("orgquota", None), ("acme:2023-11", None)):
+        assert not budget.org_key("acme").startswith(user_budget_prefix(user, org))
+    assert not user_budget_prefix("bob", "acme").startswith(org_quota_prefix("acme"))
 
 
-async def test_session_budget_exhausted() -> None:
-    """A reservation beyond the session limit fails and holds nothing on either key."""
-    budget, ledger, _ = make_budget(session_limit=500)
+async def test_session_budget_exhausted_keeps_its_own_code() -> None:
+    """A reservation beyond the session limit is token_budget_exhausted, without a
+    Retry-After (waiting does not help), and holds nothing anywhere."""
+    budget, ledger, _, _ = make_budget(session=500, user_day=5000)
     first = await budget.reserve("s1", "alice", 400)
     await budget.settle(first, used=400)
     with pytest.raises(TokenBudgetExhausted) as info:
         await budget.reserve("s1", "alice", 200)
-    assert "session_token_budget" in info.value.message
+    assert info.value.code == "token_budget_exhausted"
+    assert "guardrails.session_token_budget" in info.value.message
     assert info.value.retry_after is None
     assert await ledger.reserved("user:alice:2023-11-14") == 0
 
 
-async def test_daily_budget_rolls_back_the_session_reservation() -> None:
-    """When the user's daily budget refuses, the session reservation is undone, and
-    retry_after is the time to UTC midnight."""
-    budget, ledger, _ = make_budget(session_limit=1000, user_daily_limit=300)
-    with pytest.raises(TokenBudgetExhausted) as info:
+async def test_a_users_daily_quota_refuses_with_retry_after_until_midnight() -> None:
+    """The user's day refuses: 429 quota_exhausted naming whose quota, the window, the
+    limit and the setting; Retry-After is the time to UTC midnight; the session's
+    reservation is not kept (all or nothing)."""
+    budget, ledger, _, observer = make_budget(session=1000, user_day=300)
+    with pytest.raises(QuotaExhausted) as info:
         await budget.reserve("s1", "alice", 400)
+    error = info.value
+    assert (error.status, error.code, error.scope, error.period, error.limit) == (
+        429,
+        "quota_exhausted",
+        "user",
+        "day",
+        300,
+    )
+    assert error.retry_after == pytest.approx(TO_MIDNIGHT)
+    assert "User 'alice'" in error.message and "limit 300" in error.message
+    assert "quotas.user_daily_tokens" in error.message
+    assert "2023-11-15T00:00:00Z" in error.message
     assert await ledger.reserved("session:s1") == 0
-    assert info.value.retry_after == pytest.approx(6400.0)
-    assert info.value.status == 429
+    assert observer.exhausted == [("user", "day")]
 
 
-async def test_daily_budget_resets_on_the_next_utc_day() -> None:
-    """Usage is keyed per UTC day, so tomorrow starts from zero."""
-    budget, _, clock = make_budget(session_limit=0, user_daily_limit=300)
+async def test_a_monthly_quota_refuses_until_the_first_of_next_month() -> None:
+    """The user's month refuses with Retry-After until December 1st, UTC."""
+    budget, _, _, _ = make_budget(user_day=10_000, user_month=500)
+    await budget.settle(await budget.reserve("s1", "alice", 500), used=500)
+    with pytest.raises(QuotaExhausted) as info:
+        await budget.reserve("s1", "alice", 1)
+    assert (info.value.scope, info.value.period) == ("user", "month")
+    assert info.value.retry_after == pytest.approx(TO_DECEMBER)
+    assert "quotas.user_monthly_tokens" in info.value.message
+    assert "2023-12-01T00:00:00Z" in info.value.message
+
+
+async def test_an_organization_quota_is_shared_by_its_users() -> None:
+    """Two users of acme draw on one organization quota; the third call is refused with
+    the organization named, while a user of another organization is not."""
+    budget, _, _, observer = make_budget(user_day=10_000, org_day=500)
+    await budget.settle(await budget.reserve("s1", "ana", 250, organization="acme"), used=250)
+    await budget.settle(await budget.reserve("s2", "bob", 250, organization="acme"), used=250)
+    with pytest.raises(QuotaExhausted) as info:
+        await budget.reserve("s3", "cy", 1, organization="acme")
+    assert (info.value.scope, info.value.period) == ("organization", "day")
+    assert "Organization 'acme'" in info.value.message
+    assert "quotas.org_daily_tokens" in info.value.message
+    await budget.reserve("s4", "cy", 400, organization="globex")
+    assert observer.exhausted == [("organization", "day")]
+
+
+async def test_a_call_bigger_than_the_whole_quota_says_so() -> None:
+    """A single call that needs more than the limit is told that waiting will not help."""
+    budget, _, _, _ = make_budget(user_day=100)
+    with pytest.raises(QuotaExhausted) as info:
+        await budget.reserve("s1", "alice", 600)
+    assert "more than the whole quota" in info.value.message
+
+
+async def test_a_refusal_anywhere_holds_nothing_anywhere() -> None:
+    """With the organization's month full, neither the session, nor the user's day and
+    month, nor the organization's day keep any reservation."""
+    budget, ledger, _, _ = make_budget(
+        session=10_000, user_day=10_000, user_month=10_000, org_day=10_000, org_month=100
+    )
+    with pytest.raises(QuotaExhausted):
+        await budget.reserve("s1", "ana", 101, organization="acme")
+    for key in (
+        "session:s1",
+        "org:acme:user:ana:2023-11-14",
+        "org:acme:user:ana:2023-11",
+        "orgquota:acme:2023-11-14",
+        "orgquota:acme:2023-11",
+    ):
+        assert await ledger.reserved(key) == 0
+
+
+async def test_the_day_rolls_over_at_utc_midnight_and_the_month_does_not() -> None:
+    """Tomorrow's day key starts from zero; the month key keeps counting."""
+    budget, ledger, clock, _ = make_budget(user_day=300, user_month=1000)
     await budget.settle(await budget.reserve("s1", "alice", 300), used=300)
-    with pytest.raises(TokenBudgetExhausted):
+    with pytest.raises(QuotaExhausted):
         await budget.reserve("s2", "alice", 10)
-    clock.advance(6400)
+    clock.advance(TO_MIDNIGHT)
     reservation = await budget.reserve("s2", "alice", 10)
-    assert reservation.user_key == "user:alice:2023-11-15"
+    assert reservation.keys == ("user:alice:2023-11-15", "user:alice:2023-11")
+    await budget.settle(reservation, used=10)
+    assert await ledger.used("user:alice:2023-11") == 310
 
 
-async def test_zero_limits_mean_unlimited_and_skip_the_ledger() -> None:
-    """Limit 0 is no limit: nothing is written to the ledger."""
-    budget, ledger, _ = make_budget(session_limit=0, user_daily_limit=0)
-    reservation = await budget.reserve("s1", "alice", 10**9)
-    await budget.settle(reservation, used=10**9)
-    assert reservation.session_key is None and reservation.user_key is None
-    assert await ledger.used("session:s1") == 0
+async def test_the_month_rolls_over_on_the_first() -> None:
+    """A full month refuses until December 1st 00:00 UTC, then the new month's key starts
+    from zero."""
+    budget, _, clock, _ = make_budget(user_month=300)
+    await budget.settle(await budget.reserve("s1", "alice", 300), used=300)
+    clock.advance(TO_DECEMBER - 1)
+    with pytest.raises(QuotaExhausted) as info:
+        await budget.reserve("s1", "alice", 1)
+    assert info.value.retry_after == pytest.approx(1.0)
+    clock.advance(1)
+    reservation = await budget.reserve("s1", "alice", 300)
+    assert reservation.keys == ("user:alice:2023-12",)
+
+
+async def test_headroom_is_observed_per_quota_at_each_reservation() -> None:
+    """After a reservation, each quota's (limit - used - reserved) / limit is reported by
+    scope and period; the session budget is not a quota."""
+    budget, _, _, observer = make_budget(session=100, user_day=1000, org_month=400)
+    await budget.reserve("s1", "ana", 100, organization="acme")
+    assert observer.headroom == [("user", "day", 0.9), ("organization", "month", 0.75)]
 
 
 async def test_concurrent_reservations_cannot_overspend() -> None:
     """Fifty concurrent reservations of 30 tokens against a 1000-token session budget:
     exactly 33 succeed, and the ledger never holds more than the limit."""
-    budget, ledger, _ = make_budget(session_limit=1000, user_daily_limit=100_000)
+    budget, ledger, _, _ = make_budget(session=1000, user_day=100_000)
 
     async def one() -> bool:
         try:
@@ -129,15 +288,15 @@ async def test_concurrent_reservations_cannot_overspend() -> None:
     assert await ledger.reserved("user:alice:2023-11-14") == 990
 
 
-async def test_concurrent_reservations_across_sessions_respect_the_daily_budget() -> None:
+async def test_concurrent_sessions_of_one_user_respect_the_daily_quota() -> None:
     """Fifty sessions of one user racing for a 1000-token day never exceed it, and the
     refused ones leave no session reservation behind."""
-    budget, ledger, _ = make_budget(session_limit=100, user_daily_limit=1000)
+    budget, ledger, _, _ = make_budget(session=100, user_day=1000)
 
     async def one(n: int) -> bool:
         try:
             await budget.reserve(f"s{n}", "alice", 30)
-        except TokenBudgetExhausted:
+        except QuotaExhausted:
             return False
         return True
 

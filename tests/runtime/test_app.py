@@ -442,9 +442,10 @@ async def test_session_token_budget_is_429(serve: ServerFactory) -> None:
     assert stored["turn_count"] == 0
 
 
-async def test_user_daily_budget_is_429_with_retry_after(serve: ServerFactory) -> None:
-    """Once the user's daily budget is spent every session of that user gets 429 with
-    Retry-After until UTC midnight; another user is unaffected."""
+async def test_user_daily_quota_is_429_with_retry_after(serve: ServerFactory) -> None:
+    """Once the user's daily quota is spent every session of that user gets 429
+    quota_exhausted with Retry-After until UTC midnight, counted by scope and period;
+    another user is unaffected."""
     server = await serve(
         agent_section={"tools": []},
         guardrails={
@@ -463,9 +464,22 @@ async def test_user_daily_budget_is_429_with_retry_after(serve: ServerFactory) -
             refused = response
             break
     assert refused is not None
-    assert error_of(refused)["code"] == "token_budget_exhausted"
+    error = error_of(refused)
+    assert error["code"] == "quota_exhausted"
+    assert "User 'bob'" in error["message"] and "quotas.user_daily_tokens" in error["message"]
     # ManualClock wall time is 22:13:20 UTC: 6400 s to midnight.
     assert refused.headers["retry-after"] == "6400"
+    assert server.metric("agent_quota_exhausted_total", scope="user", period="day") == 1.0
+    # Every reservation observed the day quota's headroom; the refused one had too little.
+    observed = server.metric("agent_quota_headroom_ratio_count", scope="user", period="day")
+    assert observed >= 2
+    assert (
+        server.metric("agent_quota_headroom_ratio_bucket", scope="user", period="day", le="0.05")
+        >= 1
+    )
+    assert server.metric(
+        "agent_guardrail_events_total", guardrail="quota_exhausted", agent="default", version="v1"
+    ) == (1.0)
     carol = await server.session("carol")
     assert (await server.say(carol, "hi")).status_code == 200
 

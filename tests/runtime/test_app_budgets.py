@@ -1,4 +1,4 @@
-"""Token budgets through the agent server for text that costs more than four
+"""Token quotas through the agent server for text that costs more than four
 characters per token (CJK, emoji), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ async def test_fifty_concurrent_cjk_and_emoji_turns_never_overspend_the_daily_bu
 ) -> None:
     """50 turns at once of one user, each prompt CJK and emoji that a byte-level
     tokenizer counts byte by byte: the settled usage stays within the daily budget,
-    the turns that would overspend it get 429 token_budget_exhausted and store nothing."""
+    the turns that would overspend it get 429 quota_exhausted and store nothing."""
     http, store, provider, limit = client
     sessions: list[str] = []
     for _ in PROMPTS:
@@ -136,7 +136,7 @@ async def test_fifty_concurrent_cjk_and_emoji_turns_never_overspend_the_daily_bu
     assert statuses.count(200) >= 1
     refused: list[dict[str, Any]] = [r.json() for r in responses if r.status_code == 429]
     assert refused, "some of the 50 turns must not fit the budget"
-    assert {body["error"]["code"] for body in refused} == {"token_budget_exhausted"}
+    assert {body["error"]["code"] for body in refused} == {"quota_exhausted"}
     spent = sum(r.json()["usage"]["total_tokens"] for r in responses if r.status_code == 200)
     # ManualClock's wall time is 2023-11-14 (UTC): the user's ledger key for that day.
     settled = await store.used("user:mei:2023-11-14")

@@ -23,7 +23,7 @@ from agentkeel.models.types import (
     ToolCall,
     ToolSpec,
 )
-from agentkeel.resilience.budget import InMemoryLedger, TokenBudget
+from agentkeel.resilience.budget import BudgetLimits, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import ManualClock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.guards import (
@@ -206,7 +206,7 @@ def session_budget(*, daily: int = 0) -> tuple[InMemoryLedger, TokenBudget]:
     """A ledger and a budget of 10,000 tokens per session (``daily`` per user, 0 = none)."""
     ledger = InMemoryLedger()
     return ledger, TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=daily, clock=ManualClock()
+        ledger=ledger, clock=ManualClock(), limits=BudgetLimits(session=10_000, user_day=daily)
     )
 
 
@@ -254,9 +254,7 @@ async def test_a_failed_call_settles_with_zero() -> None:
     """When the gateway fails the reservation is released and nothing is charged."""
     registry = CollectorRegistry()
     ledger = InMemoryLedger()
-    budget = TokenBudget(
-        ledger=ledger, session_limit=10_000, user_daily_limit=0, clock=ManualClock()
-    )
+    budget = TokenBudget(ledger=ledger, clock=ManualClock(), limits=BudgetLimits(session=10_000))
 
     class Down:
         context_window = 8192
@@ -279,7 +277,7 @@ async def test_exhausted_budget_refuses_the_call_and_counts_it() -> None:
     registry = CollectorRegistry()
     provider, gateway = gateway_for(["hi"], registry=registry)
     budget = TokenBudget(
-        ledger=InMemoryLedger(), session_limit=50, user_daily_limit=0, clock=ManualClock()
+        ledger=InMemoryLedger(), clock=ManualClock(), limits=BudgetLimits(session=50)
     )
     model = guarded_model(gateway, registry, budget=budget)
     with pytest.raises(TokenBudgetExhausted) as info:

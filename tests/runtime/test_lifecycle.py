@@ -425,6 +425,7 @@ async def test_retention_purges_only_old_ended_sessions_in_batches(
         "turns": 5,
         "feedback": 5,
         "budget_rows": 5,
+        "usage_rows": 0,
     }
     assert await server.store.get_session(old[0]) is not None
     server.clock.slept.clear()

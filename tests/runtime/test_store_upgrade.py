@@ -1,7 +1,8 @@
 """A session store written by an earlier release keeps working: opening a version-1 one
 adds the lifecycle columns and dates each session's last activity from its turns;
-opening a version-2 one adds the owner's organization; both record the current
-schema version. On SQLite and on PostgreSQL."""
+opening a version-2 one adds the owner's organization; a version-3 one the usage table
+(and the reservation function on PostgreSQL); each records the current schema version.
+On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from agentkeel.resilience.ledger import Hold
 from agentkeel.runtime.store import SessionExpiry
 from agentkeel.runtime.stores import codec, open_store
+from agentkeel.runtime.usage import UsageRecord
 from tests.runtime.test_stores import make_session, make_turn
 
 # The tables as the first release created them (only those holding data here).
@@ -113,7 +116,7 @@ async def test_a_first_release_store_is_upgraded_in_place_and_keeps_working(
         assert (await again.get_session("old")) is not None
     finally:
         await again.aclose()
-    assert await _schema_version(v1_store_url) == codec.SCHEMA_VERSION == 3
+    assert await _schema_version(v1_store_url) == codec.SCHEMA_VERSION == 4
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -151,7 +154,7 @@ async def _create_current(url: str) -> None:
 
 async def test_a_version_2_store_gains_the_owner_organization(v2_store_url: str) -> None:
     """A version-2 store gets the ``organization`` column on open: its sessions read
-    back with none, a new session keeps its organization, the version becomes 3."""
+    back with none, a new session keeps its organization, the version becomes current."""
     assert "organization" not in await _session_columns(v2_store_url)
     store = open_store(v2_store_url)
     await store.open()
@@ -164,7 +167,69 @@ async def test_a_version_2_store_gains_the_owner_organization(v2_store_url: str)
     finally:
         await store.aclose()
     assert "organization" in await _session_columns(v2_store_url)
-    assert await _schema_version(v2_store_url) == codec.SCHEMA_VERSION == 3
+    assert await _schema_version(v2_store_url) == codec.SCHEMA_VERSION == 4
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def v3_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL whose tables are schema version 3: today's, without the usage table
+    (and, on PostgreSQL, without the reservation function), with a budget row of 'ana'."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    else:
+        url = request.getfixturevalue("postgres_schema_url")
+    asyncio.run(_create_current(url))
+    statements = [
+        "DROP TABLE token_usage",
+        "INSERT INTO budgets (key, used, reserved) VALUES ('user:ana:2023-11-14', 40, 0)",
+        "UPDATE schema_version SET version = 3 WHERE component = 'sessions'",
+    ]
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+    else:
+        statements.append("DROP FUNCTION keel_reserve_tokens(text[], bigint[], bigint)")
+        with psycopg.connect(url, autocommit=True) as pg:
+            for statement in statements:
+                pg.execute(statement)
+    return url
+
+
+async def test_a_version_3_store_gains_usage_and_multi_key_reservations(
+    v3_store_url: str,
+) -> None:
+    """A version-3 store gets the usage table (and the reservation function) on open: its
+    budget rows keep counting, a reservation over several keys and a usage row work, the
+    version becomes 4."""
+    store = open_store(v3_store_url)
+    await store.open()
+    try:
+        holds = [Hold("user:ana:2023-11-14", 100), Hold("user:ana:2023-11", 1000)]
+        assert (await store.reserve(holds, 61)).refused == 0
+        assert (await store.reserve(holds, 60)).committed == (100, 60)
+        await store.record_usage(
+            UsageRecord(
+                day="2023-11-14",
+                user_id="ana",
+                organization=None,
+                agent_id="default",
+                model="m",
+                key_link="platform",
+                input_tokens=5,
+                output_tokens=7,
+                spend=0.5,
+            )
+        )
+        rows = await store.user_usage(
+            "ana", organization=None, first_day="2023-11-01", last_day="2023-11-30"
+        )
+        assert [(r.day, r.totals.total_tokens, r.totals.spend) for r in rows] == [
+            ("2023-11-14", 12, 0.5)
+        ]
+    finally:
+        await store.aclose()
+    assert await _schema_version(v3_store_url) == codec.SCHEMA_VERSION == 4
 
 
 async def _session_columns(url: str) -> set[str]:

@@ -19,6 +19,7 @@ from agentkeel.errors import (
     Unavailable,
 )
 from agentkeel.models.types import ChatMessage, ToolCall, Usage
+from agentkeel.resilience.ledger import Hold
 from agentkeel.runtime.store import (
     BudgetLedger,
     FeedbackRecord,
@@ -33,6 +34,7 @@ from agentkeel.runtime.stores import (
     codec,
     open_store,
 )
+from agentkeel.runtime.usage import UsageReader, UsageRecorder
 
 SessionStoreFactory = Callable[[], Awaitable[SessionBackend]]
 
@@ -347,59 +349,7 @@ async def test_feedback_for_an_unknown_session_is_not_found(
         await session_store.add_feedback(FeedbackRecord(session_id="nope", score=1, created_at=1))
 
 
-# --- budgets ----------------------------------------------------------------
-
-
-async def test_reserve_never_exceeds_the_limit_under_concurrency(
-    session_store_factory: SessionStoreFactory,
-) -> None:
-    """50 concurrent reservations from two replicas: exactly limit/amount succeed."""
-    replicas = [await session_store_factory(), await session_store_factory()]
-
-    results = await asyncio.gather(
-        *(replicas[i % 2].reserve("user:u1", 10, 205) for i in range(50))
-    )
-
-    assert sum(results) == 20
-    await replicas[0].settle("user:u1", 200, 200)
-    assert await replicas[1].used("user:u1") == 200
-    assert await replicas[1].reserve("user:u1", 6, 205) is False
-    assert await replicas[1].reserve("user:u1", 5, 205) is True
-
-
-async def test_settle_releases_the_reservation_and_records_use(
-    session_store: SessionBackend,
-) -> None:
-    """settle frees what was reserved, counts what was used, and never goes below 0."""
-    assert await session_store.reserve("k", 100, 100) is True
-    assert await session_store.reserve("k", 1, 100) is False
-
-    await session_store.settle("k", reserved=100, used=40)
-    assert await session_store.used("k") == 40
-    assert await session_store.reserve("k", 60, 100) is True
-    assert await session_store.reserve("k", 1, 100) is False
-
-    # Settling more than is reserved must not leave a negative reservation behind.
-    await session_store.settle("k", reserved=500, used=0)
-    assert await session_store.reserve("k", 60, 100) is True
-    assert await session_store.reserve("k", 1, 100) is False
-
-
-async def test_reserve_more_than_the_limit_on_a_new_key_fails(
-    session_store: SessionBackend,
-) -> None:
-    """A first reservation above the limit is refused and leaves nothing used."""
-    assert await session_store.reserve("fresh", 11, 10) is False
-    assert await session_store.used("fresh") == 0
-    assert await session_store.reserve("fresh", 10, 10) is True
-
-
-async def test_negative_budget_amounts_are_refused(session_store: SessionBackend) -> None:
-    """Token counts are never negative; a negative one is an InvalidRequest naming the key."""
-    with pytest.raises(InvalidRequest, match="'k'"):
-        await session_store.reserve("k", -1, 10)
-    with pytest.raises(InvalidRequest):
-        await session_store.settle("k", reserved=0, used=-5)
+# --- budgets: tests/runtime/test_ledgers.py holds every ledger to one contract ---
 
 
 # --- replicas ---------------------------------------------------------------
@@ -490,10 +440,13 @@ async def test_a_closed_store_is_unavailable(session_store: SessionBackend) -> N
     assert caught.value.code == "store_unavailable"
 
 
-async def test_both_backends_implement_both_protocols(session_store: SessionBackend) -> None:
-    """The store serves as a SessionStore and as a BudgetLedger."""
+async def test_both_backends_implement_every_protocol(session_store: SessionBackend) -> None:
+    """The store serves as a SessionStore, a BudgetLedger, a UsageRecorder and a
+    UsageReader."""
     assert isinstance(session_store, SessionStore)
     assert isinstance(session_store, BudgetLedger)
+    assert isinstance(session_store, UsageRecorder)
+    assert isinstance(session_store, UsageReader)
 
 
 # --- backend specifics ------------------------------------------------------
@@ -593,7 +546,7 @@ async def test_sqlite_replicas_writing_in_parallel_keep_the_limit_and_the_chain(
         reserved = committed = 0
         try:
             for _ in range(60):
-                reserved += await store.reserve("k", 1, 90)
+                reserved += (await store.reserve([Hold("k", 90)], 1)).ok
                 session = await store.get_session("s1")
                 assert session is not None
                 try:

@@ -31,6 +31,7 @@ from agentkeel.cli.router_cmd import router_app
 from agentkeel.cli.secrets_cmd import secrets_app
 from agentkeel.cli.serve import serve_app
 from agentkeel.cli.sessions_cmd import sessions_app
+from agentkeel.cli.usage_cmd import usage_app
 
 app = typer.Typer(
     name="keel",
@@ -108,6 +109,7 @@ app.add_typer(config_app, name="config", epilog="Example: keel config show")
 app.add_typer(memory_app, name="memory")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(usage_app, name="usage")
 app.add_typer(golden_app, name="golden")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(router_app, name="router")

@@ -45,6 +45,12 @@ class QuotaSettings(BaseModel):
         description="Where replicas share reservations: the session store, or Redis "
         "(redis_url); auto = Redis when redis_url is set, else the store.",
     )
+    redis_prefix: str = Field(
+        default="agentkeel:budget:",
+        min_length=1,
+        description="ledger redis: what every budget key starts with (on Redis Cluster, "
+        "give it a hash tag, e.g. '{agentkeel}:budget:', so a call's keys share a slot).",
+    )
 
 
 class ModelPrice(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import httpx
@@ -102,9 +102,10 @@ class OpenAIProvider:
             params["extra_headers"] = {CORRELATION_HEADER: cid}
         if self._keys is None:
             return await self._complete_with(self._client, params, request, on_token)
-        return await self._keys.run_client(
+        served = await self._keys.run_client_served(
             self._client, lambda client: self._complete_with(client, params, request, on_token)
         )
+        return replace(served.value, key_link=served.link)
 
     async def _complete_with(
         self,

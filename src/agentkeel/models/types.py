@@ -78,6 +78,10 @@ class ModelResponse:
     model: str = ""
     provider: str = ""
     finish_reason: str = "stop"
+    key_link: str = "platform"
+    """Which key of the key chain served the call (``secrets/keychain.py``): ``byok`` (the
+    user's own), ``org`` (the organization's) or ``platform``; providers without a key
+    chain (scripted, keyless) serve every call as ``platform``."""
 
 
 @runtime_checkable

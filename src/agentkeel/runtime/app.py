@@ -45,6 +45,7 @@ from agentkeel.config.live import LiveLayer, LiveSettings
 from agentkeel.config.overrides import OverridesLayer, watch_overrides
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import (
+    ConfigError,
     KeelError,
     Unavailable,
 )
@@ -53,14 +54,15 @@ from agentkeel.identity.forwarded import build_front_door_verifier
 from agentkeel.identity.frontdoor import FrontDoor
 from agentkeel.identity.principal import Scope
 from agentkeel.models.factory import build_gateway
-from agentkeel.resilience.budget import BudgetLedger, InMemoryLedger, TokenBudget
+from agentkeel.resilience.budget import TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.ledger import BudgetLedger, InMemoryLedger
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.config_admin import config_admin_routes
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.flag_admin import flag_admin_routes
-from agentkeel.runtime.guards import EventSink, ModelBackend
+from agentkeel.runtime.guards import EventSink, ModelBackend, budget_limits
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.sanitize import OutputSanitizer
@@ -69,8 +71,11 @@ from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, 
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
 from agentkeel.runtime.stores import open_store
+from agentkeel.runtime.stores.redis_ledger import RedisLedger
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
+from agentkeel.runtime.usage import UsageMeter, UsageRecorder
+from agentkeel.runtime.usage_admin import usage_admin_routes
 from agentkeel.secrets.call_context import CallContext, call_context
 from agentkeel.secrets.factory import process_secret_source
 from agentkeel.secrets.known import KnownSecrets
@@ -84,6 +89,7 @@ from agentkeel.telemetry.metrics import (
     HttpMetrics,
     ModelMetrics,
     OverridesMetrics,
+    QuotaMetrics,
     ToolMetrics,
 )
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
@@ -259,6 +265,8 @@ def create_app(
     registry = registry if registry is not None else CollectorRegistry()
     version = settings.agent.version
     agent_metrics = AgentMetrics(registry, version=version)
+    quota_metrics = QuotaMetrics(registry, version=version)
+    redis_ledger = _redis_ledger(settings)
     http_metrics = HttpMetrics(registry)
     drain = DrainState(metrics=agent_metrics, clock=clock)
     agent_metrics.draining.set(0)
@@ -376,14 +384,28 @@ def create_app(
                 stack.push_async_callback(client.aclose)
                 await _check_tools(client, settings)
                 tools = client
-            budget = None
-            if guardrails.session_token_budget or settings.quotas.user_daily_tokens:
-                budget = TokenBudget(
-                    ledger=_ledger_for(the_store),
-                    session_limit=guardrails.session_token_budget,
-                    user_daily_limit=settings.quotas.user_daily_tokens,
-                    clock=clock,
-                )
+            # Always built: a flag or an override may set a limit the settings leave at 0.
+            ledger: BudgetLedger
+            if redis_ledger is not None:
+                await redis_ledger.open()
+                stack.push_async_callback(redis_ledger.aclose)
+                ledger = redis_ledger
+            else:
+                ledger = _ledger_for(the_store)
+            budget = TokenBudget(
+                ledger=ledger,
+                clock=clock,
+                limits=budget_limits(settings.guardrails, settings.quotas),
+                observer=quota_metrics,
+            )
+            usage = UsageMeter(
+                recorder=the_store if isinstance(the_store, UsageRecorder) else None,
+                metrics=quota_metrics,
+                clock=clock,
+                agent_id=settings.agent.id,
+                provider_models={m.name: m.model for m in settings.models},
+                pricing=settings.pricing,
+            )
             replica = replica_id_for(settings.server)
             lifecycle = SessionLifecycle(
                 store=the_store,
@@ -393,6 +415,7 @@ def create_app(
                 replica=replica,
                 version=settings.agent.version,
                 memory=the_memory,
+                ledger=redis_ledger,
             )
             service = AgentService(
                 agent=the_agent,
@@ -413,6 +436,7 @@ def create_app(
                 lifecycle=lifecycle,
                 sanitizer=OutputSanitizer(redactor) if redactor is not None else None,
                 live=live,
+                usage=usage,
             )
             await lifecycle.refresh_gauges()
             if run_sweeper and lifecycle.tick_s > 0:
@@ -459,6 +483,9 @@ def create_app(
         *replica_secrets_routes(settings, source=secret_source, admin=admin, registry=registry),
         *flag_admin_routes(flags, check_admin=check_admin),
         *config_admin_routes(live, check_admin=check_admin, overrides=overrides),
+        *usage_admin_routes(
+            runtime.require_service, check_admin=check_admin, quotas=settings.quotas
+        ),
     ]
     app = Starlette(
         routes=routes,
@@ -574,6 +601,20 @@ async def _finish_tasks(runtime: _Runtime, *, limit_s: float) -> None:
         task.cancel()
     if still:
         logger.warning("cancelled %d turn(s) still running after %.0fs", len(still), limit_s)
+
+
+def _redis_ledger(settings: KeelSettings) -> RedisLedger | None:
+    """The Redis ledger ``quotas.ledger`` names (``auto``: when ``redis_url`` is set), built
+    now so that ``redis`` without a ``redis_url`` stops the process before it listens."""
+    choice = settings.quotas.ledger
+    if choice == "store" or (choice == "auto" and not settings.redis_url):
+        return None
+    if not settings.redis_url:
+        raise ConfigError(
+            "quotas.ledger is 'redis' but redis_url is not set; set redis_url "
+            "(redis://host:port/db), or quotas.ledger: store to keep budgets in the session store."
+        )
+    return RedisLedger(url=settings.redis_url, prefix=settings.quotas.redis_prefix)
 
 
 def _ledger_for(store: SessionStore) -> BudgetLedger:

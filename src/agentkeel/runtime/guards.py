@@ -1,10 +1,11 @@
 """The guarded handles a turn carries: ``turn.model`` and ``turn.tools``.
 
 ``GuardedModel`` wraps the model gateway for one turn: it counts model steps
-against ``max_steps_per_turn``, reserves tokens from the session's and the
-user's budgets before each call and settles them with the provider's figures
-after, trims old tool results when the context gets full, streams tokens to
-the turn's event sink and meters usage.
+against ``max_steps_per_turn``, reserves tokens on the session's budget and the
+user's and organization's quotas before each call (the turn's limits) and
+settles them with the provider's figures after, trims old tool results when the
+context gets full, streams tokens to the turn's event sink, meters usage and
+records each call's usage and spend (``usage.py``).
 
 Two token counts, on purpose: trimming uses the realistic estimate
 (``estimate_tokens``: does the prompt fit the window?), the reservation uses
@@ -33,7 +34,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from agentkeel.config.live import TurnSettings
-from agentkeel.errors import TokenBudgetExhausted
+from agentkeel.config.quotas import QuotaSettings
+from agentkeel.config.settings import GuardrailSettings
+from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
 from agentkeel.models.counting import ByteBound, TokenCounter, text_bound, tool_call_bound
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
@@ -45,10 +48,11 @@ from agentkeel.models.types import (
     ToolSpec,
     Usage,
 )
-from agentkeel.resilience.budget import Reservation, TokenBudget
+from agentkeel.resilience.budget import BudgetLimits, Reservation, TokenBudget
 from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.resilience.retry import retry_after_seconds
+from agentkeel.runtime.usage import UsageMeter
 from agentkeel.telemetry.metrics import AgentMetrics
 from agentkeel.tools.memory_tools import MEMORY_WRITE_TOOLS
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
@@ -175,9 +179,11 @@ class GuardedModel:
         counter: TokenCounter | None = None,
         organization: str | None = None,
         settings: TurnSettings | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
         self._gateway = gateway
         self._settings = settings
+        self._usage_meter = usage
         self._chain = settings.model_chain if settings is not None else None
         if counter is None:
             counter = gateway if isinstance(gateway, TokenCounter) else ByteBound()
@@ -213,8 +219,9 @@ class GuardedModel:
         temperature: float | None = None,
     ) -> ModelResponse:
         """One guarded model call. Raises ``StepLimitReached`` instead of calling the
-        model past the step limit, ``TokenBudgetExhausted`` (429) when the budget
-        cannot cover the call, and whatever the gateway raises (``ModelUnavailable``)."""
+        model past the step limit, ``TokenBudgetExhausted`` (429) when the session's budget
+        cannot cover the call, ``QuotaExhausted`` (429) when a user or organization quota
+        cannot, and whatever the gateway raises (``ModelUnavailable``)."""
         if self.steps >= self._max_steps:
             if not self.step_limit_hit:
                 self.step_limit_hit = True
@@ -263,12 +270,10 @@ class GuardedModel:
             response = await self._gateway.complete(
                 request, on_token=self._on_token if self._sink is not None else None
             )
-            # An endpoint that reports no usage is charged the bound, never a guess.
-            used = response.usage.total_tokens or (
-                prompt_bound
-                + text_bound(response.content)
-                + sum(tool_call_bound(call) for call in response.tool_calls)
-            )
+            if not response.usage.total_tokens and self._budget is None:
+                prompt_bound = await self._counter.prompt_tokens(request)
+            charged = _charged(response, prompt_bound)
+            used = charged.total_tokens
         finally:
             if reservation is not None and self._budget is not None:
                 await self._budget.settle(reservation, used)
@@ -292,22 +297,70 @@ class GuardedModel:
             self._metrics.tokens_for(model, "output", self._agent_id).inc(
                 response.usage.output_tokens
             )
+        if self._usage_meter is not None:
+            await self._usage_meter.record(
+                response,
+                charged=charged,
+                user_id=self._user_id,
+                organization=self._organization,
+                pricing=self._settings.pricing if self._settings is not None else None,
+            )
         return response
 
     async def _reserve(self, amount: int) -> Reservation | None:
         if self._budget is None:
             return None
+        settings = self._settings
+        limits = None if settings is None else budget_limits(settings.guardrails, settings.quotas)
         try:
             return await self._budget.reserve(
-                self._session_id, self._user_id, amount, organization=self._organization
+                self._session_id,
+                self._user_id,
+                amount,
+                organization=self._organization,
+                limits=limits,
             )
         except TokenBudgetExhausted:
             self._metrics.guardrails_for("token_budget", self._agent_id).inc()
+            raise
+        except QuotaExhausted as exc:
+            self._metrics.guardrails_for("quota_exhausted", self._agent_id).inc()
+            self._log.warning(
+                "quota exhausted: the %s's %s quota of %d tokens has no room for this call",
+                exc.scope,
+                exc.period,
+                exc.limit,
+                extra={"category": "guardrail", "reason": "quota_exhausted"},
+            )
             raise
 
     async def _on_token(self, text: str) -> None:
         if self._sink is not None and text:
             await self._sink("token", {"text": text})
+
+
+def budget_limits(guardrails: GuardrailSettings, quotas: QuotaSettings) -> BudgetLimits:
+    """The token limits of model calls: a turn's from its live settings, the process's
+    from its own."""
+    return BudgetLimits(
+        session=guardrails.session_token_budget,
+        user_day=quotas.user_daily_tokens,
+        user_month=quotas.user_monthly_tokens,
+        org_day=quotas.org_daily_tokens,
+        org_month=quotas.org_monthly_tokens,
+    )
+
+
+def _charged(response: ModelResponse, prompt_bound: int) -> Usage:
+    """What a call is charged: the provider's figures; for an endpoint that reports no
+    usage, the bound of the prompt and of the reply, never a guess."""
+    if response.usage.total_tokens:
+        return response.usage
+    return Usage(
+        input_tokens=prompt_bound,
+        output_tokens=text_bound(response.content)
+        + sum(tool_call_bound(call) for call in response.tool_calls),
+    )
 
 
 class GuardedTools:

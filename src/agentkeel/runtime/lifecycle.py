@@ -22,6 +22,7 @@ sessions, turns, feedback and budget rows, and their memory namespaces.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,6 +63,16 @@ class NamespaceEraser(Protocol):
     (``MemoryClient.delete_namespace``); returns how many were deleted."""
 
     async def delete_namespace(self, namespace: str) -> int: ...
+
+
+@runtime_checkable
+class LedgerEraser(Protocol):
+    """What ``forget`` needs from a budget ledger outside the store (Redis): remove the
+    user's quota keys (or count them, ``dry_run``); returns how many."""
+
+    async def forget_user(
+        self, user_id: str, *, organization: str | None = None, dry_run: bool = False
+    ) -> int: ...
 
 
 def replica_id_for(server: ServerSettings) -> str:
@@ -139,6 +150,7 @@ class SessionLifecycle:
     >>> await lifecycle.sweep()       # what the background task does every interval
 
     ``sleep`` waits out the background task's intervals (tests pass a fake).
+    ``ledger``: a budget ledger outside the store, forgotten along with it.
     """
 
     def __init__(
@@ -152,8 +164,12 @@ class SessionLifecycle:
         version: str,
         memory: Any | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        ledger: LedgerEraser | None = None,
     ) -> None:
         self.store = store
+        self.ledger = ledger
+        """A budget ledger apart from the store (``quotas.ledger: redis``), whose quota keys
+        of a user ``forget`` removes too."""
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -356,6 +372,9 @@ class SessionLifecycle:
             )
         organization = organization or None
         counts = await self.store.count_user_data(user_id, organization=organization)
+        if dry_run and self.ledger is not None:
+            keys = await self.ledger.forget_user(user_id, organization=organization, dry_run=True)
+            counts = dataclasses.replace(counts, budget_rows=counts.budget_rows + keys)
         eraser = self.memory if isinstance(self.memory, NamespaceEraser) else None
         namespaces: dict[str, int | None] = {}
         if eraser is not None:
@@ -412,6 +431,9 @@ class SessionLifecycle:
                 if batch.sessions < self.settings.purge_batch:
                     break
                 await asyncio.sleep(0)
+            if self.ledger is not None:
+                keys = await self.ledger.forget_user(user_id, organization=organization)
+                removed = dataclasses.replace(removed, budget_rows=removed.budget_rows + keys)
             await self.refresh_gauges()
         report = ForgetReport(
             user_id=user_id,
@@ -431,6 +453,7 @@ class SessionLifecycle:
             turns=removed.turns,
             feedback=removed.feedback,
             budget_rows=removed.budget_rows,
+            usage_rows=removed.usage_rows,
             memories=sum(n or 0 for n in namespaces.values()),
             namespaces=sorted(namespaces),
             source=source,

@@ -71,6 +71,7 @@ from agentkeel.runtime.store import (
     TurnRecord,
 )
 from agentkeel.runtime.types import Agent, Reply, Turn
+from agentkeel.runtime.usage import UsageMeter
 from agentkeel.runtime.validation import ValidatedInput, validate_input
 from agentkeel.telemetry.correlation import get_correlation_id
 from agentkeel.telemetry.metrics import AgentMetrics
@@ -191,6 +192,7 @@ class AgentService:
         lifecycle: SessionLifecycle | None = None,
         sanitizer: OutputSanitizer | None = None,
         live: LiveSettings | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -217,6 +219,8 @@ class AgentService:
             memory=memory,
         )
         self.sanitizer = sanitizer
+        self.usage = usage
+        """Records each model call's usage and spend (``usage.py``); ``None``: not recorded."""
         self.live = live
         """Resolves each turn's live settings; ``None``: ``guardrails`` and ``allowed_tools``
         as given, for every turn."""
@@ -473,6 +477,7 @@ class AgentService:
             budget=self.budget,
             sink=sink,
             settings=settings,
+            usage=self.usage,
         )
         memory_writes = settings.memory_writes if settings is not None else True
         tools = GuardedTools(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentkeel.models.types import ChatMessage, Usage
-from agentkeel.resilience.budget import BudgetLedger
+from agentkeel.resilience.ledger import BudgetLedger
 
 __all__ = [
     "END_REASONS",
@@ -173,6 +173,8 @@ class RemovedCounts:
     turns: int = 0
     feedback: int = 0
     budget_rows: int = 0
+    usage_rows: int = 0
+    """The user's rows of the usage table (a forget removes them; a purge never does)."""
     agent_ids: tuple[str, ...] = ()
     owners: tuple[tuple[str, str | None], ...] = ()
 
@@ -182,6 +184,7 @@ class RemovedCounts:
             turns=self.turns + other.turns,
             feedback=self.feedback + other.feedback,
             budget_rows=self.budget_rows + other.budget_rows,
+            usage_rows=self.usage_rows + other.usage_rows,
             agent_ids=tuple(sorted({*self.agent_ids, *other.agent_ids})),
             owners=sorted_owners({*self.owners, *other.owners}),
         )
@@ -192,6 +195,7 @@ class RemovedCounts:
             "turns": self.turns,
             "feedback": self.feedback,
             "budget_rows": self.budget_rows,
+            "usage_rows": self.usage_rows,
         }
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from pydantic import SecretStr
 
@@ -60,6 +60,14 @@ class ModelKey:
     link: KeyLink
     value: SecretStr | None
     generation: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[_T]):
+    """A call's result and the key chain link that served it (``ProviderKeys.run_served``)."""
+
+    value: _T
+    link: KeyLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,13 @@ class ProviderKeys:
     async def run_client(self, client: _C, call: Callable[[_C], Awaitable[_T]]) -> _T:
         """``call`` with an SDK client (openai, anthropic) that sends the chain's key: a
         per-call key gets a copy of ``client`` that shares its connection pool."""
+        return (await self.run_client_served(client, call)).value
+
+    async def run_client_served(
+        self, client: _C, call: Callable[[_C], Awaitable[_T]]
+    ) -> Served[_T]:
+        """``run_client``, and which link's key served the call (what providers report as
+        ``ModelResponse.key_link``, so usage and spend know whose key paid)."""
 
         async def with_key(key: SecretStr | None) -> _T:
             if key is None:
@@ -134,11 +149,15 @@ class ProviderKeys:
             # Both SDKs' clients copy themselves with with_options(api_key=...).
             return await call(cast(Any, client).with_options(api_key=key.get_secret_value()))
 
-        return await self.run(with_key)
+        return await self.run_served(with_key)
 
     async def run(self, call: Callable[[SecretStr | None], Awaitable[_T]]) -> _T:
         """``call`` with the chain's key; a rejected user's key is a 403 ``byok_rejected``
         (or, with ``byok_fallthrough``, the next link's try)."""
+        return (await self.run_served(call)).value
+
+    async def run_served(self, call: Callable[[SecretStr | None], Awaitable[_T]]) -> Served[_T]:
+        """``run``, and which link's key served the call."""
         candidates = await self.candidates()
         for index, key in enumerate(candidates):
             try:
@@ -168,7 +187,7 @@ class ProviderKeys:
                 extra={"key_link": key.link, "key_generation": key.generation},
             )
             self._chain._count(self.provider, key.link)
-            return result
+            return Served(value=result, link=key.link)
         raise AssertionError("unreachable")  # pragma: no cover - candidates is never empty
 
     async def _byok(self, context: CallContext) -> ModelKey | None:

@@ -477,3 +477,70 @@ class OverridesMetrics:
         )
         for outcome in ("applied", "rejected"):
             self.reloads.labels(outcome)
+
+
+HEADROOM_BUCKETS = (0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class QuotaMetrics:
+    """Quotas and cost on a replica: spend, tokens on the caller's own keys, quota
+    headroom and refusals, calls without a price.
+
+    Headroom is a distribution over reservations, never per user:
+    ``(limit - used - reserved) / limit`` of each user or organization quota a
+    reservation touched, right after it (``TokenBudget`` observes it). Spend is the
+    platform's only: calls served with a user's (``byok``) or an organization's
+    (``org``) own key count in ``agent_byok_tokens_total`` instead.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, version: str = DEFAULT_VERSION) -> None:
+        self.version = version
+        self.spend = Counter(
+            "agent_spend_dollars_total",
+            "Platform spend in dollars (calls served with the platform's key), by model and "
+            "agent, from the price table.",
+            ["model", "agent", "version"],
+            registry=registry,
+        )
+        self.byok_tokens = Counter(
+            "agent_byok_tokens_total",
+            "Tokens of calls served with the caller's own key (link byok: the user's, org: "
+            "the organization's): usage that is no platform spend.",
+            ["model", "type", "link", "agent", "version"],
+            registry=registry,
+        )
+        self.unpriced = Counter(
+            "agent_unpriced_calls_total",
+            "Platform calls of a model the price table has no price for (counted as 0 spend).",
+            ["model"],
+            registry=registry,
+        )
+        self.headroom = Histogram(
+            "agent_quota_headroom_ratio",
+            "Share of a user or organization quota left after a reservation, by scope "
+            "(user, organization) and period (day, month).",
+            ["scope", "period"],
+            buckets=HEADROOM_BUCKETS,
+            registry=registry,
+        )
+        self.exhausted = Counter(
+            "agent_quota_exhausted_total",
+            "Model calls refused with 429 quota_exhausted, by scope (user, organization) and "
+            "period (day, month).",
+            ["scope", "period"],
+            registry=registry,
+        )
+        bound = (version,)
+        self.spend_for = Children(self.spend, bound=bound)
+        self.byok_tokens_for = Children(self.byok_tokens, bound=bound)
+        self.unpriced_for = Children(self.unpriced)
+        self.headroom_for = Children(self.headroom)
+        self.exhausted_for = Children(self.exhausted)
+
+    def observe_headroom(self, scope: str, period: str, ratio: float) -> None:
+        """One reservation's headroom in one quota (``TokenBudget``'s observer)."""
+        self.headroom_for(scope, period).observe(ratio)
+
+    def quota_exhausted(self, scope: str, period: str) -> None:
+        """One call refused by a quota (``TokenBudget``'s observer)."""
+        self.exhausted_for(scope, period).inc()

@@ -11,14 +11,15 @@ from typing import Protocol, runtime_checkable
 from agentkeel.runtime.store import BudgetLedger, SessionStore
 from agentkeel.runtime.stores.postgres import PostgresSessionStore
 from agentkeel.runtime.stores.sqlite import SqliteSessionStore
+from agentkeel.runtime.usage import UsageReader, UsageRecorder
 from agentkeel.storage.urls import SqlitePath, parse_store_url
 
 __all__ = ["PostgresSessionStore", "SessionBackend", "SqliteSessionStore", "open_store"]
 
 
 @runtime_checkable
-class SessionBackend(SessionStore, BudgetLedger, Protocol):
-    """A store for sessions and token budgets alike: what ``open_store`` returns."""
+class SessionBackend(SessionStore, BudgetLedger, UsageRecorder, UsageReader, Protocol):
+    """A store for sessions, token budgets and usage alike: what ``open_store`` returns."""
 
 
 def open_store(url: str, *, pool_size: int = 10) -> SessionBackend:

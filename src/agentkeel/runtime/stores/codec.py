@@ -19,7 +19,6 @@ from typing import Any, cast
 
 from agentkeel.errors import Conflict, InvalidRequest, NotFound, SessionEnded
 from agentkeel.models.types import ChatMessage, Role, ToolCall, Usage
-from agentkeel.resilience.budget import user_budget_prefix
 from agentkeel.runtime.store import (
     END_REASONS,
     FeedbackRecord,
@@ -33,10 +32,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "SESSION_COLUMNS",
     "TURN_COLUMNS",
-    "USER_BUDGET_DAY_CHARS",
     "TurnCache",
     "append_refused",
-    "check_budget_amounts",
     "decode_message",
     "decode_messages",
     "decode_tool_call",
@@ -62,17 +59,18 @@ __all__ = [
     "turn_from_row",
     "turn_head_moved",
     "turn_values",
-    "user_budget_params",
-    "user_budget_prefix",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version of the session tables, kept in ``schema_version`` under component 'sessions'.
 
 1: the first release. 2: sessions gain ``end_reason``, ``last_active_at`` and
 ``replica`` (turns gain ``replica``). 3: sessions gain ``organization`` (the
-owner's, NULL for sessions started before it or with auth off). Both stores add
-what is missing to an older file or database when they open it.
+owner's, NULL for sessions started before it or with auth off). 4: the
+``token_usage`` table (tokens and spend per UTC day, organization, user, agent,
+model and key link; ``quota_codec.py``) and, on PostgreSQL, the function that
+reserves on several budget keys at once. Both stores add what is missing to an
+older file or database when they open it.
 """
 
 _ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
@@ -425,30 +423,9 @@ def rewind_target_missing(session_id: str, to_turn: int, turn_count: int) -> Inv
     )
 
 
-USER_BUDGET_DAY_CHARS = 10
-"""``YYYY-MM-DD``: the day at the end of a user's daily budget key."""
-
-
 def session_budget_keys(session_ids: Iterable[str]) -> list[str]:
     """The budget-ledger keys of these sessions, as ``TokenBudget.session_key`` makes them."""
     return [f"session:{session_id}" for session_id in session_ids]
-
-
-def user_budget_params(user_id: str, organization: str | None) -> dict[str, Any]:
-    """The parameters of the stores' daily-budget clauses for a forget.
-
-    ``prefix`` and ``key_length``: the keys of ``user_id`` in ``organization`` (or of the
-    user without one), matched with the length too, so that user 'a' never matches user
-    'a:b'. ``org_user``: what sits between the organization and the day in an
-    organization's key (``TokenBudget.user_key``), for a forget in every organization:
-    the organization part is percent-encoded, so it holds no ':' of its own.
-    """
-    prefix = user_budget_prefix(user_id, organization)
-    return {
-        "prefix": prefix,
-        "key_length": len(prefix) + USER_BUDGET_DAY_CHARS,
-        "org_user": f":user:{user_id}:",
-    }
 
 
 def owners_from(pairs: Iterable[Any]) -> tuple[tuple[str, str | None], ...]:
@@ -460,13 +437,3 @@ def owners_from(pairs: Iterable[Any]) -> tuple[tuple[str, str | None], ...]:
         agent, organization = pair[0], pair[1]
         out.append((str(agent), None if organization is None else str(organization)))
     return sorted_owners(out)
-
-
-def check_budget_amounts(key: str, **amounts: int) -> None:
-    """Budget amounts are token counts and never negative; refuse them before SQL."""
-    for name, value in amounts.items():
-        if value < 0:
-            raise InvalidRequest(
-                f"budget {key!r}: {name} must be a token count >= 0, got {value}",
-                code="invalid_budget_amount",
-            )

@@ -9,7 +9,9 @@ mode, so the hot paths are single statements (one round trip each):
   turn only if the head moved. PostgreSQL locks the session row for the update
   and re-checks the condition after a concurrent commit, so two replicas can
   never both commit turn N; a duplicate number aborts the whole statement.
-- ``reserve`` is one conditional upsert on the budget row.
+- ``reserve`` is one call of ``keel_reserve_tokens``, a function the schema
+  upgrade creates: it locks the call's budget rows in key order, checks every
+  limit and adds the reservation to all of them or to none, in one round trip.
 
 psycopg's errors become agentkeel's at this boundary: a database that is down
 or unreachable is ``Unavailable`` (code ``store_unavailable``) naming the host.
@@ -18,12 +20,14 @@ or unreachable is ``Unavailable`` (code ``store_unavailable``) naming the host.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.ledger import Hold, ReserveResult, check_amounts
 from agentkeel.runtime.store import (
     EndReason,
     FeedbackRecord,
@@ -33,7 +37,9 @@ from agentkeel.runtime.store import (
     SessionRecord,
     TurnRecord,
 )
-from agentkeel.runtime.stores import codec
+from agentkeel.runtime.stores import codec, quota_codec
+from agentkeel.runtime.stores import postgres_quotas as quotas
+from agentkeel.runtime.usage import DailyUsage, UsageRecord, UsageTotals, UserUsage
 from agentkeel.storage.postgres import Connection, PostgresPool, check_schema_version
 
 __all__ = ["PostgresSessionStore"]
@@ -94,11 +100,24 @@ CREATE TABLE IF NOT EXISTS budgets (
     used BIGINT NOT NULL DEFAULT 0,
     reserved BIGINT NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS token_usage (
+    day TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    key_link TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0,
+    calls BIGINT NOT NULL DEFAULT 0,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, organization, user_id, agent_id, model, key_link)
+);
 """
 
-# Schema versions 2 (the lifecycle) and 3 (the owner's organization) on tables an
-# earlier release created, then the indexes the sweeper, the live count, the purge
-# and forget read through.
+# Schema versions 2 (the lifecycle), 3 (the owner's organization) and 4 (usage, the
+# reservation function) on tables an earlier release created, then the indexes the
+# sweeper, the live count, the purge, forget and the usage queries read through.
 _UPGRADE = """
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS end_reason TEXT,
     ADD COLUMN IF NOT EXISTS last_active_at DOUBLE PRECISION,
@@ -116,6 +135,7 @@ CREATE INDEX IF NOT EXISTS sessions_ended_idx ON sessions (ended_at) WHERE ended
 CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
 CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+CREATE INDEX IF NOT EXISTS token_usage_user_idx ON token_usage (user_id, organization, day);
 """
 
 _END_COLUMNS = """
@@ -149,15 +169,6 @@ FROM sessions
 WHERE ended_at IS NULL AND last_active_at > %(idle_cutoff)s AND created_at > %(max_cutoff)s
 GROUP BY version, replica ORDER BY version, replica
 """
-
-_USER_BUDGETS_WHERE = "left(key, length(%(prefix)s)) = %(prefix)s AND length(key) = %(key_length)s"
-# 'org:<organization>:user:<user>:<day>' for any organization (see codec.user_budget_params).
-_ANY_ORG_BUDGETS_WHERE = f"""left(key, 4) = 'org:'
-    AND length(key) > 4 + length(%(org_user)s) + {codec.USER_BUDGET_DAY_CHARS}
-    AND substr(key, length(key) - {codec.USER_BUDGET_DAY_CHARS - 1} - length(%(org_user)s),
-        length(%(org_user)s)) = %(org_user)s
-    AND strpos(substr(key, 5,
-        length(key) - {4 + codec.USER_BUDGET_DAY_CHARS} - length(%(org_user)s)), ':') = 0"""
 
 _COUNT_SQL = """
 WITH chosen AS ({chosen})
@@ -207,26 +218,13 @@ SELECT {codec.TURN_COLUMNS} FROM turns WHERE session_id = %s AND number = ANY(%s
 
 _TURN_PARAMS = tuple(name.strip() for name in codec.TURN_COLUMNS.split(","))
 
-_RESERVE_SQL = """
-INSERT INTO budgets AS b (key, used, reserved)
-SELECT %(key)s::text, 0, %(amount)s::bigint WHERE %(amount)s::bigint <= %(limit)s::bigint
-ON CONFLICT (key) DO UPDATE SET reserved = b.reserved + excluded.reserved
-WHERE b.used + b.reserved + excluded.reserved <= %(limit)s::bigint
-RETURNING reserved
-"""
-
-_SETTLE_SQL = """
-INSERT INTO budgets AS b (key, used, reserved) VALUES (%(key)s, %(used)s, 0)
-ON CONFLICT (key) DO UPDATE SET
-    reserved = GREATEST(b.reserved - %(reserved)s::bigint, 0), used = b.used + excluded.used
-"""
-
 
 class PostgresSessionStore:
-    """Sessions, turns, feedback and token budgets in PostgreSQL.
+    """Sessions, turns, feedback, token budgets and usage in PostgreSQL.
 
     Any number of replicas may share the database; ``append_turn`` and
-    ``reserve`` stay correct across them. Also implements ``BudgetLedger``.
+    ``reserve`` stay correct across them. Also implements ``BudgetLedger``,
+    ``UsageRecorder`` and ``UsageReader``.
     The URL is a libpq URL; put the schema in it to keep the tables apart:
     ``postgresql://keel@db/keel?options=-csearch_path%3Dsessions``.
 
@@ -400,18 +398,22 @@ class PostgresSessionStore:
         params = _user_params(user_id, organization)
         counts = await self._count(_OF_USER if organization is None else _OF_ORG_USER, params)
         async with self._db.connection() as conn:
+            of_budgets = quotas.user_budgets_where(organization)
+            of_usage = quotas.user_usage_where(organization)
             cursor = await conn.execute(
-                f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
+                f"SELECT (SELECT count(*) FROM budgets WHERE {of_budgets}),"
+                f" (SELECT count(*) FROM token_usage WHERE {of_usage})",
+                params,
             )
             row = await cursor.fetchone()
-        daily = 0 if row is None else int(row[0])
-        return dataclasses.replace(counts, budget_rows=counts.budget_rows + daily)
+        quota, usage = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return dataclasses.replace(counts, budget_rows=counts.budget_rows + quota, usage_rows=usage)
 
     async def forget_user(
         self, user_id: str, *, limit: int, organization: str | None = None
     ) -> RemovedCounts:
         """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
-        feedback, rewinds and budget rows, and the user's daily budget rows; only in
+        feedback, rewinds and budget rows, and the user's quota and usage rows; only in
         ``organization`` when given, else in every organization."""
         params = _user_params(user_id, organization)
         chosen = _OF_USER if organization is None else _OF_ORG_USER
@@ -422,11 +424,17 @@ class PostgresSessionStore:
             rows = await cursor.fetchall()
             removed = await _remove_sessions(conn, rows)
             cursor = await conn.execute(
-                f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
+                f"DELETE FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
             )
-            daily = cursor.rowcount
+            quota = cursor.rowcount
+            cursor = await conn.execute(
+                f"DELETE FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
+            )
+            usage = cursor.rowcount
         self._cache.discard_sessions(row[0] for row in rows)
-        return dataclasses.replace(removed, budget_rows=removed.budget_rows + daily)
+        return dataclasses.replace(
+            removed, budget_rows=removed.budget_rows + quota, usage_rows=usage
+        )
 
     async def _count(self, chosen: str, params: dict[str, Any]) -> RemovedCounts:
         async with self._db.connection() as conn:
@@ -555,25 +563,31 @@ class PostgresSessionStore:
 
     # --- budgets ------------------------------------------------------------
 
-    async def reserve(self, key: str, amount: int, limit: int) -> bool:
-        """Reserve ``amount`` tokens under ``key`` if used + reserved + amount <= ``limit``.
-
-        One conditional upsert: it creates the key if absent and adds to its
-        reservations only when the limit holds. PostgreSQL re-checks the condition
-        on the locked row, so concurrent replicas never reserve past the limit.
-        """
-        codec.check_budget_amounts(key, amount=amount, limit=limit)
+    async def reserve(self, holds: Sequence[Hold], amount: int) -> ReserveResult:
+        """Reserve ``amount`` tokens on every hold's key if each stays within its limit,
+        or on none: one call of ``keel_reserve_tokens`` (see above), which locks the rows,
+        so concurrent replicas never reserve past a limit."""
+        check_amounts([h.key for h in holds], amount=amount)
+        if not holds:
+            return ReserveResult(refused=None, committed=())
+        keys = [hold.key for hold in holds]
+        limits = [hold.limit for hold in holds]
         async with self._db.connection() as conn:
-            cursor = await conn.execute(
-                _RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}
+            cursor = await conn.execute(quotas.RESERVE_SQL, (keys, limits, amount))
+            row = await cursor.fetchone()
+        assert row is not None
+        refused, *committed = (int(value) for value in row[0])
+        if refused:
+            return ReserveResult(refused=refused - 1, committed=tuple(committed))
+        return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
+
+    async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
+        """Release ``reserved`` tokens on each key (never below 0) and record ``used``."""
+        check_amounts(keys, reserved=reserved, used=used)
+        async with self._db.connection() as conn:
+            await conn.execute(
+                quotas.SETTLE_SQL, {"keys": list(keys), "reserved": reserved, "used": used}
             )
-            return await cursor.fetchone() is not None
-
-    async def settle(self, key: str, reserved: int, used: int) -> None:
-        """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
-        codec.check_budget_amounts(key, reserved=reserved, used=used)
-        async with self._db.connection() as conn:
-            await conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
 
     async def used(self, key: str) -> int:
         """Tokens recorded as used under ``key`` (0 if never seen)."""
@@ -581,6 +595,59 @@ class PostgresSessionStore:
             cursor = await conn.execute("SELECT used FROM budgets WHERE key = %s", (key,))
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
+
+    # --- usage --------------------------------------------------------------
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        """Add one settled call to its usage row (day, organization, user, agent, model,
+        key link)."""
+        async with self._db.connection() as conn:
+            await conn.execute(quotas.RECORD_USAGE_SQL, quota_codec.usage_values(record))
+
+    async def top_users(
+        self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
+    ) -> list[UserUsage]:
+        """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
+        (UTC days, both included), most first; only ``organization``'s when given."""
+        params: dict[str, Any] = {"first_day": first_day, "last_day": last_day, "limit": limit}
+        clause = ""
+        if organization is not None:
+            clause = "AND organization = %(organization)s"
+            params["organization"] = quota_codec.org_column(organization)
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(quotas.TOP_USERS_SQL.format(organization=clause), params)
+            rows = await cursor.fetchall()
+        return [quota_codec.user_usage_from_row(row) for row in rows]
+
+    async def user_usage(
+        self, user_id: str, *, organization: str | None, first_day: str, last_day: str
+    ) -> list[DailyUsage]:
+        """The user's usage by UTC day and model, oldest first."""
+        params = {
+            "user_id": user_id,
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(quotas.USER_USAGE_SQL, params)
+            rows = await cursor.fetchall()
+        return [quota_codec.daily_usage_from_row(row) for row in rows]
+
+    async def organization_usage(
+        self, organization: str, *, first_day: str, last_day: str
+    ) -> UsageTotals:
+        """All of ``organization``'s users together from ``first_day`` to ``last_day``."""
+        params = {
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(quotas.ORG_USAGE_SQL, params)
+            row = await cursor.fetchone()
+        assert row is not None
+        return quota_codec.totals_from_row(row)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -597,6 +664,7 @@ class PostgresSessionStore:
             # Up to date: no ALTER TABLE, whose lock would stall every replica's turns.
             return
         await conn.execute(_UPGRADE)
+        await conn.execute(quotas.RESERVE_FUNCTION)
         await conn.execute(
             "UPDATE schema_version SET version = %s WHERE component = 'sessions' AND version < %s",
             (codec.SCHEMA_VERSION, codec.SCHEMA_VERSION),
@@ -616,15 +684,9 @@ def _user_params(user_id: str, organization: str | None) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "organization": organization,
-        **codec.user_budget_params(user_id, organization),
+        "organization_column": quota_codec.org_column(organization),
+        **quota_codec.user_budget_params(user_id, organization),
     }
-
-
-def _user_budgets_where(organization: str | None) -> str:
-    """The user's daily budget rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return _USER_BUDGETS_WHERE
-    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
 
 
 async def _remove_sessions(conn: Connection, rows: list[tuple[Any, ...]]) -> RemovedCounts:

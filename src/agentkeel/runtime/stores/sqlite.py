@@ -24,11 +24,12 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.resilience.ledger import Hold, ReserveResult, check_amounts
 from agentkeel.runtime.store import (
     EndReason,
     FeedbackRecord,
@@ -38,7 +39,9 @@ from agentkeel.runtime.store import (
     SessionRecord,
     TurnRecord,
 )
-from agentkeel.runtime.stores import codec
+from agentkeel.runtime.stores import codec, quota_codec
+from agentkeel.runtime.stores import sqlite_quotas as quotas
+from agentkeel.runtime.usage import DailyUsage, UsageRecord, UsageTotals, UserUsage
 from agentkeel.storage import sqlite as storage
 
 __all__ = ["SqliteSessionStore"]
@@ -104,6 +107,19 @@ CREATE TABLE IF NOT EXISTS budgets (
     used INTEGER NOT NULL DEFAULT 0,
     reserved INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS token_usage (
+    day TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    key_link TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, organization, user_id, agent_id, model, key_link)
+);
 """
 
 # Columns later schema versions added (2: the lifecycle; 3: the owner's organization),
@@ -133,6 +149,7 @@ CREATE INDEX IF NOT EXISTS sessions_ended_idx ON sessions (ended_at) WHERE ended
 CREATE INDEX IF NOT EXISTS sessions_user_idx ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS session_rewinds_session_idx ON session_rewinds (session_id);
 CREATE INDEX IF NOT EXISTS feedback_session_idx ON feedback (session_id);
+CREATE INDEX IF NOT EXISTS token_usage_user_idx ON token_usage (user_id, organization, day);
 """
 
 # The session's end: the earlier of idle expiry and maximum duration.
@@ -164,15 +181,6 @@ FROM sessions
 WHERE ended_at IS NULL AND last_active_at > :idle_cutoff AND created_at > :max_cutoff
 GROUP BY version, replica ORDER BY version, replica
 """
-
-_USER_BUDGETS_WHERE = "substr(key, 1, length(:prefix)) = :prefix AND length(key) = :key_length"
-# 'org:<organization>:user:<user>:<day>' for any organization (see codec.user_budget_params).
-_ANY_ORG_BUDGETS_WHERE = f"""substr(key, 1, 4) = 'org:'
-    AND length(key) > 4 + length(:org_user) + {codec.USER_BUDGET_DAY_CHARS}
-    AND substr(key, length(key) - {codec.USER_BUDGET_DAY_CHARS - 1} - length(:org_user),
-        length(:org_user)) = :org_user
-    AND instr(substr(key, 5, length(key) - {4 + codec.USER_BUDGET_DAY_CHARS} - length(:org_user)),
-        ':') = 0"""
 
 # What a dry run reports: the rows of every session the subquery {chosen} selects.
 _COUNT_SQL = """
@@ -208,25 +216,13 @@ SELECT {codec.TURN_COLUMNS} FROM turns
 WHERE session_id = ? AND number IN (SELECT value FROM json_each(?))
 """
 
-_RESERVE_SQL = """
-INSERT INTO budgets (key, used, reserved) SELECT :key, 0, :amount WHERE :amount <= :limit
-ON CONFLICT (key) DO UPDATE SET reserved = budgets.reserved + excluded.reserved
-WHERE budgets.used + budgets.reserved + excluded.reserved <= :limit
-RETURNING reserved
-"""
-
-_SETTLE_SQL = """
-INSERT INTO budgets (key, used, reserved) VALUES (:key, :used, 0)
-ON CONFLICT (key) DO UPDATE SET
-    reserved = max(budgets.reserved - :reserved, 0), used = budgets.used + excluded.used
-"""
-
 
 class SqliteSessionStore:
-    """Sessions, turns, feedback and token budgets in one SQLite file.
+    """Sessions, turns, feedback, token budgets and usage in one SQLite file.
 
     Several replica processes may open the same file; ``append_turn`` and
-    ``reserve`` stay correct across them. Also implements ``BudgetLedger``.
+    ``reserve`` stay correct across them. Also implements ``BudgetLedger``,
+    ``UsageRecorder`` and ``UsageReader``.
 
     ``busy_timeout_s`` is how long a call waits for another process's write lock
     before it fails with ``Unavailable``; ``checkpoint_every`` is how many row
@@ -359,7 +355,7 @@ class SqliteSessionStore:
         self, user_id: str, *, limit: int, organization: str | None = None
     ) -> RemovedCounts:
         """Remove up to ``limit`` of the user's sessions (ended or not) with their turns,
-        feedback, rewinds and budget rows, and the user's daily budget rows; only in
+        feedback, rewinds and budget rows, and the user's quota and usage rows; only in
         ``organization`` when given, else in every organization."""
         removed, ids = await self._worker.run(_forget_batch, user_id, limit, organization)
         self._cache.discard_sessions(ids)
@@ -400,24 +396,65 @@ class SqliteSessionStore:
 
     # --- budgets ------------------------------------------------------------
 
-    async def reserve(self, key: str, amount: int, limit: int) -> bool:
-        """Reserve ``amount`` tokens under ``key`` if used + reserved + amount <= ``limit``.
+    async def reserve(self, holds: Sequence[Hold], amount: int) -> ReserveResult:
+        """Reserve ``amount`` tokens on every hold's key if each stays within its limit,
+        or on none. One write transaction (``BEGIN IMMEDIATE``: the write lock first), so
+        replicas sharing the file can never reserve past a limit together."""
+        check_amounts([h.key for h in holds], amount=amount)
+        return await self._run(quotas.reserve, tuple(holds), amount)
 
-        One upsert statement: it creates the key if absent and adds to its
-        reservations only when the limit holds, so replicas sharing the file can
-        never reserve past the limit together.
-        """
-        codec.check_budget_amounts(key, amount=amount, limit=limit)
-        return await self._run(_reserve, key, amount, limit)
-
-    async def settle(self, key: str, reserved: int, used: int) -> None:
-        """Release ``reserved`` tokens (never below 0) and record ``used`` tokens."""
-        codec.check_budget_amounts(key, reserved=reserved, used=used)
-        await self._run(_settle, key, reserved, used)
+    async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
+        """Release ``reserved`` tokens on each key (never below 0) and record ``used``."""
+        check_amounts(keys, reserved=reserved, used=used)
+        await self._run(quotas.settle, codec.dumps(list(keys)), reserved, used)
 
     async def used(self, key: str) -> int:
         """Tokens recorded as used under ``key`` (0 if never seen)."""
-        return await self._run(_used, key)
+        return await self._run(quotas.used, key)
+
+    # --- usage --------------------------------------------------------------
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        """Add one settled call to its usage row (day, organization, user, agent, model,
+        key link)."""
+        await self._run(quotas.record_usage, quota_codec.usage_values(record))
+
+    async def top_users(
+        self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
+    ) -> list[UserUsage]:
+        """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
+        (UTC days, both included), most first; only ``organization``'s when given."""
+        params: dict[str, object] = {"first_day": first_day, "last_day": last_day, "limit": limit}
+        clause = ""
+        if organization is not None:
+            clause = "AND organization = :organization"
+            params["organization"] = quota_codec.org_column(organization)
+        return await self._run(
+            quotas.top_users, quotas.TOP_USERS_SQL.format(organization=clause), params
+        )
+
+    async def user_usage(
+        self, user_id: str, *, organization: str | None, first_day: str, last_day: str
+    ) -> list[DailyUsage]:
+        """The user's usage by UTC day and model, oldest first."""
+        params: dict[str, object] = {
+            "user_id": user_id,
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        return await self._run(quotas.user_usage, params)
+
+    async def organization_usage(
+        self, organization: str, *, first_day: str, last_day: str
+    ) -> UsageTotals:
+        """All of ``organization``'s users together from ``first_day`` to ``last_day``."""
+        params: dict[str, object] = {
+            "organization": quota_codec.org_column(organization),
+            "first_day": first_day,
+            "last_day": last_day,
+        }
+        return await self._run(quotas.organization_usage, params)
 
     # --- plumbing -----------------------------------------------------------
 
@@ -632,15 +669,9 @@ def _user_params(user_id: str, organization: str | None) -> dict[str, object]:
     return {
         "user_id": user_id,
         "organization": organization,
-        **codec.user_budget_params(user_id, organization),
+        "organization_column": quota_codec.org_column(organization),
+        **quota_codec.user_budget_params(user_id, organization),
     }
-
-
-def _user_budgets_where(organization: str | None) -> str:
-    """The user's daily budget rows: in ``organization``, or in every one (and none)."""
-    if organization is not None:
-        return _USER_BUDGETS_WHERE
-    return f"({_USER_BUDGETS_WHERE}) OR ({_ANY_ORG_BUDGETS_WHERE})"
 
 
 def _count_user_data(
@@ -648,10 +679,15 @@ def _count_user_data(
 ) -> RemovedCounts:
     params = _user_params(user_id, organization)
     counts = _count(conn, _OF_USER if organization is None else _OF_ORG_USER, params)
-    daily = conn.execute(
-        f"SELECT count(*) FROM budgets WHERE {_user_budgets_where(organization)}", params
+    quota = conn.execute(
+        f"SELECT count(*) FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
+    ).fetchone()
+    usage = conn.execute(
+        f"SELECT count(*) FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
+    ).fetchone()
+    return dataclasses.replace(
+        counts, budget_rows=counts.budget_rows + int(quota[0]), usage_rows=int(usage[0])
     )
-    return dataclasses.replace(counts, budget_rows=counts.budget_rows + int(daily.fetchone()[0]))
 
 
 def _forget_batch(
@@ -664,7 +700,10 @@ def _forget_batch(
         ids = [row[0] for row in rows]
         turns, feedback, budgets = _remove_sessions(conn, ids) if ids else (0, 0, 0)
         budgets += conn.execute(
-            f"DELETE FROM budgets WHERE {_user_budgets_where(organization)}", params
+            f"DELETE FROM budgets WHERE {quotas.user_budgets_where(organization)}", params
+        ).rowcount
+        usage = conn.execute(
+            f"DELETE FROM token_usage WHERE {quotas.user_usage_where(organization)}", params
         ).rowcount
     owners = codec.owners_from((row[1], row[2]) for row in rows)
     removed = RemovedCounts(
@@ -672,6 +711,7 @@ def _forget_batch(
         turns=turns,
         feedback=feedback,
         budget_rows=budgets,
+        usage_rows=usage,
         agent_ids=tuple(sorted({agent for agent, _ in owners})),
         owners=owners,
     )
@@ -791,18 +831,3 @@ def _list_feedback(conn: sqlite3.Connection, session_id: str) -> list[FeedbackRe
         (session_id,),
     ).fetchall()
     return [codec.feedback_from_row(row) for row in rows]
-
-
-def _reserve(conn: sqlite3.Connection, key: str, amount: int, limit: int) -> bool:
-    # fetchall: the statement must run to completion to commit and release the lock.
-    rows = conn.execute(_RESERVE_SQL, {"key": key, "amount": amount, "limit": limit}).fetchall()
-    return bool(rows)
-
-
-def _settle(conn: sqlite3.Connection, key: str, reserved: int, used: int) -> None:
-    conn.execute(_SETTLE_SQL, {"key": key, "reserved": reserved, "used": used})
-
-
-def _used(conn: sqlite3.Connection, key: str) -> int:
-    row = conn.execute("SELECT used FROM budgets WHERE key = ?", (key,)).fetchone()
-    return 0 if row is None else int(row[0])

@@ -1,0 +1,113 @@
+"""What the SQLite and PostgreSQL stores share for quotas and usage: rows and key patterns.
+
+Usage rows (table ``token_usage``, schema version 4) hold the sums of every
+settled call per (UTC day, organization, user, agent, model, key link). The
+organization is stored as ``''`` for a user without one (a primary key column
+cannot be NULL) and read back as ``None``.
+
+A user's quota keys in the budget ledger are ``user_budget_prefix(user, org)`` plus
+a window label, ``YYYY-MM-DD`` or ``YYYY-MM``; a forget matches the label's exact
+shape, so forgetting user ``a`` never touches the keys of user ``a:b`` or
+``a:2025``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentkeel.resilience.budget import user_budget_prefix
+from agentkeel.resilience.windows import DAY_LABEL_CHARS, MONTH_LABEL_CHARS
+from agentkeel.runtime.usage import (
+    PLATFORM_LINK,
+    DailyUsage,
+    UsageRecord,
+    UsageTotals,
+    UserUsage,
+)
+
+__all__ = [
+    "LABELS",
+    "USAGE_COLUMNS",
+    "USAGE_SUMS",
+    "daily_usage_from_row",
+    "org_column",
+    "totals_from_row",
+    "usage_values",
+    "user_budget_params",
+    "user_usage_from_row",
+]
+
+LABELS: tuple[tuple[int, str, str], ...] = (
+    (DAY_LABEL_CHARS, "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]", "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+    (MONTH_LABEL_CHARS, "[0-9][0-9][0-9][0-9]-[0-9][0-9]", "^[0-9]{4}-[0-9]{2}$"),
+)
+"""Each window label's length, its SQLite GLOB and its PostgreSQL regular expression."""
+
+USAGE_COLUMNS = (
+    "day, organization, user_id, agent_id, model, key_link,"
+    " input_tokens, output_tokens, calls, spend"
+)
+
+# The sums every usage query selects, in UsageTotals order (the placeholder-free part).
+USAGE_SUMS = f"""sum(input_tokens), sum(output_tokens), sum(calls), sum(spend),
+    sum(CASE WHEN key_link <> '{PLATFORM_LINK}' THEN input_tokens + output_tokens ELSE 0 END)"""
+
+
+def org_column(organization: str | None) -> str:
+    """The ``organization`` column's value: ``''`` for none."""
+    return organization or ""
+
+
+def usage_values(record: UsageRecord) -> tuple[Any, ...]:
+    """A record as ``USAGE_COLUMNS`` values (one call)."""
+    return (
+        record.day,
+        org_column(record.organization),
+        record.user_id,
+        record.agent_id,
+        record.model,
+        record.key_link,
+        record.input_tokens,
+        record.output_tokens,
+        1,
+        record.spend,
+    )
+
+
+def totals_from_row(row: Sequence[Any]) -> UsageTotals:
+    """A row of ``USAGE_SUMS`` (sums over no rows are NULL: zero)."""
+    return UsageTotals(
+        input_tokens=int(row[0] or 0),
+        output_tokens=int(row[1] or 0),
+        calls=int(row[2] or 0),
+        spend=float(row[3] or 0.0),
+        byok_tokens=int(row[4] or 0),
+    )
+
+
+def user_usage_from_row(row: Sequence[Any]) -> UserUsage:
+    """A ``(user_id, organization, *USAGE_SUMS)`` row."""
+    return UserUsage(user_id=row[0], organization=row[1] or None, totals=totals_from_row(row[2:]))
+
+
+def daily_usage_from_row(row: Sequence[Any]) -> DailyUsage:
+    """A ``(day, model, *USAGE_SUMS)`` row."""
+    return DailyUsage(day=row[0], model=row[1], totals=totals_from_row(row[2:]))
+
+
+def user_budget_params(user_id: str, organization: str | None) -> dict[str, Any]:
+    """The parameters of the stores' forget clauses for the user's quota keys.
+
+    ``prefix``: the keys of ``user_id`` in ``organization`` (or of the user without
+    one). ``org_user``: what sits between the organization and the window label in an
+    organization's user key, for a forget in every organization: the organization part
+    is percent-encoded, so it holds no ':' of its own. The labels' patterns are
+    ``LABELS``.
+    """
+    return {
+        "prefix": user_budget_prefix(user_id, organization),
+        "org_user": f":user:{user_id}:",
+        **{f"glob{length}": glob for length, glob, _ in LABELS},
+        **{f"regex{length}": regex for length, _, regex in LABELS},
+    }
