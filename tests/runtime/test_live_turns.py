@@ -260,3 +260,21 @@ async def test_memory_store_tool_is_rejected_when_writes_are_off() -> None:
     assert stored == ["tea"]
     labels = {"guardrail": "memory_write_off", "agent": "a", "version": "v1"}
     assert registry.get_sample_value("agent_guardrail_events_total", labels) == 1
+
+
+async def test_a_flag_can_raise_and_lower_the_limits(live: LiveFactory, tmp_path: Any) -> None:
+    """Live values loosen limits as well as tighten them: the input size and the reply cap."""
+    server = await live(
+        data_dir=str(tmp_path), guardrails={"max_input_chars": 5, "max_output_tokens": 50}
+    )
+    session = await server.session()
+    assert (await server.say(session, "longer than five")).status_code == 413
+    server.layer.by_user["*"] = {
+        "guardrails.max_input_chars": 1000,
+        "guardrails.max_output_tokens": 400,
+    }
+    assert (await server.say(session, "longer than five")).status_code == 200
+    assert server.providers["a"].requests[-1].max_tokens == 400
+    server.layer.by_user["*"] = {"guardrails.max_output_tokens": 20}
+    assert (await server.say(session, "short")).status_code == 200
+    assert server.providers["a"].requests[-1].max_tokens == 20

@@ -87,8 +87,8 @@ def test_tool_agent_is_an_agent() -> None:
 
 
 def test_from_settings_uses_the_agent_section() -> None:
-    """The prompt, temperature and history length come from agent.*; the output cap from
-    guardrails; the tools are the turn's (agent.tools, live), not fixed at start."""
+    """The prompt, temperature, history length and own reply cap come from agent.*; the
+    tools and the guardrail cap are the turn's (live), applied by the guarded handles."""
     settings = KeelSettings.model_validate(
         {
             "agent": {
@@ -105,19 +105,19 @@ def test_from_settings_uses_the_agent_section() -> None:
     assert built.system_prompt == "Be kind."
     assert built.tools is None
     assert built.temperature == 0.5
-    assert built.max_output_tokens == 77
+    assert built.max_output_tokens is None
     assert built.history_turns == 3
 
 
 @pytest.mark.parametrize(
     ("agent_cap", "guardrail_cap", "expected"),
-    [(None, 300, 300), (40, 300, 40), (500, 300, 300)],
+    [(None, 300, None), (40, 300, 40), (500, 300, 500)],
 )
-def test_reply_cap_is_the_agents_within_the_guardrail(
-    agent_cap: int | None, guardrail_cap: int, expected: int
+def test_reply_cap_is_the_agents_own(
+    agent_cap: int | None, guardrail_cap: int, expected: int | None
 ) -> None:
-    """agent.max_output_tokens caps replies; unset, or above guardrails.max_output_tokens,
-    the guardrail's cap applies."""
+    """The agent asks for agent.max_output_tokens; the turn's guardrails.max_output_tokens
+    (live) is applied by the guarded model (tests/runtime/test_live_turns.py)."""
     settings = KeelSettings.model_validate(
         {
             "agent": {"max_output_tokens": agent_cap},

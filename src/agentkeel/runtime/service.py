@@ -365,7 +365,9 @@ class AgentService:
             sink = stream
         try:
             with self.drain.track():
-                checked = self._validate(content)
+                # Without live settings the input is checked before waiting for the lock;
+                # with them, once the turn's own limits are known (a flag may raise them).
+                checked = self._validate(content) if self.live is None else None
                 self.metrics.turns_in_flight.inc()
                 try:
                     wait_s = (
@@ -374,7 +376,7 @@ class AgentService:
                         else None
                     )
                     async with self._locks.hold(session_id, wait_s=wait_s):
-                        outcome = await self._run_locked(session_id, checked, sink)
+                        outcome = await self._run_locked(session_id, content, checked, sink)
                 finally:
                     self.metrics.turns_in_flight.dec()
                     if stream is not None:
@@ -437,16 +439,17 @@ class AgentService:
         )
 
     async def _run_locked(
-        self, session_id: str, checked: ValidatedInput, sink: EventSink | None
+        self,
+        session_id: str,
+        content: str,
+        checked: ValidatedInput | None,
+        sink: EventSink | None,
     ) -> TurnOutcome:
         session = await self._active_session(session_id)
         settings = self.turn_settings(session)
         guardrails = settings.guardrails if settings is not None else self.guardrails
-        if guardrails is not self.guardrails and (
-            guardrails.max_input_chars != self.guardrails.max_input_chars
-            or guardrails.block_prompt_injection != self.guardrails.block_prompt_injection
-        ):
-            checked = self._validate(checked.content, guardrails)
+        if checked is None:
+            checked = self._validate(content, guardrails)
         limit = guardrails.max_turns_per_session
         if session.turn_count >= limit:
             self.metrics.guardrails_for("turn_limit", self.agent_id).inc()

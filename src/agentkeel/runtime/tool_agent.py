@@ -53,16 +53,15 @@ class ToolAgent:
     @classmethod
     def from_settings(cls, settings: KeelSettings) -> ToolAgent:
         """The agent that ``agent.*`` describes; its reply cap is ``agent.max_output_tokens``
-        within ``guardrails.max_output_tokens``. It offers every tool the turn allows
+        within the turn's ``guardrails.max_output_tokens``. It offers every tool the turn allows
         (``agent.tools``, which a flag or an override may change per turn)."""
         return cls(
             system_prompt=settings.agent.system_prompt,
             tools=None,
             temperature=settings.agent.temperature,
-            max_output_tokens=min(
-                settings.agent.max_output_tokens or settings.guardrails.max_output_tokens,
-                settings.guardrails.max_output_tokens,
-            ),
+            # The guarded model caps every call at the turn's guardrails.max_output_tokens
+            # (live: a flag may raise it); only the agent's own cap is fixed here.
+            max_output_tokens=settings.agent.max_output_tokens,
             history_turns=settings.agent.history_turns,
         )
 
