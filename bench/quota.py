@@ -145,7 +145,13 @@ async def reservation_samples(ledger: Ledger, *, calls: int) -> list[float]:
     async with service_for(ledger, quotas_on=True) as service:
         budget = service.budget
         assert isinstance(budget, TokenBudget)
-        limits = BudgetLimits(session=BIG, user_day=BIG, user_month=BIG, org_day=BIG, org_month=BIG)
+        limits = BudgetLimits(
+            session=BIG,
+            user_daily_tokens=BIG,
+            user_monthly_tokens=BIG,
+            org_daily_tokens=BIG,
+            org_monthly_tokens=BIG,
+        )
         samples = []
         for n in range(calls + 20):
             started = time.perf_counter()

@@ -427,6 +427,44 @@ async def test_stream_restarts_on_the_fallback_provider() -> None:
     response = await gateway.complete(QUESTION, on_token=on_token)
     assert response.content == "from backup"
     assert tokens == ["partial ", "from backup"]
+    # The broken stream was spent: the reply says so, for the budgets to charge it.
+    assert (response.discarded_streams, response.discarded_output_bound) == (1, len("partial "))
+
+
+async def test_retried_streams_that_broke_are_reported_with_the_reply() -> None:
+    """Each attempt that streamed and then failed (retries on one provider too) counts in
+    the reply's discarded streams; attempts that failed before streaming, and calls
+    without a stream, count nothing."""
+    clock = ManualClock()
+    flaky = ScriptedProvider(
+        name="flaky",
+        script=[
+            Fail("server_error", streamed="one two"),
+            Fail("server_error"),
+            Fail("server_error", streamed="three"),
+            "done",
+        ],
+        clock=clock,
+        cursor="global",
+    )
+    gateway = ModelGateway(
+        providers=[flaky],
+        breakers={},
+        retry=RetrySettings(max_attempts=4, initial_backoff_s=0.01),
+        metrics=ModelMetrics(CollectorRegistry()),
+        clock=clock,
+    )
+    tokens: list[str] = []
+
+    async def on_token(token: str) -> None:
+        tokens.append(token)
+
+    response = await gateway.complete(QUESTION, on_token=on_token)
+    assert (response.content, response.discarded_streams) == ("done", 2)
+    assert response.discarded_output_bound == len("one two") + len("three")
+    assert "".join(tokens) == "one twothreedone"
+    silent = await gateway.complete(QUESTION)
+    assert silent.discarded_streams == 0
 
 
 async def test_cancelled_probe_frees_the_breaker() -> None:

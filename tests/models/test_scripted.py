@@ -131,6 +131,8 @@ async def test_from_file_reads_a_yaml_script(tmp_path: Path) -> None:
         "      - {tool: calculator, arguments: {expression: '2 + 2'}}\n"
         "  - error: rate_limited\n"
         "    retry_after: 2\n"
+        "  - error: server_error\n"
+        "    streamed: It is\n"
         "  - wait: 1.5\n"
         "  - It is 4.\n",
         encoding="utf-8",
@@ -141,6 +143,7 @@ async def test_from_file_reads_a_yaml_script(tmp_path: Path) -> None:
         Say("Let me check."),
         CallTools(calls=(("calculator", {"expression": "2 + 2"}),)),
         Fail("rate_limited", retry_after=2.0),
+        Fail("server_error", streamed="It is"),
         Wait(1.5),
         Say("It is 4."),
     )
@@ -148,6 +151,14 @@ async def test_from_file_reads_a_yaml_script(tmp_path: Path) -> None:
     assert (await provider.complete(ask("q"))).tool_calls[0].name == "calculator"
     with pytest.raises(ProviderRateLimited):
         await provider.complete(ask("q"))
+    streamed: list[str] = []
+
+    async def on_token(text: str) -> None:
+        streamed.append(text)
+
+    with pytest.raises(ProviderError, match="server error"):
+        await provider.complete(ask("q"), on_token=on_token)
+    assert "".join(streamed) == "It is"
     assert (await provider.complete(ask("q"))).content == "It is 4."
     assert (await provider.complete(ask("q"))).content == "It is 4."
     assert clock.slept == [1.5]

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agentkeel.config.settings import RetrySettings
-from agentkeel.errors import ModelUnavailable, TokenBudgetExhausted
+from agentkeel.errors import ModelUnavailable, TokenBudgetExhausted, Unavailable
 from agentkeel.models.counting import bound_tokens, text_bound
 from agentkeel.models.gateway import ModelGateway
-from agentkeel.models.scripted import ScriptedProvider, StepLike
+from agentkeel.models.scripted import Fail, ScriptedProvider, StepLike
 from agentkeel.models.tokens import estimate_tokens
 from agentkeel.models.types import (
     ChatMessage,
@@ -25,6 +25,7 @@ from agentkeel.models.types import (
 )
 from agentkeel.resilience.budget import BudgetLimits, InMemoryLedger, TokenBudget
 from agentkeel.resilience.clock import ManualClock
+from agentkeel.resilience.ledger import Hold, ReserveResult
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.runtime.guards import (
     GuardedModel,
@@ -206,7 +207,9 @@ def session_budget(*, daily: int = 0) -> tuple[InMemoryLedger, TokenBudget]:
     """A ledger and a budget of 10,000 tokens per session (``daily`` per user, 0 = none)."""
     ledger = InMemoryLedger()
     return ledger, TokenBudget(
-        ledger=ledger, clock=ManualClock(), limits=BudgetLimits(session=10_000, user_day=daily)
+        ledger=ledger,
+        clock=ManualClock(),
+        limits=BudgetLimits(session=10_000, user_daily_tokens=daily),
     )
 
 
@@ -269,6 +272,117 @@ async def test_a_failed_call_settles_with_zero() -> None:
         await model.complete(USER)
     assert await ledger.reserved("session:s-1") == 0
     assert await ledger.used("session:s-1") == 0
+
+
+async def test_a_call_that_fails_after_streaming_is_charged_what_it_streamed() -> None:
+    """A provider that streams part of a reply and then fails has spent the prompt and
+    those tokens: the call settles the prompt bound plus the byte bound of the streamed
+    text, and releases the rest of its reservation."""
+    registry = CollectorRegistry()
+    _, gateway = gateway_for([Fail("server_error", streamed="答えは 4 です")], registry=registry)
+    ledger, budget = session_budget(daily=50_000)
+    events = Events()
+    model = guarded_model(gateway, registry, budget=budget, sink=events)
+    with pytest.raises(ModelUnavailable):
+        await model.complete(USER, max_tokens=50)
+    streamed = "".join(data["text"] for _, data in events.items)
+    assert streamed == "答えは 4 です"
+    spent = bound_tokens(USER) + text_bound(streamed)
+    assert await ledger.used("session:s-1") == await ledger.used(budget.user_key("u-1")) == spent
+    assert await ledger.reserved("session:s-1") == 0
+
+
+async def test_a_call_that_fails_before_any_token_is_charged_nothing() -> None:
+    """A streaming call whose provider fails before the first token settles 0."""
+    registry = CollectorRegistry()
+    _, gateway = gateway_for([Fail("server_error")], registry=registry)
+    ledger, budget = session_budget()
+    model = guarded_model(gateway, registry, budget=budget, sink=Events())
+    with pytest.raises(ModelUnavailable):
+        await model.complete(USER, max_tokens=50)
+    assert (await ledger.used("session:s-1"), await ledger.reserved("session:s-1")) == (0, 0)
+
+
+async def test_a_fallback_after_a_broken_stream_charges_both_attempts() -> None:
+    """When the first provider streams and dies and the gateway falls back, the reply's
+    usage is the second provider's alone; the call is charged that plus the first
+    attempt's prompt bound and streamed text, and the sink saw both streams."""
+    registry = CollectorRegistry()
+    clock = ManualClock()
+    broken = ScriptedProvider(
+        name="a", script=[Fail("server_error", streamed="The ans")], clock=clock
+    )
+    backup = ScriptedProvider(name="b", script=["The answer is 4."], clock=clock)
+    gateway = ModelGateway(
+        providers=[broken, backup],
+        breakers={},
+        retry=RetrySettings(max_attempts=1),
+        metrics=ModelMetrics(registry),
+        clock=clock,
+    )
+    ledger, budget = session_budget()
+    events = Events()
+    response = await guarded_model(gateway, registry, budget=budget, sink=events).complete(
+        USER, max_tokens=50
+    )
+    assert "".join(data["text"] for _, data in events.items) == "The ansThe answer is 4."
+    assert (response.provider, response.discarded_streams) == ("b", 1)
+    assert response.discarded_output_bound == text_bound("The ans")
+    expected = response.usage.total_tokens + bound_tokens(USER) + text_bound("The ans")
+    assert await ledger.used("session:s-1") == expected
+
+
+async def test_a_ledger_that_cannot_settle_does_not_fail_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A settle that keeps failing (a ledger outage right after the call) is logged and
+    the model's reply still comes back."""
+    registry = CollectorRegistry()
+
+    class Unsettled(InMemoryLedger):
+        async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
+            raise Unavailable("Redis budget ledger failed", code="ledger_unavailable")
+
+    budget = TokenBudget(
+        ledger=Unsettled(), clock=ManualClock(), limits=BudgetLimits(session=10_000)
+    )
+    _, gateway = gateway_for(["4"], registry=registry)
+    with caplog.at_level(logging.ERROR, logger="agentkeel.resilience.budget"):
+        response = await guarded_model(gateway, registry, budget=budget).complete(USER)
+    assert response.content == "4"
+    assert any("session:s-1" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_call_whose_limits_are_all_zero_neither_counts_nor_reserves() -> None:
+    """With every limit of the call at 0 the prompt is not counted (a server tokenizer
+    would be a network call) and the ledger is not touched; a limit above 0 brings both
+    back."""
+    registry = CollectorRegistry()
+
+    class Counting(ReservationWatcher):
+        counted = 0
+
+        async def prompt_tokens(self, request: ModelRequest) -> int:
+            self.counted += 1
+            return 100
+
+    class Recording(InMemoryLedger):
+        calls = 0
+
+        async def reserve(self, holds: Sequence[Hold], amount: int) -> ReserveResult:
+            self.calls += 1
+            return await super().reserve(holds, amount)
+
+    ledger = Recording()
+    free = TokenBudget(ledger=ledger, clock=ManualClock(), limits=BudgetLimits())
+    counting = Counting(ledger, ModelResponse(content="4", model="m", usage=_usage(30, 2)))
+    await guarded_model(counting, registry, budget=free).complete(USER, max_tokens=50)
+    assert (counting.counted, ledger.calls) == (0, 0)
+    capped = TokenBudget(
+        ledger=ledger, clock=ManualClock(), limits=BudgetLimits(user_monthly_tokens=1000)
+    )
+    await guarded_model(counting, CollectorRegistry(), budget=capped).complete(USER, max_tokens=50)
+    assert (counting.counted, ledger.calls) == (1, 1)
 
 
 async def test_exhausted_budget_refuses_the_call_and_counts_it() -> None:

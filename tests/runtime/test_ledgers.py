@@ -99,6 +99,23 @@ async def test_reservation_is_all_or_nothing(ledgers: LedgerFactory) -> None:
     assert (await ledger.reserve(holds, 30)).committed == (50, 50)
 
 
+async def test_a_refusal_tells_used_tokens_from_held_ones(ledgers: LedgerFactory) -> None:
+    """A refusal reports each key's used tokens apart from what calls in flight hold, as
+    they stood, so the budget can tell a used-up quota from a busy one; a success
+    reports no split."""
+    ledger = await ledgers()
+    day = Hold("user:ana:2025-01-31", 100, ttl_s=3600)
+    assert (await ledger.reserve([day], 30)).ok
+    await ledger.settle([day.key], reserved=30, used=30)
+    running = await ledger.reserve([Hold("session:s1", 1000), day], 50)
+    assert (running.ok, running.used) == (True, ())
+    refused = await ledger.reserve([Hold("session:s2", 1000), day], 40)
+    assert (refused.refused, refused.committed, refused.used) == (1, (0, 80), (0, 30))
+    assert (refused.held(0), refused.held(1)) == (0, 50)
+    fresh = await ledger.reserve([Hold("never-seen", 5)], 6)
+    assert (fresh.committed, fresh.used) == ((0,), (0,))
+
+
 async def test_the_first_refusing_hold_is_reported(ledgers: LedgerFactory) -> None:
     """When several holds have no room, the first one is named."""
     ledger = await ledgers()

@@ -25,6 +25,7 @@ from agentkeel.models.gateway import ModelGateway
 from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.resilience.budget import TokenBudget
 from agentkeel.resilience.clock import ManualClock
+from agentkeel.resilience.ledger import Hold
 from agentkeel.runtime.app import create_app
 from agentkeel.runtime.lifecycle import SessionLifecycle
 from agentkeel.runtime.service import AgentService
@@ -402,7 +403,8 @@ async def test_retention_purges_only_old_ended_sessions_in_batches(
 ) -> None:
     """A dry run counts what would go and removes nothing; the purge removes sessions that
     ended over retention_days ago with their turns, feedback and budget rows, batch by
-    batch with a pause between, and leaves recently ended and live sessions alone."""
+    batch with a pause between, and leaves recently ended and live sessions alone. The
+    old users' day quota rows (31 days old) go too; today's stay."""
     server = await replicas(sessions={"retention_days": 30, "purge_batch": 2, "purge_pause_s": 0.5})
     old = [await server.session(f"old-{n}") for n in range(5)]
     for session_id in old:
@@ -424,15 +426,22 @@ async def test_retention_purges_only_old_ended_sessions_in_batches(
         "sessions": 5,
         "turns": 5,
         "feedback": 5,
-        "budget_rows": 5,
+        "budget_rows": 10,  # 5 session rows, 5 day rows of 2023-11-14
         "usage_rows": 0,
     }
     assert await server.store.get_session(old[0]) is not None
     server.clock.slept.clear()
     done = (await server.admin("POST", "/admin/sessions/prune", json={})).json()
 
-    assert (done["sessions"], done["turns"], done["feedback"], done["budget_rows"]) == (5, 5, 5, 5)
-    assert server.clock.slept == [0.5, 0.5]  # batches of 2, 2, 1
+    assert (done["sessions"], done["turns"], done["feedback"], done["budget_rows"]) == (
+        5,
+        5,
+        5,
+        10,
+    )
+    assert server.clock.slept == [0.5] * 4  # batches of 2, 2, 1: sessions, then day rows
+    assert await server.store.used("user:old-0:2023-11-14") == 0
+    assert await server.store.used("user:live:2023-12-15") > 0
     for session_id in old:
         assert await server.store.get_session(session_id) is None
         assert await server.store.list_turns(session_id) == []
@@ -444,6 +453,30 @@ async def test_retention_purges_only_old_ended_sessions_in_batches(
     assert server.metric("agent_sessions_purged_total") == 5
     again = (await server.admin("POST", "/admin/sessions/prune", json={})).json()
     assert again["sessions"] == 0
+
+
+async def test_quota_rows_go_once_their_window_ended_more_than_its_margin_ago(
+    replicas: ReplicaFactory,
+) -> None:
+    """The sweep keeps a day's rows until two days after the day ended and a month's until
+    35 days after the month ended (clock skew, late readers), then deletes them; a dry
+    run counts them in budget_rows; sessions' rows are left to the transcript purge."""
+    # 2023-12-03T12:00:00Z: 2023-12-01 ended 1.5 days ago, 2023-11-30 2.5 days ago;
+    # October ended 33 days ago, September 63.
+    clock = ManualClock(wall_start=datetime(2023, 12, 3, 12, tzinfo=UTC).timestamp())
+    server = await replicas(clock=clock)
+    stale = ["user:ana:2023-11-30", "orgquota:acme:2023-09", "org:acme:user:bo:2023-09"]
+    fresh = ["user:ana:2023-12-01", "user:ana:2023-12-03", "orgquota:acme:2023-10"]
+    for key in [*stale, *fresh, "session:s-1"]:
+        assert (await server.store.reserve([Hold(key, 100)], 10)).ok
+    dry = await server.lifecycle.purge(dry_run=True)
+    assert dry.budget_rows == len(stale)
+    done = await server.lifecycle.purge()
+    assert (done.sessions, done.budget_rows) == (0, len(stale))
+    for key in stale:
+        assert (await server.store.reserve([Hold(key, 10)], 10)).ok, key  # a new, empty row
+    for key in [*fresh, "session:s-1"]:
+        assert not (await server.store.reserve([Hold(key, 10)], 10)).ok, key
 
 
 # -- forget ---------------------------------------------------------------------------

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentkeel.config.quotas import ModelPrice
+from agentkeel.models.gateway import ModelGateway
+from agentkeel.models.types import ModelRequest
 from tests.runtime.test_live_turns import LiveFactory, live  # noqa: F401  (the fixture)
 
 ZERO = {
@@ -52,6 +56,31 @@ async def test_a_flag_can_turn_a_quota_on_where_the_settings_have_none(
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "quota_exhausted" and "quotas.user_monthly_tokens" in error["message"]
+
+
+async def test_calls_count_no_prompt_until_a_flag_turns_a_limit_on(
+    live: LiveFactory,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every limit of the turn at 0, a model call neither counts its prompt (with a
+    server tokenizer, a network call) nor reserves; a flag that sets a quota brings both
+    back on the next call."""
+    counted: list[ModelRequest] = []
+    count = ModelGateway.prompt_tokens
+
+    async def counting(self: ModelGateway, request: ModelRequest) -> int:
+        counted.append(request)
+        return await count(self, request)
+
+    monkeypatch.setattr(ModelGateway, "prompt_tokens", counting)
+    server = await live(data_dir=str(tmp_path), quotas=ZERO, guardrails={"session_token_budget": 0})
+    session = await server.session("ana")
+    assert (await server.say(session, "hello")).status_code == 200
+    assert counted == []
+    server.layer.by_user["*"] = {"quotas.user_monthly_tokens": 100_000}
+    assert (await server.say(session, "again")).status_code == 200
+    assert len(counted) == 1
 
 
 async def test_a_flag_price_is_used_for_spend(

@@ -145,3 +145,46 @@ async def test_forget_removes_the_users_usage_and_quota_rows_only(
     assert [await session_store.used(key) for key in keys] == [0, 0, 0, 0, 5, 5, 5, 5]
     left = await session_store.top_users(first_day="2025-01-01", last_day="2025-01-31", limit=9)
     assert [(u.user_id, u.organization) for u in left] == [("ana:x", "acme")]
+
+
+async def test_ended_quota_windows_are_purged_in_batches_and_nothing_else(
+    session_store: SessionBackend,
+) -> None:
+    """The retention sweep's statement deletes the quota rows (user, organization user,
+    organization) of days before the day label and months before the month label, batch
+    by batch in key order, and never a session's row, a current window, or a key whose
+    label only looks like a window."""
+    old = [
+        "user:ana:2025-01-28",
+        "user:ana:2024-12",
+        "org:acme:user:ana:2025-01-01",
+        "org:acme:user:a%3Ab:2024-11",
+        "orgquota:acme:2025-01-27",
+        "orgquota:acme:2024-12",
+        "user:x:2025-01-31:2025-01-02",  # user 'x:2025-01-31', an old day
+    ]
+    kept = [
+        "user:ana:2025-01-29",  # the day the labels start from
+        "user:ana:2025-01",  # this month
+        "orgquota:acme:2025-01-30",
+        "session:2025-01-01",  # a session whose id looks like a day
+        "session:s1:2024-12",
+        "user:ana:2025-1-01",  # not a label's shape
+        "other:2024-12",
+    ]
+    for key in old + kept:
+        assert (await session_store.reserve([Hold(key, 100)], 10)).ok
+    window = {"day_before": "2025-01-29", "month_before": "2025-01"}
+    assert await session_store.count_quota_windows(**window) == len(old)
+    removed, after, batches = 0, "", 0
+    while True:
+        count, last = await session_store.purge_quota_windows(**window, after=after, limit=3)
+        removed, batches = removed + count, batches + 1
+        if count < 3 or last is None:
+            break
+        after = last
+    assert (removed, batches) == (len(old), 3)
+    assert await session_store.count_quota_windows(**window) == 0
+    held = {key: (await session_store.reserve([Hold(key, 100)], 91)).ok for key in old + kept}
+    # A purged row starts afresh (room for 91 more); a kept one still holds its 10.
+    assert [key for key, fits in held.items() if fits] == old

@@ -9,7 +9,10 @@ turn, the second call simply lands on the next provider.
 Streaming and fallback: tokens already passed to ``on_token`` by a provider
 that then fails are not taken back. The next provider streams its reply from
 the start, so a streaming client may see a reply restart. Nothing special is
-emitted; clients that must not show this should not stream.
+emitted; clients that must not show this should not stream. Those tokens were
+spent all the same: the reply that does come says how many attempts streamed
+and failed before it (``ModelResponse.discarded_streams``) and a bound on what
+they streamed, so budgets charge them.
 
 A request may name the providers to walk (``ModelRequest.providers``, from the
 turn's ``agent.model_chain``): only those, in that order.
@@ -22,15 +25,16 @@ returns the largest, since any provider of the chain may end up answering.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ModelUnavailable, ProviderError, ProviderRateLimited, ProviderTimeout
-from agentkeel.models.counting import ByteBound, TokenCounter
+from agentkeel.models.counting import ByteBound, TokenCounter, text_bound
 from agentkeel.models.types import ModelProvider, ModelRequest, ModelResponse, TokenCallback
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock
@@ -52,6 +56,39 @@ class _Attempt:
     provider: str
     reason: str
     retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Discarded:
+    """The attempts of one call that streamed text and then failed."""
+
+    streams: int = 0
+    output_bound: int = 0
+
+    def add(self, text: str) -> None:
+        self.streams += 1
+        self.output_bound += text_bound(text)
+
+    def charge(self, response: ModelResponse) -> ModelResponse:
+        if not self.streams:
+            return response
+        return dataclasses.replace(
+            response,
+            discarded_streams=response.discarded_streams + self.streams,
+            discarded_output_bound=response.discarded_output_bound + self.output_bound,
+        )
+
+
+@dataclass(slots=True)
+class _Tap:
+    """Passes one attempt's streamed text on, keeping it in case the attempt fails."""
+
+    on_token: TokenCallback
+    pieces: list[str] = field(default_factory=list)
+
+    async def __call__(self, text: str) -> None:
+        self.pieces.append(text)
+        await self.on_token(text)
 
 
 class ModelGateway:
@@ -131,6 +168,7 @@ class ModelGateway:
         a probe through (or a provider asked to be retried), when known.
         """
         attempts: list[_Attempt] = []
+        discarded = _Discarded()
         previous: str | None = None
         for provider in self._chain(request.providers):
             breaker = self._breakers.get(provider.name)
@@ -152,7 +190,9 @@ class ModelGateway:
                     attempts[-1].reason if attempts else "skipped",
                 )
             try:
-                return await self._call(provider, breaker, request, on_token)
+                return discarded.charge(
+                    await self._call(provider, breaker, request, on_token, discarded)
+                )
             except ProviderError as exc:
                 attempts.append(_Attempt(provider.name, exc.message, exc.retry_after))
                 previous = provider.name
@@ -185,8 +225,10 @@ class ModelGateway:
         breaker: CircuitBreaker | None,
         request: ModelRequest,
         on_token: TokenCallback | None,
+        discarded: _Discarded,
     ) -> ModelResponse:
-        """One provider, with retries; every attempt's outcome goes to the breaker."""
+        """One provider, with retries; every attempt's outcome goes to the breaker, and
+        every failed attempt that streamed text to ``discarded``."""
         model = provider.model
         system = getattr(provider, "system", provider.name)
         last_error: ProviderError | None = None
@@ -203,10 +245,13 @@ class ModelGateway:
                     status_code=last_error.status_code,
                 )
             started = self._clock.monotonic()
+            tap = _Tap(on_token) if on_token is not None else None
             try:
-                response = await provider.complete(request, on_token=on_token)
+                response = await provider.complete(request, on_token=tap)
             except ProviderError as exc:
                 last_error = exc
+                if tap is not None and tap.pieces:
+                    discarded.add("".join(tap.pieces))
                 self._metrics.errors_for(provider.name, model, _kind(exc)).inc()
                 if breaker is not None:
                     if exc.status_code in _REQUEST_FAULT_STATUSES:

@@ -5,7 +5,9 @@ A script is a list of steps, consumed one per model call:
 - ``Say("text")`` replies with text;
 - ``CallTools(...)`` asks for one or more tool calls;
 - ``Fail("timeout" | "rate_limited" | "server_error" | "bad_request")`` raises the
-  matching ``ProviderError``, as a real endpoint's failure would surface;
+  matching ``ProviderError``, as a real endpoint's failure would surface; with
+  ``streamed="text"`` it first streams that text (to a streaming caller), as an
+  endpoint that dies in the middle of a reply;
 - ``Wait(seconds)`` waits on the clock, then the same call goes on to the next step.
 
 Each **conversation** has its own cursor; a conversation is identified by the
@@ -27,6 +29,8 @@ The same script as YAML (``ScriptedProvider.from_file``)::
           - {tool: calculator, arguments: {expression: "2 + 2"}}
       - error: rate_limited
         retry_after: 2
+      - error: server_error       # dies mid-reply
+        streamed: "The answer is"
       - wait: 1.5
 """
 
@@ -82,10 +86,11 @@ class CallTools:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """Raise the error a real endpoint would cause."""
+    """Raise the error a real endpoint would cause, after streaming ``streamed`` (if any)."""
 
     error: ErrorKind
     retry_after: float | None = None
+    streamed: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +157,9 @@ def parse_step(raw: StepLike) -> ScriptStep:
             )
         retry_after = raw.get("retry_after")
         return Fail(
-            error=error, retry_after=float(retry_after) if retry_after is not None else None
+            error=error,
+            retry_after=float(retry_after) if retry_after is not None else None,
+            streamed=str(raw.get("streamed") or ""),
         )
     if "wait" in raw or "delay" in raw:
         return Wait(float(raw.get("wait", raw.get("delay", 0.0))))
@@ -246,6 +253,8 @@ class ScriptedProvider:
         step = await self._next_step(cursor)
         input_tokens = estimate_tokens(request.messages, request.tools)
         if isinstance(step, Fail):
+            if step.streamed and on_token is not None:
+                await _stream_words(step.streamed, on_token)
             raise self._error(step)
         if isinstance(step, CallTools):
             calls = []

@@ -82,6 +82,12 @@ class ModelResponse:
     """Which key of the key chain served the call (``secrets/keychain.py``): ``byok`` (the
     user's own), ``org`` (the organization's) or ``platform``; providers without a key
     chain (scripted, keyless) serve every call as ``platform``."""
+    discarded_streams: int = 0
+    """Attempts of this call before the one that answered (a retry, a fallback) that
+    streamed text and then failed: each was sent the prompt and spent tokens that
+    ``usage`` does not count (the gateway sets it)."""
+    discarded_output_bound: int = 0
+    """An upper bound on the tokens those attempts streamed (their text's UTF-8 bytes)."""
 
 
 @runtime_checkable

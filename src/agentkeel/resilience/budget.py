@@ -18,17 +18,29 @@ A user of an organization has the keys ``org:{organization}:user:{user}:…``
 separate quotas; organizations are percent-encoded everywhere, so no organization
 name can spell another's key, and ``orgquota:`` keys never start like a user's.
 The reservation is all or nothing (``BudgetLedger.reserve``); a quota's refusal
-says whose quota, which window, the limit and the setting to raise, and its
-``retry_after`` is the time until that window resets (UTC midnight, or the first
-of the next month).
+says whose quota, which window, the limit and the setting to raise, and when a
+retry can work:
+
+- the tokens are used up: ``retry_after`` is the time until the window resets (UTC
+  midnight, or the first of the next month);
+- they would fit but other calls in flight hold the rest (used + amount <= limit):
+  ``retry_after`` is ``IN_FLIGHT_RETRY_S``, since those calls settle in seconds;
+- the call alone needs more than the whole quota: no ``retry_after`` (waiting never
+  helps).
+
+Each quota's setting is named once, in ``QUOTA_SETTINGS``; ``BudgetLimits``, the
+refusals and the usage reports all read it. ``settle`` never fails a call whose
+reply is there: it retries a failing ledger briefly, then logs what stays held.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import quote
 
 from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
@@ -39,10 +51,16 @@ from agentkeel.resilience.ledger import (
     InMemoryLedger,
     ReserveResult,
 )
-from agentkeel.resilience.windows import Period, Window, utc_window
+from agentkeel.resilience.windows import PERIODS, Period, Window, utc_window
+
+if TYPE_CHECKING:
+    from agentkeel.config.quotas import QuotaSettings
 
 __all__ = [
+    "IN_FLIGHT_RETRY_S",
+    "QUOTA_SETTINGS",
     "SESSION_KEY_TTL_S",
+    "SETTLE_ATTEMPTS",
     "WINDOW_MARGIN_S",
     "BudgetLedger",
     "BudgetLimits",
@@ -54,8 +72,12 @@ __all__ = [
     "ReserveResult",
     "TokenBudget",
     "org_quota_prefix",
+    "quota_limit",
+    "quota_setting",
     "user_budget_prefix",
 ]
+
+logger = logging.getLogger("agentkeel.resilience.budget")
 
 QuotaScope = Literal["user", "organization"]
 
@@ -66,12 +88,39 @@ SESSION_KEY_TTL_S = 30 * 86_400.0
 """How long a session's key lives after its last reservation, in a ledger that expires
 keys (the stores delete it with the session instead)."""
 
-_SETTINGS: dict[tuple[QuotaScope, Period], str] = {
-    ("user", "day"): "quotas.user_daily_tokens",
-    ("user", "month"): "quotas.user_monthly_tokens",
-    ("organization", "day"): "quotas.org_daily_tokens",
-    ("organization", "month"): "quotas.org_monthly_tokens",
+IN_FLIGHT_RETRY_S = 2.0
+"""The Retry-After of a quota that only calls in flight fill: they settle within seconds."""
+SETTLE_ATTEMPTS = 3
+"""How often ``settle`` tries a failing ledger before it logs the reservation as held."""
+_SETTLE_BACKOFF_S = (0.05, 0.25)
+
+QUOTA_SETTINGS: Mapping[tuple[QuotaScope, Period], str] = {
+    ("user", "day"): "user_daily_tokens",
+    ("user", "month"): "user_monthly_tokens",
+    ("organization", "day"): "org_daily_tokens",
+    ("organization", "month"): "org_monthly_tokens",
 }
+"""Each quota's field of ``QuotaSettings`` (``quotas.<field>``) and of ``BudgetLimits``:
+the one place that says which setting holds which (scope, period)."""
+
+
+def quota_setting(scope: QuotaScope, period: Period) -> str:
+    """The setting an operator raises for a quota.
+
+    >>> quota_setting("organization", "month")
+    'quotas.org_monthly_tokens'
+    """
+    return f"quotas.{QUOTA_SETTINGS[(scope, period)]}"
+
+
+def quota_limit(quotas: QuotaSettings | BudgetLimits, scope: QuotaScope, period: Period) -> int:
+    """The tokens ``quotas`` (the settings, or a call's limits) allow ``scope`` per
+    ``period`` (0 = no quota).
+
+    >>> quota_limit(QuotaSettings(user_monthly_tokens=9), "user", "month")
+    9
+    """
+    return int(getattr(quotas, QUOTA_SETTINGS[(scope, period)]))
 
 
 def user_budget_prefix(user_id: str, organization: str | None = None) -> str:
@@ -100,19 +149,36 @@ def org_quota_prefix(organization: str) -> str:
 @dataclass(frozen=True, slots=True)
 class BudgetLimits:
     """The limits of one call, in tokens; 0 = none. The runtime builds them from the
-    turn's live settings (``guardrails.session_token_budget`` and ``quotas.*``)."""
+    turn's live settings (``guardrails.session_token_budget`` and ``quotas.*``, whose
+    field names the quotas share).
+
+    >>> BudgetLimits.from_settings(QuotaSettings(user_daily_tokens=500), session=0).quota(
+    ...     "user", "day")
+    500
+    """
 
     session: int = 0
-    user_day: int = 0
-    user_month: int = 0
-    org_day: int = 0
-    org_month: int = 0
+    user_daily_tokens: int = 0
+    user_monthly_tokens: int = 0
+    org_daily_tokens: int = 0
+    org_monthly_tokens: int = 0
+
+    @classmethod
+    def from_settings(cls, quotas: QuotaSettings, *, session: int) -> BudgetLimits:
+        """The limits ``quotas`` and a session budget of ``session`` tokens set."""
+        return cls(
+            session=session,
+            **{field: int(getattr(quotas, field)) for field in QUOTA_SETTINGS.values()},
+        )
 
     def quota(self, scope: QuotaScope, period: Period) -> int:
         """The quota of ``scope`` for ``period``."""
-        if scope == "user":
-            return self.user_day if period == "day" else self.user_month
-        return self.org_day if period == "day" else self.org_month
+        return quota_limit(self, scope, period)
+
+    @property
+    def unlimited(self) -> bool:
+        """Every limit is 0: a call holds nothing, so there is nothing to count or reserve."""
+        return self.session <= 0 and all(self.quota(*quota) <= 0 for quota in QUOTA_SETTINGS)
 
 
 class QuotaObserver(Protocol):
@@ -146,7 +212,7 @@ class TokenBudget:
     """The session budget and the user and organization quotas over one ledger.
 
     >>> budget = TokenBudget(ledger=store, clock=SystemClock(),
-    ...                      limits=BudgetLimits(session=200_000, user_day=2_000_000))
+    ...                      limits=BudgetLimits(session=200_000, user_daily_tokens=2_000_000))
     >>> reservation = await budget.reserve("s-1", "ana", 900, organization="acme")
     >>> await budget.settle(reservation, used=response.usage.total_tokens)
 
@@ -176,15 +242,23 @@ class TokenBudget:
         return f"session:{session_id}"
 
     def user_key(
-        self, user_id: str, organization: str | None = None, period: Period = "day"
+        self,
+        user_id: str,
+        organization: str | None = None,
+        period: Period = "day",
+        *,
+        now: float | None = None,
     ) -> str:
-        """The user's ledger key for the current UTC day or month (see the module doc)."""
-        window = utc_window(period, self._clock.time())
+        """The user's ledger key for the UTC day or month of ``now`` (the clock's time by
+        default); reservations hold exactly this key (see the module doc)."""
+        window = utc_window(period, self._clock.time() if now is None else now)
         return f"{user_budget_prefix(user_id, organization)}{window.label}"
 
-    def org_key(self, organization: str, period: Period = "day") -> str:
-        """The organization's ledger key for the current UTC day or month."""
-        window = utc_window(period, self._clock.time())
+    def org_key(
+        self, organization: str, period: Period = "day", *, now: float | None = None
+    ) -> str:
+        """The organization's ledger key for the UTC day or month of ``now``."""
+        window = utc_window(period, self._clock.time() if now is None else now)
         return f"{org_quota_prefix(organization)}{window.label}"
 
     async def reserve(
@@ -201,7 +275,8 @@ class TokenBudget:
         the organization itself.
 
         Raises ``TokenBudgetExhausted`` for the session budget and ``QuotaExhausted`` for a
-        quota, whose ``retry_after`` is the time until its window resets.
+        quota: ``retry_after`` is the time until its window resets, a few seconds when
+        only calls in flight fill it, ``None`` when the call alone is larger than it.
         """
         amount = max(0, amount)
         limits = limits if limits is not None else self.limits
@@ -225,14 +300,37 @@ class TokenBudget:
             if self._observer is not None:
                 self._observer.quota_exhausted(target.scope, target.window.period)
             raise _quota_refusal(
-                target, user_id, organization, amount=amount, committed=committed, now=now
+                target,
+                user_id,
+                organization,
+                amount=amount,
+                committed=committed,
+                held=result.held(result.refused),
+                now=now,
             )
         return Reservation(amount=amount, keys=tuple(t.hold.key for t in targets))
 
     async def settle(self, reservation: Reservation, used: int) -> None:
-        """Release the reservation and record ``used`` tokens on every key it held."""
-        if reservation.keys:
-            await self._ledger.settle(reservation.keys, reservation.amount, max(0, used))
+        """Release the reservation and record ``used`` tokens on every key it held.
+
+        Never raises for the ledger: the call it settles already happened and its reply
+        must reach the user. A failing ledger (a Redis or database blip) is tried
+        ``SETTLE_ATTEMPTS`` times with a short pause; after that the keys and amounts
+        are logged as an error and the reservation stays held (on Redis until the keys
+        expire; in the store until a window's row is purged).
+        """
+        if not reservation.keys:
+            return
+        used = max(0, used)
+        for attempt in range(1, SETTLE_ATTEMPTS + 1):
+            try:
+                await self._ledger.settle(reservation.keys, reservation.amount, used)
+                return
+            except Exception as exc:
+                if attempt < SETTLE_ATTEMPTS:
+                    await self._clock.sleep(_SETTLE_BACKOFF_S[attempt - 1])
+                    continue
+                _log_unsettled(reservation, used, exc)
 
     def _targets(
         self,
@@ -246,18 +344,20 @@ class TokenBudget:
         if limits.session > 0:
             hold = Hold(self.session_key(session_id), limits.session, SESSION_KEY_TTL_S)
             targets.append(_Target(hold=hold, scope=None, window=None))
-        scopes: list[tuple[QuotaScope, str]] = [("user", user_budget_prefix(user_id, organization))]
-        if organization:
-            scopes.append(("organization", org_quota_prefix(organization)))
-        for scope, prefix in scopes:
-            for period in ("day", "month"):
+        scopes: tuple[QuotaScope, ...] = ("user", "organization") if organization else ("user",)
+        for scope in scopes:
+            for period in PERIODS:
                 limit = limits.quota(scope, period)
                 if limit <= 0:
                     continue
+                if scope == "user":
+                    key = self.user_key(user_id, organization, period, now=now)
+                else:
+                    assert organization is not None
+                    key = self.org_key(organization, period, now=now)
                 window = utc_window(period, now)
                 ttl = window.seconds_left(now) + WINDOW_MARGIN_S
-                hold = Hold(f"{prefix}{window.label}", limit, ttl)
-                targets.append(_Target(hold=hold, scope=scope, window=window))
+                targets.append(_Target(hold=Hold(key, limit, ttl), scope=scope, window=window))
         return targets
 
     def _observe(self, targets: list[_Target], result: ReserveResult) -> None:
@@ -280,34 +380,70 @@ def _quota_refusal(
     *,
     amount: int,
     committed: int,
+    held: int,
     now: float,
 ) -> QuotaExhausted:
     assert target.scope is not None and target.window is not None
     scope, window, limit = target.scope, target.window, target.hold.limit
     period = window.period
-    setting = _SETTINGS[(scope, period)]
-    wait = window.seconds_left(now)
+    setting = quota_setting(scope, period)
+    used = committed - held
     if scope == "user":
         who = f"User '{user_id}'" + (f" of organization '{organization}'" if organization else "")
         per = f"tokens per UTC {period}"
+        others = "this user's other turns"
     else:
         who = f"Organization '{organization}'"
         per = f"tokens per UTC {period} for all its users together"
+        others = "other turns of its users"
+    quota = f"{window.label}: limit {limit} {per}"
+    retry_after: float | None
     if amount > limit:
-        advice = (
-            f"This call alone needs up to {amount} tokens, more than the whole quota: raise "
-            f"{setting}, or lower guardrails.max_output_tokens / send a shorter prompt."
+        # Waiting never helps: no Retry-After.
+        retry_after = None
+        message = (
+            f"{who} cannot make this call: it alone needs up to {amount} tokens, more than "
+            f"the whole UTC {period}'s token quota ({quota}), so waiting will not help. "
+            f"Raise {setting}, or lower guardrails.max_output_tokens / send a shorter prompt."
+        )
+    elif used + amount <= limit:
+        # Calls in flight hold the room; they settle (and release the rest) in seconds.
+        retry_after = IN_FLIGHT_RETRY_S
+        message = (
+            f"{who} has no room in this UTC {period}'s token quota right now ({quota}, "
+            f"{used} used, this call needs up to {amount}): {others} still running hold "
+            f"the rest ({held} tokens). Retry in {IN_FLIGHT_RETRY_S:g} s, once they have "
+            "settled."
         )
     else:
-        advice = f"Raise {setting} if {'this user' if scope == 'user' else 'it'} needs more."
-    return QuotaExhausted(
-        f"{who} has used this UTC {period}'s token quota ({window.label}: limit {limit} {per}, "
-        f"{committed} used or held, this call needs up to {amount}); it resets in "
-        f"{_duration(wait)}, at {window.end.strftime('%Y-%m-%dT%H:%M:%SZ')}. {advice}",
-        scope=scope,
-        period=period,
-        limit=limit,
-        retry_after=wait,
+        retry_after = window.seconds_left(now)
+        message = (
+            f"{who} has used this UTC {period}'s token quota ({quota}, {used} used, {held} "
+            f"held by turns still running, this call needs up to {amount}); it resets in "
+            f"{_duration(retry_after)}, at {window.end.strftime('%Y-%m-%dT%H:%M:%SZ')}. "
+            f"Raise {setting} if {'this user' if scope == 'user' else 'it'} needs more."
+        )
+    return QuotaExhausted(message, scope=scope, period=period, limit=limit, retry_after=retry_after)
+
+
+def _log_unsettled(reservation: Reservation, used: int, exc: Exception) -> None:
+    keys = reservation.keys
+    logger.error(
+        "token budget not settled after %d attempts (%s: %s): keys %s keep %d reserved "
+        "tokens and miss %d used ones, until a Redis key expires or a window's store row "
+        "is purged; the call's reply is kept. Check the ledger (quotas.ledger).",
+        SETTLE_ATTEMPTS,
+        type(exc).__name__,
+        exc,
+        ", ".join(keys),
+        reservation.amount,
+        used,
+        extra={
+            "category": "budget",
+            "keys": list(keys),
+            "reserved": reservation.amount,
+            "used": used,
+        },
     )
 
 

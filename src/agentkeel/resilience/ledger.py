@@ -44,11 +44,20 @@ class ReserveResult:
     ``refused`` is the index of the first hold without room (nothing was reserved
     anywhere), or ``None`` when every hold took the amount. ``committed`` is each
     hold's used + reserved tokens: after this reservation when it succeeded, as they
-    stood when it was refused.
+    stood when it was refused. ``used`` is, on a refusal, each hold's settled tokens
+    alone (``committed`` less what other calls still hold), so a refusal can tell a
+    quota that is used up from one that calls in flight fill for now; ``()`` when
+    the reservation succeeded.
     """
 
     refused: int | None
     committed: tuple[int, ...]
+    used: tuple[int, ...] = ()
+
+    def held(self, index: int) -> int:
+        """Tokens that other calls still hold (reserved, not settled) on hold ``index``;
+        only known on a refusal."""
+        return self.committed[index] - self.used[index] if self.used else 0
 
     @property
     def ok(self) -> bool:
@@ -60,7 +69,8 @@ class BudgetLedger(Protocol):
     """Token accounting shared by every replica that uses the same ledger.
 
     ``reserve`` adds ``amount`` to the reservations of every hold's key, only if each
-    stays within its limit, all or nothing and atomically (distinct keys). ``settle``
+    stays within its limit, all or nothing and atomically (distinct keys); a refusal
+    reports each key's used tokens apart from its reserved ones. ``settle``
     releases ``reserved`` tokens on each key (never below 0) and records ``used``.
     ``used`` is the tokens a key has recorded (0 for a key never seen).
     """
@@ -96,10 +106,11 @@ class InMemoryLedger:
     async def reserve(self, holds: Sequence[Hold], amount: int) -> ReserveResult:
         check_amounts([hold.key for hold in holds], amount=amount)
         async with self._lock:
-            committed = [self._used.get(h.key, 0) + self._reserved.get(h.key, 0) for h in holds]
+            used = tuple(self._used.get(h.key, 0) for h in holds)
+            committed = [u + self._reserved.get(h.key, 0) for u, h in zip(used, holds, strict=True)]
             for index, hold in enumerate(holds):
                 if committed[index] + amount > hold.limit:
-                    return ReserveResult(refused=index, committed=tuple(committed))
+                    return ReserveResult(refused=index, committed=tuple(committed), used=used)
             for hold in holds:
                 self._reserved[hold.key] = self._reserved.get(hold.key, 0) + amount
             return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))

@@ -54,7 +54,7 @@ from agentkeel.identity.forwarded import build_front_door_verifier
 from agentkeel.identity.frontdoor import FrontDoor
 from agentkeel.identity.principal import Scope
 from agentkeel.models.factory import build_gateway
-from agentkeel.resilience.budget import TokenBudget
+from agentkeel.resilience.budget import BudgetLimits, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.resilience.ledger import BudgetLedger, InMemoryLedger
 from agentkeel.resilience.ratelimit import RateLimiter
@@ -62,7 +62,7 @@ from agentkeel.runtime.caller import Caller, RequestCallers
 from agentkeel.runtime.config_admin import config_admin_routes
 from agentkeel.runtime.draining import DrainState
 from agentkeel.runtime.flag_admin import flag_admin_routes
-from agentkeel.runtime.guards import EventSink, ModelBackend, budget_limits
+from agentkeel.runtime.guards import EventSink, ModelBackend
 from agentkeel.runtime.lifecycle import SessionLifecycle, replica_id_for
 from agentkeel.runtime.loader import load_agent
 from agentkeel.runtime.sanitize import OutputSanitizer
@@ -70,7 +70,7 @@ from agentkeel.runtime.secrets_report import replica_secrets_routes
 from agentkeel.runtime.service import FEEDBACK_MAX, FEEDBACK_MIN, AgentService, TurnOutcome
 from agentkeel.runtime.session_admin import session_admin_routes
 from agentkeel.runtime.store import SessionRecord, SessionStore, TurnRecord
-from agentkeel.runtime.stores import open_store
+from agentkeel.runtime.stores import PostgresSessionStore, SqliteSessionStore, open_store
 from agentkeel.runtime.stores.redis_ledger import RedisLedger
 from agentkeel.runtime.tool_agent import ToolAgent
 from agentkeel.runtime.types import Agent
@@ -385,6 +385,7 @@ def create_app(
                 await _check_tools(client, settings)
                 tools = client
             # Always built: a flag or an override may set a limit the settings leave at 0.
+            # A call whose limits are all 0 costs nothing here (GuardedModel skips it).
             ledger: BudgetLedger
             if redis_ledger is not None:
                 await redis_ledger.open()
@@ -392,10 +393,13 @@ def create_app(
                 ledger = redis_ledger
             else:
                 ledger = _ledger_for(the_store)
+            _log_ledger(settings, ledger)
             budget = TokenBudget(
                 ledger=ledger,
                 clock=clock,
-                limits=budget_limits(settings.guardrails, settings.quotas),
+                limits=BudgetLimits.from_settings(
+                    settings.quotas, session=settings.guardrails.session_token_budget
+                ),
                 observer=quota_metrics,
             )
             usage = UsageMeter(
@@ -589,18 +593,36 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _finish_tasks(runtime: _Runtime, *, limit_s: float) -> None:
+CANCELLED_TURNS_WAIT_S = 5.0
+"""How long shutdown waits for cancelled turns to unwind (their ``finally`` settles the
+token budget) before the store and the ledger close under them."""
+
+
+async def _finish_tasks(
+    runtime: _Runtime, *, limit_s: float, cancel_wait_s: float = CANCELLED_TURNS_WAIT_S
+) -> None:
     """Let turns still running (a streaming client went away) commit before the
-    store closes; cancel them after ``limit_s`` seconds."""
+    store closes; cancel them after ``limit_s`` seconds, then wait up to
+    ``cancel_wait_s`` for them to unwind, so they settle their reservations while the
+    ledger is still open."""
     pending = [task for task in runtime.tasks if not task.done()]
     if not pending:
         return
     logger.info("waiting for %d turn(s) to finish before shutting down", len(pending))
     _, still = await asyncio.wait(pending, timeout=limit_s)
+    if not still:
+        return
     for task in still:
         task.cancel()
-    if still:
-        logger.warning("cancelled %d turn(s) still running after %.0fs", len(still), limit_s)
+    logger.warning("cancelled %d turn(s) still running after %.0fs", len(still), limit_s)
+    _, stuck = await asyncio.wait(still, timeout=cancel_wait_s)
+    if stuck:
+        logger.error(
+            "%d cancelled turn(s) did not unwind within %.0fs; their token reservations may "
+            "stay held",
+            len(stuck),
+            cancel_wait_s,
+        )
 
 
 def _redis_ledger(settings: KeelSettings) -> RedisLedger | None:
@@ -615,6 +637,38 @@ def _redis_ledger(settings: KeelSettings) -> RedisLedger | None:
             "(redis://host:port/db), or quotas.ledger: store to keep budgets in the session store."
         )
     return RedisLedger(url=settings.redis_url, prefix=settings.quotas.redis_prefix)
+
+
+def _log_ledger(settings: KeelSettings, ledger: BudgetLedger) -> None:
+    """Say at start where token budgets and quotas are counted: with ``quotas.ledger:
+    auto`` that follows ``redis_url``, which an operator may have set for rate limits."""
+    choice = settings.quotas.ledger
+    if isinstance(ledger, RedisLedger):
+        where = ledger.where
+        why = f"quotas.ledger: {choice}" + (" with redis_url set" if choice == "auto" else "")
+        detail = "; while Redis is down, model calls fail with 503 ledger_unavailable"
+    elif isinstance(ledger, InMemoryLedger):
+        where, why = "this replica's memory", "the session store keeps no budgets"
+        detail = "; replicas do not share them"
+    else:
+        where = _store_name(ledger)
+        why = f"quotas.ledger: {choice}" + (", no redis_url" if choice == "auto" else "")
+        detail = ""
+    logger.info(
+        "token budgets and quotas are counted in %s (%s)%s",
+        where,
+        why,
+        detail,
+        extra={"category": "config"},
+    )
+
+
+def _store_name(store: object) -> str:
+    if isinstance(store, SqliteSessionStore):
+        return f"the SQLite session store {store.path}"
+    if isinstance(store, PostgresSessionStore):
+        return f"the PostgreSQL session store {store.where}"
+    return f"the session store {type(store).__name__}"
 
 
 def _ledger_for(store: SessionStore) -> BudgetLedger:

@@ -2,10 +2,17 @@
 
 ``GuardedModel`` wraps the model gateway for one turn: it counts model steps
 against ``max_steps_per_turn``, reserves tokens on the session's budget and the
-user's and organization's quotas before each call (the turn's limits) and
+user's and organization's quotas before each call (the turn's limits; a call
+whose limits are all 0 neither counts its prompt nor touches the ledger) and
 settles them with the provider's figures after, trims old tool results when the
 context gets full, streams tokens to the turn's event sink, meters usage and
 records each call's usage and spend (``usage.py``).
+
+What a call is charged: the provider's figures when it reports them, else the
+prompt bound plus the reply's byte bound; on top, attempts the gateway gave up
+on after they streamed (``ModelResponse.discarded_streams``). A call that fails
+after streaming is charged its prompt bound plus the byte bound of what it
+streamed; one that fails before any token, nothing.
 
 Two token counts, on purpose: trimming uses the realistic estimate
 (``estimate_tokens``: does the prompt fit the window?), the reservation uses
@@ -34,8 +41,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from agentkeel.config.live import TurnSettings
-from agentkeel.config.quotas import QuotaSettings
-from agentkeel.config.settings import GuardrailSettings
 from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
 from agentkeel.models.counting import ByteBound, TokenCounter, text_bound, tool_call_bound
 from agentkeel.models.tokens import estimate_tokens
@@ -259,24 +264,30 @@ class GuardedModel:
             temperature=temperature,
             providers=self._chain,
         )
-        prompt_bound = 0
+        limits = self._limits()
+        prompt_bound: int | None = None
         reservation = None
-        if self._budget is not None:
+        if self._budget is not None and not limits.unlimited:
             prompt_bound = await self._counter.prompt_tokens(request)
-            reservation = await self._reserve(prompt_bound + limit)
+            reservation = await self._reserve(prompt_bound + limit, limits)
         self.steps += 1
-        used = 0
+        stream = _StreamTap(self._sink) if self._sink is not None else None
         try:
-            response = await self._gateway.complete(
-                request, on_token=self._on_token if self._sink is not None else None
-            )
-            if not response.usage.total_tokens and self._budget is None:
-                prompt_bound = await self._counter.prompt_tokens(request)
-            charged = _charged(response, prompt_bound)
-            used = charged.total_tokens
-        finally:
+            response = await self._gateway.complete(request, on_token=stream)
+        except BaseException:
             if reservation is not None and self._budget is not None:
-                await self._budget.settle(reservation, used)
+                # Tokens streamed before the failure were spent; none streamed, none spent.
+                spent = 0
+                if stream is not None and stream.pieces and prompt_bound is not None:
+                    spent = prompt_bound + stream.bound()
+                await self._budget.settle(reservation, spent)
+            raise
+        if prompt_bound is None and (not response.usage.total_tokens or response.discarded_streams):
+            prompt_bound = await self._counter.prompt_tokens(request)
+        charged = _charged(response, prompt_bound or 0)
+        used = charged.total_tokens
+        if reservation is not None and self._budget is not None:
+            await self._budget.settle(reservation, used)
         if reservation is not None and used > reservation.amount:
             self._log.warning(
                 "model %s reported %d tokens for a call that reserved %d; the token budget "
@@ -307,11 +318,18 @@ class GuardedModel:
             )
         return response
 
-    async def _reserve(self, amount: int) -> Reservation | None:
+    def _limits(self) -> BudgetLimits:
+        """The call's limits: the turn's live settings, else the budget's own."""
+        settings = self._settings
+        if settings is not None:
+            return BudgetLimits.from_settings(
+                settings.quotas, session=settings.guardrails.session_token_budget
+            )
+        return self._budget.limits if self._budget is not None else BudgetLimits()
+
+    async def _reserve(self, amount: int, limits: BudgetLimits) -> Reservation | None:
         if self._budget is None:
             return None
-        settings = self._settings
-        limits = None if settings is None else budget_limits(settings.guardrails, settings.quotas)
         try:
             return await self._budget.reserve(
                 self._session_id,
@@ -334,33 +352,42 @@ class GuardedModel:
             )
             raise
 
-    async def _on_token(self, text: str) -> None:
-        if self._sink is not None and text:
-            await self._sink("token", {"text": text})
-
-
-def budget_limits(guardrails: GuardrailSettings, quotas: QuotaSettings) -> BudgetLimits:
-    """The token limits of model calls: a turn's from its live settings, the process's
-    from its own."""
-    return BudgetLimits(
-        session=guardrails.session_token_budget,
-        user_day=quotas.user_daily_tokens,
-        user_month=quotas.user_monthly_tokens,
-        org_day=quotas.org_daily_tokens,
-        org_month=quotas.org_monthly_tokens,
-    )
-
 
 def _charged(response: ModelResponse, prompt_bound: int) -> Usage:
     """What a call is charged: the provider's figures; for an endpoint that reports no
-    usage, the bound of the prompt and of the reply, never a guess."""
-    if response.usage.total_tokens:
-        return response.usage
-    return Usage(
-        input_tokens=prompt_bound,
-        output_tokens=text_bound(response.content)
-        + sum(tool_call_bound(call) for call in response.tool_calls),
-    )
+    usage, the bound of the prompt and of the reply, never a guess. Attempts that streamed
+    and failed before this reply add the prompt bound each and the bound of their text."""
+    usage = response.usage
+    if not usage.total_tokens:
+        usage = Usage(
+            input_tokens=prompt_bound,
+            output_tokens=text_bound(response.content)
+            + sum(tool_call_bound(call) for call in response.tool_calls),
+        )
+    if response.discarded_streams:
+        usage = usage + Usage(
+            input_tokens=prompt_bound * response.discarded_streams,
+            output_tokens=response.discarded_output_bound,
+        )
+    return usage
+
+
+class _StreamTap:
+    """Passes a call's streamed text to the turn's sink, keeping it: if the call fails,
+    what it streamed was spent."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self.pieces: list[str] = []
+
+    async def __call__(self, text: str) -> None:
+        if text:
+            self.pieces.append(text)
+            await self._sink("token", {"text": text})
+
+    def bound(self) -> int:
+        """An upper bound on the tokens streamed so far."""
+        return text_bound("".join(self.pieces))
 
 
 class GuardedTools:

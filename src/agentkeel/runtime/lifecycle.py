@@ -15,8 +15,10 @@ The live-session gauges count from the shared store (not ended, not expired),
 by version and for this replica, on every sweep and when a scrape finds them
 older than ``sessions.live_refresh_s``. Transcripts of sessions that ended more
 than ``sessions.retention_days`` ago are purged ``purge_batch`` sessions per
-transaction with a pause between batches; ``forget`` removes one user's
-sessions, turns, feedback and budget rows, and their memory namespaces.
+transaction with a pause between batches, and so, in batches too, are the store's
+quota rows of day and month windows that ended more than ``WINDOW_ROW_MARGINS_S``
+ago (Redis expires its own keys); ``forget`` removes one user's sessions, turns,
+feedback and budget rows, and their memory namespaces.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from agentkeel.config.settings import ServerSettings
 from agentkeel.errors import InvalidRequest, KeelError, SessionEnded
 from agentkeel.memory.namespaces import user_namespace
 from agentkeel.resilience.clock import Clock
+from agentkeel.resilience.windows import Period, utc_window
 from agentkeel.runtime.store import (
+    QuotaWindowPurger,
     RemovedCounts,
     SessionExpiry,
     SessionRecord,
@@ -46,6 +50,7 @@ from agentkeel.telemetry.audit import audit
 from agentkeel.telemetry.metrics import AgentMetrics
 
 __all__ = [
+    "WINDOW_ROW_MARGINS_S",
     "ForgetReport",
     "LiveReport",
     "NamespaceEraser",
@@ -55,6 +60,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentkeel.runtime.lifecycle")
+
+WINDOW_ROW_MARGINS_S: Mapping[Period, float] = {"day": 2 * 86_400.0, "month": 35 * 86_400.0}
+"""How long after its window ends a quota row stays in the store: long past any clock
+skew between replicas, and a month row outlives the month it counted by a month."""
 
 
 @runtime_checkable
@@ -321,10 +330,18 @@ class SessionLifecycle:
     async def purge(self, *, dry_run: bool = False) -> RemovedCounts:
         """Remove the transcripts of sessions that ended more than ``retention_days`` ago,
         ``purge_batch`` sessions per transaction, pausing ``purge_pause_s`` between
-        batches. A dry run counts what would go and removes nothing."""
+        batches; then the store's quota rows of windows that ended more than
+        ``WINDOW_ROW_MARGINS_S`` ago, ``purge_batch`` rows at a time (counted in
+        ``budget_rows``). A dry run counts what would go and removes nothing."""
         ended_before = self.clock.time() - self.settings.retention_s
+        windows = self._ended_windows()
+        purger = self.store if isinstance(self.store, QuotaWindowPurger) else None
         if dry_run:
-            return await self.store.count_purgeable(ended_before=ended_before)
+            counts = await self.store.count_purgeable(ended_before=ended_before)
+            if purger is not None:
+                rows = await purger.count_quota_windows(**windows)
+                counts = dataclasses.replace(counts, budget_rows=counts.budget_rows + rows)
+            return counts
         total = RemovedCounts()
         limit = self.settings.purge_batch
         while True:
@@ -342,7 +359,37 @@ class SessionLifecycle:
                 self.settings.retention_days,
                 extra={"category": "retention"},
             )
+        if purger is not None:
+            rows = await self._purge_windows(purger, windows)
+            total = dataclasses.replace(total, budget_rows=total.budget_rows + rows)
         return total
+
+    def _ended_windows(self) -> dict[str, str]:
+        """The labels before which a window ended more than its margin ago: a day (or
+        month) whose label is below ``day_before`` (``month_before``)."""
+        now = self.clock.time()
+        day, month = (utc_window(p, now - WINDOW_ROW_MARGINS_S[p]) for p in ("day", "month"))
+        return {"day_before": day.label, "month_before": month.label}
+
+    async def _purge_windows(self, purger: QuotaWindowPurger, windows: dict[str, str]) -> int:
+        limit = self.settings.purge_batch
+        removed, after = 0, ""
+        while True:
+            count, last = await purger.purge_quota_windows(**windows, after=after, limit=limit)
+            removed += count
+            if count < limit or last is None:
+                break
+            after = last
+            await self.clock.sleep(self.settings.purge_pause_s)
+        if removed:
+            logger.info(
+                "purged %d quota row(s) of day windows before %s and month windows before %s",
+                removed,
+                windows["day_before"],
+                windows["month_before"],
+                extra={"category": "retention"},
+            )
+        return removed
 
     async def forget(
         self,

@@ -27,6 +27,7 @@ __all__ = [
     "EndReason",
     "FeedbackRecord",
     "LiveSessions",
+    "QuotaWindowPurger",
     "RemovedCounts",
     "SessionExpiry",
     "SessionRecord",
@@ -274,3 +275,21 @@ class SessionStore(Protocol):
     async def list_feedback(self, session_id: str) -> list[FeedbackRecord]: ...
 
     async def count_active_sessions(self) -> int: ...
+
+
+@runtime_checkable
+class QuotaWindowPurger(Protocol):
+    """A store that keeps quota windows in its ``budgets`` rows (both built-in stores):
+    the retention sweep deletes, in batches, the rows of day windows before
+    ``day_before`` and month windows before ``month_before`` (window labels).
+
+    ``purge_quota_windows`` deletes up to ``limit`` such rows with keys after ``after``,
+    in key order, and returns how many and the batch's last key (the next batch's
+    ``after``; ``None`` when none matched).
+    """
+
+    async def purge_quota_windows(
+        self, *, day_before: str, month_before: str, after: str = "", limit: int
+    ) -> tuple[int, str | None]: ...
+
+    async def count_quota_windows(self, *, day_before: str, month_before: str) -> int: ...

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agentkeel.config.quotas import QuotaSettings
-from agentkeel.resilience.windows import Period, utc_window
+from agentkeel.resilience.budget import quota_limit
+from agentkeel.resilience.windows import PERIODS, Period, utc_window
 from agentkeel.runtime.usage import UsageReader, UsageTotals
 
 QuotasFor = Callable[[str, str | None], QuotaSettings]
@@ -32,14 +33,6 @@ def quota_json(limit: int, used: int) -> dict[str, int | None]:
     if limit <= 0:
         return {"limit": None, "used": used, "headroom": None}
     return {"limit": limit, "used": used, "headroom": max(0, limit - used)}
-
-
-def _user_limit(quotas: QuotaSettings, period: Period) -> int:
-    return quotas.user_daily_tokens if period == "day" else quotas.user_monthly_tokens
-
-
-def _org_limit(quotas: QuotaSettings, period: Period) -> int:
-    return quotas.org_daily_tokens if period == "day" else quotas.org_monthly_tokens
 
 
 async def top_report(
@@ -68,7 +61,7 @@ async def top_report(
                 "user": row.user_id,
                 "organization": row.organization,
                 **row.totals.to_json(),
-                "quota": quota_json(_user_limit(quotas, period), row.totals.total_tokens),
+                "quota": quota_json(quota_limit(quotas, "user", period), row.totals.total_tokens),
             }
         )
     return {
@@ -100,20 +93,20 @@ async def user_report(
     day_totals = sum((row.totals for row in rows if row.day == today), UsageTotals())
     month_totals = sum((row.totals for row in rows), UsageTotals())
     shown = [row for row in rows if period == "month" or row.day == today]
+    user_used = {"day": day_totals.total_tokens, "month": month_totals.total_tokens}
     quota: dict[str, Any] = {
-        "user": {
-            "day": quota_json(quotas.user_daily_tokens, day_totals.total_tokens),
-            "month": quota_json(quotas.user_monthly_tokens, month_totals.total_tokens),
-        }
+        "user": {p: quota_json(quota_limit(quotas, "user", p), user_used[p]) for p in PERIODS}
     }
     if organization:
-        org_month = await reader.organization_usage(
-            organization, first_day=month.first_day, last_day=today
-        )
-        org_day = await reader.organization_usage(organization, first_day=today, last_day=today)
+        org_used = {
+            "month": await reader.organization_usage(
+                organization, first_day=month.first_day, last_day=today
+            ),
+            "day": await reader.organization_usage(organization, first_day=today, last_day=today),
+        }
         quota["organization"] = {
-            "day": quota_json(_org_limit(quotas, "day"), org_day.total_tokens),
-            "month": quota_json(_org_limit(quotas, "month"), org_month.total_tokens),
+            p: quota_json(quota_limit(quotas, "organization", p), org_used[p].total_tokens)
+            for p in PERIODS
         }
     return {
         "user": user_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from agentkeel.runtime.store import BudgetLedger, SessionStore
+from agentkeel.runtime.store import BudgetLedger, QuotaWindowPurger, SessionStore
 from agentkeel.runtime.stores.postgres import PostgresSessionStore
 from agentkeel.runtime.stores.sqlite import SqliteSessionStore
 from agentkeel.runtime.usage import UsageReader, UsageRecorder
@@ -18,8 +18,11 @@ __all__ = ["PostgresSessionStore", "SessionBackend", "SqliteSessionStore", "open
 
 
 @runtime_checkable
-class SessionBackend(SessionStore, BudgetLedger, UsageRecorder, UsageReader, Protocol):
-    """A store for sessions, token budgets and usage alike: what ``open_store`` returns."""
+class SessionBackend(
+    SessionStore, BudgetLedger, QuotaWindowPurger, UsageRecorder, UsageReader, Protocol
+):
+    """A store for sessions, token budgets (and their ended windows) and usage alike: what
+    ``open_store`` returns."""
 
 
 def open_store(url: str, *, pool_size: int = 10) -> SessionBackend:

@@ -11,7 +11,8 @@ mode, so the hot paths are single statements (one round trip each):
   never both commit turn N; a duplicate number aborts the whole statement.
 - ``reserve`` is one call of ``keel_reserve_tokens``, a function the schema
   upgrade creates: it locks the call's budget rows in key order, checks every
-  limit and adds the reservation to all of them or to none, in one round trip.
+  limit and adds the reservation to all of them or to none, in one round trip
+  (a refusal reads each key's used tokens in a second one).
 
 psycopg's errors become agentkeel's at this boundary: a database that is down
 or unreachable is ``Unavailable`` (code ``store_unavailable``) naming the host.
@@ -391,6 +392,31 @@ class PostgresSessionStore:
         self._cache.discard_sessions(row[0] for row in rows)
         return dataclasses.replace(removed, agent_ids=(), owners=())
 
+    async def purge_quota_windows(
+        self, *, day_before: str, month_before: str, after: str = "", limit: int
+    ) -> tuple[int, str | None]:
+        """Delete up to ``limit`` quota rows (``user:``, ``org:``, ``orgquota:``) of day
+        windows before ``day_before`` and month windows before ``month_before`` (labels),
+        keys after ``after`` in key order, in one statement: how many, and the last key
+        (pass it as ``after`` for the next batch; ``None`` when there were none)."""
+        params = quota_codec.ended_window_params(
+            day_before=day_before, month_before=month_before, after=after, limit=limit
+        )
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(quotas.PURGE_ENDED_WINDOWS_SQL, params)
+            row = await cursor.fetchone()
+        return (0, None) if row is None else (int(row[0]), row[1])
+
+    async def count_quota_windows(self, *, day_before: str, month_before: str) -> int:
+        """How many rows ``purge_quota_windows`` would delete, all batches together."""
+        params = quota_codec.ended_window_params(
+            day_before=day_before, month_before=month_before, after="", limit=0
+        )
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(quotas.COUNT_ENDED_WINDOWS_SQL, params)
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
     async def count_user_data(
         self, user_id: str, *, organization: str | None = None
     ) -> RemovedCounts:
@@ -575,11 +601,19 @@ class PostgresSessionStore:
         async with self._db.connection() as conn:
             cursor = await conn.execute(quotas.RESERVE_SQL, (keys, limits, amount))
             row = await cursor.fetchone()
-        assert row is not None
-        refused, *committed = (int(value) for value in row[0])
-        if refused:
-            return ReserveResult(refused=refused - 1, committed=tuple(committed))
-        return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
+            assert row is not None
+            refused, *committed = (int(value) for value in row[0])
+            if not refused:
+                return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
+            # Refused (rare): one more read tells settled tokens from those calls in flight
+            # hold. Used only grows, so a read after the check is never staler than it.
+            cursor = await conn.execute(quotas.USED_SQL, (keys,))
+            used = dict(await cursor.fetchall())
+        return ReserveResult(
+            refused=refused - 1,
+            committed=tuple(committed),
+            used=tuple(int(used.get(key, 0)) for key in keys),
+        )
 
     async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:
         """Release ``reserved`` tokens on each key (never below 0) and record ``used``."""
@@ -602,7 +636,7 @@ class PostgresSessionStore:
         """Add one settled call to its usage row (day, organization, user, agent, model,
         key link)."""
         async with self._db.connection() as conn:
-            await conn.execute(quotas.RECORD_USAGE_SQL, quota_codec.usage_values(record))
+            await conn.execute(quotas.USAGE.record, quota_codec.usage_values(record))
 
     async def top_users(
         self, *, first_day: str, last_day: str, limit: int, organization: str | None = None
@@ -610,12 +644,12 @@ class PostgresSessionStore:
         """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
         (UTC days, both included), most first; only ``organization``'s when given."""
         params: dict[str, Any] = {"first_day": first_day, "last_day": last_day, "limit": limit}
-        clause = ""
+        sql = quotas.USAGE.top_users
         if organization is not None:
-            clause = "AND organization = %(organization)s"
+            sql = quotas.USAGE.top_users_in
             params["organization"] = quota_codec.org_column(organization)
         async with self._db.connection() as conn:
-            cursor = await conn.execute(quotas.TOP_USERS_SQL.format(organization=clause), params)
+            cursor = await conn.execute(sql, params)
             rows = await cursor.fetchall()
         return [quota_codec.user_usage_from_row(row) for row in rows]
 
@@ -630,7 +664,7 @@ class PostgresSessionStore:
             "last_day": last_day,
         }
         async with self._db.connection() as conn:
-            cursor = await conn.execute(quotas.USER_USAGE_SQL, params)
+            cursor = await conn.execute(quotas.USAGE.user, params)
             rows = await cursor.fetchall()
         return [quota_codec.daily_usage_from_row(row) for row in rows]
 
@@ -644,7 +678,7 @@ class PostgresSessionStore:
             "last_day": last_day,
         }
         async with self._db.connection() as conn:
-            cursor = await conn.execute(quotas.ORG_USAGE_SQL, params)
+            cursor = await conn.execute(quotas.USAGE.organization, params)
             row = await cursor.fetchone()
         assert row is not None
         return quota_codec.totals_from_row(row)

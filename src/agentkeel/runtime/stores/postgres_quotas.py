@@ -7,13 +7,13 @@ from __future__ import annotations
 from agentkeel.runtime.stores import quota_codec
 
 __all__ = [
-    "ORG_USAGE_SQL",
-    "RECORD_USAGE_SQL",
+    "COUNT_ENDED_WINDOWS_SQL",
+    "PURGE_ENDED_WINDOWS_SQL",
     "RESERVE_FUNCTION",
     "RESERVE_SQL",
     "SETTLE_SQL",
-    "TOP_USERS_SQL",
-    "USER_USAGE_SQL",
+    "USAGE",
+    "USED_SQL",
     "user_budgets_where",
     "user_usage_where",
 ]
@@ -75,7 +75,40 @@ _ANY_ORG_BUDGETS_WHERE = (
     + ")"
 )
 
+# Quota rows whose window label is older than %(before<length>)s, after the key
+# %(after)s, in key order (labels compared byte-wise, whatever the database's collation).
+_ENDED_WINDOWS_WHERE = (
+    "key > %(after)s AND ("
+    + " OR ".join(
+        f"left(key, {len(prefix)}) = '{prefix}'" for prefix in quota_codec.QUOTA_KEY_PREFIXES
+    )
+    + ") AND ("
+    + " OR ".join(
+        f"(substr(key, length(key) - {length}, 1) = ':'"
+        f" AND right(key, {length}) ~ %(regex{length})s"
+        f' AND right(key, {length}) COLLATE "C" < %(before{length})s)'
+        for length, _, _ in quota_codec.LABELS
+    )
+    + ")"
+)
+
+# One batch of the retention sweep: how many rows went, and the batch's last key.
+PURGE_ENDED_WINDOWS_SQL = f"""
+WITH gone AS (
+    DELETE FROM budgets WHERE key IN (
+        SELECT key FROM budgets WHERE {_ENDED_WINDOWS_WHERE}
+        ORDER BY key LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) RETURNING key
+)
+SELECT count(*), max(key) FROM gone
+"""
+
+COUNT_ENDED_WINDOWS_SQL = f"SELECT count(*) FROM budgets WHERE {_ENDED_WINDOWS_WHERE}"
+
 RESERVE_SQL = "SELECT keel_reserve_tokens(%s::text[], %s::bigint[], %s::bigint)"
+
+# After a refusal: each key's settled tokens, apart from what calls in flight hold.
+USED_SQL = "SELECT key, used FROM budgets WHERE key = ANY(%s::text[])"
 
 # Keys in order, as the reservation locks them.
 SETTLE_SQL = """
@@ -85,34 +118,8 @@ ON CONFLICT (key) DO UPDATE SET
     reserved = GREATEST(b.reserved - %(reserved)s::bigint, 0), used = b.used + excluded.used
 """
 
-RECORD_USAGE_SQL = f"""
-INSERT INTO token_usage AS u ({quota_codec.USAGE_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
-    input_tokens = u.input_tokens + excluded.input_tokens,
-    output_tokens = u.output_tokens + excluded.output_tokens,
-    calls = u.calls + excluded.calls,
-    spend = u.spend + excluded.spend
-"""
-
-TOP_USERS_SQL = f"""
-SELECT user_id, organization, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE day >= %(first_day)s AND day <= %(last_day)s {{organization}}
-GROUP BY user_id, organization
-ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT %(limit)s
-"""
-
-ORG_USAGE_SQL = f"""
-SELECT {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE organization = %(organization)s AND day >= %(first_day)s AND day <= %(last_day)s
-"""
-
-USER_USAGE_SQL = f"""
-SELECT day, model, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE user_id = %(user_id)s AND organization = %(organization)s
-    AND day >= %(first_day)s AND day <= %(last_day)s
-GROUP BY day, model ORDER BY day, model
-"""
+USAGE = quota_codec.usage_statements(lambda name: f"%({name})s", "%s")
+"""The usage table's statements (shared with SQLite, ``quota_codec``)."""
 
 
 def user_budgets_where(organization: str | None) -> str:

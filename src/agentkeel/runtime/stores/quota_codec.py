@@ -8,12 +8,17 @@ cannot be NULL) and read back as ``None``.
 A user's quota keys in the budget ledger are ``user_budget_prefix(user, org)`` plus
 a window label, ``YYYY-MM-DD`` or ``YYYY-MM``; a forget matches the label's exact
 shape, so forgetting user ``a`` never touches the keys of user ``a:b`` or
-``a:2025``.
+``a:2025``. The retention sweep deletes the quota rows (``user:``, ``org:``,
+``orgquota:``) whose label names a window that ended long enough ago.
+
+The usage statements are written once (``usage_statements``) and rendered in each
+driver's placeholder style.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agentkeel.resilience.budget import user_budget_prefix
@@ -28,11 +33,15 @@ from agentkeel.runtime.usage import (
 
 __all__ = [
     "LABELS",
+    "QUOTA_KEY_PREFIXES",
     "USAGE_COLUMNS",
     "USAGE_SUMS",
+    "UsageStatements",
     "daily_usage_from_row",
+    "ended_window_params",
     "org_column",
     "totals_from_row",
+    "usage_statements",
     "usage_values",
     "user_budget_params",
     "user_usage_from_row",
@@ -52,6 +61,61 @@ USAGE_COLUMNS = (
 # The sums every usage query selects, in UsageTotals order (the placeholder-free part).
 USAGE_SUMS = f"""sum(input_tokens), sum(output_tokens), sum(calls), sum(spend),
     sum(CASE WHEN key_link <> '{PLATFORM_LINK}' THEN input_tokens + output_tokens ELSE 0 END)"""
+
+QUOTA_KEY_PREFIXES = ("user:", "org:", "orgquota:")
+"""What the ledger keys of quota windows start with (a session's key is ``session:``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageStatements:
+    """The usage table's statements in one driver's placeholder style."""
+
+    record: str
+    """Add one call (``usage_values``, positional) to its row."""
+    top_users: str
+    """The top users of a window (``first_day``, ``last_day``, ``limit``)."""
+    top_users_in: str
+    """The same, of one organization (and ``organization``: its column value)."""
+    organization: str
+    """An organization's totals (``organization``, ``first_day``, ``last_day``)."""
+    user: str
+    """One user's rows by day and model (``user_id``, ``organization``, the days)."""
+
+
+def usage_statements(named: Callable[[str], str], positional: str) -> UsageStatements:
+    """The usage statements with ``named(name)`` for a named parameter and ``positional``
+    for a positional one: ``(lambda n: f":{n}", "?")`` for SQLite,
+    ``(lambda n: f"%({n})s", "%s")`` for psycopg."""
+    first, last = named("first_day"), named("last_day")
+    values = ", ".join([positional] * len(USAGE_COLUMNS.split(",")))
+    top = f"""
+SELECT user_id, organization, {USAGE_SUMS} FROM token_usage
+WHERE day >= {first} AND day <= {last} {{organization}}
+GROUP BY user_id, organization
+ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT {named("limit")}
+"""
+    return UsageStatements(
+        record=f"""
+INSERT INTO token_usage ({USAGE_COLUMNS}) VALUES ({values})
+ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
+    input_tokens = token_usage.input_tokens + excluded.input_tokens,
+    output_tokens = token_usage.output_tokens + excluded.output_tokens,
+    calls = token_usage.calls + excluded.calls,
+    spend = token_usage.spend + excluded.spend
+""",
+        top_users=top.format(organization=""),
+        top_users_in=top.format(organization=f"AND organization = {named('organization')}"),
+        organization=f"""
+SELECT {USAGE_SUMS} FROM token_usage
+WHERE organization = {named("organization")} AND day >= {first} AND day <= {last}
+""",
+        user=f"""
+SELECT day, model, {USAGE_SUMS} FROM token_usage
+WHERE user_id = {named("user_id")} AND organization = {named("organization")}
+    AND day >= {first} AND day <= {last}
+GROUP BY day, model ORDER BY day, model
+""",
+    )
 
 
 def org_column(organization: str | None) -> str:
@@ -110,4 +174,20 @@ def user_budget_params(user_id: str, organization: str | None) -> dict[str, Any]
         "org_user": f":user:{user_id}:",
         **{f"glob{length}": glob for length, glob, _ in LABELS},
         **{f"regex{length}": regex for length, _, regex in LABELS},
+    }
+
+
+def ended_window_params(
+    *, day_before: str, month_before: str, after: str, limit: int
+) -> dict[str, Any]:
+    """The parameters of the stores' ended-window statements: quota rows whose day label
+    is before ``day_before`` or whose month label is before ``month_before``, with keys
+    after ``after`` (``""``: from the start), at most ``limit`` of them."""
+    before = {DAY_LABEL_CHARS: day_before, MONTH_LABEL_CHARS: month_before}
+    return {
+        "after": after,
+        "limit": limit,
+        **{f"glob{length}": glob for length, glob, _ in LABELS},
+        **{f"regex{length}": regex for length, _, regex in LABELS},
+        **{f"before{length}": label for length, label in before.items()},
     }

@@ -39,7 +39,7 @@ DEFAULT_PREFIX = "agentkeel:budget:"
 
 # KEYS: the call's budget keys. ARGV[1]: the amount; then each key's limit; then each
 # key's time to live in ms (0: none). Returns {refused (1-based, 0 = reserved), each
-# key's used + reserved before the call}.
+# key's used + reserved before the call, then each key's used alone}.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
 local n = #KEYS
@@ -47,8 +47,10 @@ local refused = 0
 local committed = {}
 for i = 1, n do
   local values = redis.call('HMGET', KEYS[i], 'used', 'reserved')
-  local held = (tonumber(values[1]) or 0) + (tonumber(values[2]) or 0)
+  local used = tonumber(values[1]) or 0
+  local held = used + (tonumber(values[2]) or 0)
   committed[i] = held
+  committed[n + i] = used
   if refused == 0 and held + amount > tonumber(ARGV[1 + i]) then refused = i end
 end
 if refused == 0 then
@@ -129,9 +131,10 @@ class RedisLedger:
             reply = await self._scripts["reserve"](
                 keys=[self._prefix + hold.key for hold in holds], args=args
             )
-        refused, *committed = (int(value) for value in reply)
+        refused, *values = (int(value) for value in reply)
+        committed, used = tuple(values[: len(holds)]), tuple(values[len(holds) :])
         if refused:
-            return ReserveResult(refused=refused - 1, committed=tuple(committed))
+            return ReserveResult(refused=refused - 1, committed=committed, used=used)
         return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
 
     async def settle(self, keys: Sequence[str], reserved: int, used: int) -> None:

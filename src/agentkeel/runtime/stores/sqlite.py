@@ -345,6 +345,25 @@ class SqliteSessionStore:
         self._cache.discard_sessions(ids)
         return removed
 
+    async def purge_quota_windows(
+        self, *, day_before: str, month_before: str, after: str = "", limit: int
+    ) -> tuple[int, str | None]:
+        """Delete up to ``limit`` quota rows (``user:``, ``org:``, ``orgquota:``) of day
+        windows before ``day_before`` and month windows before ``month_before`` (labels),
+        keys after ``after`` in key order, in one transaction: how many, and the last key
+        (pass it as ``after`` for the next batch; ``None`` when there were none)."""
+        params = quota_codec.ended_window_params(
+            day_before=day_before, month_before=month_before, after=after, limit=limit
+        )
+        return await self._worker.run(quotas.purge_ended_windows, params)
+
+    async def count_quota_windows(self, *, day_before: str, month_before: str) -> int:
+        """How many rows ``purge_quota_windows`` would delete, all batches together."""
+        params = quota_codec.ended_window_params(
+            day_before=day_before, month_before=month_before, after="", limit=0
+        )
+        return await self._worker.run(quotas.count_ended_windows, params)
+
     async def count_user_data(
         self, user_id: str, *, organization: str | None = None
     ) -> RemovedCounts:
@@ -425,13 +444,11 @@ class SqliteSessionStore:
         """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
         (UTC days, both included), most first; only ``organization``'s when given."""
         params: dict[str, object] = {"first_day": first_day, "last_day": last_day, "limit": limit}
-        clause = ""
+        sql = quotas.USAGE.top_users
         if organization is not None:
-            clause = "AND organization = :organization"
+            sql = quotas.USAGE.top_users_in
             params["organization"] = quota_codec.org_column(organization)
-        return await self._run(
-            quotas.top_users, quotas.TOP_USERS_SQL.format(organization=clause), params
-        )
+        return await self._run(quotas.top_users, sql, params)
 
     async def user_usage(
         self, user_id: str, *, organization: str | None, first_day: str, last_day: str

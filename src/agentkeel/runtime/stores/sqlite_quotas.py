@@ -17,8 +17,10 @@ from agentkeel.runtime.usage import DailyUsage, UsageTotals, UserUsage
 from agentkeel.storage import sqlite as storage
 
 __all__ = [
-    "TOP_USERS_SQL",
+    "USAGE",
+    "count_ended_windows",
     "organization_usage",
+    "purge_ended_windows",
     "record_usage",
     "reserve",
     "settle",
@@ -52,9 +54,29 @@ _ANY_ORG_BUDGETS_WHERE = (
     + ")"
 )
 
+# Quota rows whose window label is older than :before<length> (labels compare as text),
+# after the key :after, in key order: one batch of the retention sweep.
+_ENDED_WINDOWS_WHERE = (
+    "key > :after AND ("
+    + " OR ".join(
+        f"substr(key, 1, {len(prefix)}) = '{prefix}'" for prefix in quota_codec.QUOTA_KEY_PREFIXES
+    )
+    + ") AND ("
+    + " OR ".join(
+        f"(substr(key, -{length + 1}, 1) = ':' AND substr(key, -{length}) GLOB :glob{length}"
+        f" AND substr(key, -{length}) < :before{length})"
+        for length, _, _ in quota_codec.LABELS
+    )
+    + ")"
+)
+_ENDED_WINDOWS_SQL = (
+    f"SELECT key FROM budgets WHERE {_ENDED_WINDOWS_WHERE} ORDER BY key LIMIT :limit"
+)
+_COUNT_ENDED_WINDOWS_SQL = f"SELECT count(*) FROM budgets WHERE {_ENDED_WINDOWS_WHERE}"
+
 # One JSON array parameter for the keys of a call.
 _HELD_SQL = """
-SELECT key, used + reserved FROM budgets WHERE key IN (SELECT value FROM json_each(:keys))
+SELECT key, used, reserved FROM budgets WHERE key IN (SELECT value FROM json_each(:keys))
 """
 
 _HOLD_SQL = """
@@ -68,34 +90,8 @@ ON CONFLICT (key) DO UPDATE SET
     reserved = max(budgets.reserved - :reserved, 0), used = budgets.used + excluded.used
 """
 
-_RECORD_USAGE_SQL = f"""
-INSERT INTO token_usage ({quota_codec.USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, organization, user_id, agent_id, model, key_link) DO UPDATE SET
-    input_tokens = token_usage.input_tokens + excluded.input_tokens,
-    output_tokens = token_usage.output_tokens + excluded.output_tokens,
-    calls = token_usage.calls + excluded.calls,
-    spend = token_usage.spend + excluded.spend
-"""
-
-TOP_USERS_SQL = f"""
-SELECT user_id, organization, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE day >= :first_day AND day <= :last_day {{organization}}
-GROUP BY user_id, organization
-ORDER BY sum(input_tokens) + sum(output_tokens) DESC, user_id, organization LIMIT :limit
-"""
-"""The top users of a window; ``{organization}`` is empty or the organization's clause."""
-
-_ORG_USAGE_SQL = f"""
-SELECT {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE organization = :organization AND day >= :first_day AND day <= :last_day
-"""
-
-_USER_USAGE_SQL = f"""
-SELECT day, model, {quota_codec.USAGE_SUMS} FROM token_usage
-WHERE user_id = :user_id AND organization = :organization
-    AND day >= :first_day AND day <= :last_day
-GROUP BY day, model ORDER BY day, model
-"""
+USAGE = quota_codec.usage_statements(lambda name: f":{name}", "?")
+"""The usage table's statements (shared with PostgreSQL, ``quota_codec``)."""
 
 
 def user_budgets_where(organization: str | None) -> str:
@@ -115,11 +111,15 @@ def user_usage_where(organization: str | None) -> str:
 def reserve(conn: sqlite3.Connection, holds: tuple[Hold, ...], amount: int) -> ReserveResult:
     keys = codec.dumps([hold.key for hold in holds])
     with storage.write(conn):
-        held = dict(conn.execute(_HELD_SQL, {"keys": keys}).fetchall())
-        committed = tuple(int(held.get(hold.key, 0)) for hold in holds)
+        rows = {
+            key: (int(used), int(reserved))
+            for key, used, reserved in conn.execute(_HELD_SQL, {"keys": keys})
+        }
+        used = tuple(rows.get(hold.key, (0, 0))[0] for hold in holds)
+        committed = tuple(sum(rows.get(hold.key, (0, 0))) for hold in holds)
         for index, hold in enumerate(holds):
             if committed[index] + amount > hold.limit:
-                return ReserveResult(refused=index, committed=committed)
+                return ReserveResult(refused=index, committed=committed, used=used)
         conn.execute(_HOLD_SQL, {"keys": keys, "amount": amount})
     return ReserveResult(refused=None, committed=tuple(c + amount for c in committed))
 
@@ -135,7 +135,7 @@ def used(conn: sqlite3.Connection, key: str) -> int:
 
 
 def record_usage(conn: sqlite3.Connection, values: tuple[object, ...]) -> None:
-    conn.execute(_RECORD_USAGE_SQL, values)
+    conn.execute(USAGE.record, values)
 
 
 def top_users(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> list[UserUsage]:
@@ -143,9 +143,28 @@ def top_users(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> 
 
 
 def user_usage(conn: sqlite3.Connection, params: dict[str, object]) -> list[DailyUsage]:
-    rows = conn.execute(_USER_USAGE_SQL, params)
+    rows = conn.execute(USAGE.user, params)
     return [quota_codec.daily_usage_from_row(row) for row in rows]
 
 
 def organization_usage(conn: sqlite3.Connection, params: dict[str, object]) -> UsageTotals:
-    return quota_codec.totals_from_row(conn.execute(_ORG_USAGE_SQL, params).fetchone())
+    return quota_codec.totals_from_row(conn.execute(USAGE.organization, params).fetchone())
+
+
+def purge_ended_windows(
+    conn: sqlite3.Connection, params: dict[str, object]
+) -> tuple[int, str | None]:
+    """Delete one batch of ended quota windows (``quota_codec.ended_window_params``): how
+    many, and the last key of the batch (where the next one starts)."""
+    with storage.write(conn):
+        keys = [row[0] for row in conn.execute(_ENDED_WINDOWS_SQL, params)]
+        if keys:
+            conn.execute(
+                "DELETE FROM budgets WHERE key IN (SELECT value FROM json_each(?))",
+                (codec.dumps(keys),),
+            )
+    return len(keys), (keys[-1] if keys else None)
+
+
+def count_ended_windows(conn: sqlite3.Connection, params: dict[str, object]) -> int:
+    return int(conn.execute(_COUNT_ENDED_WINDOWS_SQL, params).fetchone()[0])
