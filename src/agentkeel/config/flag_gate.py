@@ -5,8 +5,8 @@ accepted copy (``flag_accepted.py``); only when one changed does it do more, in 
 worker thread:
 
 - a changed source is validated (``flag_file.validate_flag_document``). A file that
-  passes is accepted: written to the accepted copy under its lock and audited, once
-  per data directory. A file that fails is refused: the error, with every problem,
+  passes is accepted, under the copy's lock: audited, then written to the accepted
+  copy, once per data directory. A file that fails is refused: the error, with every problem,
   is logged, ``agent_flags_valid`` drops to 0, and the last good flags stay.
 - a changed accepted copy (this replica's accept, another replica's, or
   ``keel flags set``) becomes the document in force: under the gate's ``lock``,

@@ -105,8 +105,10 @@ class BoundProvider:
         return api.get_client(self.domain)
 
     def close(self) -> None:
-        """Shut the provider down (its watcher stops, its connections close), then
-        unregister it. Blocking: call it off the event loop."""
+        """Shut the provider down before this returns (a file watcher stops polling, a
+        flagd connection closes), then unregister it. A file watcher's thread is asleep
+        for up to its poll and ends then (``ServedFlags.close`` waits for it). Blocking:
+        call it off the event loop."""
         if not self._open:
             return
         self._open = False
