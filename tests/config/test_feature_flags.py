@@ -177,3 +177,29 @@ def test_a_bound_provider_is_shut_down_before_close_returns() -> None:
     assert calls[:1] == [threading.get_ident()]
     assert isinstance(bound.client().provider, NoOpProvider)
     assert not isinstance(bound.client().provider, Recording)
+
+
+async def test_a_copy_the_provider_cannot_get_keeps_the_flags_in_force(tmp_path: Path) -> None:
+    """When the provider's copy cannot be written, neither the provider nor the document
+    changes (a turn keeps the old flags, whole); the next check puts the change in force."""
+    flags, _, source = built(tmp_path)
+    write_flags(source, {"agent.model_chain": chain_flag()})
+    await flags.start()
+    try:
+        assert flags.gate is not None and flags.served is not None
+        serve = flags.served.serve
+        failures = [OSError(28, "No space left on device")]
+
+        def full_disk(content: bytes) -> None:
+            if failures:
+                raise failures.pop()
+            serve(content)
+
+        flags.served.serve = full_disk  # type: ignore[method-assign]
+        write_flags(source, {"agent.model_chain": chain_flag("premium")})
+        await asyncio.to_thread(flags.gate.check)
+        assert values(flags) == {"agent.model_chain": "a"}
+        await asyncio.to_thread(flags.gate.check)
+        assert values(flags) == {"agent.model_chain": "b-first"}
+    finally:
+        await flags.aclose()

@@ -250,3 +250,38 @@ def test_the_accepted_copy_lives_per_source_path(tmp_path: Path) -> None:
     two = AcceptedFlags(data_dir=tmp_path, source=tmp_path / "b.json")
     assert one.directory != two.directory
     assert one.directory.parent == tmp_path / "flags"
+
+
+async def test_a_check_that_fails_unexpectedly_does_not_stop_the_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error in a check is logged with its traceback and the gate keeps
+    checking: the next change still comes into force."""
+    import asyncio
+    import time
+
+    source = tmp_path / "flags.json"
+    write_flags(source, {"agent.model_chain": chain_flag()})
+    gate, _ = make_gate(tmp_path, source)
+    gate.start()
+    check = gate.check
+    failures = [RuntimeError("a bug")]
+
+    def flaky() -> None:
+        if failures:
+            raise failures.pop()
+        check()
+
+    gate.check = flaky  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(gate.run(interval_s=0.01))
+    try:
+        write_flags(source, {"agent.model_chain": chain_flag("premium")})
+        deadline = time.monotonic() + 10.0
+        while gate.document.flags["agent.model_chain"].default_variant != "premium":
+            assert time.monotonic() < deadline, "the gate stopped watching"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not failures
+    assert "checking the flag file" in caplog.text and "a bug" in caplog.text

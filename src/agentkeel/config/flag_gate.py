@@ -130,7 +130,15 @@ class FlagGate:
                 )
                 continue
             if changed:
-                await asyncio.to_thread(self.check)
+                try:
+                    await asyncio.to_thread(self.check)
+                except Exception:
+                    # A bug, not a bad file: say so, keep the flags in force and keep watching.
+                    logger.exception(
+                        "checking the flag file %s failed; the flags in force stay",
+                        self.source,
+                        extra={"category": "flags"},
+                    )
 
     def changed(self) -> bool:
         """Whether the source or the followed copy changed since the last check (two stats)."""
@@ -270,8 +278,22 @@ class FlagGate:
         changes = flag_changes(self.document, document)
         with self.lock:
             # Held only while the provider reads the new copy: turns wait that long.
-            if self.before_apply is not None:
-                self.before_apply(document)
+            try:
+                if self.before_apply is not None:
+                    self.before_apply(document)
+            except OSError as exc:
+                # The provider's copy could not be written: neither it nor the document
+                # changed. The next check tries again.
+                self._accepted_stamp = _UNSEEN
+                logger.error(
+                    "the flags of %s (sha256 %s) could not be put in force: %s; the flags "
+                    "in force stay",
+                    self.accepted.file,
+                    document.sha256[:12],
+                    exc,
+                    extra={"category": "flags"},
+                )
+                return
             self.document = document
         self.applied_at = self.clock()
         if self.metrics is not None:

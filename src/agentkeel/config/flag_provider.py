@@ -154,9 +154,9 @@ class ServedFlags:
         to the copy, read by the provider before this returns. The first call registers
         the provider and raises its ``OpenFeatureError`` when it cannot start. Blocking."""
         if not self._served:
-            self._served = True
-            self._directory.mkdir(mode=0o700)
+            self._directory.mkdir(mode=0o700, exist_ok=True)
             atomic_write(self.file, content, durable=False)
+            self._served = True
             self.bound.open(wait=True)
             return
         # A later modification time than the copy's: the provider rereads only then.
@@ -167,16 +167,16 @@ class ServedFlags:
     def close(self) -> None:
         """Shut the provider down and unregister it, wait (at most a second more than
         the watcher's poll) for its watcher thread to end, remove the copy. Blocking."""
-        if not self._served:
-            return
-        self._served = False
-        self.bound.close()
-        thread = _watcher_thread(self.bound.provider)
-        if thread is not None:
+        if self._served:
+            self._served = False
+            self.bound.close()
+            thread = _watcher_thread(self.bound.provider)
+            if thread is None:
+                return  # no telling when its watcher last looks at the copy: leave it
             thread.join(timeout=self._poll_s + 1.0)
-        if thread is None or not thread.is_alive():
-            # Not before the thread ended: its last look at a missing file is an error log.
-            shutil.rmtree(self._directory, ignore_errors=True)
+            if thread.is_alive():
+                return  # its last look at a missing copy would be an error log
+        shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def _new_domain() -> str:

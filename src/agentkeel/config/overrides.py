@@ -351,7 +351,15 @@ class OverridesLayer:
         """Check the file every ``poll_interval_s`` until cancelled, off the event loop."""
         while True:
             await asyncio.sleep(self.poll_interval_s)
-            await asyncio.to_thread(self.check)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:
+                # A bug, not a bad file: say so, keep the overrides in force, keep watching.
+                logger.exception(
+                    "checking the overrides file %s failed; the overrides in force stay",
+                    self.path,
+                    extra={"category": "config"},
+                )
 
     async def aclose(self) -> None:
         """Stop checking; a check already in its worker thread finishes first."""
