@@ -191,8 +191,8 @@ def test_a_bad_change_is_refused_and_the_last_good_overrides_stay(
     replace(path, user_entry(1000))
     watched = Watched(settings)
     replace(path, "users:\n  acme/bob:\n    server.port: 1\n")
-    watched.later()
     with caplog.at_level(logging.ERROR, logger="agentkeel.config.overrides"):
+        watched.later()
         assert tokens(watched.layer) == 1000
     assert watched.valid() == 0
     assert watched.reloads("rejected") == 1
@@ -234,8 +234,8 @@ def test_a_file_that_disappears_keeps_the_last_good_overrides(
     replace(path, user_entry(1000))
     watched = Watched(settings)
     path.unlink()
-    watched.later()
     with caplog.at_level(logging.WARNING, logger="agentkeel.config.overrides"):
+        watched.later()
         assert tokens(watched.layer) == 1000
     assert watched.valid() == 0
     assert "disappeared" in caplog.text
@@ -318,6 +318,7 @@ def test_an_audit_that_fails_is_written_whole_once_by_the_next_check(
     monkeypatch.setattr("agentkeel.config.overrides_audit.audit", flaky)
     replace(path, user_entry(2000) + "  alice:\n    agent.tools: []\n")
     with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        caplog.clear()
         watched.later()  # the first call: recorded and applied
         assert tokens(watched.layer) == 2000
         replace(path, user_entry(3000) + "  alice:\n    agent.tools: [calculator]\n")

@@ -8,8 +8,8 @@ service and the layer evaluates every live key. ``source: none``: no flags
 (``build_feature_flags`` returns ``None``).
 
 ``aclose`` stops the gate (waiting for a check in flight, so nothing is put in force
-after it), then shuts the provider down: when it returns, no thread of the flags is
-left running.
+after it), then shuts the provider down and unregisters it; with the file source it
+also waits for the provider's watcher thread to end.
 
 The agent server builds it in ``create_app`` and starts and stops it in its lifespan;
 ``report()`` is ``GET /admin/flags``.
