@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +79,7 @@ def flag_document(count: int, settings: KeelSettings) -> FlagDocument:
     for key in live_keys()[:count]:
         kind = setting_kind(key)
         # Limits high enough that no bench turn ever meets one.
-        generic = (True, False) if kind == "boolean" else (10_000_000, 20_000_000)
+        generic = (True, False) if kind == "boolean" else (1_000_000_000, 2_000_000_000)
         one, two = _VARIANTS.get(key, generic)
         flags[key] = {
             "state": "ENABLED",
@@ -119,6 +120,7 @@ def time_evaluations(count: int, settings: KeelSettings) -> tuple[float, float]:
             settings=settings,
             flags=lambda: document.flags,
             metrics=FlagMetrics(CollectorRegistry()),
+            lock=threading.Lock(),  # as a replica's gate lock: held for the turn's flags
         )
         live = LiveSettings(settings, layers=[layer])
         for i in range(WARMUP):

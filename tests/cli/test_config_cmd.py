@@ -229,15 +229,113 @@ def test_show_org_without_user_is_a_usage_error(live_config: Path) -> None:
     assert "--user" in result.output
 
 
-def test_show_user_with_a_bad_overrides_file_exits_2_naming_the_key(live_config: Path) -> None:
-    """An overrides file that fails validation is a configuration error naming entry and key."""
+def test_show_user_with_a_refused_overrides_file_shows_the_last_good_ones(
+    live_config: Path,
+) -> None:
+    """An overrides file that fails validation: a warning naming entry and key, and the
+    overrides replicas last applied (the last audited document) are shown instead; with
+    none applied yet, none are."""
+    from agentkeel.config.layers import load_settings
+    from agentkeel.config.overrides import watch_overrides
+    from agentkeel.resilience.clock import ManualClock
+
     data = live_config.parent / "data"
+    settings = load_settings(config_path=live_config, environ={}).settings
     (data / "overrides.yaml").write_text("users:\n  bob:\n    server.port: 1\n")
     result = CliRunner().invoke(
-        app, ["--config", str(live_config), "config", "show", "--user", "bob"], env=WIDE
+        app, ["--config", str(live_config), "config", "show", "--user", "alice"], env=WIDE
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 0, result.output
     assert "users.bob" in result.stderr and "'server.port' may not be changed" in result.stderr
+    assert "no replica applied any overrides from it yet" in result.stderr
+    (data / "overrides.yaml").write_text(OVERRIDES)
+    watch_overrides(settings, clock=ManualClock(), actor="replica:r1").record()
+    (data / "overrides.yaml").write_text("users:\n  bob:\n    server.port: 1\n")
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--json", "--user", "alice"],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    assert "the ones replicas last applied" in result.stderr
+    rows = json.loads(result.stdout)
+    assert rows["guardrails.max_output_tokens"] == {
+        "value": "256",
+        "source": "user",
+        "detail": "alice",
+    }
+
+
+def test_show_user_during_a_refused_flag_file_shows_the_accepted_copy(
+    live_config: Path,
+) -> None:
+    """The flag file is refused after a good one was accepted: config show --user warns
+    that it is refused and why, and resolves the flags replicas keep serving."""
+    from agentkeel.config.flag_accepted import AcceptedFlags
+    from agentkeel.config.flag_file import parse_flag_document
+
+    data = live_config.parent / "data"
+    flag_file = data / "flags.json"
+    flag_file.write_text(json.dumps(FLAGS))
+    copy = AcceptedFlags(data_dir=data, source=flag_file.absolute())
+    copy.accept(parse_flag_document(FLAGS, origin="test"), actor="replica:r1", source_sha256="test")
+    broken = json.loads(json.dumps(FLAGS))
+    broken["flags"]["guardrails.max_output_tokens"]["defaultVariant"] = "huge"
+    flag_file.write_text(json.dumps(broken))
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--json", "--user", "carol"],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    assert "defaultVariant 'huge'" in result.stderr
+    assert "The flag file is refused" in result.stderr and "by replica:r1" in result.stderr
+    rows = json.loads(result.stdout)
+    assert rows["guardrails.max_output_tokens"] == {
+        "value": "200",
+        "source": "flag",
+        "detail": "variant short",
+    }
+
+
+def test_show_user_with_a_slash_and_no_org_says_how_it_reads_it(live_config: Path) -> None:
+    """--user acme/bob without --org is one user id outside any organization: a warning
+    says so and how to ask for bob of acme; the acme/bob entry does not apply."""
+    result = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--json", "--user", "acme/bob"],
+        env=WIDE,
+    )
+    assert result.exit_code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert "the user id 'acme/bob' outside any organization" in warning
+    assert "--user bob --org acme" in warning
+    assert json.loads(result.stdout)["quotas.user_daily_tokens"]["source"] == "default"
+    quiet = CliRunner().invoke(
+        app,
+        ["--config", str(live_config), "config", "show", "--json", "--user", "bob"],
+        env=WIDE,
+    )
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+def test_show_names_the_layer_of_a_price_table(tmp_path: Path) -> None:
+    """pricing set in keel.yaml is `file` for every way of showing it: the rows of config
+    show (with and without --user) and the base of keel flags show."""
+    config = tmp_path / "keel.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\nsecrets_dir: null\n"
+        "models:\n  - {name: a, kind: scripted}\n"
+        "pricing:\n  a: {input_per_million: 1.5, output_per_million: 6.0}\n"
+    )
+    for extra in ((), ("--user", "bob")):
+        rows = show(config, *extra)
+        assert rows["pricing.a.input_per_million"] == {"value": "1.5", "source": "file"}
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "flags", "show", "pricing", "--json"], env=WIDE
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["base"]["source"] == "file"
 
 
 FLAGS = {

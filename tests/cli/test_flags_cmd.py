@@ -177,3 +177,69 @@ def test_validate_says_valid_or_lists_every_problem(tmp_path: Path) -> None:
     assert "flag 'guardrails.max_steps_per_turn' variant 'x'" in err
     code, _, err = run(tmp_path, "validate")
     assert code == 1 and "does not exist" in err
+
+
+def test_set_on_a_key_that_is_not_live_says_so_first(tmp_path: Path) -> None:
+    """set not.a.key VARIANT (no --value): the key is refused as not live, not as a flag
+    that does not exist yet; nothing is written."""
+    code, _, err = run(tmp_path, "set", "not.a.key", "v")
+    assert code == 1
+    assert "'not.a.key' is not a setting flags may change" in err
+    assert "There is no flag" not in err and "--value" not in err
+    assert not (tmp_path / "data" / "flags.json").exists()
+
+
+def test_set_writes_nothing_when_its_audit_record_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed: with the audit file unwritable, set exits 1 and neither the flag file
+    nor the accepted copy changes, so no replica picks the change up unaudited."""
+    from agentkeel.errors import AuditUnavailable
+
+    assert run(tmp_path, "set", "agent.model_chain", "standard", "--value", "a")[0] == 0
+    flag_file = tmp_path / "data" / "flags.json"
+    copy = AcceptedFlags(data_dir=tmp_path / "data", source=flag_file.absolute())
+    before = (flag_file.read_bytes(), copy.file.read_bytes())
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AuditUnavailable("the audit file is not writable")
+
+    monkeypatch.setattr("agentkeel.config.flag_accepted.audit", refuse)
+    code, _, err = run(tmp_path, "set", "agent.model_chain", "premium", "--value", "b-first")
+    assert code == 1 and "audit file is not writable" in err
+    assert (flag_file.read_bytes(), copy.file.read_bytes()) == before
+    assert [p.name for p in flag_file.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def refuse_the_flag_file(tmp_path: Path) -> None:
+    """A good file set by the CLI (accepted), then a hand edit that fails validation."""
+    assert run(tmp_path, "set", "agent.model_chain", "premium", "--value", "b-first")[0] == 0
+    write_flags(tmp_path / "data" / "flags.json", {"agent.model_chain": chain_flag("gold")})
+
+
+def test_list_and_show_during_a_refused_file_show_what_replicas_serve(tmp_path: Path) -> None:
+    """While the flag file is refused, list and show fall back to the accepted copy (the
+    last good flags replicas keep serving), warn that the file is refused and why, and
+    exit 0."""
+    refuse_the_flag_file(tmp_path)
+    code, out, err = run(tmp_path, "list")
+    assert code == 0, err
+    assert "the flag file is refused" in err and "defaultVariant 'gold'" in err
+    assert "accepted copy replicas keep serving" in err
+    assert "agent.model_chain" in out and "premium" in out
+    code, out, err = run(tmp_path, "show", "agent.model_chain", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["served"]["variant"] == "premium" and shown["served"]["value"] == "b-first"
+    assert "defaultVariant 'gold'" in shown["refused"]
+    assert "the flag file is refused" in err
+
+
+def test_a_refused_file_without_an_accepted_copy_shows_no_flags(tmp_path: Path) -> None:
+    """Refused, and no replica or command ever accepted a file: nothing is served, and the
+    warning says so."""
+    write_flags(tmp_path / "data" / "flags.json", {"agent.model_chain": chain_flag("gold")})
+    code, out, err = run(tmp_path, "show", "agent.model_chain", "--json")
+    assert code == 0, err
+    assert json.loads(out)["served"] is None
+    assert "there is no accepted copy, so replicas serve no flags" in err

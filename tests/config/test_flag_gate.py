@@ -195,8 +195,8 @@ def test_a_refused_file_at_start_keeps_the_flags_accepted_before(tmp_path: Path)
 def test_a_change_nobody_can_audit_is_not_put_in_force(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fail closed: when the audit record cannot be written the accepted copy is restored
-    and the old flags stay; the next check tries again."""
+    """Fail closed: when the audit record cannot be written the accepted copy is left as it
+    was and the old flags stay; the next check tries again."""
     source = tmp_path / "flags.json"
     write_flags(source, {"agent.model_chain": chain_flag()})
     gate, _ = make_gate(tmp_path, source)
@@ -217,9 +217,71 @@ def test_a_change_nobody_can_audit_is_not_put_in_force(
     assert gate.document.flags["agent.model_chain"].default_variant == "premium"
 
 
+def test_the_audit_record_is_written_before_any_replica_can_read_the_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the change's audit record is being written, the accepted copy (what every
+    replica applies) still holds the old document: nothing unaudited is ever visible."""
+    from agentkeel.telemetry.audit import audit as real_audit
+
+    source = tmp_path / "flags.json"
+    write_flags(source, {"agent.model_chain": chain_flag()})
+    gate, _ = make_gate(tmp_path, source)
+    gate.start()
+    before = gate.accepted.file.read_bytes()
+    seen: list[bytes] = []
+
+    def watching(*args: Any, **kwargs: Any) -> None:
+        seen.append(gate.accepted.file.read_bytes())
+        real_audit(*args, **kwargs)
+
+    monkeypatch.setattr("agentkeel.config.flag_accepted.audit", watching)
+    write_flags(source, {"agent.model_chain": chain_flag("premium")})
+    gate.check()
+    assert seen == [before]
+    assert gate.document.flags["agent.model_chain"].default_variant == "premium"
+    assert gate.accepted.file.read_bytes() == gate.document.content
+    assert [p.name for p in gate.accepted.directory.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_the_accepted_copy_lives_per_source_path(tmp_path: Path) -> None:
     """Two flag files in one data directory have two accepted copies."""
     one = AcceptedFlags(data_dir=tmp_path, source=tmp_path / "a.json")
     two = AcceptedFlags(data_dir=tmp_path, source=tmp_path / "b.json")
     assert one.directory != two.directory
     assert one.directory.parent == tmp_path / "flags"
+
+
+async def test_a_check_that_fails_unexpectedly_does_not_stop_the_watch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error in a check is logged with its traceback and the gate keeps
+    checking: the next change still comes into force."""
+    import asyncio
+    import time
+
+    source = tmp_path / "flags.json"
+    write_flags(source, {"agent.model_chain": chain_flag()})
+    gate, _ = make_gate(tmp_path, source)
+    gate.start()
+    check = gate.check
+    failures = [RuntimeError("a bug")]
+
+    def flaky() -> None:
+        if failures:
+            raise failures.pop()
+        check()
+
+    gate.check = flaky  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(gate.run(interval_s=0.01))
+    try:
+        write_flags(source, {"agent.model_chain": chain_flag("premium")})
+        deadline = time.monotonic() + 10.0
+        while gate.document.flags["agent.model_chain"].default_variant != "premium":
+            assert time.monotonic() < deadline, "the gate stopped watching"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not failures
+    assert "checking the flag file" in caplog.text and "a bug" in caplog.text

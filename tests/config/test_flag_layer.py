@@ -19,13 +19,15 @@ from agentkeel.config.flag_layer import (
     open_flag_layer,
 )
 from agentkeel.config.flag_provider import (
-    BACKUP_POLL_S,
+    WATCHER_POLL_S,
     BoundProvider,
     file_provider,
     flagd_provider,
 )
+from agentkeel.config.layers import load_settings
 from agentkeel.config.live import LiveSettings, TurnContext
 from agentkeel.config.quotas import ModelPrice
+from agentkeel.errors import ConfigError
 from agentkeel.telemetry.metrics import FlagMetrics
 from tests.config.flag_helpers import ACME_PREMIUM, chain_flag, flag_settings, write_flags
 
@@ -244,8 +246,8 @@ def test_two_layers_in_one_process_keep_their_own_flags(tmp_path: Path) -> None:
 
 
 def test_the_flagd_provider_is_configured_from_the_settings(tmp_path: Path) -> None:
-    """source: flagd: host, port, TLS, selector and resolver come from flags:; the file
-    provider reads the accepted copy and polls at flags.poll_interval_s."""
+    """source: flagd: host, port, TLS and selector come from flags:, always synced and
+    evaluated in process; a file provider's own watcher polls every WATCHER_POLL_S."""
     settings = flag_settings(
         tmp_path,
         flags={
@@ -264,18 +266,28 @@ def test_the_flagd_provider_is_configured_from_the_settings(tmp_path: Path) -> N
         "agents",
     )
     assert config.resolver is ResolverType.IN_PROCESS
-    rpc = flag_settings(
-        tmp_path, flags={"source": "flagd", "flagd_resolver": "rpc", "flagd_port": 8013}
-    )
-    assert flagd_provider(rpc.flags).config.resolver is ResolverType.RPC
-    copy = tmp_path / "accepted.json"
-    file_config = file_provider(copy, poll_interval_s=0.5).config
+    copy = tmp_path / "served.json"
+    file_config = file_provider(copy).config
     assert file_config.resolver is ResolverType.FILE
-    # The gate tells it of every change; its own watcher is only the hourly backup.
     assert (file_config.offline_flag_source_path, file_config.deadline_ms) == (
         str(copy),
-        BACKUP_POLL_S * 1000,
+        WATCHER_POLL_S * 1000,
     )
+
+
+def test_the_rpc_resolver_is_refused_saying_why_and_what_to_use(tmp_path: Path) -> None:
+    """flagd_resolver: rpc (a network call per flag per turn, on the event loop) is a
+    settings error naming the key, the reason and in-process instead."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings(
+            layers=[],
+            overrides={"flags": {"source": "flagd", "flagd_resolver": "rpc", "flagd_port": 8013}},
+        )
+    message = refused.value.message
+    assert "flags.flagd_resolver" in message and "'rpc'" in message
+    assert "every turn" in message and "in-process" in message
+    default = load_settings(layers=[], overrides={"flags": {"source": "flagd"}}).settings
+    assert default.flags.flagd_resolver == "in-process"
 
 
 def test_source_flagd_evaluates_every_live_key_and_bounds_variant_labels(tmp_path: Path) -> None:
@@ -286,7 +298,7 @@ def test_source_flagd_evaluates_every_live_key_and_bounds_variant_labels(tmp_pat
     flags = document(tmp_path, {"guardrails.max_steps_per_turn": steps})
     copy = tmp_path / "remote.json"
     copy.write_bytes(flags.content)
-    bound = BoundProvider(file_provider(copy, poll_interval_s=3600))
+    bound = BoundProvider(file_provider(copy))
     registry = CollectorRegistry()
     try:
         layer = FlagLayer(

@@ -135,3 +135,22 @@ def test_a_section_error_names_the_layer_of_its_values(tmp_path: Path) -> None:
     cfg.write_text("guardrails:\n  user_daily_token_budget: 0\n")
     with pytest.raises(ConfigError, match=r"guardrails \(from file\).*quotas.user_daily_tokens"):
         load_settings(config_path=cfg, environ={})
+
+
+def test_a_table_filled_entry_by_entry_names_its_highest_layer(tmp_path: Path) -> None:
+    """pricing is stored per entry: the table's source is the highest layer that set one of
+    its entries (here env over file), and default when none did."""
+    base = tmp_path / "keel.yaml"
+    base.write_text(
+        "models:\n  - {name: a, kind: scripted}\n"
+        "pricing:\n  a: {input_per_million: 1.0, output_per_million: 2.0}\n"
+    )
+    loaded = load_settings(config_path=base, environ={})
+    assert loaded.source_of("pricing") == "file"
+    assert loaded.source_of("pricing.a.input_per_million") == "file"
+    environ = {"KEEL_PRICING": '{"b": {"input_per_million": 3.0, "output_per_million": 4.0}}'}
+    both = load_settings(config_path=base, environ=environ)
+    assert set(both.settings.pricing) == {"a", "b"}
+    assert both.source_of("pricing") == "env"
+    assert load_settings(layers=[]).source_of("pricing") == "default"
+    assert load_settings(layers=[]).source_of("server.port") == "default"

@@ -1,10 +1,14 @@
-"""The watched overrides file: reloaded when it changes, a bad change refused with the last
-good overrides kept, each applied change audited once per data directory."""
+"""The watched overrides file: reloaded when it changes (by a background task, off the event
+loop; a turn only reads the document in force), a bad change refused with the last good
+overrides kept, each applied change audited once per data directory, in one record."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +82,9 @@ class Watched:
         )
 
     def later(self) -> None:
-        """Past the poll interval: the next turn checks the file."""
+        """The background task's next check (its worker thread's work, done here)."""
         self.clock.advance(2.0)
+        self.layer.check()
 
     def valid(self) -> float | None:
         return sample(self.registry, "agent_overrides_valid")
@@ -88,23 +93,93 @@ class Watched:
         return sample(self.registry, "agent_overrides_reloads_total", outcome=outcome)
 
 
-def test_a_change_applies_on_the_first_turn_after_the_poll_interval(
-    settings: KeelSettings,
+def test_a_change_applies_at_the_next_check_and_a_turn_never_reads_the_file(
+    settings: KeelSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file is checked at most every flags.poll_interval_s; the turn after that sees the
-    new values, and the reload is counted."""
+    """A turn (values_for) only reads the document in force, however long since the last
+    check; the check applies the change, counts the reload and stamps applied_at."""
     path = settings.data_dir / "overrides.yaml"
     replace(path, user_entry(1000))
     watched = Watched(settings)
-    assert tokens(watched.layer) == 1000
     replace(path, user_entry(2000))
-    watched.clock.advance(1.0)
-    assert tokens(watched.layer) == 1000  # not checked yet
+    watched.clock.advance(60.0)
+
+    def no_file_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a turn touched the overrides file")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(watched.layer, "check", no_file_work)
+        patched.setattr("agentkeel.config.overrides.file_stamp", no_file_work)
+        assert tokens(watched.layer) == 1000
     watched.later()
     assert tokens(watched.layer) == 2000
     assert watched.reloads("applied") == 1
     assert watched.valid() == 1
     assert watched.layer.applied_at == watched.clock.time()
+
+
+async def test_the_background_task_applies_a_change_off_the_event_loop(tmp_path: Path) -> None:
+    """start() checks the file every poll_interval_s in a worker thread: an edit comes into
+    force with no turn asking, and aclose() stops the checks."""
+    fast = load_settings(
+        layers=[],
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "flags": {"poll_interval_s": 0.02},
+            "models": [{"name": "a", "kind": "scripted"}],
+        },
+    ).settings
+    path = fast.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    layer = watch_overrides(fast, clock=ManualClock(), actor="replica:r1")
+    threads: set[int] = set()
+    check = layer.check
+
+    def checked_in() -> bool:
+        threads.add(threading.get_ident())
+        return check()
+
+    layer.check = checked_in  # type: ignore[method-assign]
+    await layer.start()
+    try:
+        replace(path, user_entry(2000))
+        deadline = time.monotonic() + 10.0
+        while tokens(layer) != 2000:
+            assert time.monotonic() < deadline, "the change was not applied in time"
+            await asyncio.sleep(0.01)
+        assert threads and threading.get_ident() not in threads
+    finally:
+        await layer.aclose()
+    replace(path, user_entry(3000))
+    layer.check()  # closed: checks nothing any more
+    assert tokens(layer) == 2000
+
+
+async def test_aclose_waits_for_a_check_in_its_worker_thread(settings: KeelSettings) -> None:
+    """A check still running when aclose is called finishes before aclose returns; none
+    runs after."""
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    entered, release = threading.Event(), threading.Event()
+    read = watched.layer._read
+
+    def slow_read() -> bytes:
+        entered.set()
+        assert release.wait(10.0)
+        return read()
+
+    watched.layer._read = slow_read  # type: ignore[method-assign]
+    replace(path, user_entry(2000))
+    checking = asyncio.ensure_future(asyncio.to_thread(watched.layer.check))
+    assert await asyncio.to_thread(entered.wait, 10.0)
+    closing = asyncio.ensure_future(watched.layer.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=0.2)
+    assert not done, "aclose returned while a check was still running"
+    release.set()
+    await closing
+    assert checking.done() and await checking is True
+    assert tokens(watched.layer) == 2000
 
 
 def test_a_bad_change_is_refused_and_the_last_good_overrides_stay(
@@ -116,8 +191,8 @@ def test_a_bad_change_is_refused_and_the_last_good_overrides_stay(
     replace(path, user_entry(1000))
     watched = Watched(settings)
     replace(path, "users:\n  acme/bob:\n    server.port: 1\n")
-    watched.later()
     with caplog.at_level(logging.ERROR, logger="agentkeel.config.overrides"):
+        watched.later()
         assert tokens(watched.layer) == 1000
     assert watched.valid() == 0
     assert watched.reloads("rejected") == 1
@@ -159,8 +234,8 @@ def test_a_file_that_disappears_keeps_the_last_good_overrides(
     replace(path, user_entry(1000))
     watched = Watched(settings)
     path.unlink()
-    watched.later()
     with caplog.at_level(logging.WARNING, logger="agentkeel.config.overrides"):
+        watched.later()
         assert tokens(watched.layer) == 1000
     assert watched.valid() == 0
     assert "disappeared" in caplog.text
@@ -187,37 +262,79 @@ def test_a_bad_file_at_start_stops_the_start(settings: KeelSettings) -> None:
         Watched(settings)
 
 
-def test_an_applied_change_writes_one_audit_record_per_key(
+def changed(record: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    return [(c["entry"], c["key"], c["from"], c["to"]) for c in record["details"]["changes"]]
+
+
+def test_an_applied_change_writes_one_audit_record_listing_each_key(
     settings: KeelSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each entry and key that changed is one `overrides.changed` record with from and to;
-    a key added has from null, a key removed has to null."""
+    """A change of the file is one `overrides.changed` record whose changes name each entry
+    and key with from and to; a key added has from null, a key removed has to null."""
     path = settings.data_dir / "overrides.yaml"
     replace(path, user_entry(1000) + "  alice:\n    agent.memory_writes: false\n")
     watched = Watched(settings)
     with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
         watched.layer.record()
-        assert [(a["details"]["entry"], a["details"]["to"]) for a in audits(caplog)] == [
-            ("users.acme/bob", 1000),
-            ("users.alice", False),
+        [first] = audits(caplog)
+        assert changed(first) == [
+            ("users.acme/bob", "quotas.user_daily_tokens", None, 1000),
+            ("users.alice", "agent.memory_writes", None, False),
         ]
         caplog.clear()
         replace(path, user_entry(2000) + "organizations:\n  acme:\n    agent.tools: []\n")
         watched.later()
-        tokens(watched.layer)
-    records = audits(caplog)
-    assert [(r["details"]["entry"], r["details"]["key"]) for r in records] == [
-        ("organizations.acme", "agent.tools"),
-        ("users.acme/bob", "quotas.user_daily_tokens"),
-        ("users.alice", "agent.memory_writes"),
+    [record] = audits(caplog)
+    assert changed(record) == [
+        ("organizations.acme", "agent.tools", None, []),
+        ("users.acme/bob", "quotas.user_daily_tokens", 1000, 2000),
+        ("users.alice", "agent.memory_writes", False, None),
     ]
-    by_entry = {r["details"]["entry"]: r["details"] for r in records}
-    assert by_entry["organizations.acme"]["from"] is None
-    assert by_entry["organizations.acme"]["to"] == []
-    assert (by_entry["users.acme/bob"]["from"], by_entry["users.acme/bob"]["to"]) == (1000, 2000)
-    assert (by_entry["users.alice"]["from"], by_entry["users.alice"]["to"]) == (False, None)
-    assert {r["actor"] for r in records} == {"replica:r1"}
-    assert by_entry["users.alice"]["file"] == str(path)
+    assert record["actor"] == "replica:r1"
+    assert record["details"]["file"] == str(path)
+    assert record["details"]["previous_sha256"] == first["details"]["sha256"]
+
+
+def test_an_audit_that_fails_is_written_whole_once_by_the_next_check(
+    settings: KeelSettings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit file fails once: nothing of the change is recorded or applied; the next
+    check records every key of it exactly once."""
+    from agentkeel.telemetry.audit import audit as real_audit
+
+    path = settings.data_dir / "overrides.yaml"
+    replace(path, user_entry(1000))
+    watched = Watched(settings)
+    watched.layer.record()
+    calls = 0
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise AuditUnavailable("the audit file is not writable")
+        real_audit(*args, **kwargs)
+
+    monkeypatch.setattr("agentkeel.config.overrides_audit.audit", flaky)
+    replace(path, user_entry(2000) + "  alice:\n    agent.tools: []\n")
+    with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
+        caplog.clear()
+        watched.later()  # the first call: recorded and applied
+        assert tokens(watched.layer) == 2000
+        replace(path, user_entry(3000) + "  alice:\n    agent.tools: [calculator]\n")
+        watched.later()  # the second call fails: not applied
+        assert tokens(watched.layer) == 2000
+        watched.later()
+        assert tokens(watched.layer) == 3000
+    keys = [(entry, key, to) for r in audits(caplog) for entry, key, _, to in changed(r)]
+    assert sorted(keys) == sorted(
+        [
+            ("users.acme/bob", "quotas.user_daily_tokens", 2000),
+            ("users.alice", "agent.tools", []),
+            ("users.acme/bob", "quotas.user_daily_tokens", 3000),
+            ("users.alice", "agent.tools", ["calculator"]),
+        ]
+    )
 
 
 def test_replicas_sharing_a_data_dir_audit_a_change_once(
@@ -238,7 +355,7 @@ def test_replicas_sharing_a_data_dir_audit_a_change_once(
         one.later()
         assert tokens(two.layer) == 2000
         assert tokens(one.layer) == 2000
-        assert [(a["actor"], a["details"]["to"]) for a in audits(caplog)] == [("replica:r2", 2000)]
+        assert [(a["actor"], changed(a)[0][3]) for a in audits(caplog)] == [("replica:r2", 2000)]
         caplog.clear()
         Watched(settings, actor="replica:r3").layer.record()
         assert audits(caplog) == []
@@ -255,7 +372,7 @@ def test_a_change_made_while_no_replica_ran_is_audited_at_the_next_start(
     with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
         caplog.clear()
         Watched(settings, actor="replica:r9").layer.record()
-    assert [(a["details"]["from"], a["details"]["to"]) for a in audits(caplog)] == [(1000, 5000)]
+    assert [(c[2], c[3]) for a in audits(caplog) for c in changed(a)] == [(1000, 5000)]
 
 
 def test_no_file_and_no_history_writes_nothing(settings: KeelSettings) -> None:

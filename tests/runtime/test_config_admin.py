@@ -3,9 +3,11 @@ sources, behind the admin token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -56,6 +58,14 @@ class Replica:
         tmp.write_text(text)
         os.replace(tmp, self.overrides)
 
+    async def until(self, ready: Callable[[dict[str, Any]], bool], **params: str) -> None:
+        """Poll /admin/config?params until ``ready(body)``: the background check applied
+        the file (or refused it)."""
+        deadline = time.monotonic() + 10.0
+        while not ready((await self.config(**params)).json()):
+            assert time.monotonic() < deadline, "the overrides file was not checked in time"
+            await asyncio.sleep(0.01)
+
 
 ReplicaFactory = Callable[..., Awaitable[Replica]]
 
@@ -85,6 +95,7 @@ async def replica(tmp_path: Path) -> AsyncIterator[ReplicaFactory]:
                         {"name": "b", "kind": "scripted"},
                     ],
                     "model_chains": {"premium": ["b", "a"]},
+                    "flags": {"poll_interval_s": 0.02},
                     **extra,
                 },
             )
@@ -186,7 +197,8 @@ async def test_turns_follow_the_overrides_file_as_it_changes(replica: ReplicaFac
     assert await server.turns("alice", 2) == [200, 429]
     assert await server.turns("carol", 2) == [200, 200]
     server.save(OVERRIDES.replace("max_turns_per_session: 1", "max_turns_per_session: 3"))
-    server.clock.advance(1.0)
+    key = "guardrails.max_turns_per_session"
+    await server.until(lambda body: body["values"][key]["value"] == 3, user="alice")
     assert await server.turns("alice", 4) == [200, 200, 200, 429]
     shown = (await server.config(user="alice")).json()["values"]
     assert shown["guardrails.max_turns_per_session"] == {
@@ -203,7 +215,7 @@ async def test_a_bad_edit_keeps_the_last_good_overrides_and_says_why(
     the file on disk is not the one in force, and why."""
     server = await replica(OVERRIDES)
     server.save("users:\n  alice:\n    server.port: 1\n")
-    server.clock.advance(1.0)
+    await server.until(lambda body: body["overrides"]["valid"] is False, user="alice")
     assert await server.turns("alice", 2) == [200, 429]
     body = (await server.config(user="alice")).json()
     assert body["overrides"]["valid"] is False
@@ -220,18 +232,18 @@ async def test_the_overrides_in_force_at_start_are_audited(
     """The first replica to start audits the overrides that came into force, by name."""
     with caplog.at_level(logging.INFO, logger="agentkeel.audit"):
         await replica(OVERRIDES)
-    records = [
+    [record] = [
         r.__dict__["_audit"]
         for r in caplog.records
         if r.__dict__.get("action") == "overrides.changed"
     ]
-    assert {(r["details"]["entry"], r["details"]["key"]) for r in records} == {
+    assert {(c["entry"], c["key"]) for c in record["details"]["changes"]} == {
         ("organizations.acme", "agent.model_chain"),
         ("users.acme/bob", "quotas.user_daily_tokens"),
         ("users.alice", "guardrails.max_turns_per_session"),
     }
-    assert all(r["actor"].startswith("replica:") for r in records)
-    assert json.dumps(records)  # plain JSON values, as the audit file stores them
+    assert record["actor"].startswith("replica:")
+    assert json.dumps(record)  # plain JSON values, as the audit file stores them
 
 
 async def test_a_bad_overrides_file_stops_the_replica_before_it_serves(
@@ -263,3 +275,56 @@ async def test_a_user_override_wins_over_a_flag_on_the_replica(replica: ReplicaF
     assert carol == {"value": 200, "source": "flag", "detail": "variant short"}
     bob = (await server.config(user="bob", org="acme")).json()["values"][key]
     assert bob == {"value": 300, "source": "user", "detail": "acme/bob"}
+
+
+async def test_a_price_table_shows_the_layer_that_set_it(replica: ReplicaFactory) -> None:
+    """pricing set below the live layers (here the command options) is reported with that
+    layer, not as a default: its provenance is kept per entry."""
+    server = await replica(pricing={"a": {"input_per_million": 1.0, "output_per_million": 2.0}})
+    values = (await server.config(user="bob")).json()["values"]
+    assert values["pricing"]["source"] == "cli"
+    assert values["pricing"]["value"]["a"]["input_per_million"] == 1.0
+    assert values["agent.tools"]["source"] == "default"
+
+
+def evaluations(registry: CollectorRegistry) -> float:
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "agent_flag_evaluations_total"
+    )
+
+
+async def test_looking_at_a_users_settings_is_not_counted_as_a_turn(
+    replica: ReplicaFactory,
+) -> None:
+    """GET /admin/config evaluates the flags without counting them in
+    agent_flag_evaluations_total; a turn counts its evaluations."""
+    server = await replica(flags=FLAGS)
+    for _ in range(3):
+        body = (await server.config(user="carol", org="acme")).json()
+        assert body["values"]["guardrails.max_output_tokens"]["source"] == "flag"
+    assert evaluations(server.registry) == 0
+    assert await server.turns("carol", 1) == [200]
+    assert evaluations(server.registry) == 1
+
+
+async def test_admin_config_refuses_unknown_repeated_and_empty_parameters(
+    replica: ReplicaFactory,
+) -> None:
+    """A misspelt parameter (?organization=), one given twice or an empty one is a 422
+    invalid_query naming it, as /admin/usage answers, never silently ignored."""
+    server = await replica(OVERRIDES)
+    for query, needle in (
+        ("user=bob&organization=acme", "unknown query parameter(s) organization"),
+        ("user=bob&org=acme&org=globex", "org given more than once"),
+        ("user=bob&org=", "?org= is empty"),
+        ("user=", "?user= is empty"),
+        ("org=acme", "?user= is required"),
+        (f"user={'x' * 300}", "at most 256"),
+    ):
+        response = await server.client.get(f"/admin/config?{query}", headers=AUTH)
+        assert response.status_code == 422, (query, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "invalid_query" and needle in error["message"], (query, error)

@@ -34,7 +34,7 @@ class SwitchLayer:
     by_user: dict[str, dict[str, Any]] = field(default_factory=dict)
     contexts: list[TurnContext] = field(default_factory=list)
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
+    def values_for(self, context: TurnContext, *, counted: bool = True) -> Sequence[LayerValues]:
         self.contexts.append(context)
         values = {**self.by_user.get("*", {}), **self.by_user.get(context.user_id, {})}
         return [LayerValues("flag", values)] if values else []

@@ -310,7 +310,7 @@ async def test_admin_usage_checks_its_token_and_its_query(served: Served) -> Non
         ({"top": "ten"}, "top='ten'"),
         ({"period": "week"}, "period=day"),
         ({"user": "ana"}, "unknown query parameter(s) user"),
-        ({"org": ""}, "org must be"),
+        ({"org": ""}, "?org= is empty"),
     ):
         response = await served.admin("/admin/usage", **params)
         assert response.status_code == 422, (params, response.text)
@@ -322,3 +322,41 @@ async def test_admin_usage_checks_its_token_and_its_query(served: Served) -> Non
     assert response.status_code == 422
     empty = (await served.admin("/admin/usage", org="nobody")).json()
     assert (empty["organization"], empty["users"]) == ("nobody", [])
+
+
+@pytest.fixture
+def quota_flag(tmp_path: Path) -> None:
+    """A flag file in the served replica's data directory: a daily quota of 3000 for all."""
+    flag_file = tmp_path / "data" / "flags.json"
+    flag_file.parent.mkdir(parents=True, exist_ok=True)
+    flag_file.write_text(
+        '{"flags": {"quotas.user_daily_tokens": {"state": "ENABLED", '
+        '"variants": {"more": 3000}, "defaultVariant": "more"}}}'
+    )
+
+
+@pytest.fixture
+async def flagged(quota_flag: None, served: Served) -> Served:
+    return served
+
+
+async def test_usage_reports_resolve_quotas_without_counting_turns(flagged: Served) -> None:
+    """/admin/usage reads each user's quota through the flags (3000 here) without counting
+    those evaluations in agent_flag_evaluations_total."""
+
+    def evaluations() -> float:
+        return sum(
+            sample.value
+            for family in flagged.registry.collect()
+            for sample in family.samples
+            if sample.name == "agent_flag_evaluations_total"
+        )
+
+    assert (await flagged.turn("ana")).status_code == 200
+    counted = evaluations()
+    assert counted == 1
+    top = (await flagged.admin("/admin/usage")).json()
+    assert [row["quota"]["limit"] for row in top["users"]] == [3000]
+    user = (await flagged.admin("/admin/usage/users/ana")).json()
+    assert user["quota"]["user"]["day"]["limit"] == 3000
+    assert evaluations() == counted

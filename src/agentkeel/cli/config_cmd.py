@@ -6,8 +6,10 @@ NAME`` or ``KEEL_ENV``) < ``KEEL_*`` variables) plus the command's own options
 on top (layer ``cli``). ``config show`` prints each effective value and the
 layer that set it; with ``--user`` (``--org``, ``--task``) the live settings are
 resolved for that user through the feature flags and the overrides file, as a
-turn of theirs would be. Secrets are never settings values, only the files that
-hold them, so the table shows paths; passwords inside URLs are masked as well.
+turn of theirs would be. While the flag file or the overrides file is refused,
+the last good flags or overrides (what replicas keep serving) are used instead,
+with a warning that says why. Secrets are never settings values, only the files
+that hold them, so the table shows paths; passwords inside URLs are masked as well.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from pydantic_core import to_jsonable_python
 from rich.markup import escape
 from rich.table import Table
 
-from agentkeel.cli.output import exits_on_keel_error, stdout_console
+from agentkeel.cli.output import exits_on_keel_error, print_warning, stdout_console
 from agentkeel.config.layers import LoadedSettings, flatten, load_settings
 from agentkeel.config.live import LiveLayer, LiveSettings, TurnSettings
 from agentkeel.config.live_view import settings_for_user, shown_source
-from agentkeel.config.overrides import overrides_path, read_overrides
+from agentkeel.config.overrides import overrides_in_force
 from agentkeel.secrets.redact import redact_url
 
 LIVE_SOURCES = frozenset({"flag", "org", "user"})
@@ -131,18 +133,28 @@ def settings_rows(loaded: LoadedSettings, turn: TurnSettings | None = None) -> l
 def open_live_settings(loaded: LoadedSettings) -> Iterator[LiveSettings]:
     """The live settings a replica with ``loaded`` would resolve turns with: its feature
     flags (``open_flag_layer``: the flag file read once; none with ``flags.source: none``),
-    then its overrides file (read once); a ``ConfigError`` naming the problems when either
-    is not valid."""
+    then its overrides file (read once). A refused flag or overrides file is replaced by
+    the last good one replicas keep serving, with a warning on stderr that says why."""
     # Imported here: OpenFeature and flagd are heavy, and most commands never need them.
+    from agentkeel.config.flag_accepted import flags_in_force
     from agentkeel.config.flag_layer import open_flag_layer
 
     settings = loaded.settings
     with ExitStack() as stack:
         layers: list[LiveLayer] = []
-        flags = stack.enter_context(open_flag_layer(settings))
+        document = None
+        if settings.flags.source == "file":
+            shown = flags_in_force(settings)
+            if shown.warning is not None:
+                print_warning(shown.warning)
+            document = shown.document
+        flags = stack.enter_context(open_flag_layer(settings, document=document))
         if flags is not None:
             layers.append(flags)
-        layers.append(read_overrides(overrides_path(settings), settings=settings))
+        overrides = overrides_in_force(settings)
+        if overrides.warning is not None:
+            print_warning(overrides.warning)
+        layers.append(overrides.overrides)
         yield LiveSettings(settings, layers=layers, source_of=loaded.source_of)
 
 
@@ -179,7 +191,8 @@ def show(
         typer.Option(
             "--user",
             help="Resolve the live settings for this user's turns: feature flags, then "
-            "organization and user overrides.",
+            "organization and user overrides. The user id as sessions carry it; with a "
+            "'/' and no --org it is still one user id, outside any organization.",
         ),
     ] = None,
     org: Annotated[
@@ -203,6 +216,13 @@ def show(
         )
     loaded = load_cli_settings(ctx, config_path=config)
     turn = None
+    organization, slash, name = (user or "").partition("/")
+    if org is None and slash and organization and name:
+        print_warning(
+            f"--user {user} without --org is the user id '{user}' outside any organization. "
+            f"An overrides entry '{user}' is the user '{name}' of the organization "
+            f"'{organization}'; for that user, give --user {name} --org {organization}."
+        )
     if user is not None:
         with open_live_settings(loaded) as live:
             turn = settings_for_user(live, user=user, organization=org, task=task)

@@ -9,8 +9,10 @@ The flag file is ``flags.file``, else ``<data dir>/flags.json``. ``set`` validat
 whole resulting file before writing it, writes it and the replicas' accepted copy
 under their lock, and writes one audit record (``flags.changed``, from -> to, actor
 ``cli:<login>``); replicas apply it on their next turn within
-``flags.poll_interval_s``. A bad flag file, an unknown flag or variant exits 1 with
-every problem listed.
+``flags.poll_interval_s``. A key that is not a live setting, a bad resulting file, an
+unknown variant exits 1 with every problem listed. While the flag file is refused,
+``list`` and ``show`` show the accepted copy the replicas keep serving, with a
+warning that says why.
 """
 
 from __future__ import annotations
@@ -33,21 +35,23 @@ from agentkeel.cli.output import (
     exits_on_keel_error,
     print_error,
     print_json,
+    print_warning,
     stdout_console,
 )
-from agentkeel.config.flag_accepted import AcceptedFlags
+from agentkeel.config.flag_accepted import AcceptedFlags, FlagsInForce, flags_in_force
 from agentkeel.config.flag_changes import describe_changes
 from agentkeel.config.flag_edit import UNSET, FlagEditError, set_flag
 from agentkeel.config.flag_file import (
     FlagDefinition,
     FlagDocument,
     FlagFileError,
+    flag_key_problem,
     flag_source_path,
     load_flag_file,
 )
 from agentkeel.config.flag_layer import open_flag_layer
 from agentkeel.config.layers import LoadedSettings
-from agentkeel.config.live import TurnContext, base_values, live_keys
+from agentkeel.config.live import TurnContext, base_values
 
 flags_app = typer.Typer(
     name="flags",
@@ -88,10 +92,12 @@ def _file_source(loaded: LoadedSettings, command: str) -> Path:
     return flag_source_path(loaded.settings)
 
 
-def _document(path: Path, loaded: LoadedSettings) -> FlagDocument:
-    if not path.exists():
-        return FlagDocument.empty()
-    return load_flag_file(path, settings=loaded.settings)
+def _in_force(loaded: LoadedSettings) -> FlagsInForce:
+    """The flag file's document, or while it is refused the accepted copy, with a warning."""
+    shown = flags_in_force(loaded.settings)
+    if shown.warning is not None:
+        print_warning(shown.warning)
+    return shown
 
 
 @flags_app.command("list", epilog="Example: keel flags list --json")
@@ -103,31 +109,35 @@ def list_flags(
     """Show every flag of the flag file.
 
     For each: state, default variant, variants, targeting; then whether the replicas'
-    accepted copy holds this file.
+    accepted copy holds this file. While the file is refused: the accepted copy's flags
+    (what replicas serve), with a warning that says why.
     """
     loaded = load_cli_settings(ctx)
     path = _file_source(loaded, "list")
-    document = _document(path, loaded)
+    shown = _in_force(loaded)
+    document = shown.document
     accepted = _accepted_info(loaded, path, document)
     if as_json:
         print_json(
             {
                 "file": str(path),
                 "exists": path.exists(),
+                "refused": shown.refused.message if shown.refused is not None else None,
                 "flags": {key: flag.summary() for key, flag in document.flags.items()},
                 "accepted": accepted,
             }
         )
         return
     out = stdout_console()
+    where = "the accepted copy of " if shown.from_copy else ""
     if not document.flags:
         out.print(
-            f"No flags in {escape(str(path))}"
+            f"No flags in {where}{escape(str(path))}"
             + ("" if path.exists() else " (no such file yet)")
             + ". Add one: keel flags set KEY VARIANT --value JSON"
         )
         return
-    table = Table(title=f"flags in {escape(str(path))}", title_justify="left")
+    table = Table(title=f"flags in {where}{escape(str(path))}", title_justify="left")
     for column in ("flag", "state", "default variant", "variants", "targeting"):
         table.add_column(column, overflow="fold")
     for key, flag in document.flags.items():
@@ -162,20 +172,22 @@ def show(
     """Show a flag, the value it serves for a user and the base value it replaces.
 
     The base value is the one of the settings below the flags (defaults, keel.yaml,
-    environment). Without --user, targeting on the user sees no one.
+    environment). Without --user, targeting on the user sees no one. While the flag
+    file is refused: the accepted copy's flag (what replicas serve), with a warning.
     """
     loaded = load_cli_settings(ctx)
     settings = loaded.settings
-    if key not in live_keys():
-        raise FlagEditError(
-            f"'{key}' is not a setting flags may change; the live settings are: "
-            f"{', '.join(live_keys())}."
-        )
+    problem = flag_key_problem(key)
+    if problem is not None:
+        raise FlagEditError(f"'{key}' is {problem}.")
     document = FlagDocument.empty()
     path: Path | None = None
+    refused: str | None = None
     if settings.flags.source == "file":
         path = flag_source_path(settings)
-        document = _document(path, loaded)
+        shown = _in_force(loaded)
+        document = shown.document
+        refused = shown.refused.message if shown.refused is not None else None
     definition = document.flags.get(key)
     context = TurnContext(
         user_id=user or "",
@@ -196,6 +208,7 @@ def show(
         "key": key,
         "source": settings.flags.source,
         "file": str(path) if path is not None else None,
+        "refused": refused,
         "flag": definition.summary() if definition is not None else None,
         "context": {"user": user, "organization": org, "task": task},
         "served": served,

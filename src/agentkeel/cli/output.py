@@ -56,6 +56,16 @@ def print_error(exc: KeelError, *, console: Console | None = None) -> None:
         out.print(escape(rest), soft_wrap=True)
 
 
+def print_warning(message: str, *, console: Console | None = None) -> None:
+    """Print ``keel: warning: <message>`` in yellow on stderr (extra lines plain), for a
+    command that goes on with something other than what was asked."""
+    out = console or stderr_console()
+    first, _, rest = message.partition("\n")
+    out.print(f"[bold yellow]keel: warning:[/] [yellow]{escape(first)}[/]", soft_wrap=True)
+    if rest:
+        out.print(escape(rest), soft_wrap=True)
+
+
 def exits_on_keel_error(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a command so a ``KeelError`` becomes a red line and the right exit code."""
 

@@ -1,10 +1,15 @@
 """A replica's feature flags, put together: the gate, the flagd provider and the layer.
 
 ``source: file`` (the default): the ``FlagGate`` watches the flag file and keeps the
-accepted copy, the flagd provider (FILE resolver) evaluates that copy in process, and
-the ``FlagLayer`` evaluates the gate's flags at each turn. ``source: flagd``: the
-provider syncs from (or asks) a flagd service and the layer evaluates every live key.
-``source: none``: no flags (``build_feature_flags`` returns ``None``).
+accepted copy, ``ServedFlags`` (the flagd provider, FILE resolver) evaluates the
+document in force in process, and the ``FlagLayer`` evaluates the gate's flags at
+each turn, under the gate's lock. ``source: flagd``: the provider syncs from a flagd
+service and the layer evaluates every live key. ``source: none``: no flags
+(``build_feature_flags`` returns ``None``).
+
+``aclose`` stops the gate (waiting for a check in flight, so nothing is put in force
+after it), then shuts the provider down and unregisters it; with the file source it
+also waits for the provider's watcher thread to end.
 
 The agent server builds it in ``create_app`` and starts and stops it in its lifespan;
 ``report()`` is ``GET /admin/flags``.
@@ -21,22 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from openfeature.exception import OpenFeatureError
 
 from agentkeel.config.flag_accepted import AcceptedFlags
-from agentkeel.config.flag_file import FlagDefinition, FlagDocument, flag_source_path
+from agentkeel.config.flag_file import FlagDocument, flag_source_path
 from agentkeel.config.flag_gate import FlagGate
 from agentkeel.config.flag_layer import FlagLayer
-from agentkeel.config.flag_provider import (
-    BoundProvider,
-    file_provider,
-    flagd_provider,
-    reload_file_provider,
-)
+from agentkeel.config.flag_provider import BoundProvider, ServedFlags, flagd_provider
 from agentkeel.config.live import LayerValues, TurnContext
 from agentkeel.config.settings import KeelSettings
 from agentkeel.telemetry.metrics import FlagMetrics
@@ -47,35 +47,48 @@ logger = logging.getLogger("agentkeel.flags")
 
 
 class FeatureFlags:
-    """The flags of one process; it is the ``flag`` live layer (``values_for``)."""
+    """The flags of one process; it is the ``flag`` live layer (``values_for``).
+
+    Either ``gate`` and ``served`` (``source: file``) or ``bound`` (``source: flagd``).
+    """
 
     def __init__(
         self,
         *,
         settings: KeelSettings,
-        bound: BoundProvider,
-        gate: FlagGate | None,
+        gate: FlagGate | None = None,
+        served: ServedFlags | None = None,
+        bound: BoundProvider | None = None,
         metrics: FlagMetrics | None = None,
     ) -> None:
+        if (gate is None) != (served is None) or (gate is None) == (bound is None):
+            raise ValueError("FeatureFlags takes a gate and served flags, or a bound provider")
         self.settings = settings
-        self.bound = bound
         self.gate = gate
+        self.served = served
+        self.bound = bound
         self.metrics = metrics
-        self.layer = FlagLayer(
-            client=bound.client(),
-            settings=settings,
-            flags=self._in_force if gate is not None else lambda: None,
-            metrics=metrics,
-        )
-        self._opened = False
+        if gate is not None and served is not None:
+            client = served.client()
+            gate.before_apply = self._before_apply
+            self.layer = FlagLayer(
+                client=client,
+                settings=settings,
+                flags=lambda: gate.document.flags,
+                metrics=metrics,
+                lock=gate.lock,
+            )
+        else:
+            assert bound is not None
+            self.layer = FlagLayer(
+                client=bound.client(), settings=settings, flags=lambda: None, metrics=metrics
+            )
         self._started = False
         self._task: asyncio.Task[None] | None = None
-        if gate is not None:
-            gate.before_apply = self._before_apply
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
+    def values_for(self, context: TurnContext, *, counted: bool = True) -> Sequence[LayerValues]:
         """The ``LiveLayer``: the turn's flag values (none before ``start``)."""
-        return self.layer.values_for(context) if self._started else ()
+        return self.layer.values_for(context, counted=counted) if self._started else ()
 
     async def start(self) -> None:
         """Check the flag file and start watching it (file source), or connect to flagd."""
@@ -87,22 +100,35 @@ class FeatureFlags:
             interval = self.settings.flags.poll_interval_s
             self._task = asyncio.get_running_loop().create_task(gate.run(interval_s=interval))
         else:
+            assert self.bound is not None
             # A flagd service may be down now and up later: the provider connects in
             # the background, and evaluations fall back until it has.
-            self._open(wait=False)
+            try:
+                self.bound.open(wait=False)
+            except OpenFeatureError as exc:
+                _log_not_started(exc)
             if self.metrics is not None:
                 self.metrics.valid.set(1)
         self._started = True
 
     async def aclose(self) -> None:
-        """Stop watching and unregister the provider."""
+        """Stop watching (a check in flight finishes first), then shut the provider down
+        and unregister it."""
         self._started = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.to_thread(self.bound.close)
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        if self.gate is not None:
+            self.gate.close()  # waits for a check still running in its worker thread
+        if self.served is not None:
+            self.served.close()
+        if self.bound is not None:
+            self.bound.close()
 
     def report(self) -> dict[str, Any]:
         """``GET /admin/flags``: where the flags come from, whether the current file is
@@ -115,7 +141,7 @@ class FeatureFlags:
                 "flagd": {
                     "host": flags.flagd_host,
                     "port": flags.flagd_port,
-                    "resolver": flags.flagd_resolver,
+                    "resolver": "in-process",
                     "selector": flags.flagd_selector,
                 },
                 "valid": True,
@@ -136,29 +162,14 @@ class FeatureFlags:
             "flags": {key: flag.summary() for key, flag in document.flags.items()},
         }
 
-    def _in_force(self) -> Mapping[str, FlagDefinition]:
-        assert self.gate is not None
-        return self.gate.document.flags
-
     def _before_apply(self, document: FlagDocument) -> None:
-        # In the gate's worker thread, before the document's flags are evaluated: the
-        # provider has read the accepted copy by the time a turn asks for them.
-        if not self._opened:
-            self._open(wait=True)
-        else:
-            reload_file_provider(self.bound.provider)
-
-    def _open(self, *, wait: bool) -> None:
-        self._opened = True
+        # In the gate's worker thread, under its lock: the provider has read the
+        # document by the time a turn evaluates its flags.
+        assert self.served is not None
         try:
-            self.bound.open(wait=wait)
+            self.served.serve(document.content)
         except OpenFeatureError as exc:
-            # Evaluations fail (and fall back) until the provider can read its source.
-            logger.error(
-                "the flag provider did not start: %s",
-                exc.error_message or exc,
-                extra={"category": "flags"},
-            )
+            _log_not_started(exc)
 
 
 def build_feature_flags(
@@ -172,19 +183,22 @@ def build_feature_flags(
         return None
     if flags.source == "flagd":
         return FeatureFlags(
-            settings=settings,
-            bound=BoundProvider(flagd_provider(flags)),
-            gate=None,
-            metrics=metrics,
+            settings=settings, bound=BoundProvider(flagd_provider(flags)), metrics=metrics
         )
     source = flag_source_path(settings).absolute()
     accepted = AcceptedFlags(data_dir=settings.data_dir, source=source)
-    provider = file_provider(accepted.file, poll_interval_s=flags.poll_interval_s)
     gate = FlagGate(
         source=source, accepted=accepted, settings=settings, actor=actor, metrics=metrics
     )
-    return FeatureFlags(
-        settings=settings, bound=BoundProvider(provider), gate=gate, metrics=metrics
+    return FeatureFlags(settings=settings, gate=gate, served=ServedFlags(), metrics=metrics)
+
+
+def _log_not_started(exc: OpenFeatureError) -> None:
+    # Evaluations fail (and fall back) until the provider can read its source.
+    logger.error(
+        "the flag provider did not start: %s",
+        exc.error_message or exc,
+        extra={"category": "flags"},
     )
 
 

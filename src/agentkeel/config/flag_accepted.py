@@ -10,7 +10,13 @@ Replicas sharing a data directory share one copy per flag file::
 Only a validated document is ever written here. ``accept`` writes it under the lock
 and only when its hash differs from the copy's, so a change is accepted, and
 audited (``flags.changed``, with every change from what to what), once per data
-directory, by whichever process got there first.
+directory, by whichever process got there first. The new copy is staged beside the
+old one, the audit record written, and only then is the copy replaced: no replica
+can read a change that has no record (a record that cannot be written leaves the
+copy as it was).
+
+``flags_in_force`` is what commands show: the flag file, or while it is refused,
+the accepted copy the replicas keep serving.
 
 >>> copy = AcceptedFlags(data_dir=Path(".keel"), source=Path(".keel/flags.json"))
 >>> copy.accept(document, actor="replica:replica-1", source_sha256=digest)
@@ -20,13 +26,12 @@ directory, by whichever process got there first.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +39,24 @@ from agentkeel.config.flag_changes import flag_changes
 from agentkeel.config.flag_file import (
     FlagDocument,
     FlagFileError,
+    flag_source_path,
+    load_flag_file,
     parse_flag_bytes,
     parse_flag_document,
 )
-from agentkeel.storage.atomic import atomic_write
+from agentkeel.config.settings import KeelSettings
+from agentkeel.storage.atomic import atomic_write, staged_write
+from agentkeel.storage.file_lock import exclusive_lock
 from agentkeel.telemetry.audit import audit
 
-__all__ = ["FLAGS_CHANGED", "AcceptedFlags", "AcceptedState", "SourceChanged"]
+__all__ = [
+    "FLAGS_CHANGED",
+    "AcceptedFlags",
+    "AcceptedState",
+    "FlagsInForce",
+    "SourceChanged",
+    "flags_in_force",
+]
 
 FLAGS_CHANGED = "flags.changed"
 """The audit action of an accepted change of the flags."""
@@ -74,13 +90,8 @@ class AcceptedFlags:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the copy's lock (other processes and threads wait) for the block."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.lock_file):
             yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
 
     def read(self) -> FlagDocument | None:
         """The accepted document (flagd's syntax checked, as it was validated when
@@ -113,11 +124,11 @@ class AcceptedFlags:
         source_sha256: str,
         still_current: Callable[[], bool] | None = None,
     ) -> list[dict[str, Any]] | None:
-        """Put ``document`` (validated) in the copy under the lock and audit the change;
+        """Audit the change and put ``document`` (validated) in the copy, under the lock;
         the changes, or ``None`` when the copy holds it already (accepted elsewhere).
         With ``still_current``, raises ``SourceChanged`` when the source changed again
         since it was read (the next check takes the newer file). Raises
-        ``AuditUnavailable`` (the copy is restored) when the audit record cannot be
+        ``AuditUnavailable`` (the copy untouched) when the audit record cannot be
         written."""
         with self.locked():
             if still_current is not None and not still_current():
@@ -137,9 +148,9 @@ class AcceptedFlags:
             return None
         previous = self._previous(old_bytes)
         changes = flag_changes(previous, document)
-        old_state = self.state_file.read_bytes() if self.state_file.exists() else None
-        self._write(document, source_sha256=source_sha256, actor=actor)
-        try:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Fail closed: the copy is replaced only once its change is on record.
+        with staged_write(self.file, document.content):
             audit(
                 FLAGS_CHANGED,
                 actor=actor,
@@ -148,15 +159,7 @@ class AcceptedFlags:
                 sha256=document.sha256,
                 previous_sha256=old_sha,
             )
-        except BaseException:
-            # Fail closed: a change nobody can audit is not put in force.
-            if old_bytes is not None:
-                self._replace(self.file, old_bytes)
-            else:
-                self.file.unlink(missing_ok=True)
-            if old_state is not None:
-                atomic_write(self.state_file, old_state)
-            raise
+        self._write_state(document, source_sha256=source_sha256, actor=actor)
         return changes
 
     def _previous(self, old_bytes: bytes | None) -> FlagDocument:
@@ -168,9 +171,9 @@ class AcceptedFlags:
         except FlagFileError:
             return FlagDocument.empty()  # a damaged copy: everything reads as added
 
-    def _write(self, document: FlagDocument, *, source_sha256: str | None, actor: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._replace(self.file, document.content)
+    def _write_state(
+        self, document: FlagDocument, *, source_sha256: str | None, actor: str
+    ) -> None:
         state = {
             "sha256": document.sha256,
             "source": str(self.source),
@@ -180,16 +183,65 @@ class AcceptedFlags:
         }
         atomic_write(self.state_file, (json.dumps(state, indent=2) + "\n").encode())
 
-    @staticmethod
-    def _replace(target: Path, data: bytes) -> None:
-        """``atomic_write``, then a modification time later than the old one: the flagd
-        provider reloads a file only when its mtime grows, and two writes within one
-        clock tick of the file system would otherwise share one."""
+
+@dataclass(frozen=True, slots=True)
+class FlagsInForce:
+    """The flags a command shows for a flag file (``flags_in_force``)."""
+
+    source: Path
+    document: FlagDocument
+    refused: FlagFileError | None = None
+    """Why the flag file is not the document shown (it is refused); ``None`` when it is."""
+    from_copy: bool = False
+    """With ``refused``: whether ``document`` is the accepted copy (else no flags: there
+    is none)."""
+    accepted: AcceptedState | None = None
+    """Who accepted the copy shown, and when, where its state says."""
+
+    @property
+    def warning(self) -> str | None:
+        """What to tell the operator when the file is refused: why, and what is shown."""
+        if self.refused is None:
+            return None
+        if not self.from_copy:
+            shown = "there is no accepted copy, so replicas serve no flags from it"
+        else:
+            shown = "showing the last good flags, the accepted copy replicas keep serving"
+            if self.accepted is not None:
+                when = datetime.fromtimestamp(self.accepted.accepted_at, tz=UTC).isoformat()
+                shown += (
+                    f" (sha256 {self.accepted.sha256[:12]}, accepted {when} by "
+                    f"{self.accepted.actor})"
+                )
+        return f"{self.refused.message}\nThe flag file is refused; {shown}."
+
+
+def flags_in_force(settings: KeelSettings) -> FlagsInForce:
+    """The flags of ``settings``' flag file as replicas serve them: the file, validated
+    (no flags when it does not exist); when it is refused, the accepted copy they keep
+    serving, with the refusal (``FlagsInForce.warning``).
+
+    >>> shown = flags_in_force(settings)
+    >>> shown.warning is None, sorted(shown.document.flags)
+    (True, ['agent.model_chain'])
+    """
+    source = flag_source_path(settings)
+    if not source.exists():
+        return FlagsInForce(source=source, document=FlagDocument.empty())
+    try:
+        return FlagsInForce(source=source, document=load_flag_file(source, settings=settings))
+    except FlagFileError as refused:
+        copy = AcceptedFlags(data_dir=settings.data_dir, source=source.absolute())
         try:
-            before = target.stat().st_mtime_ns
-        except FileNotFoundError:
-            before = None
-        atomic_write(target, data)
-        if before is not None and target.stat().st_mtime_ns <= before:
-            later = before + 1_000_000
-            os.utime(target, ns=(later, later))
+            document = copy.read()
+        except (FlagFileError, OSError):
+            document = None
+        if document is None:
+            return FlagsInForce(source=source, document=FlagDocument.empty(), refused=refused)
+        return FlagsInForce(
+            source=source,
+            document=document,
+            refused=refused,
+            from_copy=True,
+            accepted=copy.read_state(),
+        )

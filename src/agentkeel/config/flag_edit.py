@@ -1,12 +1,13 @@
 """Changing a flag from a command (``keel flags set``): one locked edit of the flag file.
 
-Under the accepted copy's lock: read the flag file, switch the flag's default variant
-(``value`` defines or changes that variant, and creates the flag when it is new; ``state``
-enables or disables it), validate the whole resulting document, write the file, then
-put the document in the accepted copy and audit it with the command's actor. Replicas
-then find the copy already holding their file's document and do not audit it again;
-they apply it within ``flags.poll_interval_s``. Nothing is written when the result
-does not validate.
+The key must be a live setting (checked first). Under the accepted copy's lock: read
+the flag file, switch the flag's default variant (``value`` defines or changes that
+variant, and creates the flag when it is new; ``state`` enables or disables it),
+validate the whole resulting document, stage the new file, audit the change with the
+command's actor and put the document in the accepted copy, then replace the file.
+Replicas then find the copy already holding their file's document and do not audit it
+again; they apply it within ``flags.poll_interval_s``. Nothing is written when the
+result does not validate or its audit record cannot be written.
 
 >>> edit = set_flag(settings, "agent.model_chain", "premium", actor="cli:ana")
 >>> edit.changes
@@ -28,6 +29,7 @@ from agentkeel.config.flag_accepted import AcceptedFlags
 from agentkeel.config.flag_file import (
     FlagDocument,
     FlagFileError,
+    flag_key_problem,
     flag_source_path,
     is_yaml,
     parse_flag_bytes,
@@ -35,7 +37,7 @@ from agentkeel.config.flag_file import (
 )
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
-from agentkeel.storage.atomic import atomic_write
+from agentkeel.storage.atomic import staged_write
 
 __all__ = ["UNSET", "FlagEdit", "FlagEditError", "set_flag"]
 
@@ -73,8 +75,12 @@ def set_flag(
     state: Literal["ENABLED", "DISABLED"] | None = None,
 ) -> FlagEdit:
     """Make ``variant`` the default of flag ``key`` in the configured flag file and put
-    the file in force (module docstring). Raises ``FlagEditError`` for a variant the
-    flag lacks (without ``value``), ``FlagFileError`` when the result is not valid."""
+    the file in force (module docstring). Raises ``FlagEditError`` for a key that is not a
+    live setting or a variant the flag lacks (without ``value``), ``FlagFileError`` when
+    the result is not valid."""
+    problem = flag_key_problem(key)
+    if problem is not None:
+        raise FlagEditError(f"'{key}' is {problem}.")
     source = flag_source_path(settings).absolute()
     accepted = AcceptedFlags(data_dir=settings.data_dir, source=source)
     with accepted.locked():
@@ -110,10 +116,11 @@ def set_flag(
         document = validate_flag_document(data, origin=str(source), settings=settings)
         raw = _serialized(data, yaml_format=is_yaml(source))
         source.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(source, raw)
-        changes = accepted.accept_locked(
-            document, actor=actor, source_sha256=hashlib.sha256(raw).hexdigest()
-        )
+        # The file is replaced only once the change is audited and in the accepted copy.
+        with staged_write(source, raw):
+            changes = accepted.accept_locked(
+                document, actor=actor, source_sha256=hashlib.sha256(raw).hexdigest()
+            )
     return FlagEdit(
         key=key, source=source, document=document, created=created, changes=changes or []
     )

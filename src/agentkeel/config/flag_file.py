@@ -29,7 +29,6 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -38,9 +37,8 @@ import yaml
 from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.contrib.tools.flagd.core.targeting.targeting import OPERATORS
 from openfeature.exception import OpenFeatureError
-from pydantic import BaseModel
 
-from agentkeel.config.live import check_live, live_keys
+from agentkeel.config.live import check_live, live_keys, setting_field
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError
 
@@ -50,6 +48,7 @@ __all__ = [
     "FlagFileError",
     "SettingKind",
     "canonical_flag_bytes",
+    "flag_key_problem",
     "flag_source_path",
     "load_flag_file",
     "parse_flag_bytes",
@@ -213,20 +212,24 @@ def validate_flag_document(
     return _document(data, definitions)
 
 
-@cache
+def flag_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a flag (it is not a live setting), or ``None`` when it can.
+
+    >>> flag_key_problem("server.port")
+    'not a setting flags may change; the live settings are: agent.model_chain, ...'
+    """
+    if key in live_keys():
+        return None
+    return f"not a setting flags may change; the live settings are: {', '.join(live_keys())}"
+
+
 def setting_kind(key: str) -> SettingKind:
     """How the live setting ``key`` is evaluated: lists and tables are object flags.
 
     >>> setting_kind("guardrails.max_steps_per_turn"), setting_kind("agent.tools")
     ('integer', 'object')
     """
-    model: type[BaseModel] = KeelSettings
-    *path, name = key.split(".")
-    for part in path:
-        section = model.model_fields[part].annotation
-        assert isinstance(section, type) and issubclass(section, BaseModel), key
-        model = section
-    annotation: Any = model.model_fields[name].annotation
+    annotation: Any = setting_field(key).annotation
     if get_origin(annotation) in (Union, UnionType):
         members = [arg for arg in get_args(annotation) if arg is not NoneType]
         annotation = members[0] if len(members) == 1 else annotation
@@ -358,11 +361,9 @@ def _variant_name(value: Any) -> str:
 
 def _keel_problems(flag: FlagDefinition, *, settings: KeelSettings) -> list[str]:
     key = flag.key
-    if key not in live_keys():
-        return [
-            f"flag '{key}': not a setting flags may change; flag keys are the live "
-            f"settings: {', '.join(live_keys())}"
-        ]
+    problem = flag_key_problem(key)
+    if problem is not None:
+        return [f"flag '{key}': {problem}"]
     problems: list[str] = []
     for name, value in flag.variants.items():
         where = f"flag '{key}' variant '{name}'"

@@ -5,12 +5,18 @@ accepted copy (``flag_accepted.py``); only when one changed does it do more, in 
 worker thread:
 
 - a changed source is validated (``flag_file.validate_flag_document``). A file that
-  passes is accepted: written to the accepted copy under its lock and audited, once
-  per data directory. A file that fails is refused: the error, with every problem,
+  passes is accepted, under the copy's lock: audited, then written to the accepted
+  copy, once per data directory. A file that fails is refused: the error, with every problem,
   is logged, ``agent_flags_valid`` drops to 0, and the last good flags stay.
 - a changed accepted copy (this replica's accept, another replica's, or
-  ``keel flags set``) becomes the document in force: the flagd provider is asked to
-  reload it first, then the gate's ``document`` (the flags a turn evaluates) follows.
+  ``keel flags set``) becomes the document in force: under the gate's ``lock``,
+  ``before_apply`` hands it to the flagd provider (which has read it when the call
+  returns), then the gate's ``document`` (the flags a turn evaluates) follows. A
+  turn evaluates its flags under the same lock, so it sees the old document or the
+  new one, never a mix, and never a flag the provider no longer has.
+
+``close`` waits for a check running in its worker thread to finish and stops any
+later one, so nothing is put in force after it returns.
 
 A flag file missing at start means no flags until it appears; one that disappears
 later keeps the last good flags, with a warning. With a refused file at start, the
@@ -27,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,14 +49,12 @@ from agentkeel.config.flag_file import (
 )
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import KeelError
+from agentkeel.storage.file_stamp import FileStamp, file_stamp
 from agentkeel.telemetry.metrics import FlagMetrics
 
 __all__ = ["FlagGate"]
 
 logger = logging.getLogger("agentkeel.flags")
-
-_Stamp = tuple[int, int, int]
-"""(inode, size, mtime in ns): a file replaced or written has another stamp."""
 
 _UNSEEN: object = object()
 
@@ -77,9 +81,12 @@ class FlagGate:
         self.metrics = metrics
         self.clock = clock
         self.before_apply = before_apply
-        """Called with a new document before it is in force (the provider reloads)."""
+        """Called with a new document before it is in force, under ``lock`` (the
+        provider reads it)."""
+        self.lock = threading.Lock()
+        """Held while the flags in force change, and by a turn while it evaluates them."""
         self.document = FlagDocument.empty()
-        """The flags in force: what each turn evaluates."""
+        """The flags in force: what each turn evaluates (read it under ``lock``)."""
         self.valid = True
         """False while the current file is refused or missing (the last good flags stay)."""
         self.error: str | None = None
@@ -92,6 +99,8 @@ class FlagGate:
         self._follow = False
         """Whether the accepted copy is followed: not when the file was missing at start."""
         self._started = False
+        self._checking = threading.Lock()
+        self._closed = False
 
     # -- the loop -------------------------------------------------------------------
 
@@ -103,36 +112,71 @@ class FlagGate:
 
     async def run(self, *, interval_s: float) -> None:
         """Check every ``interval_s`` until cancelled: a stat of both files on the loop,
-        the rest in a worker thread when one of them changed."""
+        the rest in a worker thread when one of them changed. Cancelling it does not stop
+        a check already in its thread: ``close`` waits for that one."""
         if not self._started:
             await asyncio.to_thread(self.start)
         while True:
             await asyncio.sleep(interval_s)
-            if self.changed():
-                await asyncio.to_thread(self.check)
+            try:
+                changed = self.changed()
+            except OSError as exc:
+                # No permission to look, for now: the flags in force stay; try again.
+                logger.warning(
+                    "cannot check the flag file %s: %s",
+                    self.source,
+                    exc,
+                    extra={"category": "flags"},
+                )
+                continue
+            if changed:
+                try:
+                    await asyncio.to_thread(self.check)
+                except Exception:
+                    # A bug, not a bad file: say so, keep the flags in force and keep watching.
+                    logger.exception(
+                        "checking the flag file %s failed; the flags in force stay",
+                        self.source,
+                        extra={"category": "flags"},
+                    )
 
     def changed(self) -> bool:
         """Whether the source or the followed copy changed since the last check (two stats)."""
-        if _stamp(self.source) != self._source_stamp:
+        if file_stamp(self.source) != self._source_stamp:
             return True
-        return self._follow and _stamp(self.accepted.file) != self._accepted_stamp
+        return self._follow and file_stamp(self.accepted.file) != self._accepted_stamp
 
     def check(self) -> None:
-        """One check of the source, then of the accepted copy (blocking file work)."""
-        stamp = _stamp(self.source)
-        if stamp != self._source_stamp:
-            self._source_stamp = stamp
-            self._check_source(stamp)
-        if self._follow:
-            copy = _stamp(self.accepted.file)
-            if copy != self._accepted_stamp:
-                self._accepted_stamp = copy
-                self._load_accepted()
-        self._publish_validity()
+        """One check of the source, then of the accepted copy (blocking file work); does
+        nothing once ``close`` was called."""
+        with self._checking:
+            if self._closed:
+                return
+            try:
+                stamp = file_stamp(self.source)
+            except OSError as exc:
+                self._refuse(FlagFileError(str(self.source), [f"cannot be read: {exc}"]))
+                stamp = None
+            else:
+                if stamp != self._source_stamp:
+                    self._source_stamp = stamp
+                    self._check_source(stamp)
+            if self._follow:
+                copy = file_stamp(self.accepted.file)
+                if copy != self._accepted_stamp:
+                    self._accepted_stamp = copy
+                    self._load_accepted()
+            self._publish_validity()
+
+    def close(self) -> None:
+        """No check after this one; a check running in a worker thread finishes first
+        (blocking: call it off the event loop)."""
+        with self._checking:
+            self._closed = True
 
     # -- the source -----------------------------------------------------------------
 
-    def _check_source(self, stamp: _Stamp | None) -> None:
+    def _check_source(self, stamp: FileStamp | None) -> None:
         if stamp is None:
             self._source_missing()
             return
@@ -232,9 +276,25 @@ class FlagGate:
         if document is None or document.sha256 == self.document.sha256:
             return
         changes = flag_changes(self.document, document)
-        if self.before_apply is not None:
-            self.before_apply(document)
-        self.document = document
+        with self.lock:
+            # Held only while the provider reads the new copy: turns wait that long.
+            try:
+                if self.before_apply is not None:
+                    self.before_apply(document)
+            except OSError as exc:
+                # The provider's copy could not be written: neither it nor the document
+                # changed. The next check tries again.
+                self._accepted_stamp = _UNSEEN
+                logger.error(
+                    "the flags of %s (sha256 %s) could not be put in force: %s; the flags "
+                    "in force stay",
+                    self.accepted.file,
+                    document.sha256[:12],
+                    exc,
+                    extra={"category": "flags"},
+                )
+                return
+            self.document = document
         self.applied_at = self.clock()
         if self.metrics is not None:
             self.metrics.applied_at.set(self.applied_at)
@@ -249,14 +309,6 @@ class FlagGate:
     def _publish_validity(self) -> None:
         if self.metrics is not None:
             self.metrics.valid.set(1 if self.valid else 0)
-
-
-def _stamp(path: Path) -> _Stamp | None:
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _sha256_of(path: Path) -> str | None:

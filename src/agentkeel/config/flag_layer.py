@@ -11,11 +11,14 @@ organization), so a ``fractional`` rollout buckets per user, and the attributes
 A flag whose evaluation fails, or whose value does not pass ``check_live`` (a remote
 flagd's, or a chain this replica lacks), leaves its setting to the layers below for
 that turn, with a warning at most once a minute per flag. Disabled flags and flags
-without a variant for the context leave it too. Each evaluation is counted in
-``agent_flag_evaluations_total{flag, variant}``.
+without a variant for the context leave it too. Each evaluation of a turn is counted
+in ``agent_flag_evaluations_total{flag, variant}``; a look that is not a turn
+(``counted=False``: ``GET /admin/config``, usage reports) is not. With a ``lock`` (the
+gate's), a turn's flags are evaluated under it, all of them against one document.
 
 ``open_flag_layer(settings)`` is the one-shot form commands use (``keel flags show``,
-``keel config show --user``): it reads the configured flag file directly.
+``keel config show --user``): it reads the configured flag file directly, or the
+document it is given.
 
 >>> with open_flag_layer(settings) as layer:
 ...     layer.values_for(TurnContext(user_id="ana", organization="acme", agent_id="support",
@@ -27,12 +30,10 @@ without a variant for the context leave it too. Each evaluation is counted in
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from openfeature.client import OpenFeatureClient
@@ -48,12 +49,7 @@ from agentkeel.config.flag_file import (
     load_flag_file,
     setting_kind,
 )
-from agentkeel.config.flag_provider import (
-    BACKUP_POLL_S,
-    BoundProvider,
-    file_provider,
-    flagd_provider,
-)
+from agentkeel.config.flag_provider import BoundProvider, ServedFlags, flagd_provider
 from agentkeel.config.live import LayerValues, TurnContext, base_values, check_live, live_keys
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError, Unavailable
@@ -111,6 +107,8 @@ class FlagLayer:
 
     ``flags()`` returns the flags in force (the accepted document's), or ``None`` to
     evaluate every live key (``source: flagd``, where keel does not see the document).
+    ``lock`` is held while ``flags()`` is read and its flags evaluated (the gate's: the
+    document and the provider change together under it).
     """
 
     def __init__(
@@ -121,10 +119,12 @@ class FlagLayer:
         flags: Callable[[], Mapping[str, FlagDefinition] | None],
         metrics: FlagMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self._flags = flags
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         self._metrics = metrics
         self._monotonic = monotonic
         self._all_keys = live_keys()
@@ -142,29 +142,33 @@ class FlagLayer:
         self._warned: dict[str, float] = {}
         self._seen: dict[str, set[str]] = {}
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
-        """The flag values of a turn of ``context`` (see the module docstring)."""
-        flags = self._flags()
-        keys = self._all_keys if flags is None else tuple(flags)
-        if not keys:
-            return ()
-        evaluation = evaluation_context(context)
+    def values_for(self, context: TurnContext, *, counted: bool = True) -> Sequence[LayerValues]:
+        """The flag values of a turn of ``context`` (see the module docstring); with
+        ``counted=False`` the evaluations are not counted."""
         values: dict[str, Any] = {}
         detail: dict[str, str] = {}
-        for key in keys:
-            outcome = self._evaluate(key, evaluation, flags)
-            if outcome is None:
-                continue
-            if self._metrics is not None:
-                self._metrics.evaluations_for(key, outcome.label).inc()
-            if outcome.served:
-                values[key] = outcome.value
-                detail[key] = f"variant {outcome.variant}"
+        metrics = self._metrics if counted else None
+        with self._lock:
+            flags = self._flags()
+            keys = self._all_keys if flags is None else tuple(flags)
+            if not keys:
+                return ()
+            evaluation = evaluation_context(context)
+            for key in keys:
+                outcome = self._evaluate(key, evaluation, flags)
+                if outcome is None:
+                    continue
+                if metrics is not None:
+                    metrics.evaluations_for(key, outcome.label).inc()
+                if outcome.served:
+                    values[key] = outcome.value
+                    detail[key] = f"variant {outcome.variant}"
         return (LayerValues("flag", values, detail),) if values else ()
 
     def explain(self, context: TurnContext, key: str) -> FlagOutcome | None:
         """How ``key`` evaluates for ``context`` (not counted); ``None`` when no flag sets it."""
-        return self._evaluate(key, evaluation_context(context), self._flags())
+        with self._lock:
+            return self._evaluate(key, evaluation_context(context), self._flags())
 
     def _evaluate(
         self,
@@ -260,8 +264,9 @@ def open_flag_layer(
     ``source: file`` reads the configured flag file directly (``flag_source_path``),
     validated: a bad file raises its ``FlagFileError`` (a ``ConfigError`` listing every
     problem); a missing one means no flags. ``document`` evaluates that document
-    instead. ``source: flagd`` connects to flagd first and raises ``Unavailable`` when
-    it does not answer within the provider's deadline.
+    instead (``flags_in_force``: what the replicas serve while the file is refused).
+    ``source: flagd`` connects to flagd first and raises ``Unavailable`` when it does not
+    answer within the provider's deadline.
 
     >>> with open_flag_layer(load_settings().settings) as layer:
     ...     outcome = layer.explain(context, "agent.model_chain") if layer else None
@@ -277,8 +282,8 @@ def open_flag_layer(
                 client = bound.open(wait=True)
             except OpenFeatureError as exc:
                 raise Unavailable(
-                    f"flagd at {flags.flagd_host}:{flags.flagd_port} ({flags.flagd_resolver}) "
-                    f"did not answer: {exc.error_message or exc}; check flags.flagd_host and "
+                    f"flagd at {flags.flagd_host}:{flags.flagd_port} did not answer: "
+                    f"{exc.error_message or exc}; check flags.flagd_host and "
                     "flags.flagd_port, or that flagd is running"
                 ) from None
             yield FlagLayer(client=client, settings=settings, flags=lambda: None)
@@ -290,17 +295,13 @@ def open_flag_layer(
         document = (
             load_flag_file(path, settings=settings) if path.exists() else FlagDocument.empty()
         )
-    with tempfile.TemporaryDirectory(prefix="keel-flags-") as scratch:
-        copy = Path(scratch) / "flags.json"
-        copy.write_bytes(document.content)
-        # One read: nothing changes during a command.
-        bound = BoundProvider(file_provider(copy, poll_interval_s=BACKUP_POLL_S))
+    served = ServedFlags()
+    try:
         try:
-            try:
-                client = bound.open(wait=True)
-            except OpenFeatureError as exc:  # pragma: no cover - the document was validated
-                raise FlagFileError(str(copy), [str(exc.error_message or exc)]) from None
-            in_force = document.flags
-            yield FlagLayer(client=client, settings=settings, flags=lambda: in_force)
-        finally:
-            bound.close()
+            served.serve(document.content)
+        except OpenFeatureError as exc:  # pragma: no cover - the document was validated
+            raise FlagFileError(str(served.file), [str(exc.error_message or exc)]) from None
+        in_force = document.flags
+        yield FlagLayer(client=served.client(), settings=settings, flags=lambda: in_force)
+    finally:
+        served.close()

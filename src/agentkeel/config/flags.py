@@ -5,8 +5,9 @@ Feature flags are evaluated through OpenFeature with the flagd provider. With
 process: the file is watched, validated (flagd's syntax, then keel's allowlist
 of live settings and their types) and only a file that passes is put in force;
 a file that fails keeps the last good flags. With ``source: flagd`` the
-replicas take their flags from a flagd service (in-process sync over gRPC, or
-remote evaluation), for fleets. ``none`` turns flags off.
+replicas take their flags from a flagd service, for fleets: synced over gRPC and
+evaluated in process, so a turn never waits for the network. ``none`` turns
+flags off.
 
 Per-user and per-organization overrides come from one YAML file, watched the
 same way; they win over flags. Only live settings (``KeelSettings.LIVE``) may
@@ -18,7 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RPC_REFUSED = (
+    "flagd_resolver 'rpc' is not supported: it asks flagd over the network for every live "
+    "setting at the start of every turn, and those calls would hold up every other turn of "
+    "the replica. Use flagd_resolver: in-process (the default: flagd syncs the flags to the "
+    "replica, on port 8015, and each turn evaluates them locally), or remove the key."
+)
 
 
 class FlagsSettings(BaseModel):
@@ -44,17 +52,24 @@ class FlagsSettings(BaseModel):
         default=8015,
         ge=1,
         le=65535,
-        description="source=flagd: 8015 for in-process sync, 8013 for remote evaluation.",
+        description="source=flagd: flagd's sync port (8015).",
     )
-    flagd_resolver: Literal["in-process", "rpc"] = Field(
+    flagd_resolver: Literal["in-process"] = Field(
         default="in-process",
-        description="source=flagd: in-process (flags synced, evaluated locally: no network "
-        "call per turn) or rpc (each evaluation asks flagd).",
+        description="source=flagd: in-process, the only resolver: flags synced from flagd, "
+        "evaluated in the replica (no network call per turn).",
     )
     flagd_tls: bool = Field(default=False, description="source=flagd: connect with TLS.")
     flagd_selector: str | None = Field(
         default=None, description="source=flagd: the flag set (selector) to sync."
     )
+
+    @field_validator("flagd_resolver", mode="before")
+    @classmethod
+    def _no_rpc(cls, value: object) -> object:
+        if value == "rpc":
+            raise ValueError(RPC_REFUSED)
+        return value
 
 
 class OverridesSettings(BaseModel):

@@ -33,6 +33,8 @@ ENVIRONMENT_ENV = "KEEL_ENV"
 _ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 # Names that hold a secret value; *_FILE variants (a path) and KEEL_SECRETS_DIR are fine.
 _SECRET_SUFFIXES = ("API_KEY", "_TOKEN", "PASSWORD", "_SECRET_VALUE")
+_FIXED_ORDER = ("default", "file", "overlay", "env", "cli")
+"""The fixed layers' names, lowest first (for ``LoadedSettings`` made without ``layers``)."""
 
 
 class Layer(Protocol):
@@ -128,12 +130,26 @@ class LoadedSettings:
     """Layer name → its detail, for the layers that have one (``overlay`` → its file)."""
     environment: str | None = None
     """The environment whose overlay was read (``--env`` / ``KEEL_ENV``), if any."""
+    layers: tuple[str, ...] = ()
+    """The layers' names, lowest first, in the order they were merged."""
 
     def source_of(self, key: str) -> str:
+        """The layer that set ``key``. A table (``pricing``) that layers fill entry by
+        entry is the highest layer that set one of its entries; ``default`` when none did.
+
+        >>> loaded.source_of("server.port"), loaded.source_of("pricing")
+        ('env', 'file')
+        """
         for prefix in _prefixes(key):
             if prefix in self.provenance:
                 return self.provenance[prefix]
-        return "default"
+        inside = f"{key}."
+        found = [layer for dotted, layer in self.provenance.items() if dotted.startswith(inside)]
+        return max(found, key=self._rank) if found else "default"
+
+    def _rank(self, layer: str) -> int:
+        order = self.layers or _FIXED_ORDER
+        return order.index(layer) if layer in order else len(order)
 
     def detail_of(self, key: str) -> str | None:
         """The detail of the layer that set ``key`` (the overlay's file name), or ``None``."""
@@ -245,7 +261,11 @@ def load_settings(
         raise ConfigError(_explain(exc, provenance)) from exc
     chosen = None if layers is not None else chosen_environment(environment, environ=environ)
     return LoadedSettings(
-        settings=settings, provenance=provenance, details=details, environment=chosen
+        settings=settings,
+        provenance=provenance,
+        details=details,
+        environment=chosen,
+        layers=tuple(layer.name for layer in stack),
     )
 
 

@@ -24,6 +24,7 @@ from functools import cache
 from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from agentkeel.config.quotas import ModelPrice, QuotaSettings
 from agentkeel.config.settings import GuardrailSettings, KeelSettings
@@ -73,9 +74,15 @@ class LayerValues:
 
 
 class LiveLayer(Protocol):
-    """A source of live values: feature flags, or the overrides file."""
+    """A source of live values: feature flags, or the overrides file.
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]: ...
+    ``counted=False`` is a look that is not a turn (``GET /admin/config``, the quotas
+    of a usage report): a layer that counts its evaluations leaves it out.
+    """
+
+    def values_for(
+        self, context: TurnContext, *, counted: bool = True
+    ) -> Sequence[LayerValues]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +179,25 @@ class LiveSettings:
 
     def for_turn(self, context: TurnContext) -> TurnSettings:
         """The settings in force for a turn of ``context``, every layer applied in order."""
-        found = [lv for layer in self.layers for lv in layer.values_for(context) if lv.values]
+        return self._resolve(context, counted=True)
+
+    def preview(self, context: TurnContext) -> TurnSettings:
+        """What ``for_turn`` would give a turn of ``context`` now, without counting it as
+        one (flag evaluations are not counted): for admin views and reports.
+
+        >>> live.preview(TurnContext(user_id="bob", organization="acme", agent_id="support",
+        ...                          version="v1")).quotas.user_daily_tokens
+        5000000
+        """
+        return self._resolve(context, counted=False)
+
+    def _resolve(self, context: TurnContext, *, counted: bool) -> TurnSettings:
+        found = [
+            lv
+            for layer in self.layers
+            for lv in layer.values_for(context, counted=counted)
+            if lv.values
+        ]
         if not found:
             return self.base
         values = dict(self._base_values)
@@ -232,14 +257,24 @@ def _get(settings: KeelSettings, key: str) -> Any:
 
 
 @cache
-def _adapter(key: str) -> TypeAdapter[Any]:
+def setting_field(key: str) -> FieldInfo:
+    """The settings model's field for the dotted key ``key``, walked section by section.
+
+    >>> setting_field("guardrails.max_steps_per_turn").annotation
+    <class 'int'>
+    """
     model: type[BaseModel] = KeelSettings
     *path, name = key.split(".")
     for part in path:
         section = model.model_fields[part].annotation
         assert isinstance(section, type) and issubclass(section, BaseModel), key
         model = section
-    info = model.model_fields[name]
+    return model.model_fields[name]
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter[Any]:
+    info = setting_field(key)
     annotation: Any = info.annotation
     if info.metadata:
         annotation = Annotated[(annotation, *info.metadata)]

@@ -40,18 +40,19 @@ def settings_for_user(
     user: str,
     organization: str | None = None,
     task: str | None = None,
+    counted: bool = True,
 ) -> TurnSettings:
     """The live settings a turn of ``user`` (in ``organization``, for ``task``) would get
-    now, from the agent of ``live.settings``."""
-    return live.for_turn(
-        TurnContext(
-            user_id=user,
-            organization=organization,
-            agent_id=live.settings.agent.id,
-            version=live.settings.agent.version,
-            task=task,
-        )
+    now, from the agent of ``live.settings``. ``counted=False``: a look, not a turn (the
+    flag evaluations are not counted: ``LiveSettings.preview``)."""
+    context = TurnContext(
+        user_id=user,
+        organization=organization,
+        agent_id=live.settings.agent.id,
+        version=live.settings.agent.version,
+        task=task,
     )
+    return live.for_turn(context) if counted else live.preview(context)
 
 
 def live_values_json(turn: TurnSettings) -> dict[str, dict[str, Any]]:

@@ -17,12 +17,20 @@ file, the entry and the key. ``Overrides`` is the checked document and a
 entry. A user entry without ``organization/`` is that user outside any
 organization.
 
+Who an entry addresses: ``acme/bob`` is the user ``bob`` of the organization
+``acme`` only; ``bob`` is the user ``bob`` outside any organization only (not bob
+of acme, nor of any other). A user entry is split at its first ``/``, so a user
+of an organization may have ``/`` in their id (``acme/team/bob`` is ``team/bob``
+of acme), but a user outside any organization whose id holds a ``/`` cannot be
+given a user override: ``a/b`` always reads as ``b`` of ``a``.
+
 ``OverridesLayer`` is the file as a replica sees it: read when the app is built
-(a bad file stops the start), then checked at most every
-``flags.poll_interval_s`` (a ``stat`` at the start of a turn that is due) and
-reloaded when it changed. A bad change is refused: the error is logged, the
-last good overrides stay in force and ``agent_overrides_valid`` drops to 0.
-Each applied change is audited (``overrides_audit.py``).
+(a bad file stops the start), then checked every ``flags.poll_interval_s`` by a
+background task (``start``), whose worker thread stats, reads, validates and
+audits a changed file; a turn only reads the document in force. A bad change is
+refused: the error is logged, the last good overrides stay in force and
+``agent_overrides_valid`` drops to 0. Each applied change is audited
+(``overrides_audit.py``: one record per change).
 
 >>> overrides = read_overrides(Path("overrides.yaml"), settings=settings)
 >>> overrides.values_for(TurnContext(user_id="bob", organization="acme", agent_id="support",
@@ -32,10 +40,13 @@ Each applied change is audited (``overrides_audit.py``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
-import os
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +54,14 @@ import yaml
 from pydantic_core import to_jsonable_python
 
 from agentkeel.config.live import LayerValues, TurnContext, check_live
-from agentkeel.config.overrides_audit import AcceptedOverrides, state_dir_for
+from agentkeel.config.overrides_audit import (
+    AcceptedOverrides,
+    recorded_overrides,
+    state_dir_for,
+)
 from agentkeel.config.settings import KeelSettings
 from agentkeel.errors import ConfigError, KeelError
+from agentkeel.storage.file_stamp import FileStamp, file_stamp
 
 if TYPE_CHECKING:
     from agentkeel.resilience.clock import Clock
@@ -54,7 +70,9 @@ if TYPE_CHECKING:
 __all__ = [
     "SECTIONS",
     "Overrides",
+    "OverridesInForce",
     "OverridesLayer",
+    "overrides_in_force",
     "overrides_path",
     "parse_overrides",
     "read_overrides",
@@ -65,8 +83,6 @@ logger = logging.getLogger("agentkeel.config.overrides")
 
 SECTIONS = ("organizations", "users")
 """The top-level keys of an overrides file."""
-
-_Stamp = tuple[int, int, int]
 
 
 class Overrides:
@@ -101,8 +117,9 @@ class Overrides:
         """How many organization and user entries the document has."""
         return len(self.organizations) + len(self.users)
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
-        """The organization's values, then the user's (which win), for a turn of ``context``."""
+    def values_for(self, context: TurnContext, *, counted: bool = True) -> Sequence[LayerValues]:
+        """The organization's values, then the user's (which win), for a turn of ``context``
+        (nothing is counted either way)."""
         found: list[LayerValues] = []
         if context.organization is not None:
             org = self._orgs.get(context.organization)
@@ -196,19 +213,72 @@ def read_overrides(path: Path, *, settings: KeelSettings | None = None) -> Overr
     return _parse_text(text, path=path, settings=settings)
 
 
+@dataclass(frozen=True, slots=True)
+class OverridesInForce:
+    """The overrides a command shows (``overrides_in_force``)."""
+
+    path: Path
+    overrides: Overrides
+    refused: ConfigError | None = None
+    """Why the file is not the document shown (it is refused); ``None`` when it is."""
+    from_record: bool = False
+    """With ``refused``: whether ``overrides`` is the document last applied (else none)."""
+
+    @property
+    def warning(self) -> str | None:
+        """What to tell the operator when the file is refused: why, and what is shown."""
+        if self.refused is None:
+            return None
+        shown = (
+            "showing the last good overrides, the ones replicas last applied"
+            if self.from_record
+            else "no replica applied any overrides from it yet, so none are shown"
+        )
+        return f"{self.refused.message}\nThe overrides file is refused; {shown}."
+
+
+def overrides_in_force(settings: KeelSettings) -> OverridesInForce:
+    """The overrides of ``settings`` as replicas apply them: the file, checked; while it
+    is refused, the document replicas last applied (the last audited one), with why.
+
+    >>> shown = overrides_in_force(settings)
+    >>> shown.warning is None, shown.overrides.entries
+    (True, 2)
+    """
+    path = overrides_path(settings)
+    try:
+        return OverridesInForce(path=path, overrides=read_overrides(path, settings=settings))
+    except ConfigError as refused:
+        document = recorded_overrides(state_dir_for(settings.data_dir, path))
+        if document is not None:
+            try:
+                last = parse_overrides(document, origin=str(path), settings=settings)
+            except ConfigError:
+                pass  # recorded by another version of the settings: nothing to show
+            else:
+                return OverridesInForce(
+                    path=path, overrides=last, refused=refused, from_record=True
+                )
+        return OverridesInForce(path=path, overrides=Overrides(), refused=refused)
+
+
 class OverridesLayer:
     """The overrides file of one replica, watched: a ``LiveLayer`` over the last good
     document.
 
     ``load()`` reads it once (the app calls it when built: a bad file stops the
-    start) and ``record()`` audits what came into force; ``values_for`` then checks
-    the file at most every ``poll_interval_s`` and applies a valid change, or
-    refuses a bad one keeping the last good overrides (see the module doc).
+    start); ``start()`` audits what came into force and checks the file every
+    ``poll_interval_s`` in a worker thread (``check``), applying a valid change or
+    refusing a bad one and keeping the last good overrides (see the module doc);
+    ``aclose()`` stops that, after a check in flight. ``values_for`` only reads the
+    document in force.
 
     >>> layer = OverridesLayer(path=Path(".keel/overrides.yaml"), settings=settings,
     ...     clock=SystemClock(), accepted=AcceptedOverrides(...))
     >>> layer.load()
+    >>> await layer.start()
     >>> live = LiveSettings(settings, layers=[flags, layer])
+    >>> await layer.aclose()
     """
 
     def __init__(
@@ -236,9 +306,11 @@ class OverridesLayer:
         self.applied_at: float | None = None
         """Unix time at which the document in force was applied."""
         self._digest: str | None = None
-        self._stamp: _Stamp | None = None
+        self._stamp: FileStamp | None = None
         self._seen: str | None = None
-        self._next_check = float("-inf")
+        self._checking = threading.Lock()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
         self._set_valid(True)
 
     @property
@@ -249,10 +321,9 @@ class OverridesLayer:
     def load(self) -> None:
         """Read the file and put it in force; ``ConfigError`` when it is not valid."""
         try:
-            stamp = _stat(self.path)
+            stamp = file_stamp(self.path)
         except OSError as exc:
             raise ConfigError(f"Cannot read the overrides file '{self.path}': {exc}.") from exc
-        self._next_check = self.clock.monotonic() + self.poll_interval_s
         if stamp is None:
             self._stamp = None
             return
@@ -266,18 +337,55 @@ class OverridesLayer:
         (changes made while no replica ran); raises when the audit cannot be written."""
         self.accepted.record(self.overrides.to_json(), self._digest or _digest(b""), previous={})
 
-    def values_for(self, context: TurnContext) -> Sequence[LayerValues]:
-        """The overrides for a turn of ``context``, after a check of the file when due."""
-        now = self.clock.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + self.poll_interval_s
-            self.check()
+    def values_for(self, context: TurnContext, *, counted: bool = True) -> Sequence[LayerValues]:
+        """The overrides in force for a turn of ``context`` (no file is touched)."""
         return self.overrides.values_for(context)
 
+    async def start(self) -> None:
+        """Audit the document in force (``record``), then check the file every
+        ``poll_interval_s`` in a worker thread until ``aclose``."""
+        await asyncio.to_thread(self.record)
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        """Check the file every ``poll_interval_s`` until cancelled, off the event loop."""
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:
+                # A bug, not a bad file: say so, keep the overrides in force, keep watching.
+                logger.exception(
+                    "checking the overrides file %s failed; the overrides in force stay",
+                    self.path,
+                    extra={"category": "config"},
+                )
+
+    async def aclose(self) -> None:
+        """Stop checking; a check already in its worker thread finishes first."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """No check after this one (blocking while a check runs)."""
+        with self._checking:
+            self._closed = True
+
     def check(self) -> bool:
-        """Reload the file if it changed; whether a new document came into force."""
+        """Reload the file if it changed; whether a new document came into force.
+        Blocking file work and audit writes: the background task runs it in a thread."""
+        with self._checking:
+            if self._closed:
+                return False
+            return self._check()
+
+    def _check(self) -> bool:
         try:
-            stamp = _stat(self.path)
+            stamp = file_stamp(self.path)
         except OSError:
             return False  # unreadable for now (a permission change): checked again later
         if stamp == self._stamp:
@@ -427,14 +535,6 @@ def _user_key(name: str) -> tuple[str | None, str]:
     """(organization, user) of a user entry: ``acme/bob`` or ``alice`` (no organization)."""
     organization, slash, user = name.partition("/")
     return (organization, user) if slash else (None, name)
-
-
-def _stat(path: Path) -> _Stamp | None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 def _digest(text: bytes) -> str:

@@ -1,13 +1,16 @@
-"""The audit of overrides changes: one ``overrides.changed`` record per changed key,
-written once per data directory.
+"""The audit of overrides changes: one ``overrides.changed`` record per change of the
+file, written once per data directory.
 
 Every replica watches the same overrides file; the first that applies a new
 content compares it with the document last audited for that file (kept, with
 its SHA-256, in ``<data_dir>/overrides/<id>/accepted.json`` under a file lock),
-writes one audit record per entry and key that changed (``entry``, ``key``,
-``from``, ``to``; ``null`` for a key added or removed) and stores the new
-document; the others find it already recorded. Changes made while no replica
-ran are audited by the first one that starts.
+writes one audit record whose ``changes`` list every entry and key that changed
+(``entry``, ``key``, ``from``, ``to``; ``null`` for a key added or removed), then
+stores the new document; the others find it already recorded. One record is
+written whole or not at all, so a change whose record failed is audited again,
+once, by the next check. A replica applies a change only after its record is
+written. Changes made while no replica ran are audited by the first one that
+starts.
 
 >>> accepted = AcceptedOverrides(state_dir=Path(".keel/overrides/3f2a9c"),
 ...     source=Path(".keel/overrides.yaml"), actor="replica:replica-1")
@@ -17,17 +20,16 @@ ran are audited by the first one that starts.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentkeel.storage.atomic import atomic_write
+from agentkeel.storage.file_lock import exclusive_lock
 from agentkeel.telemetry.audit import audit
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "AcceptedOverrides",
     "OverrideChange",
     "override_changes",
+    "recorded_overrides",
     "state_dir_for",
 ]
 
@@ -84,6 +87,17 @@ def state_dir_for(data_dir: Path, source: Path) -> Path:
     return data_dir / "overrides" / digest
 
 
+def recorded_overrides(state_dir: Path) -> Document | None:
+    """The document last audited in ``state_dir`` (the one replicas applied last), or
+    ``None`` when there is none or it cannot be read."""
+    try:
+        state = json.loads((state_dir / "accepted.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    document = state.get("document") if isinstance(state, dict) else None
+    return document if isinstance(document, dict) else None
+
+
 class AcceptedOverrides:
     """The document last audited for one overrides file, shared by the replicas of a
     data directory (see the module doc)."""
@@ -104,35 +118,38 @@ class AcceptedOverrides:
         if not any(document.values()) and not self._path.exists():
             return []  # no overrides now and none recorded: nothing to audit or keep
         try:
-            lock = self._lock()
+            with exclusive_lock(self.state_dir / "accepted.lock"):
+                return self._record_locked(document, digest, previous)
         except OSError as exc:
-            return self._unshared(document, previous, exc)
+            # Only taking the lock raises it: the locked part handles its own.
+            return self._unshared(document, digest, previous, exc)
+
+    def _record_locked(
+        self, document: Document, digest: str, previous: Document
+    ) -> list[OverrideChange]:
         try:
-            try:
-                state = self._read()
-            except OSError as exc:
-                return self._unshared(document, previous, exc)
-            if state is not None and state.get("sha256") == digest:
-                return []
-            before: Document = state["document"] if state is not None else {}
-            changes = override_changes(before, document)
-            self._audit(changes)
-            try:
-                self._write(document, digest)
-            except OSError as exc:
-                logger.warning(
-                    "cannot record the audited overrides in %s (%s); another replica may "
-                    "audit this change again",
-                    self.state_dir,
-                    exc,
-                    extra={"category": "config"},
-                )
-            return changes
-        finally:
-            os.close(lock)
+            state = self._read()
+        except OSError as exc:
+            return self._unshared(document, digest, previous, exc)
+        if state is not None and state.get("sha256") == digest:
+            return []
+        before: Document = state["document"] if state is not None else {}
+        changes = override_changes(before, document)
+        self._audit(changes, digest=digest, previous_sha256=state.get("sha256") if state else None)
+        try:
+            self._write(document, digest)
+        except OSError as exc:
+            logger.warning(
+                "cannot record the audited overrides in %s (%s); another replica may "
+                "audit this change again",
+                self.state_dir,
+                exc,
+                extra={"category": "config"},
+            )
+        return changes
 
     def _unshared(
-        self, document: Document, previous: Document, exc: OSError
+        self, document: Document, digest: str, previous: Document, exc: OSError
     ) -> list[OverrideChange]:
         """The audit without the shared record: against what this replica had in force."""
         logger.warning(
@@ -142,19 +159,25 @@ class AcceptedOverrides:
             extra={"category": "config"},
         )
         changes = override_changes(previous, document)
-        self._audit(changes)
+        self._audit(changes, digest=digest, previous_sha256=None)
         return changes
 
-    def _audit(self, changes: list[OverrideChange]) -> None:
-        for change in changes:
-            audit(
-                AUDIT_ACTION,
-                actor=self.actor,
-                file=str(self.source),
-                entry=change.entry,
-                key=change.key,
-                **{"from": change.before, "to": change.after},
-            )
+    def _audit(
+        self, changes: list[OverrideChange], *, digest: str, previous_sha256: str | None
+    ) -> None:
+        """One record for the whole change (none when nothing changed)."""
+        if not changes:
+            return
+        audit(
+            AUDIT_ACTION,
+            actor=self.actor,
+            file=str(self.source),
+            changes=[
+                {"entry": c.entry, "key": c.key, "from": c.before, "to": c.after} for c in changes
+            ],
+            sha256=digest,
+            previous_sha256=previous_sha256,
+        )
 
     @property
     def _path(self) -> Path:
@@ -173,14 +196,3 @@ class AcceptedOverrides:
     def _write(self, document: Document, digest: str) -> None:
         body = {"source": str(self.source), "sha256": digest, "document": document}
         atomic_write(self._path, json.dumps(body, sort_keys=True).encode("utf-8"))
-
-    def _lock(self) -> int:
-        """The state's lock, held until its descriptor is closed."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "accepted.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd

@@ -330,7 +330,8 @@ def create_app(
         async with AsyncExitStack() as stack:
             if overrides is not None:
                 # Here, not when built: the process's audit file is installed by now.
-                overrides.record()
+                await overrides.start()
+                stack.push_async_callback(overrides.aclose)
             if flags is not None:
                 await flags.start()
                 stack.push_async_callback(flags.aclose)

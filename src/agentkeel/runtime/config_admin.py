@@ -8,6 +8,10 @@
 when the replica was not told), ``flag``, ``org`` or ``user``; ``detail`` the
 flag's variant or the override's entry. ``overrides`` says which overrides file
 the replica watches and whether its latest content is the one in force.
+
+Looking is not a turn: flag evaluations are not counted (``LiveSettings.preview``).
+The query is checked as ``/admin/usage``'s is (``web/query.py``): an unknown,
+repeated, empty or overlong parameter is a 422 ``invalid_query``.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from starlette.routing import Route
 from agentkeel.config.live import LiveSettings
 from agentkeel.config.live_view import live_values_json, settings_for_user
 from agentkeel.config.overrides import OverridesLayer
-from agentkeel.errors import InvalidRequest
 from agentkeel.web.errors import endpoint
+from agentkeel.web.query import route_query
 
 __all__ = ["config_admin_routes"]
 
-MAX_PARAM_CHARS = 256
+PARAMS = ("user", "org", "task")
+EXAMPLE = "/admin/config?user=bob&org=acme&task=billing"
 
 
 def config_admin_routes(
@@ -40,11 +45,14 @@ def config_admin_routes(
 
     async def config(request: Request) -> Response:
         check_admin(request)
-        user = _param(request, "user", required=True)
+        query = route_query(request, allowed=PARAMS, example=EXAMPLE)
+        user = query.text("user", required=True)
         assert user is not None
-        organization = _param(request, "org")
-        task = _param(request, "task")
-        turn = settings_for_user(live, user=user, organization=organization, task=task)
+        organization = query.text("org")
+        task = query.text("task")
+        turn = settings_for_user(
+            live, user=user, organization=organization, task=task, counted=False
+        )
         body: dict[str, Any] = {
             "user": user,
             "organization": organization,
@@ -61,19 +69,3 @@ def config_admin_routes(
         return JSONResponse(body)
 
     return [Route("/admin/config", endpoint(config), methods=["GET"])]
-
-
-def _param(request: Request, name: str, *, required: bool = False) -> str | None:
-    value = request.query_params.get(name) or None
-    if value is None and required:
-        raise InvalidRequest(
-            f"?{name}= is required: the user whose settings to show "
-            "(e.g. /admin/config?user=bob&org=acme&task=billing).",
-            code="invalid_query",
-        )
-    if value is not None and len(value) > MAX_PARAM_CHARS:
-        raise InvalidRequest(
-            f"?{name}= is {len(value)} characters long; at most {MAX_PARAM_CHARS} are allowed.",
-            code="invalid_query",
-        )
-    return value

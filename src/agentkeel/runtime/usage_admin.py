@@ -7,14 +7,16 @@
         one user's usage by day and model, and the headroom of their daily and monthly
         quotas (and their organization's); without ``org``, the user without one
 
-Quotas are the live settings' for that user and organization (overrides applied).
-A query parameter that is unknown or out of range is a 422 ``invalid_query`` that
-names it. ``keel usage top|show`` prints the same reports from the store directly.
+Quotas are the live settings' for that user and organization (overrides applied),
+looked up without counting as a turn (``LiveSettings.preview``). A query parameter
+that is unknown, repeated, empty or out of range is a 422 ``invalid_query`` that
+names it (``web/query.py``, as ``/admin/config`` does). ``keel usage top|show``
+prints the same reports from the store directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -28,6 +30,7 @@ from agentkeel.resilience.windows import PERIODS, Period
 from agentkeel.runtime.usage import UsageReader
 from agentkeel.runtime.usage_report import MAX_TOP, top_report, user_report
 from agentkeel.web.errors import endpoint
+from agentkeel.web.query import RouteQuery, route_query
 
 if TYPE_CHECKING:
     from agentkeel.runtime.service import AgentService
@@ -60,19 +63,21 @@ def usage_admin_routes(
                 agent_id=the_service.agent_id,
                 version=the_service.version,
             )
-            return live.for_turn(context).quotas
+            return live.preview(context).quotas
 
         return resolve
 
     async def top(request: Request) -> Response:
         check_admin(request)
-        query = _query(request, allowed=("top", "period", "org"))
+        query = route_query(
+            request, allowed=("top", "period", "org"), example="/admin/usage?top=20&period=day"
+        )
         the_service = service()
         report = await top_report(
             _reader(the_service),
-            period=parse_period(query.get("period")),
-            top=parse_top(query.get("top")),
-            organization=_name(query, "org"),
+            period=parse_period(query.text("period")),
+            top=parse_top(query.text("top")),
+            organization=_organization(query),
             quotas_for=quotas_for(the_service),
             now=the_service.clock.time(),
         )
@@ -80,7 +85,9 @@ def usage_admin_routes(
 
     async def user(request: Request) -> Response:
         check_admin(request)
-        query = _query(request, allowed=("period", "org"))
+        query = route_query(
+            request, allowed=("period", "org"), example="/admin/usage/users/bob?period=month"
+        )
         the_service = service()
         user_id = request.path_params["user"]
         if not 0 < len(user_id) <= MAX_NAME_CHARS:
@@ -89,12 +96,12 @@ def usage_admin_routes(
                 "user id the sessions were created with.",
                 code="invalid_query",
             )
-        organization = _name(query, "org")
+        organization = _organization(query)
         report = await user_report(
             _reader(the_service),
             user_id,
             organization=organization,
-            period=parse_period(query.get("period")),
+            period=parse_period(query.text("period")),
             quotas=quotas_for(the_service)(user_id, organization),
             now=the_service.clock.time(),
         )
@@ -133,35 +140,8 @@ def parse_top(raw: str | None) -> int:
     return value
 
 
-def _query(request: Request, *, allowed: tuple[str, ...]) -> Mapping[str, str]:
-    params = request.query_params
-    unknown = sorted(set(params.keys()) - set(allowed))
-    if unknown:
-        raise InvalidRequest(
-            f"unknown query parameter(s) {', '.join(unknown)}; this route takes "
-            f"{', '.join(allowed)}.",
-            code="invalid_query",
-        )
-    repeated = sorted(key for key in allowed if len(params.getlist(key)) > 1)
-    if repeated:
-        raise InvalidRequest(
-            f"query parameter(s) {', '.join(repeated)} given more than once; give each once.",
-            code="invalid_query",
-        )
-    return params
-
-
-def _name(query: Mapping[str, str], key: str) -> str | None:
-    value = query.get(key)
-    if value is None:
-        return None
-    if not 0 < len(value) <= MAX_NAME_CHARS:
-        raise InvalidRequest(
-            f"{key} must be 1 to {MAX_NAME_CHARS} characters (an organization name); "
-            f"got {len(value)}.",
-            code="invalid_query",
-        )
-    return value
+def _organization(query: RouteQuery) -> str | None:
+    return query.text("org", max_chars=MAX_NAME_CHARS)
 
 
 def _reader(service: AgentService) -> UsageReader:
