@@ -38,7 +38,6 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -54,7 +52,14 @@ from rich.table import Table
 from agentkeel.memory.backends import MemoryBackend, open_memory_store
 from agentkeel.memory.planner import MAX_BATCH_OPS
 from agentkeel.memory.store import CreateMemory, SearchQuery
-from bench._common import console, free_port, machine_note, percentile, server_process
+from bench._common import (
+    console,
+    free_port,
+    machine_note,
+    percentile,
+    postgres_schema,
+    server_process,
+)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 NAMESPACES = 1000
@@ -149,19 +154,6 @@ class Corpus:
 class Backend:
     name: str
     url: str
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    """A fresh schema for one run, dropped afterwards."""
-    schema = f"keel_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{base_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @contextmanager

@@ -19,8 +19,8 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -39,7 +39,14 @@ from agentkeel.runtime.app import create_app
 from agentkeel.runtime.service import AgentService
 from agentkeel.runtime.stores import open_store
 from agentkeel.telemetry.metrics import ModelMetrics
-from bench._common import Figure, median, parse_bench_args, percentile, print_figures
+from bench._common import (
+    Figure,
+    median,
+    parse_bench_args,
+    percentile,
+    postgres_schema,
+    print_figures,
+)
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -171,19 +178,6 @@ async def _drop_redis_keys(url: str, prefix: str) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
-
-
-@contextmanager
-def postgres_schema(base_url: str) -> Iterator[str]:
-    """A fresh schema for the run, dropped afterwards."""
-    schema = f"keel_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{base_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _reachable_postgres(url: str) -> str | None:

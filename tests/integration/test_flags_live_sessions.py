@@ -99,7 +99,9 @@ async def test_a_flag_flip_under_100_live_sessions_changes_the_next_turn_of_ever
         records: list[TurnRecord] = []
         failures: list[str] = []
         stop = asyncio.Event()
-        limits = httpx.Limits(max_connections=2 * SESSIONS)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive timeout would close
+        # them under a request in flight (a reset that would count as a failed turn).
+        limits = httpx.Limits(max_connections=2 * SESSIONS, keepalive_expiry=1.0)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
 
             async def admin_flags(url: str) -> dict[str, Any]:

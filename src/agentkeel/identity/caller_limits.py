@@ -36,11 +36,7 @@ from agentkeel.identity.principal import Principal
 from agentkeel.resilience.clock import SystemClock
 from agentkeel.resilience.moving_window import MovingWindows
 from agentkeel.resilience.ratelimit import RateLimiter
-from agentkeel.resilience.storage import (
-    MEMORY_SCHEME,
-    REDIS_TIMEOUT_S,
-    check_storage_uri,
-)
+from agentkeel.resilience.storage import MEMORY_SCHEME, check_storage_uri, redis_client
 from agentkeel.secrets.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -288,13 +284,7 @@ class CallerLimits:
 
     def _client(self) -> Any:
         if self._redis is None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.Redis.from_url(
-                self.storage_uri,
-                socket_connect_timeout=REDIS_TIMEOUT_S,
-                socket_timeout=REDIS_TIMEOUT_S,
-            )
+            self._redis = redis_client(self.storage_uri, decode_responses=False)
         return self._redis
 
     def _script(self) -> Any:

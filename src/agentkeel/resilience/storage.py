@@ -8,6 +8,8 @@ Redis round trip may take before the caller gives up on it.
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
+
 from agentkeel.errors import ConfigError
 from agentkeel.secrets.redact import redact_url
 
@@ -33,3 +35,14 @@ def check_storage_uri(uri: str, *, what: str) -> None:
             f"{what} '{redact_url(uri)}' is not supported; use memory:// or "
             "redis://host:port/db (redis_url)."
         )
+
+
+def redis_client(url: str, *, decode_responses: bool = True) -> aioredis.Redis:
+    """A Redis client for ``url`` with the counter-storage timeouts (``REDIS_TIMEOUT_S``),
+    so a blackholed Redis fails a call instead of hanging it."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+    )

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from agentkeel.errors import Unavailable
-from agentkeel.resilience.storage import REDIS_TIMEOUT_S
+from agentkeel.resilience.storage import redis_client
 from agentkeel.router.table import TableDoc
 from agentkeel.secrets.redact import redact_url
 
@@ -86,12 +86,7 @@ class RedisPinStore:
     async def open(self) -> None:
         if self._redis is not None:
             return
-        client = aioredis.Redis.from_url(
-            self._url,
-            decode_responses=True,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        client = redis_client(self._url)
         self._scripts = {
             "put": client.register_script(_PUT),
             "delete": client.register_script(_DELETE),

@@ -643,11 +643,9 @@ class PostgresSessionStore:
     ) -> list[UserUsage]:
         """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
         (UTC days, both included), most first; only ``organization``'s when given."""
-        params: dict[str, Any] = {"first_day": first_day, "last_day": last_day, "limit": limit}
-        sql = quotas.USAGE.top_users
-        if organization is not None:
-            sql = quotas.USAGE.top_users_in
-            params["organization"] = quota_codec.org_column(organization)
+        sql, params = quotas.USAGE.top_users_query(
+            first_day=first_day, last_day=last_day, limit=limit, organization=organization
+        )
         async with self._db.connection() as conn:
             cursor = await conn.execute(sql, params)
             rows = await cursor.fetchall()

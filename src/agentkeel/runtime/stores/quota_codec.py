@@ -81,6 +81,17 @@ class UsageStatements:
     user: str
     """One user's rows by day and model (``user_id``, ``organization``, the days)."""
 
+    def top_users_query(
+        self, *, first_day: str, last_day: str, limit: int, organization: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The statement and parameters for the top users of a window (of ``organization``
+        when given)."""
+        params: dict[str, Any] = {"first_day": first_day, "last_day": last_day, "limit": limit}
+        if organization is None:
+            return self.top_users, params
+        params["organization"] = org_column(organization)
+        return self.top_users_in, params
+
 
 def usage_statements(named: Callable[[str], str], positional: str) -> UsageStatements:
     """The usage statements with ``named(name)`` for a named parameter and ``positional``

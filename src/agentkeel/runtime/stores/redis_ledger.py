@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from agentkeel.errors import Unavailable
 from agentkeel.resilience.budget import user_budget_prefix
 from agentkeel.resilience.ledger import Hold, ReserveResult, check_amounts
-from agentkeel.resilience.storage import REDIS_TIMEOUT_S
+from agentkeel.resilience.storage import redis_client
 from agentkeel.secrets.redact import redact_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisLedger"]
@@ -96,12 +96,7 @@ class RedisLedger:
         """Connect and check that Redis answers; ``Unavailable`` when it does not."""
         if self._redis is not None:
             return
-        client = aioredis.Redis.from_url(
-            self._url,
-            decode_responses=True,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        client = redis_client(self._url)
         self._scripts = {
             "reserve": client.register_script(_RESERVE),
             "settle": client.register_script(_SETTLE),

@@ -443,11 +443,9 @@ class SqliteSessionStore:
     ) -> list[UserUsage]:
         """The ``limit`` users with the most tokens from ``first_day`` to ``last_day``
         (UTC days, both included), most first; only ``organization``'s when given."""
-        params: dict[str, object] = {"first_day": first_day, "last_day": last_day, "limit": limit}
-        sql = quotas.USAGE.top_users
-        if organization is not None:
-            sql = quotas.USAGE.top_users_in
-            params["organization"] = quota_codec.org_column(organization)
+        sql, params = quotas.USAGE.top_users_query(
+            first_day=first_day, last_day=last_day, limit=limit, organization=organization
+        )
         return await self._run(quotas.top_users, sql, params)
 
     async def user_usage(
