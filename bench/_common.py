@@ -74,8 +74,15 @@ def console() -> Console:
     return Console(highlight=False)
 
 
-def machine_note() -> str:
-    """Cores, CPU model and Python: the context every figure needs."""
+IN_PROCESS = "the service and its load in one process"
+OVER_LOOPBACK = (
+    "load generator and server are separate processes on the same machine, over loopback"
+)
+
+
+def machine_note(setup: str = OVER_LOOPBACK) -> str:
+    """Cores, CPU model and Python, and how the bench was set up: the context every
+    figure needs."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -85,13 +92,10 @@ def machine_note() -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cores} cores ({cpu}), Python {platform.python_version()}; load generator and "
-        "server are separate processes on the same machine, over loopback"
-    )
+    return f"{cores} cores ({cpu}), Python {platform.python_version()}; {setup}"
 
 
-def print_figures(title: str, figures: Sequence[Figure]) -> None:
+def print_figures(title: str, figures: Sequence[Figure], *, setup: str = OVER_LOOPBACK) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -100,7 +104,7 @@ def print_figures(title: str, figures: Sequence[Figure]) -> None:
         table.add_row(figure.name, figure.shown(), figure.note)
     out = console()
     out.print(table)
-    out.print(f"[dim]{machine_note()}[/]")
+    out.print(f"[dim]{machine_note(setup)}[/]")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -34,7 +34,14 @@ from agentkeel.config.live import LiveSettings, TurnContext, live_keys
 from agentkeel.config.settings import KeelSettings
 from agentkeel.runtime.app import create_app
 from agentkeel.telemetry.metrics import FlagMetrics
-from bench._common import Figure, median, parse_bench_args, percentile, print_figures
+from bench._common import (
+    IN_PROCESS,
+    Figure,
+    median,
+    parse_bench_args,
+    percentile,
+    print_figures,
+)
 
 EVALUATIONS = 5_000
 WARMUP = 500
@@ -47,6 +54,8 @@ _VARIANTS: dict[str, tuple[Any, Any]] = {
     "agent.model_chain": ("a", "b"),
     "agent.tools": (["calculator"], []),
     "guardrails.context_trim_ratio": (0.8, 0.9),
+    # The reply cap is part of every reservation: a real size, not a never-met limit.
+    "guardrails.max_output_tokens": (256, 512),
     "pricing": (
         {"m": {"input_per_million": 1.0, "output_per_million": 2.0}},
         {"m": {"input_per_million": 2.0, "output_per_million": 4.0}},
@@ -196,7 +205,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_bench_args("bench.flags", __doc__, argv, options=add_options, example="--runs 3")
-    print_figures("feature flags: cost per turn", run(runs=args.runs))
+    print_figures("feature flags: cost per turn", run(runs=args.runs), setup=IN_PROCESS)
 
 
 if __name__ == "__main__":

@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> None:
         runs=args.runs, turns=args.turns, postgres_url=args.postgres_url, redis_url=args.redis_url
     )
     print_figures(
-        "quota reservation cost per turn: the service in this process, PostgreSQL and Redis "
-        "on loopback",
+        "quota reservation cost per turn",
         run(options),
+        setup="the service and its load in one process; PostgreSQL and Redis on loopback",
     )
 
 
