@@ -18,10 +18,9 @@ def test_the_document_flags_every_live_key(tmp_path: Path) -> None:
     assert all(flag.targeting for flag in document.flags.values())
 
 
-async def test_a_turn_with_every_flag_in_force_answers(tmp_path: Path, monkeypatch: object) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+async def test_a_turn_with_every_flag_in_force_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bench_flags, "TURNS", 30)
     monkeypatch.setattr(bench_flags, "TURN_WARMUP", 5)
     bench_flags.write_flag_file(tmp_path, len(live_keys()))
