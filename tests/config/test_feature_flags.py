@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from openfeature import api
 from openfeature.provider.no_op_provider import NoOpProvider
 from prometheus_client import CollectorRegistry
@@ -198,6 +199,33 @@ async def test_a_copy_the_provider_cannot_get_keeps_the_flags_in_force(tmp_path:
         flags.served.serve = full_disk  # type: ignore[method-assign]
         write_flags(source, {"agent.model_chain": chain_flag("premium")})
         await asyncio.to_thread(flags.gate.check)
+        assert values(flags) == {"agent.model_chain": "a"}
+        await asyncio.to_thread(flags.gate.check)
+        assert values(flags) == {"agent.model_chain": "b-first"}
+    finally:
+        await flags.aclose()
+
+
+async def test_a_copy_that_fails_to_apply_unexpectedly_is_tried_again(tmp_path: Path) -> None:
+    """An unexpected error while a new accepted copy is applied leaves it unseen: the next
+    check applies it, instead of serving the old flags until the copy changes again."""
+    flags, _, source = built(tmp_path)
+    write_flags(source, {"agent.model_chain": chain_flag()})
+    await flags.start()
+    try:
+        assert flags.gate is not None and flags.served is not None
+        serve = flags.served.serve
+        failures = [RuntimeError("unexpected")]
+
+        def flaky(content: bytes) -> None:
+            if failures:
+                raise failures.pop()
+            serve(content)
+
+        flags.served.serve = flaky  # type: ignore[method-assign]
+        write_flags(source, {"agent.model_chain": chain_flag("premium")})
+        with pytest.raises(RuntimeError):  # the gate's loop logs it and keeps watching
+            await asyncio.to_thread(flags.gate.check)
         assert values(flags) == {"agent.model_chain": "a"}
         await asyncio.to_thread(flags.gate.check)
         assert values(flags) == {"agent.model_chain": "b-first"}

@@ -165,7 +165,12 @@ class FlagGate:
                 copy = file_stamp(self.accepted.file)
                 if copy != self._accepted_stamp:
                     self._accepted_stamp = copy
-                    self._load_accepted()
+                    try:
+                        self._load_accepted()
+                    except BaseException:
+                        # Not applied: the next check tries this copy again.
+                        self._accepted_stamp = _UNSEEN
+                        raise
             self._publish_validity()
 
     def close(self) -> None:

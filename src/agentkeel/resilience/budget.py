@@ -60,7 +60,6 @@ __all__ = [
     "IN_FLIGHT_RETRY_S",
     "QUOTA_SETTINGS",
     "SESSION_KEY_TTL_S",
-    "SETTLE_ATTEMPTS",
     "WINDOW_MARGIN_S",
     "BudgetLedger",
     "BudgetLimits",
@@ -90,9 +89,6 @@ keys (the stores delete it with the session instead)."""
 
 IN_FLIGHT_RETRY_S = 2.0
 """The Retry-After of a quota that only calls in flight fill: they settle within seconds."""
-SETTLE_ATTEMPTS = 3
-"""How often ``settle`` tries a failing ledger before it logs the reservation as held."""
-_SETTLE_BACKOFF_S = (0.05, 0.25)
 
 QUOTA_SETTINGS: Mapping[tuple[QuotaScope, Period], str] = {
     ("user", "day"): "user_daily_tokens",
@@ -314,23 +310,19 @@ class TokenBudget:
         """Release the reservation and record ``used`` tokens on every key it held.
 
         Never raises for the ledger: the call it settles already happened and its reply
-        must reach the user. A failing ledger (a Redis or database blip) is tried
-        ``SETTLE_ATTEMPTS`` times with a short pause; after that the keys and amounts
-        are logged as an error and the reservation stays held (on Redis until the keys
-        expire; in the store until a window's row is purged).
+        must reach the user. A failing ledger (a Redis or database blip) is not tried
+        again: a settle whose answer was lost after it was applied would count the call
+        twice and release tokens other calls hold. The keys and amounts are logged as an
+        error and the reservation stays held (on Redis until the keys expire; in the
+        store until a window's row is purged), which errs on the side of the quota.
         """
         if not reservation.keys:
             return
         used = max(0, used)
-        for attempt in range(1, SETTLE_ATTEMPTS + 1):
-            try:
-                await self._ledger.settle(reservation.keys, reservation.amount, used)
-                return
-            except Exception as exc:
-                if attempt < SETTLE_ATTEMPTS:
-                    await self._clock.sleep(_SETTLE_BACKOFF_S[attempt - 1])
-                    continue
-                _log_unsettled(reservation, used, exc)
+        try:
+            await self._ledger.settle(reservation.keys, reservation.amount, used)
+        except Exception as exc:
+            _log_unsettled(reservation, used, exc)
 
     def _targets(
         self,
@@ -429,10 +421,9 @@ def _quota_refusal(
 def _log_unsettled(reservation: Reservation, used: int, exc: Exception) -> None:
     keys = reservation.keys
     logger.error(
-        "token budget not settled after %d attempts (%s: %s): keys %s keep %d reserved "
+        "token budget not settled (%s: %s): keys %s keep %d reserved "
         "tokens and miss %d used ones, until a Redis key expires or a window's store row "
         "is purged; the call's reply is kept. Check the ledger (quotas.ledger).",
-        SETTLE_ATTEMPTS,
         type(exc).__name__,
         exc,
         ", ".join(keys),

@@ -56,8 +56,9 @@ class ReserveResult:
 
     def held(self, index: int) -> int:
         """Tokens that other calls still hold (reserved, not settled) on hold ``index``;
-        only known on a refusal."""
-        return self.committed[index] - self.used[index] if self.used else 0
+        only known on a refusal. Never negative: a settle between the check and the read
+        of ``used`` may have recorded more than it had reserved."""
+        return max(0, self.committed[index] - self.used[index]) if self.used else 0
 
     @property
     def ok(self) -> bool:
