@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from agentkeel.errors import ProviderError
 from agentkeel.models.counting import bound_tokens, text_bound, tool_call_bound
+from agentkeel.models.keyed_call import complete_with_keys
 from agentkeel.models.sdk_errors import convert_sdk_error
 from agentkeel.models.types import (
     ChatMessage,
@@ -103,12 +104,11 @@ class AnthropicProvider:
         cid = get_correlation_id()
         if cid:
             params["extra_headers"] = {CORRELATION_HEADER: cid}
-        if self._keys is None:
-            return await self._complete_with(self._client, params, request, on_token)
-        served = await self._keys.run_client_served(
-            self._client, lambda client: self._complete_with(client, params, request, on_token)
+        return await complete_with_keys(
+            self._keys,
+            self._client,
+            lambda client: self._complete_with(client, params, request, on_token),
         )
-        return replace(served.value, key_link=served.link)
 
     async def _complete_with(
         self,

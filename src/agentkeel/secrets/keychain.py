@@ -84,7 +84,7 @@ class KeyChain:
     >>> chain = KeyChain(source=source, settings=settings.secrets.key_chain,
     ...     counter=model_metrics)
     >>> keys = chain.for_provider("openai", PlatformKey(source, "openai_api_key"))
-    >>> reply = await keys.run(lambda key: call_the_api(key))
+    >>> served = await keys.run_served(lambda key: call_the_api(key))
     """
 
     def __init__(
@@ -132,16 +132,12 @@ class ProviderKeys:
         found.append(await self._platform(context))
         return found
 
-    async def run_client(self, client: _C, call: Callable[[_C], Awaitable[_T]]) -> _T:
-        """``call`` with an SDK client (openai, anthropic) that sends the chain's key: a
-        per-call key gets a copy of ``client`` that shares its connection pool."""
-        return (await self.run_client_served(client, call)).value
-
     async def run_client_served(
         self, client: _C, call: Callable[[_C], Awaitable[_T]]
     ) -> Served[_T]:
-        """``run_client``, and which link's key served the call (what providers report as
-        ``ModelResponse.key_link``, so usage and spend know whose key paid)."""
+        """``call`` with an SDK client (openai, anthropic) that sends the chain's key (a
+        per-call key gets a copy of ``client`` that shares its connection pool), and which
+        link's key served it (what providers report as ``ModelResponse.key_link``)."""
 
         async def with_key(key: SecretStr | None) -> _T:
             if key is None:
@@ -151,13 +147,9 @@ class ProviderKeys:
 
         return await self.run_served(with_key)
 
-    async def run(self, call: Callable[[SecretStr | None], Awaitable[_T]]) -> _T:
-        """``call`` with the chain's key; a rejected user's key is a 403 ``byok_rejected``
-        (or, with ``byok_fallthrough``, the next link's try)."""
-        return (await self.run_served(call)).value
-
     async def run_served(self, call: Callable[[SecretStr | None], Awaitable[_T]]) -> Served[_T]:
-        """``run``, and which link's key served the call."""
+        """``call`` with the chain's key, and which link's key served it; a rejected user's
+        key is a 403 ``byok_rejected`` (or, with ``byok_fallthrough``, the next link's try)."""
         candidates = await self.candidates()
         for index, key in enumerate(candidates):
             try:
