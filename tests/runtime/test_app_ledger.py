@@ -106,15 +106,15 @@ async def test_a_stop_waits_for_cancelled_turns_to_settle_their_reservations(
         await store.aclose()
 
 
-async def test_the_start_says_which_ledger_counts_the_budgets(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """With quotas.ledger: auto and no redis_url the budgets are counted in the session
-    store, and the start says so, naming the store."""
+async def ledger_lines_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, **overrides: Any
+) -> list[str]:
+    """Start and stop an app on a SQLite store in ``tmp_path``; the start's lines that say
+    where the budgets are counted."""
     store = SqliteSessionStore(path=tmp_path / "sessions.db")
     await store.open()
     app = create_app(
-        settings_for(tmp_path),
+        settings_for(tmp_path, **overrides),
         gateway=Hanging(),
         store=store,
         clock=ManualClock(),
@@ -127,9 +127,18 @@ async def test_the_start_says_which_ledger_counts_the_budgets(
                 pass
     finally:
         await store.aclose()
-    lines = [r.getMessage() for r in caplog.records if "token budgets and quotas" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if "token budgets and quotas" in r.getMessage()]
+
+
+async def test_the_start_says_which_ledger_counts_the_budgets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With quotas.ledger: auto and no redis_url the budgets are counted in the session
+    store, and the start says so, naming the store."""
+    store_path = tmp_path / "sessions.db"
+    lines = await ledger_lines_at_start(tmp_path, caplog)
     assert lines == [
-        f"token budgets and quotas are counted in the SQLite session store {store.path} "
+        f"token budgets and quotas are counted in the SQLite session store {store_path} "
         "(quotas.ledger: auto, no redis_url)"
     ]
 
@@ -140,25 +149,7 @@ async def test_auto_with_a_redis_url_counts_the_budgets_in_redis_and_says_so(
 ) -> None:
     """redis_url set for rate limits moves budgets to Redis under quotas.ledger: auto; the
     start names Redis, why, and what a Redis outage does to model calls."""
-    store = SqliteSessionStore(path=tmp_path / "sessions.db")
-    await store.open()
-    app = create_app(
-        settings_for(tmp_path, redis_url=redis_url),
-        gateway=Hanging(),
-        store=store,
-        clock=ManualClock(),
-        registry=CollectorRegistry(),
-        run_sweeper=False,
-    )
-    try:
-        with caplog.at_level(logging.INFO, logger="agentkeel.runtime"):
-            async with app.router.lifespan_context(app):
-                pass
-    finally:
-        await store.aclose()
-    [line] = [
-        r.getMessage() for r in caplog.records if "token budgets and quotas" in r.getMessage()
-    ]
+    [line] = await ledger_lines_at_start(tmp_path, caplog, redis_url=redis_url)
     assert line.startswith("token budgets and quotas are counted in Redis budget ledger redis://")
     assert "(quotas.ledger: auto with redis_url set)" in line
     assert "model calls fail with 503 ledger_unavailable" in line
