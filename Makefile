@@ -33,6 +33,7 @@ run: $(VENV)/.local-model
 
 test: $(VENV)/.local-model
 	$(MAKE) lint
+	bash scripts/test-packages.sh
 	bash scripts/test-services.sh
 	$(PY) -m pytest
 

@@ -8,6 +8,7 @@ skips into failures, which is how CI (``.ci/run``) runs.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -67,6 +68,32 @@ def address_of(url: str, default_port: int) -> tuple[str, int]:
 
 POSTGRES_URL = os.environ.get("KEEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KEEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def debian_tool(name: str, package: str) -> str:
+    """The path of a program from a Debian package that ``make test`` installs
+    (``scripts/test-packages.sh``), or a skip (a failure in CI) naming the package."""
+    path = shutil.which(name)
+    if path is None:
+        missing_service(
+            f"{name} is not installed (Debian package {package}; make test installs it)"
+        )
+    return path
+
+
+@pytest.fixture
+def promtool() -> str:
+    return debian_tool("promtool", "prometheus")
+
+
+@pytest.fixture
+def prometheus_bin() -> str:
+    return debian_tool("prometheus", "prometheus")
+
+
+@pytest.fixture
+def amtool() -> str:
+    return debian_tool("amtool", "prometheus-alertmanager")
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ async def test_first_healthy_provider_answers_and_usage_is_metered() -> None:
     ) == pytest.approx(0.4)
     genai = {
         "gen_ai_operation_name": "chat",
-        "gen_ai_system": "test",
+        "gen_ai_provider_name": "test",
         "gen_ai_request_model": "local-model",
     }
     assert (

@@ -26,6 +26,7 @@ from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.keys_cmd import keys_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
+from agentkeel.cli.render_cmd import render_app
 from agentkeel.cli.rollout_cmd import rollout_app
 from agentkeel.cli.router_cmd import router_app
 from agentkeel.cli.secrets_cmd import secrets_app
@@ -116,6 +117,7 @@ app.add_typer(router_app, name="router")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(flags_app, name="flags")
+app.add_typer(render_app, name="render")
 
 app.add_typer(secrets_app, name="secrets")
 

@@ -198,7 +198,7 @@ def _log_not_started(exc: OpenFeatureError) -> None:
     logger.error(
         "the flag provider did not start: %s",
         exc.error_message or exc,
-        extra={"category": "flags"},
+        extra={"event": "flags"},
     )
 
 

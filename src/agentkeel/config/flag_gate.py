@@ -126,7 +126,7 @@ class FlagGate:
                     "cannot check the flag file %s: %s",
                     self.source,
                     exc,
-                    extra={"category": "flags"},
+                    extra={"event": "flags"},
                 )
                 continue
             if changed:
@@ -137,7 +137,7 @@ class FlagGate:
                     logger.exception(
                         "checking the flag file %s failed; the flags in force stay",
                         self.source,
-                        extra={"category": "flags"},
+                        extra={"event": "flags"},
                     )
 
     def changed(self) -> bool:
@@ -221,7 +221,7 @@ class FlagGate:
                 "flag file %s passed validation but was not put in force: %s",
                 self.source,
                 exc.message,
-                extra={"category": "flags"},
+                extra={"event": "flags"},
             )
             return
         self._follow = True
@@ -242,7 +242,7 @@ class FlagGate:
             self.document.sha256[:12],
             len(exc.problems),
             "\n  - ".join(exc.problems),
-            extra={"category": "flags", "problems": list(exc.problems)},
+            extra={"event": "flags", "problems": list(exc.problems)},
         )
 
     def _source_missing(self) -> None:
@@ -251,7 +251,7 @@ class FlagGate:
             logger.info(
                 "no flag file at %s: no feature flags until it appears",
                 self.source,
-                extra={"category": "flags"},
+                extra={"event": "flags"},
             )
             return
         self.valid = False
@@ -262,7 +262,7 @@ class FlagGate:
             self.source,
             len(self.document.flags),
             self.document.sha256[:12],
-            extra={"category": "flags"},
+            extra={"event": "flags"},
         )
 
     # -- the accepted copy ----------------------------------------------------------
@@ -275,7 +275,7 @@ class FlagGate:
                 "the accepted flags copy %s cannot be read (%s); the flags in force stay",
                 self.accepted.file,
                 getattr(exc, "message", exc),
-                extra={"category": "flags"},
+                extra={"event": "flags"},
             )
             return
         if document is None or document.sha256 == self.document.sha256:
@@ -296,7 +296,7 @@ class FlagGate:
                     self.accepted.file,
                     document.sha256[:12],
                     exc,
-                    extra={"category": "flags"},
+                    extra={"event": "flags"},
                 )
                 return
             self.document = document
@@ -308,7 +308,7 @@ class FlagGate:
             len(document.flags),
             document.sha256[:12],
             describe_changes(changes),
-            extra={"category": "flags"},
+            extra={"event": "flags"},
         )
 
     def _publish_validity(self) -> None:

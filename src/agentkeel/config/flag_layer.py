@@ -236,7 +236,7 @@ class FlagLayer:
         logger.warning(
             "%s; the turn uses the settings below the flags for it",
             message,
-            extra={"category": "flags", "flag": key},
+            extra={"event": "flags", "flag": key},
         )
 
 

@@ -116,7 +116,7 @@ class BoundProvider:
             self.provider.shutdown()
         except Exception as exc:  # a provider failing to stop must not stop the process
             logger.warning(
-                "the flag provider did not shut down cleanly: %s", exc, extra={"category": "flags"}
+                "the flag provider did not shut down cleanly: %s", exc, extra={"event": "flags"}
             )
         api.set_provider(NoOpProvider(), self.domain)
 

@@ -358,7 +358,7 @@ class OverridesLayer:
                 logger.exception(
                     "checking the overrides file %s failed; the overrides in force stay",
                     self.path,
-                    extra={"category": "config"},
+                    extra={"event": "config"},
                 )
 
     async def aclose(self) -> None:
@@ -434,7 +434,7 @@ class OverridesLayer:
                 "overrides file %s changed but the change is not applied: %s",
                 self.path,
                 exc.message,
-                extra={"category": "config"},
+                extra={"event": "config"},
             )
             return False
         self._stamp = stamp
@@ -446,7 +446,7 @@ class OverridesLayer:
             self.path,
             overrides.entries,
             len(changes),
-            extra={"category": "config"},
+            extra={"event": "config"},
         )
         return True
 
@@ -473,7 +473,7 @@ class OverridesLayer:
             "%s%s",
             message,
             "" if not count else "\nThe last good overrides stay in force.",
-            extra={"category": "config"},
+            extra={"event": "config"},
         )
 
     def _set_valid(self, valid: bool) -> None:

@@ -144,7 +144,7 @@ class AcceptedOverrides:
                 "audit this change again",
                 self.state_dir,
                 exc,
-                extra={"category": "config"},
+                extra={"event": "config"},
             )
         return changes
 
@@ -156,7 +156,7 @@ class AcceptedOverrides:
             "cannot keep the audited overrides in %s (%s); auditing this replica's change only",
             self.state_dir,
             exc,
-            extra={"category": "config"},
+            extra={"event": "config"},
         )
         changes = override_changes(previous, document)
         self._audit(changes, digest=digest, previous_sha256=None)

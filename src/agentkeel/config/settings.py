@@ -14,9 +14,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agentkeel.config.alerts import AlertSettings
 from agentkeel.config.auth import AuthSettings
 from agentkeel.config.flags import FlagsSettings, OverridesSettings
 from agentkeel.config.identity import IdentitySettings
+from agentkeel.config.logs import LoggingSettings
 from agentkeel.config.memory import MemoryClientSettings, MemorySettings
 from agentkeel.config.quotas import ModelPrice, QuotaSettings
 from agentkeel.config.rollout import RolloutSettings
@@ -24,6 +26,7 @@ from agentkeel.config.router import RouterSettings
 from agentkeel.config.secrets import SecretsSettings
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.tools import ToolsSettings
+from agentkeel.config.tracing import TracingSettings
 
 
 class _Section(BaseModel):
@@ -282,6 +285,9 @@ class KeelSettings(BaseSettings):
     )
     flags: FlagsSettings = Field(default_factory=FlagsSettings)
     overrides: OverridesSettings = Field(default_factory=OverridesSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     LIVE: ClassVar[tuple[str, ...]] = (
         "agent.model_chain",

@@ -320,7 +320,7 @@ class Rollback:
                 release.release,
                 step,
                 outcome.detail,
-                extra={"category": "rollback", "release": release.release, "step": step},
+                extra={"event": "rollback", "release": release.release, "step": step},
             )
             tell(StepResult(step, "done", outcome.detail, outcome.data, time.monotonic() - started))
         return report()

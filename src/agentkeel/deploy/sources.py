@@ -211,7 +211,7 @@ class ReplicaScrapeSource:
                 "cannot read %s for the canary judge (%s); keeping its last figures",
                 target,
                 exc,
-                extra={"category": "judge"},
+                extra={"event": "judge"},
             )
             return None
         samples: dict[tuple[str, _Labels], float] = {}

@@ -234,7 +234,7 @@ class MemoryServer:
                 "%s; writes are refused until an operator repairs the store and clears "
                 "read-only (DELETE /admin/read-only)",
                 report.summary(),
-                extra={"category": "integrity", "reason": ",".join(report.bad_namespaces)},
+                extra={"event": "integrity", "reason": ",".join(report.bad_namespaces)},
             )
             self.gate.set_read_only(f"the integrity check at seq {report.head_seq} failed")
         return report
@@ -638,7 +638,7 @@ class _Routes:
             body.reason,
             result.quarantined_events,
             result.quarantine_id,
-            extra={"category": "restore"},
+            extra={"event": "restore"},
         )
         return JSONResponse(result.to_json())
 

@@ -197,7 +197,7 @@ class MemoryClient:
                 self._outbox.pending,
                 self._outbox.path,
                 self.url,
-                extra={"category": "memory_outbox"},
+                extra={"event": "memory_outbox"},
             )
         if self._deliver_in_background:
             self._task = asyncio.get_running_loop().create_task(self._delivery_loop())
@@ -228,7 +228,7 @@ class MemoryClient:
                 "delivered when a client opens that outbox again",
                 left,
                 self._outbox.path,
-                extra={"category": "memory_outbox"},
+                extra={"event": "memory_outbox"},
             )
 
     async def __aenter__(self) -> MemoryClient:
@@ -374,7 +374,7 @@ class MemoryClient:
                 logger.info(
                     "memory outbox drained: every queued write reached %s",
                     self.url,
-                    extra={"category": "memory_outbox"},
+                    extra={"event": "memory_outbox"},
                 )
         return delivered
 
@@ -493,7 +493,7 @@ class MemoryClient:
                 self._outbox.path,
                 self.url,
                 reason,
-                extra={"category": "memory_outbox"},
+                extra={"event": "memory_outbox"},
             )
         self._wake.set()
         return WriteOutcome(
@@ -547,7 +547,7 @@ class MemoryClient:
                     entry.memory_id,
                     error,
                     self._outbox.path,
-                    extra={"category": "memory_outbox", "status": exc.code},
+                    extra={"event": "memory_outbox", "status": exc.code},
                 )
                 return "failed"
             if verdict == "paused":
@@ -559,7 +559,7 @@ class MemoryClient:
                 entry.id,
                 error,
                 self._outbox.pending,
-                extra={"category": "memory_outbox", "status": exc.code},
+                extra={"event": "memory_outbox", "status": exc.code},
             )
             return "retry"
         self._breaker.record_success(self._clock.monotonic() - started)
@@ -641,7 +641,7 @@ class MemoryClient:
             old,
             new,
             f" ({self._breaker.last_open_reason})" if new == "open" else "",
-            extra={"category": "breaker", "status": new},
+            extra={"event": "breaker", "status": new},
         )
 
 

@@ -236,7 +236,7 @@ class SnapshotManager:
             head.seq,
             digest.count,
             hashing.size,
-            extra={"category": "snapshot"},
+            extra={"event": "snapshot"},
         )
         await self.refresh_metrics()
         return snapshot
@@ -269,7 +269,7 @@ class SnapshotManager:
         await self._store.record_verification(
             snapshot_id, at=outcome.verified_at, ok=ok, message=outcome.summary()
         )
-        (logger.info if ok else logger.error)(outcome.summary(), extra={"category": "snapshot"})
+        (logger.info if ok else logger.error)(outcome.summary(), extra={"event": "snapshot"})
         if self._metrics is not None:
             self._metrics.last_verification_ok.set(1 if ok else 0)
         await self.refresh_metrics()
@@ -398,9 +398,7 @@ class SnapshotManager:
             await asyncio.to_thread(_remove_files, Path(by_id[snapshot_id].path), snapshot_id)
             await self._store.delete_snapshot(snapshot_id)
         if decision.remove:
-            logger.info(
-                "pruned %d snapshot(s)", len(decision.remove), extra={"category": "snapshot"}
-            )
+            logger.info("pruned %d snapshot(s)", len(decision.remove), extra={"event": "snapshot"})
         await self.refresh_metrics()
         return decision
 
@@ -459,7 +457,7 @@ def _worker_failed(why: str) -> None:
         "snapshot verify: the scratch-restore worker process failed (%s); running it on a "
         "thread instead",
         why,
-        extra={"category": "snapshot"},
+        extra={"event": "snapshot"},
     )
 
 

@@ -430,7 +430,7 @@ def _log_unsettled(reservation: Reservation, used: int, exc: Exception) -> None:
         reservation.amount,
         used,
         extra={
-            "category": "budget",
+            "event": "budget",
             "keys": list(keys),
             "reserved": reservation.amount,
             "used": used,

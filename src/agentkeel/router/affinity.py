@@ -101,7 +101,7 @@ class SessionPins:
                 "session_id": session,
                 "from_version": old,
                 "to_version": new,
-                "category": "router",
+                "event": "router",
                 "correlation_id": request.correlation_id.decode("latin-1"),
             },
         )

@@ -141,7 +141,7 @@ class RouterApp:
                 logger.info(
                     "routing table seeded from router.backends: %s",
                     _summary(seeded),
-                    extra={"category": "router"},
+                    extra={"event": "router"},
                 )
             else:
                 doc = await self.store.read_table() or seeded
@@ -151,7 +151,7 @@ class RouterApp:
                 doc.revision,
                 self.store.where,
                 _summary(doc),
-                extra={"category": "router"},
+                extra={"event": "router"},
             )
         self._apply(doc)
         await self.probe()
@@ -176,7 +176,7 @@ class RouterApp:
             self.settings.host,
             self.port,
             self.store.where,
-            extra={"category": "router"},
+            extra={"event": "router"},
         )
 
     @property
@@ -268,7 +268,7 @@ class RouterApp:
                     doc.revision,
                     self.store.where,
                     _summary(doc),
-                    extra={"category": "router"},
+                    extra={"event": "router"},
                 )
         await self.probe(only_new=True)
 
@@ -288,7 +288,7 @@ class RouterApp:
                         "routing table revision %d: %s",
                         updated.revision,
                         _summary(updated),
-                        extra={"category": "router"},
+                        extra={"event": "router"},
                     )
                     break
             else:
@@ -323,7 +323,7 @@ class RouterApp:
                     extra={
                         "replica": replica.url,
                         "version": replica.version,
-                        "category": "router",
+                        "event": "router",
                     },
                 )
             if not ready:
@@ -341,7 +341,7 @@ class RouterApp:
             replica.url,
             replica.version,
             why,
-            extra={"replica": replica.url, "version": replica.version, "category": "router"},
+            extra={"replica": replica.url, "version": replica.version, "event": "router"},
         )
         self._update_ready_gauge()
 

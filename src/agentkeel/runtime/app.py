@@ -574,7 +574,7 @@ async def _check_tools(client: GuardedToolsClient, settings: KeelSettings) -> No
         logger.warning(
             "MCP server %s is unreachable at startup; its tools are offered once it answers",
             name,
-            extra={"category": "tool_discovery"},
+            extra={"event": "tool_discovery"},
         )
     if unreachable:
         return
@@ -584,7 +584,7 @@ async def _check_tools(client: GuardedToolsClient, settings: KeelSettings) -> No
         logger.warning(
             "agent.tools lists %s, which no tool source offers; check the names and tools.servers",
             ", ".join(repr(name) for name in missing),
-            extra={"category": "config"},
+            extra={"event": "config"},
         )
 
 
@@ -660,7 +660,7 @@ def _log_ledger(settings: KeelSettings, ledger: BudgetLedger) -> None:
         where,
         why,
         detail,
-        extra={"category": "config"},
+        extra={"event": "config"},
     )
 
 

@@ -67,7 +67,7 @@ class DrainState:
             "sessions and turns are refused",
             reason,
             self.in_flight,
-            extra={"reason": reason, "category": "drain"},
+            extra={"reason": reason, "event": "drain"},
         )
         self._requested.set()
         return True

@@ -234,7 +234,7 @@ class GuardedModel:
                 self._log.warning(
                     "step limit reached: %d model calls in this turn; ending the turn with a reply",
                     self.steps,
-                    extra={"category": "guardrail", "reason": "step_limit"},
+                    extra={"event": "guardrail", "reason": "step_limit"},
                 )
             raise StepLimitReached(steps=self.steps)
         # Never unbounded: the reservation is the prompt bound plus this cap.
@@ -252,7 +252,7 @@ class GuardedModel:
                 trimmed.dropped_results,
                 trimmed.tokens,
                 window,
-                extra={"category": "guardrail", "reason": "context_trimmed"},
+                extra={"event": "guardrail", "reason": "context_trimmed"},
             )
         utilization = trimmed.tokens / window
         self._metrics.context_utilization_for(self._agent_id).set(utilization)
@@ -296,7 +296,7 @@ class GuardedModel:
                 response.model or response.provider or "unknown",
                 used,
                 reservation.amount,
-                extra={"category": "guardrail", "reason": "token_budget_underestimated"},
+                extra={"event": "guardrail", "reason": "token_budget_underestimated"},
             )
         self.usage = self.usage + response.usage
         model = response.model or response.provider or "unknown"
@@ -348,7 +348,7 @@ class GuardedModel:
                 exc.scope,
                 exc.period,
                 exc.limit,
-                extra={"category": "guardrail", "reason": "quota_exhausted"},
+                extra={"event": "guardrail", "reason": "quota_exhausted"},
             )
             raise
 
@@ -507,7 +507,7 @@ class GuardedTools:
                 "stopping the tool loop",
                 call.name,
                 count,
-                extra={"tool": call.name, "category": "guardrail", "reason": "tool_storm"},
+                extra={"tool": call.name, "event": "guardrail", "reason": "tool_storm"},
             )
             return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
         if self._limiter is not None:
@@ -528,7 +528,7 @@ class GuardedTools:
                 call.name,
                 type(exc).__name__,
                 exc,
-                extra={"tool": call.name, "category": "tool_error"},
+                extra={"tool": call.name, "event": "tool_error"},
             )
             return ToolResult(status="failure", content=f"{call.name} failed: {exc}")
         if result.stop_reason is not None:
@@ -539,7 +539,7 @@ class GuardedTools:
                 "tool loop stopped (%s): %s",
                 result.stop_reason,
                 result.content,
-                extra={"tool": call.name, "category": "guardrail", "reason": result.stop_reason},
+                extra={"tool": call.name, "event": "guardrail", "reason": result.stop_reason},
             )
             return ToolResult(status=result.status, content=result.content + _ANSWER_NOW)
         return result

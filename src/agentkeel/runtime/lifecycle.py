@@ -231,7 +231,7 @@ class SessionLifecycle:
                 "session_id": session.session_id,
                 "agent_id": session.agent_id,
                 "reason": reason,
-                "category": "session",
+                "event": "session",
             },
         )
 
@@ -357,7 +357,7 @@ class SessionLifecycle:
                 total.sessions,
                 total.turns,
                 self.settings.retention_days,
-                extra={"category": "retention"},
+                extra={"event": "retention"},
             )
         if purger is not None:
             rows = await self._purge_windows(purger, windows)
@@ -387,7 +387,7 @@ class SessionLifecycle:
                 removed,
                 windows["day_before"],
                 windows["month_before"],
-                extra={"category": "retention"},
+                extra={"event": "retention"},
             )
         return removed
 
@@ -551,14 +551,14 @@ class SessionLifecycle:
                 "session %s failed: %s; trying again at the next interval",
                 what,
                 exc.message,
-                extra={"category": "session"},
+                extra={"event": "session"},
             )
         except Exception:
             # A bug or an unwrapped driver error must not end the loop for good.
             logger.exception(
                 "session %s failed unexpectedly; trying again at the next interval",
                 what,
-                extra={"category": "session"},
+                extra={"event": "session"},
             )
 
 

@@ -74,7 +74,7 @@ async def _serve(server: Server, drain: DrainState, settings: KeelSettings) -> i
                 "second %s: exiting now with %d turn(s) still in flight",
                 name,
                 drain.in_flight,
-                extra={"reason": name, "category": "drain"},
+                extra={"reason": name, "event": "drain"},
             )
             server.force_exit = True
             server.should_exit = True
@@ -114,7 +114,7 @@ async def _drain_then_stop(server: Server, drain: DrainState, settings: KeelSett
             "drain finished: %d turn(s) completed during the drain in %.1fs; stopping",
             drain.completed_while_draining,
             drain.elapsed(),
-            extra={"category": "drain"},
+            extra={"event": "drain"},
         )
     else:
         logger.warning(
@@ -122,7 +122,7 @@ async def _drain_then_stop(server: Server, drain: DrainState, settings: KeelSett
             "flight; stopping anyway",
             timeout,
             drain.in_flight,
-            extra={"category": "drain"},
+            extra={"event": "drain"},
         )
     server.should_exit = True
 

@@ -409,7 +409,7 @@ class AgentService:
             self.metrics.guardrails_for("prompt_injection", self.agent_id).inc()
             logger.warning(
                 "prompt injection blocked",
-                extra={"agent_id": self.agent_id, "category": "guardrail"},
+                extra={"agent_id": self.agent_id, "event": "guardrail"},
             )
             raise
         for flag in checked.flags:
@@ -418,7 +418,7 @@ class AgentService:
             logger.warning(
                 "possible prompt injection flagged (%s); passing it on",
                 ", ".join(repr(m) for m in checked.markers),
-                extra={"agent_id": self.agent_id, "category": "guardrail"},
+                extra={"agent_id": self.agent_id, "event": "guardrail"},
             )
         return checked
 

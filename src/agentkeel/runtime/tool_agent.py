@@ -97,7 +97,7 @@ class ToolAgent:
                     )
                 )
         reason = turn.tools.stopped
-        turn.log.info("tool loop stopped: %s", reason, extra={"category": "guardrail"})
+        turn.log.info("tool loop stopped: %s", reason, extra={"event": "guardrail"})
         fallback = f"I had to stop using tools before finishing. {reason}"
         try:
             response = await self._ask(turn, [*conversation, *exchange], with_tools=())

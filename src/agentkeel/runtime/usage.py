@@ -230,7 +230,7 @@ class UsageMeter:
                     "usage table and keel usage will show less",
                     model,
                     exc.message,
-                    extra={"category": "usage", "agent_id": self._agent_id},
+                    extra={"event": "usage", "agent_id": self._agent_id},
                 )
         return record
 
@@ -243,7 +243,7 @@ class UsageMeter:
             "no price for model %s: its calls count tokens and 0 spend. Add it to pricing: "
             "(model name -> input_per_million, output_per_million)",
             model,
-            extra={"category": "usage", "agent_id": self._agent_id},
+            extra={"event": "usage", "agent_id": self._agent_id},
         )
 
 

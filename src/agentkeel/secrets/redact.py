@@ -168,7 +168,7 @@ class SecretRedactor:
                     len(found),
                     where,
                     ", ".join(sorted(set(found))),
-                    extra={"category": "redaction", "reason": where},
+                    extra={"event": "redaction", "reason": where},
                 )
         return cleaned
 

@@ -257,7 +257,7 @@ class AuditFileHandler(logging.Handler):
                 payload["outcome"],
                 self.file.path,
                 exc,
-                extra={"category": "audit_failure", "reason": type(exc).__name__},
+                extra={"event": "audit_failure", "reason": type(exc).__name__},
             )
             if self.fail_closed:
                 raise AuditUnavailable(

@@ -1,8 +1,9 @@
 """JSON logs on stdout with the fields that every agentkeel service shares.
 
 Fields: timestamp, level, service, logger, message, correlation_id, and where
-known agent_id, session_id, turn, tool, duration_ms, category (pass them in
-``extra=``). One JSON object per line, ready for Loki or any log shipper.
+known agent_id, session_id, turn, tool, duration_ms (pass them in ``extra=``),
+the line's ``category`` (``log_categories.py``) and, inside a span, its
+``trace_id`` and ``span_id``. One JSON object per line, ready for Loki or any log shipper.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import sys
 import time
 from typing import IO, Any
 
+from opentelemetry import trace
+
 from agentkeel.telemetry.correlation import get_correlation_id
+from agentkeel.telemetry.log_categories import category_of
 
 KNOWN_FIELDS = (
     "agent_id",
@@ -25,6 +29,7 @@ KNOWN_FIELDS = (
     "model",
     "duration_ms",
     "category",
+    "event",
     "status",
     "method",
     "path",
@@ -34,6 +39,7 @@ KNOWN_FIELDS = (
 )
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+_SET_HERE = frozenset({"correlation_id", "category"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,9 +69,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "correlation_id": getattr(record, "correlation_id", None) or get_correlation_id(),
+            "category": category_of(record).value,
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = format(span.trace_id, "032x")
+            out["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
-            if key not in _RESERVED and key != "correlation_id" and not key.startswith("_"):
+            if key not in _RESERVED and key not in _SET_HERE and not key.startswith("_"):
                 out[key] = value
         if record.exc_text:
             # Set by a filter (secrets redaction) that cleaned it.

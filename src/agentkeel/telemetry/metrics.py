@@ -18,6 +18,8 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agentkeel.telemetry import semconv
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MODEL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -104,17 +106,23 @@ class ModelMetrics:
             buckets=MODEL_BUCKETS,
             registry=registry,
         )
+        genai = [
+            semconv.prom_label(semconv.GEN_AI_OPERATION_NAME),
+            semconv.prom_label(semconv.GEN_AI_PROVIDER_NAME),
+            semconv.prom_label(semconv.GEN_AI_REQUEST_MODEL),
+        ]
         self.operation_duration = Histogram(
-            "gen_ai_client_operation_duration_seconds",
-            "OpenTelemetry GenAI: duration of a client operation.",
-            ["gen_ai_operation_name", "gen_ai_system", "gen_ai_request_model"],
+            semconv.PROM_OPERATION_DURATION,
+            f"OpenTelemetry GenAI {semconv.SEMCONV_VERSION}: duration of a client operation.",
+            genai,
             buckets=MODEL_BUCKETS,
             registry=registry,
         )
         self.token_usage = Histogram(
-            "gen_ai_client_token_usage",
-            "OpenTelemetry GenAI: tokens used per operation, by type (input/output).",
-            ["gen_ai_operation_name", "gen_ai_system", "gen_ai_request_model", "gen_ai_token_type"],
+            semconv.PROM_TOKEN_USAGE,
+            f"OpenTelemetry GenAI {semconv.SEMCONV_VERSION}: tokens used per operation, by "
+            "type (input/output).",
+            [*genai, semconv.prom_label(semconv.GEN_AI_TOKEN_TYPE)],
             buckets=TOKEN_BUCKETS,
             registry=registry,
         )

@@ -102,7 +102,7 @@ class GuardedToolsClient:
                     old,
                     new,
                     f" ({found.last_open_reason})" if new == "open" and found else "",
-                    extra={"tool": tool, "category": "breaker", "status": new},
+                    extra={"tool": tool, "event": "breaker", "status": new},
                 )
 
             found = CircuitBreaker.from_settings(
@@ -185,7 +185,7 @@ class GuardedToolsClient:
                 name,
                 source,
                 timeout,
-                extra={"tool": name, "category": "tool_error", "status": "timeout"},
+                extra={"tool": name, "event": "tool_error", "status": "timeout"},
             )
             return ToolResult(
                 status="timeout",
@@ -202,7 +202,7 @@ class GuardedToolsClient:
                 name,
                 source,
                 exc.message,
-                extra={"tool": name, "category": "tool_error", "status": "failure"},
+                extra={"tool": name, "event": "tool_error", "status": "failure"},
             )
             return ToolResult(
                 status="failure",
@@ -217,7 +217,7 @@ class GuardedToolsClient:
                 source,
                 type(exc).__name__,
                 exc,
-                extra={"tool": name, "category": "tool_error", "status": "failure"},
+                extra={"tool": name, "event": "tool_error", "status": "failure"},
             )
             return ToolResult(status="failure", content=f"{name} failed: {exc}")
         elapsed = max(0.0, self._clock.monotonic() - start)

@@ -82,7 +82,7 @@ class CompositeToolSet:
                     "tool source %s is unavailable; its tools are not offered: %s",
                     name,
                     exc.message,
-                    extra={"category": "tool_discovery"},
+                    extra={"event": "tool_discovery"},
                 )
                 continue
             self._reachable.add(name)
@@ -97,7 +97,7 @@ class CompositeToolSet:
                             spec.name,
                             name,
                             owner[spec.name],
-                            extra={"tool": spec.name, "category": "config"},
+                            extra={"tool": spec.name, "event": "config"},
                         )
                     continue
                 owner[spec.name] = name

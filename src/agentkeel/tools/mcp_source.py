@@ -181,7 +181,7 @@ class McpToolSource:
                     self.name,
                     len(specs),
                     ", ".join(spec.name for spec in specs) or "none",
-                    extra={"category": "tool_discovery"},
+                    extra={"event": "tool_discovery"},
                 )
             self._specs = specs
             self._discovered_at = self._clock.monotonic()

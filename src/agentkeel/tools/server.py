@@ -228,7 +228,7 @@ def create_mcp_server(
                 extra={
                     "tool": label,
                     "status": "rejected",
-                    "category": "auth",
+                    "event": "auth",
                     "caller": caller.name if caller is not None else None,
                 },
             )
@@ -349,13 +349,13 @@ def create_app(
                         "no tool server tokens configured (%s): every MCP request is refused "
                         "with 401 until that file exists",
                         access.where,
-                        extra={"category": "auth"},
+                        extra={"event": "auth"},
                     )
                 if verifier is None and memory_client is not None:
                     logger.warning(
                         "no caller public key configured (identity.public_key_file): the memory "
                         "tools refuse every call, since no caller can be verified",
-                        extra={"category": "auth"},
+                        extra={"event": "auth"},
                     )
                 try:
                     yield
