@@ -37,10 +37,14 @@ class Observer:
 
     def __init__(self) -> None:
         self.headroom: list[tuple[str, str, float]] = []
+        self.consumption: list[tuple[str, str, int]] = []
         self.exhausted: list[tuple[str, str]] = []
 
     def observe_headroom(self, scope: str, period: str, ratio: float) -> None:
         self.headroom.append((scope, period, ratio))
+
+    def observe_consumption(self, scope: str, period: str, tokens: int) -> None:
+        self.consumption.append((scope, period, tokens))
 
     def quota_exhausted(self, scope: str, period: str) -> None:
         self.exhausted.append((scope, period))
@@ -425,6 +429,26 @@ async def test_headroom_is_observed_per_quota_at_each_reservation() -> None:
     )
     await budget.reserve("s1", "ana", 100, organization="acme")
     assert observer.headroom == [("user", "day", 0.9), ("organization", "month", 0.75)]
+
+
+async def test_consumption_is_the_tokens_each_quota_holds_after_a_reservation() -> None:
+    """Each reservation reports, per quota, the window's used + reserved tokens (what the
+    per-user consumption histogram counts); a refusal reports only the refusing quota's,
+    as it stood."""
+    budget, _, _, observer = make_budget(user_daily_tokens=1000, user_monthly_tokens=5000)
+    first = await budget.reserve("s1", "ana", 300)
+    await budget.settle(first, used=200)
+    await budget.reserve("s2", "ana", 500)
+    assert observer.consumption == [
+        ("user", "day", 300),
+        ("user", "month", 300),
+        ("user", "day", 700),
+        ("user", "month", 700),
+    ]
+    observer.consumption.clear()
+    with pytest.raises(QuotaExhausted):
+        await budget.reserve("s3", "ana", 400)
+    assert observer.consumption == [("user", "day", 700)]
 
 
 async def test_concurrent_reservations_cannot_overspend() -> None:

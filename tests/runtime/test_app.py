@@ -477,6 +477,12 @@ async def test_user_daily_quota_is_429_with_retry_after(serve: ServerFactory) ->
         server.metric("agent_quota_headroom_ratio_bucket", scope="user", period="day", le="0.05")
         >= 1
     )
+    # ... and the tokens bob's day held then (per-user consumption), never above its 500.
+    held = server.metric("agent_quota_consumed_tokens_count", scope="user", period="day")
+    within = server.metric(
+        "agent_quota_consumed_tokens_bucket", scope="user", period="day", le="1000.0"
+    )
+    assert held == within == observed
     assert server.metric(
         "agent_guardrail_events_total", guardrail="quota_exhausted", agent="default", version="v1"
     ) == (1.0)

@@ -178,10 +178,12 @@ class BudgetLimits:
 
 
 class QuotaObserver(Protocol):
-    """Told the headroom left in each quota a reservation touched, and each refusal (the
-    metrics: ``telemetry.metrics.QuotaMetrics``)."""
+    """Told the headroom left in each quota a reservation touched and the tokens that quota
+    holds, and each refusal (the metrics: ``telemetry.metrics.QuotaMetrics``)."""
 
     def observe_headroom(self, scope: QuotaScope, period: Period, ratio: float) -> None: ...
+
+    def observe_consumption(self, scope: QuotaScope, period: Period, tokens: int) -> None: ...
 
     def quota_exhausted(self, scope: QuotaScope, period: Period) -> None: ...
 
@@ -213,7 +215,8 @@ class TokenBudget:
     >>> await budget.settle(reservation, used=response.usage.total_tokens)
 
     ``limits`` are the defaults; a call passes its own (the turn's live settings).
-    ``observer`` is told each quota's headroom at every reservation, and each refusal.
+    ``observer`` is told each quota's headroom and held tokens at every reservation, and
+    each refusal.
     """
 
     def __init__(
@@ -360,9 +363,10 @@ class TokenBudget:
                 continue
             if result.refused is not None and index != result.refused:
                 continue  # only the refusing quota's headroom is known to matter
-            limit = target.hold.limit
-            ratio = max(0.0, (limit - result.committed[index]) / limit)
+            limit, committed = target.hold.limit, result.committed[index]
+            ratio = max(0.0, (limit - committed) / limit)
             self._observer.observe_headroom(target.scope, target.window.period, ratio)
+            self._observer.observe_consumption(target.scope, target.window.period, committed)
 
 
 def _quota_refusal(

@@ -488,6 +488,24 @@ class OverridesMetrics:
 
 
 HEADROOM_BUCKETS = (0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+CONSUMPTION_BUCKETS = (
+    1_000,
+    10_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    300_000_000,
+)
+"""Tokens in a quota window: around the default quotas (2M a user's day, 20M a user's
+month, organizations' months in the hundreds of millions)."""
 
 
 class QuotaMetrics:
@@ -496,7 +514,10 @@ class QuotaMetrics:
 
     Headroom is a distribution over reservations, never per user:
     ``(limit - used - reserved) / limit`` of each user or organization quota a
-    reservation touched, right after it (``TokenBudget`` observes it). Spend is the
+    reservation touched, right after it (``TokenBudget`` observes it). Consumption is
+    the same reservations' ``used + reserved`` in tokens: the distribution of what
+    users (and organizations) have taken of their current day or month, without a user
+    id; a user who calls more often is counted more often. Spend is the
     platform's only: calls served with a user's (``byok``) or an organization's
     (``org``) own key count in ``agent_byok_tokens_total`` instead.
     """
@@ -538,16 +559,31 @@ class QuotaMetrics:
             ["scope", "period"],
             registry=registry,
         )
+        self.consumed = Histogram(
+            "agent_quota_consumed_tokens",
+            "Tokens a user's or organization's current quota window holds (used + reserved) "
+            "right after a reservation, by scope (user, organization) and period (day, "
+            "month): the distribution of per-user consumption, without user ids.",
+            ["scope", "period"],
+            buckets=CONSUMPTION_BUCKETS,
+            registry=registry,
+        )
         bound = (version,)
         self.spend_for = Children(self.spend, bound=bound)
         self.byok_tokens_for = Children(self.byok_tokens, bound=bound)
         self.unpriced_for = Children(self.unpriced)
         self.headroom_for = Children(self.headroom)
         self.exhausted_for = Children(self.exhausted)
+        self.consumed_for = Children(self.consumed)
 
     def observe_headroom(self, scope: str, period: str, ratio: float) -> None:
         """One reservation's headroom in one quota (``TokenBudget``'s observer)."""
         self.headroom_for(scope, period).observe(ratio)
+
+    def observe_consumption(self, scope: str, period: str, tokens: int) -> None:
+        """The tokens one quota window holds after a reservation (``TokenBudget``'s
+        observer)."""
+        self.consumed_for(scope, period).observe(tokens)
 
     def quota_exhausted(self, scope: str, period: str) -> None:
         """One call refused by a quota (``TokenBudget``'s observer)."""
