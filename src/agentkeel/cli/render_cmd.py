@@ -52,6 +52,8 @@ def _write(text: str, out: Path) -> None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, text.encode(), durable=False)
+    # Configuration, not secrets: Prometheus, Grafana and Fluent Bit run as users of their own.
+    out.chmod(0o644)
     stdout_console().print(f"wrote {out}")
 
 
