@@ -107,64 +107,77 @@ class KeelUp:
 StartKeelUp = Callable[..., KeelUp]
 
 
+def launch_keel_up(directory: Path, config: str, *args: str) -> KeelUp:
+    """``keel --config <directory>/keel.yaml up --data-dir <directory>/data *args``, run in
+    ``directory`` without the caller's ``KEEL_*`` variables; its stderr in
+    ``keel-up.stderr`` there."""
+    config_path = directory / "keel.yaml"
+    config_path.write_text(config)
+    data_dir = directory / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")} | {
+        "COLUMNS": "250",
+        "PYTHONUNBUFFERED": "1",
+    }
+    stderr = (directory / "keel-up.stderr").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agentkeel.cli.main",
+            "--config",
+            str(config_path),
+            "up",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=directory,
+    )
+    stderr.close()
+    keel = KeelUp(proc=proc, data_dir=data_dir)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            keel.lines.put(line.rstrip("\n"))
+
+    keel.reader = threading.Thread(target=pump, daemon=True)
+    keel.reader.start()
+    return keel
+
+
+def stop_keel_up(keel: KeelUp) -> None:
+    """Ctrl-C ``keel`` if it still runs (killed when it does not stop in time)."""
+    if keel.proc.poll() is None:
+        keel.proc.send_signal(signal.SIGINT)
+        try:
+            keel.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            keel.proc.kill()
+            keel.proc.wait()
+    if keel.reader is not None:
+        keel.reader.join(timeout=10)
+    if keel.proc.stdout is not None:
+        keel.proc.stdout.close()
+
+
 @pytest.fixture
 def start_keel_up(tmp_path: Path) -> Iterator[StartKeelUp]:
     started: list[KeelUp] = []
 
     def start(config: str, *args: str) -> KeelUp:
-        config_path = tmp_path / "keel.yaml"
-        config_path.write_text(config)
-        data_dir = tmp_path / "data"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")} | {
-            "COLUMNS": "250",
-            "PYTHONUNBUFFERED": "1",
-        }
-        stderr = (tmp_path / "keel-up.stderr").open("w")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentkeel.cli.main",
-                "--config",
-                str(config_path),
-                "up",
-                "--data-dir",
-                str(data_dir),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-        )
-        stderr.close()
-        keel = KeelUp(proc=proc, data_dir=data_dir)
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                keel.lines.put(line.rstrip("\n"))
-
-        keel.reader = threading.Thread(target=pump, daemon=True)
-        keel.reader.start()
+        keel = launch_keel_up(tmp_path, config, *args)
         started.append(keel)
         return keel
 
     yield start
     for keel in started:
-        if keel.proc.poll() is None:
-            keel.proc.send_signal(signal.SIGINT)
-            try:
-                keel.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                keel.proc.kill()
-                keel.proc.wait()
-        if keel.reader is not None:
-            keel.reader.join(timeout=10)
-        if keel.proc.stdout is not None:
-            keel.proc.stdout.close()
+        stop_keel_up(keel)
 
 
 @pytest.mark.localmodel

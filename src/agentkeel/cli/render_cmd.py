@@ -20,7 +20,7 @@ import typer
 from agentkeel.assets.alert_rules import render_alerts
 from agentkeel.assets.dashboard import render_dashboard
 from agentkeel.assets.log_pipeline import render_logging
-from agentkeel.assets.prometheus_config import render_prometheus
+from agentkeel.assets.prometheus_config import DEFAULT_INTERVAL, render_prometheus
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, stdout_console
 from agentkeel.storage.atomic import atomic_write
@@ -51,9 +51,8 @@ def _write(text: str, out: Path) -> None:
         typer.echo(text, nl=not text.endswith("\n"))
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, text.encode(), durable=False)
-    # Configuration, not secrets: Prometheus, Grafana and Fluent Bit run as users of their own.
-    out.chmod(0o644)
+    # Read by other users' programs (Prometheus, Grafana, Loki), and holds no secret.
+    atomic_write(out, text.encode(), durable=False, mode=0o644)
     stdout_console().print(f"wrote {out}")
 
 
@@ -68,10 +67,18 @@ def prometheus(
         typer.Option("--target", help="local: keel up's ports; compose; kubernetes: pod SD."),
     ] = TargetChoice.local,
     out: Annotated[Path, _out_option("prometheus.yml")] = Path("prometheus.yml"),
+    scrape_interval: Annotated[
+        str,
+        typer.Option(
+            "--scrape-interval",
+            help="How often Prometheus scrapes and evaluates the rules (a Prometheus "
+            "duration: 15s, 1m).",
+        ),
+    ] = DEFAULT_INTERVAL,
 ) -> None:
     """Write prometheus.yml: scrape jobs for router, replicas, memory and tools, plus rules."""
     settings = load_cli_settings(ctx).settings
-    _write(render_prometheus(settings, target.value), out)
+    _write(render_prometheus(settings, target.value, scrape_interval=scrape_interval), out)
 
 
 @render_app.command("alerts", epilog="Example: keel render alerts --out agent_alerts.yml")

@@ -39,6 +39,9 @@ credentials are made on the first run with mode 0600 and reused after:
 
 ``stack.json`` (``cli/stack.py``) describes the running stack: its services' URLs
 and ports and those credential files, so the other commands find them.
+``prometheus/targets.json`` lists the replicas running now (``file_sd`` format, rewritten
+whenever one starts or stops, emptied at exit), which the ``prometheus.yml`` of
+``keel render prometheus --target local`` reads.
 
 Children get file paths through ``KEEL_*_FILE`` variables, never secret values.
 
@@ -85,6 +88,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
+from agentkeel.assets.prometheus_config import write_replica_targets
 from agentkeel.cli.config_cmd import cli_state, load_cli_settings
 from agentkeel.cli.output import exits_on_keel_error, stderr_console, stdout_console
 from agentkeel.cli.stack import StackFile
@@ -101,6 +105,7 @@ from agentkeel.ops.local_model import (
 from agentkeel.ops.ports import bind_error, url_host
 from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate, replica_spec_env
 from agentkeel.ops.stable_release import stable_spec
+from agentkeel.ops.stack_services import starts_memory_server, starts_tool_server
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import JsonFormatter
@@ -300,18 +305,6 @@ def tools_mcp_url(settings: KeelSettings) -> str:
     """Where ``keel up``'s tool server answers MCP."""
     server = settings.tools.server
     return f"http://{url_host(server.host)}:{server.port}/mcp"
-
-
-def starts_memory_server(settings: KeelSettings) -> bool:
-    """Whether ``keel up`` runs its memory server: on unless ``up.memory`` is false or
-    ``memory_client.url`` points the agents at a memory server of the user's own."""
-    return settings.up.memory and settings.memory_client.url is None
-
-
-def starts_tool_server(settings: KeelSettings) -> bool:
-    """Whether ``keel up`` runs its tool server: on unless ``up.tools`` is false or
-    ``tools.servers`` lists the MCP servers the agents use."""
-    return settings.up.tools and not settings.tools.servers
 
 
 def skipped_service_notes(settings: KeelSettings) -> list[str]:
@@ -947,6 +940,10 @@ def up(
             for status in supervisor.status()
         }
 
+    def replicas_changed() -> None:
+        stack.update_services(running_services())
+        write_replica_targets(data, manager.running_replicas())
+
     manager = ReplicaManager(
         supervisor=supervisor,
         template=plan.replica_template,
@@ -954,7 +951,7 @@ def up(
         reserved_ports=[spec.port for spec in specs if spec.port is not None],
         shared_env=shared_replica_env(settings),
         environ=os.environ,
-        on_change=lambda: stack.update_services(running_services()),
+        on_change=replicas_changed,
     )
     control = ControlServer(app=create_control_app(manager), path=data / CONTROL_SOCKET)
     control.bind()
@@ -966,6 +963,7 @@ def up(
         router_url=urls.get(ROUTER_SERVICE),
         control_socket=CONTROL_SOCKET,
     )
+    write_replica_targets(data, manager.running_replicas())
 
     def on_started() -> None:
         view.end()
@@ -980,6 +978,8 @@ def up(
             asyncio.run(_supervise(supervisor, control, view, on_started))
     finally:
         stack.mark("stopped")
+        # Prometheus stops scraping the replicas that are gone.
+        write_replica_targets(data, [])
     stderr_console().print("[green]keel up stopped cleanly.[/]")
 
 

@@ -268,6 +268,10 @@ class ReplicaManager:
 
     async def list_replicas(self) -> list[ReplicaInfo]:
         """Every replica the supervisor still runs, in start order."""
+        return self.running_replicas()
+
+    def running_replicas(self) -> list[ReplicaInfo]:
+        """``list_replicas`` for a caller that cannot await (an ``on_change`` callback)."""
         infos: list[ReplicaInfo] = []
         for status in self._supervisor.status():
             replica = self._replicas.get(status.name)

@@ -24,28 +24,31 @@ _LATER_NS = 1_000_000
 1 ms, which a float of seconds still tells apart."""
 
 
-def atomic_write(target: Path, data: bytes, *, durable: bool = True, newer: bool = False) -> None:
-    """``data`` into ``target`` (mode 0600) through a temporary file and a rename in the
-    same directory. ``durable``: synced to disk before the rename (off for a scratch copy
-    nobody needs after a crash). ``newer``: the new file's modification time is later
-    than the old one's, for readers that reload only when it grows (two writes within one
-    clock tick of the file system would otherwise share one)."""
-    with staged_write(target, data, durable=durable, newer=newer):
+def atomic_write(
+    target: Path, data: bytes, *, durable: bool = True, newer: bool = False, mode: int = 0o600
+) -> None:
+    """``data`` into ``target`` (``mode``, 0600 unless given) through a temporary file and
+    a rename in the same directory. ``durable``: synced to disk before the rename (off for
+    a scratch copy nobody needs after a crash). ``newer``: the new file's modification time
+    is later than the old one's, for readers that reload only when it grows (two writes
+    within one clock tick of the file system would otherwise share one). ``mode`` 0644 for
+    a file another user's program reads (Prometheus reading its configuration)."""
+    with staged_write(target, data, durable=durable, newer=newer, mode=mode):
         pass
 
 
 @contextlib.contextmanager
 def staged_write(
-    target: Path, data: bytes, *, durable: bool = True, newer: bool = False
+    target: Path, data: bytes, *, durable: bool = True, newer: bool = False, mode: int = 0o600
 ) -> Iterator[None]:
     """``data`` written beside ``target`` before the block runs; ``target`` is replaced
     with it when the block ends, and left as it was (the staged file removed) when the
-    block raises. ``durable`` and ``newer`` as for ``atomic_write``."""
+    block raises. ``durable``, ``newer`` and ``mode`` as for ``atomic_write``."""
     before = _mtime_ns(target) if newer else None
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             if durable:
