@@ -286,3 +286,14 @@ def test_quantile_cases_put_the_value_above_the_threshold() -> None:
             if case.alert in thresholds:
                 assert math.isfinite(fired.value)
                 assert fired.value > thresholds[case.alert], case.id
+
+
+def test_the_readme_shows_the_default_settings() -> None:
+    """The README's alerts: block is exactly the defaults (a changed default changes it)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### Alerts\n")
+    block = re.search(r"^```yaml\n(.*?)^```", readme[start:], re.M | re.S)
+    assert block, "no yaml block in the README's Alerts section"
+    shown = yaml.safe_load(block.group(1))["alerts"]
+    assert AlertSettings.model_validate(shown) == DEFAULTS
+    assert set(shown) == set(AlertSettings.model_fields)
