@@ -304,22 +304,22 @@ def error_rate_cases(settings: AlertSettings) -> Iterator[AlertCase]:
             at_steps(lambda step: step % sparse == 0, lambda: r.turns(model_unavailable=1)),
         ),
     )
-    r = Replica()
-    yield case(
-        "silent when half the turns are refused for the caller's own reasons",
-        run(
-            [r],
-            steps,
-            steady(
-                lambda: r.turns(
-                    ok=turns,
-                    quota_exhausted=turns // 2,
-                    input_too_large=turns // 4,
-                    draining=turns // 4,
-                )
+    # As many refusals as successful turns, spread over (up to) three ignored statuses.
+    refused = alert.ignored_statuses[:3]
+    if refused:
+        r = Replica()
+        yield case(
+            f"silent when half the turns are refused with {', '.join(refused)}",
+            run(
+                [r],
+                steps,
+                steady(
+                    lambda: r.turns(
+                        ok=turns, **{status: turns // len(refused) for status in refused}
+                    )
+                ),
             ),
-        ),
-    )
+        )
     stable, canary = Replica("v1", "10.0.0.1:8081"), Replica("v2", "10.0.0.2:8081")
     yield case(
         "a canary-only spike fires for the canary's version only",

@@ -26,7 +26,12 @@ CHANGED = AlertSettings.model_validate(
         "window": "10m",
         "quantile": 0.9,
         "labels": {"team": "agents"},
-        "error_rate": {"threshold": 0.2, "for_duration": "5m", "min_rps": 0.5},
+        "error_rate": {
+            "threshold": 0.2,
+            "for_duration": "5m",
+            "min_rps": 0.5,
+            "ignored_statuses": ["draining", "quota_exhausted"],
+        },
         "context_exhaustion": {"threshold": 0.75, "window": "15m"},
         "memory_latency": {"threshold_s": 0.1, "for_duration": "1m"},
         "model_timeouts": {"threshold": 0.25, "min_rps": 1},
@@ -54,7 +59,12 @@ def run_promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("settings", VARIANTS.values(), ids=VARIANTS.keys())
+NO_IGNORED = AlertSettings.model_validate({"error_rate": {"ignored_statuses": []}})
+
+
+@pytest.mark.parametrize(
+    "settings", [*VARIANTS.values(), NO_IGNORED], ids=[*VARIANTS.keys(), "no ignored statuses"]
+)
 def test_promtool_check_rules_accepts_the_rendered_file(
     settings: AlertSettings, promtool: str, tmp_path: Path
 ) -> None:
@@ -81,6 +91,7 @@ def promtool_test(settings: AlertSettings, case: AlertCase, rules: Path) -> dict
     """A promtool unit-test file for ``case``: its series, and what must fire when."""
     by_name = {rule.name: rule for rule in alert_rules(settings)}
     rule = by_name[case.alert]
+    assert all(set(fired.labels) == set(rule.by) for fired in case.fired), rule.by
     eval_time = f"{case.eval_s}s"
     expected = [
         {

@@ -104,7 +104,11 @@ def render_alerts(settings: AlertSettings) -> str:
 
 
 def alert_queries(settings: AlertSettings) -> list[Query]:
-    """Each alert's signal and its firing expression, for the live PromQL test."""
+    """Each alert's signal and its firing expression, for the live PromQL test.
+
+    ``alert NAME`` is a signal: it returns a value for every group of a busy, healthy
+    stack. ``alert NAME (expr)`` is the firing condition: valid PromQL that returns
+    nothing while the stack is healthy."""
     queries: list[Query] = []
     for rule in alert_rules(settings):
         queries.append(Query(f"alert {rule.name}", rule.signal))
@@ -121,7 +125,8 @@ def _error_rate(settings: AlertSettings) -> AlertRule:
     by = ("agent", "version")
     ignored = "|".join(alert.ignored_statuses)
     served = f'agent_turns_total{{status!~"{ignored}"}}' if ignored else "agent_turns_total"
-    failed = f'agent_turns_total{{status!~"{"|".join(("ok", *alert.ignored_statuses))}"}}'
+    not_failed = "|".join(("ok", *alert.ignored_statuses))
+    failed = f'agent_turns_total{{status!~"{not_failed}"}}'
     turns = _sum_rate(served, by, window)
     signal = f"(\n  {_sum_rate(failed, by, window)}\n  or {turns} * 0\n)\n/ {turns}"
     return _rule(
