@@ -101,7 +101,8 @@ def trace(
     """Every line of every service and category with this correlation id, as one timeline."""
     where = _log_dir(ctx, directory)
     _require_dir(where)
-    scan = read_lines(where, LineFilter(correlation_id=correlation_id))
+    with stderr_console().status(f"Reading the log files under {escape(str(where))}..."):
+        scan = read_lines(where, LineFilter(correlation_id=correlation_id))
     if not scan.lines:
         raise NotFound(
             f"No log line carries correlation id {correlation_id!r}: looked in {scan.files} "
@@ -188,7 +189,9 @@ def tail(
     follower = LogFollower(where, keep) if follow else None
     try:
         limits = follower.limits() if follower is not None else None
-        for line in last_lines(where, keep, count=count, limits=limits).lines:
+        with stderr_console().status(f"Reading the log files under {escape(str(where))}..."):
+            history = last_lines(where, keep, count=count, limits=limits)
+        for line in history.lines:
             _print_line(line, as_json=as_json)
         if follower is None:
             return

@@ -9,7 +9,7 @@ their files. Anything in a file that is not a JSON object with a timestamp is sk
 
 >>> scan = read_lines(Path(".keel/logs"), LineFilter(correlation_id="4f2a..."))
 >>> [line.service for line in scan.lines]
-['router', 'replica-1', 'tools', 'memory', 'replica-1', 'router']
+['replica-1', 'memory', 'tools', 'replica-1', 'router']
 
 Following (``LogFollower``) polls the active files, the way ``tail -F`` does: a file
 renamed away by a rotation is read to its end before the new active file is opened,
@@ -42,6 +42,7 @@ __all__ = [
     "Scan",
     "last_lines",
     "list_log_files",
+    "parse_line",
     "read_lines",
 ]
 

@@ -53,6 +53,7 @@ KNOWN_FIELDS = (
     "event",
     "status",
     "method",
+    "route",
     "path",
     "version",
     "replica",
