@@ -29,6 +29,7 @@ BENCHMARKS = [
     "flags",
     "quota",
     "scrape",
+    "logging_overhead",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

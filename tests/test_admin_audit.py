@@ -48,6 +48,8 @@ ADMIN_ACTIONS: list[tuple[str, str, str]] = [
     ("rollout weights", "deploy/strategies/base.py", "rollout.weights"),
     ("rollout retire previous", "deploy/strategies/base.py", "rollout.retire"),
     ("keel rollback (each step)", "deploy/rollback.py", "rollback."),
+    ("keel logs prune", "cli/logs_cmd.py", "logs.prune"),
+    ("keel up's log prune (at start, then every interval)", "ops/log_retention.py", "logs.prune"),
 ]
 
 

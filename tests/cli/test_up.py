@@ -239,6 +239,43 @@ def test_services_are_wired_through_file_variables(
     assert not secret_values & {key for spec in specs.values() for key in spec.env}
 
 
+def test_every_keel_child_writes_log_files_of_its_own(
+    tmp_path: Path, model_file: Path, credentials: MemoryCredentials
+) -> None:
+    """Memory, tools, replicas and the router log into <data_dir>/logs (or logging.dir),
+    each under its own supervisor name, so no two processes write one file; the model
+    server (not a keel service) gets neither."""
+    settings = settings_for(tmp_path, model_file, replicas=2, router=True)
+    specs = plan_services(
+        settings,
+        config_path=None,
+        start_local_model=True,
+        admin_token_file=tmp_path / "t",
+        tool_credentials=tool_files(tmp_path),
+        memory_credentials=credentials,
+    )
+    keel = [spec for spec in specs if spec.name != LOCAL_MODEL_SERVICE]
+    assert {spec.env["KEEL_LOGGING__DIR"] for spec in keel} == {str(tmp_path / "data" / "logs")}
+    assert [spec.env["KEEL_LOGGING__SERVICE_NAME"] for spec in keel] == [
+        MEMORY_SERVICE,
+        TOOLS_SERVICE,
+        "replica-1",
+        "replica-2",
+        ROUTER_SERVICE,
+    ]
+    model = by_name(specs)[LOCAL_MODEL_SERVICE]
+    assert not any(key.startswith("KEEL_LOGGING__") for key in model.env)
+
+    elsewhere = settings_for(
+        tmp_path, model_file, replicas=1, memory=False, tools=False,
+        extra={"logging": {"dir": str(tmp_path / "var-log")}},
+    )  # fmt: skip
+    [replica] = plan_services(
+        elsewhere, config_path=None, start_local_model=False, admin_token_file=tmp_path / "t"
+    )
+    assert replica.env["KEEL_LOGGING__DIR"] == str(tmp_path / "var-log")
+
+
 def test_replicas_share_the_data_dir_token_and_config(tmp_path: Path, model_file: Path) -> None:
     """Replicas get absolute paths for the data dir, admin token and config, and their own id."""
     settings = settings_for(tmp_path, model_file, replicas=2, memory=False, tools=False)
@@ -582,7 +619,7 @@ def test_services_table_lists_every_service_with_url_and_log(
     ]
     out = Console(file=io.StringIO(), record=True, width=250)
     UpView(out=out, err=Console(file=io.StringIO())).print_services(
-        statuses, specs, tmp_path / "data"
+        statuses, specs, tmp_path / "data", tmp_path / "data" / "logs"
     )
     text = out.export_text()
     rows = {
@@ -598,6 +635,7 @@ def test_services_table_lists_every_service_with_url_and_log(
     assert rows[MEMORY_SERVICE][3].endswith("logs/memory.log")
     assert "memory_agent_token" in text
     assert "tools_agent_token" in text
+    assert "data/logs/<category>/<service>.jsonl" in text and "keel logs tail -f" in text
 
 
 def test_up_flags_turn_memory_and_tools_off(

@@ -53,6 +53,8 @@ async def test_a_replica_of_another_version_gets_the_spec_and_the_stack_wiring(
         assert env["KEEL_CONFIG"] == str(config)
         assert env["KEEL_AGENT__TEMPERATURE"] == "0.5"
         assert env["KEEL_SERVER__REPLICA_ID"] == "agent-v2-1"
+        # Its log files carry its own name: one writer per file.
+        assert env["KEEL_LOGGING__SERVICE_NAME"] == "agent-v2-1"
         v1_env = recorded_env(stack.record_dir, "replica-1")
         assert env["KEEL_DATA_DIR"] == v1_env["KEEL_DATA_DIR"]
         # Its own keel.yaml still serves the stack's sessions.
@@ -89,6 +91,12 @@ async def test_a_replica_of_another_version_gets_the_spec_and_the_stack_wiring(
         (ReplicaSpec(version="v2", env={"keel_agent__id": "x"}), 1, "only KEEL_\\* settings"),
         (ReplicaSpec(version="v2", env={"KEEL_DATA_DIR": "/elsewhere"}), 1, "set by keel up"),
         (ReplicaSpec(version="v2", env={"KEEL_STORE__URL": "sqlite:///x"}), 1, "set by keel up"),
+        (
+            ReplicaSpec(version="v2", env={"KEEL_LOGGING__SERVICE_NAME": "router"}),
+            1,
+            "set by keel up",
+        ),
+        (ReplicaSpec(version="v2", env={"KEEL_LOGGING__DIR": "/tmp/x"}), 1, "set by keel up"),
         (ReplicaSpec(version="v2", env={"KEEL_NOPE": "1"}), 1, "names no setting"),
         (ReplicaSpec(version="v2", env={"KEEL_AGENT__VERSONN": "x"}), 1, "do not load"),
         (

@@ -24,6 +24,7 @@ from agentkeel.cli.config_cmd import CliState
 from agentkeel.cli.flags_cmd import flags_app
 from agentkeel.cli.golden_cmd import golden_app
 from agentkeel.cli.keys_cmd import keys_app
+from agentkeel.cli.logs_cmd import logs_app
 from agentkeel.cli.memory_cmd import memory_app, snapshot_app
 from agentkeel.cli.output import stdout_console
 from agentkeel.cli.render_cmd import render_app
@@ -118,6 +119,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(flags_app, name="flags")
 app.add_typer(render_app, name="render")
+app.add_typer(logs_app, name="logs")
 
 app.add_typer(secrets_app, name="secrets")
 

@@ -142,14 +142,6 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
-
-
 def _fail(message: str) -> typer.Exit:
     stderr_console().print(f"[bold red]keel:[/] [red]{escape(message)}[/]", soft_wrap=True)
     return typer.Exit(EXIT_RUNTIME)

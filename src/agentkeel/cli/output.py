@@ -41,6 +41,15 @@ def print_json(data: Any) -> None:
     stdout_console().print_json(json.dumps(data, ensure_ascii=False))
 
 
+def format_bytes(count: float) -> str:
+    """A size as people read it: ``512 B``, ``1.5 KiB``, ``64.0 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
 def exit_code_for(exc: KeelError) -> int:
     """2 for configuration and secrets (fix a file, then retry), 1 for runtime failures."""
     return EXIT_CONFIG if isinstance(exc, ConfigError | SecretError) else EXIT_RUNTIME

@@ -24,9 +24,13 @@ While it runs, ``keel up`` serves its control channel on the unix socket
 ``ops/control.py``): replicas of any version are started, listed, drained and
 stopped there without a restart (``deploy/drivers/local.py`` is the client).
 They are not added to the router; the rollout controller does that. State (the SQLite
-``sessions.db``, ``memory/memory.db``), logs (``logs/<service>.log``) and the
-credentials live in the data directory (``./.keel`` by default); the
-credentials are made on the first run with mode 0600 and reused after:
+``sessions.db``, ``memory/memory.db``), logs and the credentials live in the data
+directory (``./.keel`` by default). Each child writes its JSON lines to
+``logs/<category>/<service>.jsonl`` (``KEEL_LOGGING__DIR`` and a distinct
+``KEEL_LOGGING__SERVICE_NAME``: ``memory``, ``tools``, ``replica-1``, ``router``),
+and its stdout and stderr (warnings, errors, crashes) go to ``logs/<service>.log``;
+``keel up`` runs ``keel logs prune`` at start and every ``logging.prune_interval_h``.
+The credentials are made on the first run with mode 0600 and reused after:
 
 - ``admin_token``: the replicas' admin endpoints and the memory server's admin token;
 - ``memory_agent_token``: what replicas and the tool server send to the memory server;
@@ -77,6 +81,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +107,14 @@ from agentkeel.ops.local_model import (
     local_model_command,
     local_model_ready_url,
 )
+from agentkeel.ops.log_retention import LogPruner
 from agentkeel.ops.ports import bind_error, url_host
-from agentkeel.ops.replicas import ReplicaManager, ReplicaTemplate, replica_spec_env
+from agentkeel.ops.replicas import (
+    LOG_NAME_ENV,
+    ReplicaManager,
+    ReplicaTemplate,
+    replica_spec_env,
+)
 from agentkeel.ops.stable_release import stable_spec
 from agentkeel.ops.stack_services import starts_memory_server, starts_tool_server
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
@@ -392,7 +403,11 @@ def plan_stack(
         else {}
     )
     data_dir = settings.data_dir.absolute()
-    base_env = {"PYTHONUNBUFFERED": "1", "KEEL_DATA_DIR": str(data_dir)}
+    base_env = {
+        "PYTHONUNBUFFERED": "1",
+        "KEEL_DATA_DIR": str(data_dir),
+        "KEEL_LOGGING__DIR": str(settings.logging.directory(data_dir).absolute()),
+    }
     if config_path is not None:
         base_env["KEEL_CONFIG"] = str(config_path.absolute())
     if environment is not None:
@@ -576,7 +591,7 @@ def _router_spec(
     return ServiceSpec(
         name=ROUTER_SERVICE,
         command=command,
-        env=env,
+        env={**env, LOG_NAME_ENV: ROUTER_SERVICE},
         port=router.port,
         health_url=f"{base}/health",
         ready_url=f"{base}/ready",
@@ -614,7 +629,7 @@ def _server_spec(
     return ServiceSpec(
         name=name,
         command=_serve_command(interpreter, name, host, port),
-        env=env,
+        env={**env, LOG_NAME_ENV: name},
         port=port,
         health_url=f"{base}/health",
         ready_url=f"{base}/ready",
@@ -700,9 +715,14 @@ class UpView:
             self._status.update(text)
 
     def print_services(
-        self, statuses: list[ServiceStatus], specs: list[ServiceSpec], data_dir: Path
+        self,
+        statuses: list[ServiceStatus],
+        specs: list[ServiceSpec],
+        data_dir: Path,
+        log_dir: Path | None = None,
     ) -> None:
-        """The services table (name, URL, pid, log file), then where the credentials are."""
+        """The services table (name, URL, pid, stdout log), then where the JSON log files
+        and the credentials are."""
         urls = {spec.name: service_url(spec) for spec in specs}
         table = Table(title="keel up", title_justify="left")
         table.add_column("service", no_wrap=True)
@@ -717,6 +737,11 @@ class UpView:
                 _short(status.log_path),
             )
         self._out.print(table)
+        if log_dir is not None:
+            self._out.print(
+                f"logs: {_short(log_dir)}/<category>/<service>.jsonl  (keel logs tail -f; "
+                "keel logs trace <correlation id>)"
+            )
         self._out.print(f"data dir: {data_dir}  admin token: {data_dir / ADMIN_TOKEN_FILE}")
         if MEMORY_SERVICE in urls:
             self._out.print(f"memory agent token: {data_dir / MEMORY_AGENT_TOKEN_FILE}")
@@ -756,6 +781,7 @@ async def _supervise(
     control: ControlServer,
     view: UpView,
     on_started: Callable[[], None],
+    pruner: LogPruner | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     requests = 0
@@ -775,6 +801,7 @@ async def _supervise(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
+    pruning = asyncio.create_task(pruner.run()) if pruner is not None else None
     try:
         await supervisor.start()
         if not supervisor.stop_requested:
@@ -782,6 +809,8 @@ async def _supervise(
             on_started()
         await supervisor.wait_until_stop_requested()
     finally:
+        if pruning is not None:
+            pruning.cancel()
         # The control channel outlives the stop: it lists the replicas draining and
         # refuses new ones, so a rollout sees what happens.
         try:
@@ -965,22 +994,45 @@ def up(
     )
     write_replica_targets(data, manager.running_replicas())
 
+    log_dir = settings.logging.directory(data).absolute()
+    pruner = LogPruner(
+        directory=log_dir,
+        retention_days=settings.logging.retention_days,
+        interval_s=settings.logging.prune_interval_h * 3600,
+        clock=time.time,
+    )
+
     def on_started() -> None:
         view.end()
         stack.mark("running")
-        view.print_services(supervisor.status(), specs, data)
+        view.print_services(supervisor.status(), specs, data, log_dir)
 
     view.begin("Starting keel services...")
     try:
         with _log_file(data / "logs" / KEEL_UP_LOG):
             # The control channel's replica starts and stops are audited from here.
             install_audit_file(data, service="keel-up")
-            asyncio.run(_supervise(supervisor, control, view, on_started))
+            _prune_at_start(pruner, view)
+            asyncio.run(_supervise(supervisor, control, view, on_started, pruner))
     finally:
         stack.mark("stopped")
         # Prometheus stops scraping the replicas that are gone.
         write_replica_targets(data, [])
     stderr_console().print("[green]keel up stopped cleanly.[/]")
+
+
+def _prune_at_start(pruner: LogPruner, view: UpView) -> None:
+    """``keel logs prune`` before the children start; a failure is a note, not a stop."""
+    try:
+        report = pruner.prune()
+    except OSError as exc:
+        view.note(f"[yellow]note[/]      log retention skipped: {exc}")
+        return
+    if report.deleted_files:
+        view.note(
+            f"[dim]log retention: deleted {report.deleted_files} rotated file(s) in "
+            f"{_short(pruner.directory)}[/]"
+        )
 
 
 def set_aside_router_table(data_dir: Path) -> Path | None:

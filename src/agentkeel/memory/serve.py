@@ -37,16 +37,19 @@ def memory_settings_for(settings: KeelSettings) -> MemorySettings:
 def run_memory_server(settings: KeelSettings) -> int:
     """Serve the memory API until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     memory = memory_settings_for(settings)
-    configure_logging(service="memory", level=memory.log_level)
-    redact_logs(SecretRedactor())
+    sinks = configure_logging(service="memory", level=memory.log_level, settings=settings.logging)
     try:
-        app = create_app(memory)
-        # The stack's one audit file, in the top data directory (not memory's own).
-        install_audit_file(settings.data_dir, service="memory", registry=app.state.registry)
-    except KeelError as exc:
-        logger.error("cannot start the memory server: %s", exc.message)
-        return EXIT_ERROR
-    return run_until_signal(app, host=memory.host, port=memory.port, service="memory")
+        redact_logs(SecretRedactor())
+        try:
+            app = create_app(memory)
+            # The stack's one audit file, in the top data directory (not memory's own).
+            install_audit_file(settings.data_dir, service="memory", registry=app.state.registry)
+        except KeelError as exc:
+            logger.error("cannot start the memory server: %s", exc.message)
+            return EXIT_ERROR
+        return run_until_signal(app, host=memory.host, port=memory.port, service="memory")
+    finally:
+        sinks.close()
 
 
 def main() -> int:

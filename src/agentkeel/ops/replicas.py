@@ -41,6 +41,7 @@ from agentkeel.ops.supervisor import ServiceSpec, ServiceState, Supervisor
 from agentkeel.telemetry.audit import audit
 
 __all__ = [
+    "LOG_NAME_ENV",
     "MAX_REPLICAS_PER_START",
     "REPLICA_STOP_MARGIN_S",
     "ReplicaManager",
@@ -48,6 +49,9 @@ __all__ = [
     "check_extra_env",
     "replica_spec_env",
 ]
+
+LOG_NAME_ENV = "KEEL_LOGGING__SERVICE_NAME"
+"""The variable that names a child's log files (its supervisor name: one writer per file)."""
 
 MAX_REPLICAS_PER_START = 16
 REPLICA_STOP_MARGIN_S = 10.0
@@ -76,6 +80,8 @@ _RESERVED = frozenset(
         "KEEL_SERVER__ADMIN_TOKEN_FILE",
         "KEEL_STORE__URL",
         "KEEL_REDIS_URL",
+        "KEEL_LOGGING__DIR",
+        LOG_NAME_ENV,
     }
 )
 
@@ -97,8 +103,9 @@ class ReplicaTemplate:
     """How ``keel up`` starts an agent replica: ``keel serve agent`` with the stack's wiring.
 
     The command is ``interpreter``, ``program``, then ``--host`` and ``--port``.
-    ``env`` holds what every replica gets (data dir, config file, admin token,
-    memory and tool credentials); ``depends_on`` the services replicas need.
+    ``env`` holds what every replica gets (data dir, log dir, config file, admin
+    token, memory and tool credentials); ``depends_on`` the services replicas need.
+    Each replica's log files carry its name (``LOG_NAME_ENV``).
     """
 
     interpreter: str
@@ -126,7 +133,7 @@ class ReplicaTemplate:
         return ServiceSpec(
             name=name,
             command=[self.interpreter, *self.program, "--host", self.host, "--port", str(port)],
-            env={**self.env, "KEEL_SERVER__REPLICA_ID": name, **(env or {})},
+            env={**self.env, "KEEL_SERVER__REPLICA_ID": name, **(env or {}), LOG_NAME_ENV: name},
             port=port,
             health_url=f"{base}/health",
             ready_url=f"{base}/ready",

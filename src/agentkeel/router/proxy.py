@@ -12,6 +12,10 @@
   starting). A connection lost after the request went out is a 503
   ``upstream_lost`` with ``Retry-After``: the turn may have been stored, and
   the client's retry is safe because the stored turn number says so.
+
+Every answered ``/v1`` request is counted and gets one access line
+(``telemetry/access_log.py``) with the route's name and the path with the
+session id as ``{session_id}``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from agentkeel.router.frontdoor import ADMITTED, UNDECIDED, RouterFrontDoor, str
 from agentkeel.router.responses import router_error
 from agentkeel.router.routing import Replica, VersionRoute
 from agentkeel.router.upstream import BAD, BROKEN, DONE, HELD, LOST, TIMEOUT, Exchange
+from agentkeel.telemetry.access_log import access_enabled, log_access
 
 if TYPE_CHECKING:
     from agentkeel.router.app import RouterApp
@@ -97,7 +102,7 @@ class Proxy:
                 version, route, status = await self._v1(client, request, path)
             else:
                 version, route, status = await self._v1_admitted(client, request, path)
-            self.app.metrics.record(version, route, status, self.clock() - started)
+            self._done(request, version, route, status, self.clock() - started)
             return
         await self.app.serve_local(client, request)
 
@@ -376,7 +381,7 @@ class Proxy:
                 replica.pool.release(upstream)
                 if status == UNDECIDED:
                     return False
-                self.app.metrics.record(_NO_VERSION, name, status, 0.0)
+                self._done(request, _NO_VERSION, name, status, 0.0)
                 client.forwarded(request)
                 return True
         forwarding = _Forwarding(
@@ -413,7 +418,7 @@ class Proxy:
                 return
             if f.request.turn_slot is not None:
                 RouterFrontDoor.release(f.request)
-            self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
+            self._done(f.request, f.route.name, f.name, status, self.clock() - f.started)
             client.forwarded(f.request)
         except Exception:
             RouterFrontDoor.release(f.request)
@@ -434,7 +439,27 @@ class Proxy:
                 await self.app.pins.unpin(f.session)
         finally:
             RouterFrontDoor.release(f.request)
-        self.app.metrics.record(f.route.name, f.name, status, self.clock() - f.started)
+        self._done(f.request, f.route.name, f.name, status, self.clock() - f.started)
+
+    def _done(self, request: Request, version: str, name: str, status: int, seconds: float) -> None:
+        """A ``/v1`` request answered: count it, and write its access line."""
+        self.app.metrics.record(version, name, status, seconds)
+        if access_enabled():
+            session = _target(request, request.path)[0]
+            path = request.path.decode("latin-1")
+            if session is not None:
+                _, slash, tail = path[_PREFIX_LENGTH:].partition("/")
+                path = f"{_SESSION_PREFIX.decode()}{{session_id}}{slash}{tail}"
+            log_access(
+                request.method.decode("latin-1"),
+                name,
+                path,
+                status,
+                seconds,
+                session_id=session,
+                correlation_id=request.correlation_id.decode("latin-1"),
+                version=None if version == _NO_VERSION else version,
+            )
 
     # -- after an exchange --------------------------------------------------------------
 

@@ -32,10 +32,13 @@ logger = logging.getLogger("agentkeel.router.serve")
 
 def run_router_server(settings: KeelSettings) -> int:
     """Serve until SIGTERM/Ctrl-C; blocks and returns the exit code."""
-    configure_logging(service="router", level=settings.log_level)
-    redact_logs(SecretRedactor())
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_serve(settings))
+    sinks = configure_logging(service="router", level=settings.log_level, settings=settings.logging)
+    try:
+        redact_logs(SecretRedactor())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(_serve(settings))
+    finally:
+        sinks.close()
 
 
 async def _serve(settings: KeelSettings) -> int:

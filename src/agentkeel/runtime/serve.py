@@ -44,7 +44,23 @@ def run_agent_server(
     """Serve the agent until drained; blocks and returns the process exit code.
     ``source_of`` (``LoadedSettings.source_of``) names each setting's layer in
     ``GET /admin/config``."""
-    configure_logging(service="agent", level=settings.log_level)
+    # Replicas that share a log directory write files of their own: one writer per file.
+    default_name = "agent" if settings.logging.dir is None else f"agent-{settings.server.port}"
+    sinks = configure_logging(
+        service=default_name, level=settings.log_level, settings=settings.logging
+    )
+    try:
+        return _run_agent_server(settings, agent_entrypoint=agent_entrypoint, source_of=source_of)
+    finally:
+        sinks.close()
+
+
+def _run_agent_server(
+    settings: KeelSettings,
+    *,
+    agent_entrypoint: str | None,
+    source_of: Callable[[str], str] | None,
+) -> int:
     try:
         agent = load_agent(agent_entrypoint) if agent_entrypoint else None
         app = create_app(settings, agent=agent, source_of=source_of)

@@ -1,23 +1,44 @@
-"""JSON logs on stdout with the fields that every agentkeel service shares.
+"""JSON logs with the fields that every agentkeel service shares: on stdout, and in
+per-category files when ``logging.dir`` is set.
 
-Fields: timestamp, level, service, logger, message, correlation_id, and where
+Fields: timestamp (UTC, to the microsecond, so the lines of several processes
+merge in order), level, service, logger, message, correlation_id, and where
 known agent_id, session_id, turn, tool, duration_ms (pass them in ``extra=``),
 the line's ``category`` (``log_categories.py``) and, inside a span, its
-``trace_id`` and ``span_id``. One JSON object per line, ready for Loki or any log shipper.
+``trace_id`` and ``span_id``. One JSON object per line, ready for Loki or any
+log shipper.
+
+With a log directory, every line also goes to
+``<dir>/<category>/<service>.jsonl`` (``log_files.py``) through a
+``QueueHandler``: the line is formatted (and redacted) in the thread that
+logged it, where its correlation id and span are known, and written by one
+``QueueListener`` thread, so a slow disk never stalls the event loop. The queue
+is drained when the handler closes: ``LogSinks.close``, or ``logging.shutdown``
+at interpreter exit.
+
+>>> sinks = configure_logging(service="memory", settings=LoggingSettings(dir=Path("logs")))
+>>> sinks.close()   # at shutdown: every queued line is written
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
 import time
+from dataclasses import dataclass
+from logging.handlers import QueueHandler, QueueListener
+from pathlib import Path
 from typing import IO, Any
 
 from opentelemetry import trace
 
+from agentkeel.config.logs import LoggingSettings
+from agentkeel.telemetry.access_log import ACCESS_LOGGER
 from agentkeel.telemetry.correlation import get_correlation_id
 from agentkeel.telemetry.log_categories import category_of
+from agentkeel.telemetry.log_files import CategoryFileHandler
 
 KNOWN_FIELDS = (
     "agent_id",
@@ -32,6 +53,7 @@ KNOWN_FIELDS = (
     "event",
     "status",
     "method",
+    "route",
     "path",
     "version",
     "replica",
@@ -59,7 +81,8 @@ class JsonFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        micros = min(int((record.created - second) * 1_000_000 + 0.5), 999_999)
+        return f"{self._second_text}.{micros:06d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -86,15 +109,83 @@ class JsonFormatter(logging.Formatter):
         return self._encoder.encode(out)
 
 
-def configure_logging(*, service: str, level: str = "info", stream: IO[str] | None = None) -> None:
-    """Route the root logger to one JSON handler on ``stream`` (stdout by default)."""
+class _AlreadyFormatted(logging.Formatter):
+    """The line a ``QueueHandler`` formatted in the logging thread, as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+class FileQueueHandler(QueueHandler):
+    """Formats each record into its JSON line where it was logged and queues it for the
+    ``CategoryFileHandler``, which one listener thread feeds; ``close`` drains the
+    queue into the files and closes them."""
+
+    def __init__(self, target: CategoryFileHandler, *, formatter: logging.Formatter) -> None:
+        lines: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        super().__init__(lines)
+        self.setFormatter(formatter)
+        self.target = target
+        target.setFormatter(_AlreadyFormatted())
+        self._listener: QueueListener | None = QueueListener(lines, target)
+        self._listener.start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+            self.target.close()
+        super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class LogSinks:
+    """Where ``configure_logging`` sends the lines: the service name they carry and the
+    log directory (``None``: stdout only)."""
+
+    service: str
+    directory: Path | None
+    files: FileQueueHandler | None = None
+
+    def close(self) -> None:
+        """Write every queued line and close the files (stdout is left open)."""
+        if self.files is not None:
+            logging.getLogger().removeHandler(self.files)
+            self.files.close()
+
+
+def configure_logging(
+    *,
+    service: str,
+    level: str = "info",
+    stream: IO[str] | None = None,
+    settings: LoggingSettings | None = None,
+) -> LogSinks:
+    """Route the root logger to JSON lines: on ``stream`` (stdout by default) and, with
+    ``settings.dir``, into the per-category files. ``service`` is the name lines carry
+    unless ``settings.service_name`` says otherwise. Replaces what an earlier call set up
+    (its files are drained and closed)."""
+    options = settings or LoggingSettings()
+    name = options.name_for(service)
+    formatter = JsonFormatter(service=name)
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter(service=service))
+    handler.setFormatter(formatter)
+    handler.setLevel(options.stdout_threshold(level).upper())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, FileQueueHandler):
+            old.close()
     root.addHandler(handler)
+    files: FileQueueHandler | None = None
+    if options.dir is not None:
+        target = CategoryFileHandler(
+            directory=options.dir, service=name, max_bytes=options.max_file_bytes
+        )
+        files = FileQueueHandler(target, formatter=formatter)
+        root.addHandler(files)
     root.setLevel(level.upper())
+    logging.getLogger(ACCESS_LOGGER).disabled = not options.access_lines
     # The JSON lines carry none of these, and finding the caller walks the stack on
     # every record (the logging docs' own advice for a hot path).
     logging._srcfile = None
@@ -103,11 +194,12 @@ def configure_logging(*, service: str, level: str = "info", stream: IO[str] | No
     logging.logMultiprocessing = False
     # uvicorn's access log duplicates our request log line; keep its errors.
     logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+    for server_logger in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(server_logger).handlers.clear()
+        logging.getLogger(server_logger).propagate = True
     # httpx2 is the MCP SDK's HTTP client: one INFO line per tool call otherwise.
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The MCP SDK logs every message it sends at DEBUG, caller assertions included.
     logging.getLogger("mcp").setLevel(logging.INFO)
+    return LogSinks(service=name, directory=options.dir, files=files)

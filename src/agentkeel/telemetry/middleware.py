@@ -1,4 +1,5 @@
-"""Plain ASGI middleware shared by every agentkeel service."""
+"""Plain ASGI middleware shared by every agentkeel service: the correlation id, and the
+request metrics with one access line per request (``access_log.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentkeel.telemetry.access_log import access_enabled, log_access
 from agentkeel.telemetry.correlation import HEADER, accept_correlation_id, set_correlation_id
 from agentkeel.telemetry.metrics import HttpMetrics
 
@@ -50,7 +52,10 @@ class CorrelationMiddleware:
 
 
 class HttpMetricsMiddleware:
-    """Counts requests and measures duration per route template; logs each request."""
+    """Counts requests and measures duration per route template; one access line per
+    request (INFO, category ``access``), except for the ``skip_paths`` (not measured
+    either) and the ``quiet_paths`` probes. An unexpected 5xx (not 503) is a WARNING line
+    instead, so it lands in the ``error`` category, which is kept longer."""
 
     def __init__(
         self,
@@ -89,24 +94,43 @@ class HttpMetricsMiddleware:
             method = scope["method"]
             self.metrics.requests_for(route, method, str(status)).inc()
             self.metrics.duration_for(route, method).observe(elapsed)
-            loud = status >= 500 and status != 503 and scope["path"] not in self.quiet_paths
-            if loud or _log.isEnabledFor(logging.DEBUG):
-                _log.log(
-                    logging.WARNING if loud else logging.DEBUG,
-                    "%s %s %s",
-                    method,
-                    scope["path"],
-                    status,
-                    extra={
-                        "method": method,
-                        "path": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    },
-                )
+            if scope["path"] not in self.quiet_paths:
+                self._log_request(scope, method, route, status, elapsed)
+
+    @staticmethod
+    def _log_request(scope: Scope, method: str, route: str, status: int, elapsed: float) -> None:
+        if status >= 500 and status != 503:
+            _log.warning(
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "method": method,
+                    "path": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+        elif access_enabled():
+            params = scope.get("path_params") or {}
+            session = params.get("session_id")
+            log_access(
+                method,
+                _route_name(scope),
+                route,
+                status,
+                elapsed,
+                session_id=session if isinstance(session, str) else None,
+            )
 
 
 def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def _route_name(scope: Scope) -> str:
+    name = getattr(scope.get("route"), "name", None)
+    return name if isinstance(name, str) else "unmatched"

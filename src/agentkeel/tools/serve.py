@@ -29,7 +29,14 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     ``tools_modules`` (from ``--tools``) are served in addition to
     ``tools.server.tools_modules``. Blocks; returns the process exit code.
     """
-    configure_logging(service="tools", level=settings.log_level)
+    sinks = configure_logging(service="tools", level=settings.log_level, settings=settings.logging)
+    try:
+        return _run_tool_server(settings, tools_modules)
+    finally:
+        sinks.close()
+
+
+def _run_tool_server(settings: KeelSettings, tools_modules: Sequence[str]) -> int:
     redact_logs(SecretRedactor())
     if tools_modules:
         server = settings.tools.server
