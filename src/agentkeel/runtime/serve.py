@@ -27,6 +27,7 @@ from agentkeel.runtime.loader import load_agent
 from agentkeel.secrets.redact import redact_logs
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Server, loop_factory, make_server
 
 logger = logging.getLogger("agentkeel.runtime.serve")
@@ -45,6 +46,7 @@ def run_agent_server(
     ``source_of`` (``LoadedSettings.source_of``) names each setting's layer in
     ``GET /admin/config``."""
     configure_logging(service="agent", level=settings.log_level)
+    install_tracing(settings.tracing, service="agent", instance_id=settings.server.replica_id)
     try:
         agent = load_agent(agent_entrypoint) if agent_entrypoint else None
         app = create_app(settings, agent=agent, source_of=source_of)

@@ -17,6 +17,7 @@ from agentkeel.errors import KeelError
 from agentkeel.secrets.redact import SecretRedactor, redact_logs
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.tools.server import create_app
 from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
@@ -30,6 +31,7 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     ``tools.server.tools_modules``. Blocks; returns the process exit code.
     """
     configure_logging(service="tools", level=settings.log_level)
+    install_tracing(settings.tracing, service="tools")
     redact_logs(SecretRedactor())
     if tools_modules:
         server = settings.tools.server
