@@ -5,7 +5,11 @@ The Collector cannot be installed here, so this plays its receiving end: it answ
 the OTLP/HTTP exporter sends it, decodes it with ``opentelemetry-proto`` and keeps
 every span, with its resource, for the test to read. It serves over a real loopback
 socket, so the exporter talks to it exactly as it would to a collector. It exports
-nothing further; JSON-encoded OTLP is refused with 415.
+nothing further; JSON-encoded OTLP is refused with 415. ``GET /stats`` says how many
+spans and exports it got (for a receiver in another process: the benches run it so).
+
+``python -m agentkeel.testing.otlp_receiver --port 4318`` runs one as a process of its
+own until stopped.
 
 >>> with OtlpReceiver().serving() as receiver:
 ...     settings = TracingSettings(otlp_endpoint=receiver.endpoint)
@@ -15,6 +19,7 @@ nothing further; JSON-encoded OTLP is refused with 415.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import threading
 import time
@@ -23,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -32,12 +38,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from agentkeel.testing._serving import serve_in_thread
 
-__all__ = ["OtlpReceiver", "ReceivedSpan"]
+__all__ = ["OtlpReceiver", "ReceivedSpan", "main"]
 
 PROTOBUF = "application/x-protobuf"
 
@@ -64,12 +70,18 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """Keeps every span exported to it; ``endpoint`` is its base URL while it serves."""
+    """Keeps every span exported to it; ``endpoint`` is its base URL while it serves.
 
-    def __init__(self) -> None:
+    ``keep_spans=False`` only counts them (``GET /stats``), so that a bench's receiver
+    costs the machine as little as a remote collector would.
+    """
+
+    def __init__(self, *, keep_spans: bool = True) -> None:
         self.endpoint = ""
+        self.keep_spans = keep_spans
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
+        self._counted = 0
         self._headers: list[dict[str, str]] = []
 
     @property
@@ -87,6 +99,7 @@ class OtlpReceiver:
     def clear(self) -> None:
         with self._lock:
             self._spans.clear()
+            self._counted = 0
             self._headers.clear()
 
     def wait_for(
@@ -112,7 +125,12 @@ class OtlpReceiver:
             time.sleep(0.02)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/traces", self._export, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/traces", self._export, methods=["POST"]),
+                Route("/stats", self._stats, methods=["GET"]),
+            ]
+        )
 
     @contextmanager
     def serving(self) -> Iterator[OtlpReceiver]:
@@ -123,6 +141,10 @@ class OtlpReceiver:
                 yield self
             finally:
                 self.endpoint = ""
+
+    async def _stats(self, request: Request) -> Response:
+        with self._lock:
+            return JSONResponse({"spans": self._counted, "exports": len(self._headers)})
 
     async def _export(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -139,9 +161,11 @@ class OtlpReceiver:
             message.ParseFromString(body)
         except DecodeError as exc:
             return PlainTextResponse(f"not an ExportTraceServiceRequest: {exc}", status_code=400)
-        spans = list(_spans_of(message))
+        count = sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)
+        spans = list(_spans_of(message)) if self.keep_spans else []
         with self._lock:
             self._spans.extend(spans)
+            self._counted += count
             self._headers.append({k.lower(): v for k, v in request.headers.items()})
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type=PROTOBUF)
 
@@ -182,3 +206,26 @@ def _value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return _attributes(value.kvlist_value.values)
     return getattr(value, kind)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a receiver on ``--host``/``--port`` until SIGTERM or Ctrl-C."""
+    prog = "python -m agentkeel.testing.otlp_receiver"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="An OTLP/HTTP trace receiver that keeps what it gets (GET /stats counts "
+        "it); a stand-in for the OpenTelemetry Collector in tests and benches.",
+        epilog=f"Example: {prog} --port 4318",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    parser.add_argument("--port", type=int, default=4318, help="Port (OTLP/HTTP's is 4318).")
+    parser.add_argument(
+        "--count-only", action="store_true", help="Count the spans instead of keeping them."
+    )
+    args = parser.parse_args(argv)
+    receiver = OtlpReceiver(keep_spans=not args.count_only)
+    uvicorn.run(receiver.app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
