@@ -383,8 +383,13 @@ class ModelGateway:
         m = self._metrics
         m.duration_for(provider, model).observe(elapsed)
         m.operation_duration_for(OPERATION, system, model).observe(elapsed)
-        m.token_usage_for(OPERATION, system, model, "input").observe(response.usage.input_tokens)
-        m.token_usage_for(OPERATION, system, model, "output").observe(response.usage.output_tokens)
+        usage = response.usage
+        m.token_usage_for(OPERATION, system, model, semconv.TOKEN_TYPE_INPUT).observe(
+            usage.input_tokens
+        )
+        m.token_usage_for(OPERATION, system, model, semconv.TOKEN_TYPE_OUTPUT).observe(
+            usage.output_tokens
+        )
 
     def _breaker_listener(self, provider: str) -> _BreakerListener:
         return _BreakerListener(self._metrics, provider, self._breakers[provider])

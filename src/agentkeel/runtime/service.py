@@ -51,6 +51,7 @@ from agentkeel.errors import (
     InvalidRequest,
     KeelError,
     NotFound,
+    RequestError,
     SessionEnded,
     TurnInProgress,
     TurnLimitReached,
@@ -405,7 +406,9 @@ class AgentService:
             try:
                 outcome = await self._run_turn(session_id, content, sink, progress, start)
             except KeelError as exc:
-                self._end_turn(span, session_id, progress, start, exc.code, exc.message)
+                # A refused input's message may quote it: the code says enough there.
+                said = None if isinstance(exc, RequestError) else exc.message
+                self._end_turn(span, session_id, progress, start, exc.code, said)
                 raise
             except BaseException as exc:
                 status = (
