@@ -30,6 +30,7 @@ BENCHMARKS = [
     "quota",
     "scrape",
     "logging_overhead",
+    "tracing_overhead",
 ]
 # The full memory benchmark (up to 1M memories) takes many minutes; the summary
 # run uses smaller sizes. Run `python -m bench.memory_store` alone for the rest.

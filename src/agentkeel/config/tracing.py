@@ -1,14 +1,19 @@
 """``TracingSettings`` (``tracing:``): OpenTelemetry traces over OTLP/HTTP.
 
 Off unless an endpoint is set. Spans follow the OpenTelemetry GenAI semantic
-conventions at the version pinned in ``telemetry/semconv.py``.
+conventions at the version pinned in ``telemetry/semconv.py``; the provider is
+built by ``telemetry/tracing.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TRACES_PATH = "/v1/traces"
+"""Where an OTLP/HTTP receiver takes spans, under its base URL."""
 
 
 class TracingSettings(BaseModel):
@@ -38,3 +43,26 @@ class TracingSettings(BaseModel):
         description="Put prompts, replies and tool arguments on spans (off: they may hold "
         "personal data).",
     )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"tracing.otlp_endpoint {value!r} is not an http(s) URL; give the collector's "
+                "OTLP/HTTP base URL, e.g. http://127.0.0.1:4318 (spans go to its /v1/traces)"
+            )
+        return value
+
+    @property
+    def traces_url(self) -> str | None:
+        """The URL spans are posted to: ``<otlp_endpoint>/v1/traces`` (an endpoint that
+        already ends in ``/v1/traces`` is taken as it is)."""
+        if self.otlp_endpoint is None:
+            return None
+        base = self.otlp_endpoint.rstrip("/")
+        return base if base.endswith(TRACES_PATH) else base + TRACES_PATH

@@ -17,6 +17,9 @@
 
 Every caller presents a bearer token (``access.py``); a memory in a namespace
 the token may not read is reported as not found, so ids never leak data.
+
+A request that carries W3C ``traceparent`` (a replica's memory client sends it) runs
+inside that trace, so the server's log lines for it carry the caller's ``trace_id``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.telemetry.audit import audit, audited
 from agentkeel.telemetry.metrics import HttpMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.telemetry.trace_context import TraceContextMiddleware
 from agentkeel.web.auth import request_source
 from agentkeel.web.bodies import parse_body
 from agentkeel.web.errors import Endpoint, endpoint, error_response, http_exception_handler
@@ -340,6 +344,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(TraceContextMiddleware),
             Middleware(CorrelationMiddleware),
             Middleware(HttpMetricsMiddleware, metrics=http_metrics),
         ],

@@ -23,6 +23,11 @@ again: in order, exactly once.
                  server ──2xx──▶ removed    4xx (the write is wrong) ──▶ set aside, kept
 
 While writes are queued, reads do not see them yet.
+
+Every call is a ``memory {operation}`` CLIENT span (``keel.memory.operation``,
+``keel.memory.outcome``: ``ok``, ``stored``, ``queued`` or the error code) under the
+caller's span, and its request carries the span's ``traceparent``; background outbox
+deliveries belong to no turn and open none.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
+from opentelemetry.trace import Span, SpanKind
 
 from agentkeel.config.memory import MemoryClientSettings
 from agentkeel.errors import (
@@ -58,7 +64,9 @@ from agentkeel.memory.outbox import MemoryOutbox, OutboxEntry, OutboxOperation
 from agentkeel.memory.store import MemoryRecord, SearchHit
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock, SystemClock
+from agentkeel.telemetry import semconv
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES
+from agentkeel.telemetry.tracing import Tracing, mark_failed, tracing_off
 
 __all__ = ["MemoryClient", "WriteOutcome", "build_memory_client", "outbox_path_for"]
 
@@ -120,7 +128,7 @@ class MemoryClient:
     """Search, get, store, update and delete memories, with a breaker and an outbox.
 
     Collaborators come in: the HTTP API client, the outbox, the metrics, the
-    clock and the breaker. ``build_memory_client`` builds them from settings.
+    clock, the breaker and the tracing. ``build_memory_client`` builds them from settings.
     ``open()`` opens the outbox and starts the delivery task; ``aclose()``
     stops them (writes still queued stay in the file for the next start).
 
@@ -142,7 +150,9 @@ class MemoryClient:
         retry_max_s: float = 10.0,
         deliver_in_background: bool = True,
         poison_after: int = 10,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracer = (tracing or tracing_off()).tracer("agentkeel.memory.client")
         self._api = api
         self._outbox = outbox
         self._metrics = metrics
@@ -350,7 +360,9 @@ class MemoryClient:
         must not wait); how many were deleted. ``MemoryUnavailable`` when it cannot be
         reached. Used by ``keel sessions forget``."""
         self._require_open()
-        data = await self._api.delete_namespace(namespace)
+        with self._traced("delete_namespace") as span:
+            data = await self._api.delete_namespace(namespace)
+            _outcome(span, "ok")
         return int(data.get("deleted", 0))
 
     async def deliver_pending(self) -> int:
@@ -411,7 +423,33 @@ class MemoryClient:
                 retry_after=1.0,
             )
 
+    @contextlib.contextmanager
+    def _traced(self, operation: str) -> Iterator[Span]:
+        """The span of one call; a ``KeelError`` out of it is its outcome (a miss,
+        ``NotFound``, is an answer, not a failure)."""
+        with self._tracer.start_as_current_span(
+            f"memory {operation}",
+            kind=SpanKind.CLIENT,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if span.is_recording():
+                span.set_attribute(semconv.KEEL_MEMORY_OPERATION, operation)
+            try:
+                yield span
+            except KeelError as exc:
+                _outcome(span, exc.code)
+                if not isinstance(exc, NotFound):
+                    mark_failed(span, exc.code, exc.message)
+                raise
+
     async def _read(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        with self._traced(operation) as span:
+            result = await self._read_now(operation, call)
+            _outcome(span, "ok")
+            return result
+
+    async def _read_now(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
         self._require_open()
         if not self._breaker.allow():
             wait = self._breaker.retry_after()
@@ -445,6 +483,19 @@ class MemoryClient:
         return result
 
     async def _write(
+        self,
+        operation: OutboxOperation,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        memory_id: str,
+    ) -> WriteOutcome:
+        with self._traced(operation) as span:
+            outcome = await self._write_now(operation, method, path, body, memory_id)
+            _outcome(span, outcome.status)
+            return outcome
+
+    async def _write_now(
         self,
         operation: OutboxOperation,
         method: str,
@@ -645,6 +696,11 @@ class MemoryClient:
         )
 
 
+def _outcome(span: Span, outcome: str) -> None:
+    if span.is_recording():
+        span.set_attribute(semconv.KEEL_MEMORY_OUTCOME, outcome)
+
+
 def _stored(
     operation: OutboxOperation, memory_id: str, key: str, data: Mapping[str, Any]
 ) -> WriteOutcome:
@@ -700,8 +756,10 @@ def build_memory_client(
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     deliver_in_background: bool = True,
+    tracing: Tracing | None = None,
 ) -> MemoryClient:
-    """A ``MemoryClient`` for ``url`` (not opened yet) with its outbox under ``data_dir``.
+    """A ``MemoryClient`` for ``url`` (not opened yet) with its outbox under ``data_dir``;
+    ``tracing`` gets a span per call.
 
     ``name`` picks the outbox file, so give every process its own (the replica id).
     Raises ``SecretError`` when the token file is missing.
@@ -742,4 +800,5 @@ def build_memory_client(
         retry_initial_s=settings.retry_initial_s,
         retry_max_s=settings.retry_max_s,
         deliver_in_background=deliver_in_background,
+        tracing=tracing,
     )

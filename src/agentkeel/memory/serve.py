@@ -17,6 +17,7 @@ from agentkeel.memory.app import create_app
 from agentkeel.secrets.redact import SecretRedactor, redact_logs
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
 logger = logging.getLogger("agentkeel.memory.serve")
@@ -38,6 +39,7 @@ def run_memory_server(settings: KeelSettings) -> int:
     """Serve the memory API until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     memory = memory_settings_for(settings)
     sinks = configure_logging(service="memory", level=memory.log_level, settings=settings.logging)
+    install_tracing(settings.tracing, service="memory")
     try:
         redact_logs(SecretRedactor())
         try:

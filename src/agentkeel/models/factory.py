@@ -18,6 +18,7 @@ from agentkeel.secrets.files import FileSecretSource
 from agentkeel.secrets.keychain import KeyChain, PlatformKey
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.metrics import ModelMetrics
+from agentkeel.telemetry.tracing import Tracing
 
 
 def build_provider(
@@ -153,10 +154,11 @@ def build_gateway(
     clock: Clock,
     secrets: SecretResolver,
     source: CachedSecretSource | None = None,
+    tracing: Tracing | None = None,
 ) -> ModelGateway:
     """The gateway over ``settings.models`` in order, each with a ``settings.breaker`` breaker,
     and a key chain over ``source`` (default: ``process_secret_source`` of the settings; none
-    when the files source has no ``secrets_dir``).
+    when the files source has no ``secrets_dir``); ``tracing`` gets a span per attempt.
 
     >>> gateway = build_gateway(settings, metrics=ModelMetrics(registry),
     ...     clock=SystemClock(), secrets=SecretResolver(secrets_dir=settings.secrets_dir))
@@ -181,4 +183,5 @@ def build_gateway(
         metrics=metrics,
         clock=clock,
         counters=counters,
+        tracing=tracing,
     )

@@ -20,6 +20,11 @@ turn's ``agent.model_chain``): only those, in that order.
 Token counts for budgets: ``prompt_tokens`` asks each provider's
 ``TokenCounter`` (the universal byte bound for a provider without one) and
 returns the largest, since any provider of the chain may end up answering.
+
+Traces and logs: every attempt that reaches a provider is one ``chat {model}``
+CLIENT span (GenAI conventions, ``semconv.py``) under the caller's span, so retries
+and fallbacks show as siblings, and one ``model_call`` log line (provider, model,
+tokens, duration, outcome; WARNING when it failed), never with message content.
 """
 
 from __future__ import annotations
@@ -32,18 +37,23 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span, SpanKind
+
 from agentkeel.config.settings import RetrySettings
 from agentkeel.errors import ModelUnavailable, ProviderError, ProviderRateLimited, ProviderTimeout
 from agentkeel.models.counting import ByteBound, TokenCounter, text_bound
+from agentkeel.models.trace_content import input_messages_json, output_messages_json
 from agentkeel.models.types import ModelProvider, ModelRequest, ModelResponse, TokenCallback
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.retry import RetryPolicy
+from agentkeel.telemetry import semconv
 from agentkeel.telemetry.metrics import BREAKER_STATE_VALUES, ModelMetrics
+from agentkeel.telemetry.tracing import Tracing, mark_failed, tracing_off
 
 logger = logging.getLogger(__name__)
 
-OPERATION = "chat"
+OPERATION = semconv.OP_CHAT
 
 # Errors that say the request was unacceptable rather than the endpoint being
 # unwell; they still fall back (another model may accept it) but do not count
@@ -102,6 +112,7 @@ class ModelGateway:
     optional ``system`` attribute (``openai``, ``anthropic``) labels the
     OpenTelemetry GenAI metrics; its name is used when it has none. A provider
     without an entry in ``counters`` has its prompts counted with ``ByteBound``.
+    ``tracing`` records a ``chat`` span per attempt (default: none).
     """
 
     def __init__(
@@ -114,6 +125,7 @@ class ModelGateway:
         clock: Clock,
         rng: random.Random | None = None,
         counters: Mapping[str, TokenCounter] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if not providers:
             raise ValueError("ModelGateway needs at least one provider.")
@@ -129,6 +141,9 @@ class ModelGateway:
         self._clock = clock
         self._retry_settings = retry
         self._rng = rng or random.Random()
+        tracing = tracing or tracing_off()
+        self._tracer = tracing.tracer(__name__)
+        self._capture_content = tracing.capture_content
         for provider in self.providers:
             breaker = self._breakers.get(provider.name)
             if breaker is None:
@@ -244,32 +259,21 @@ class ModelGateway:
                     provider=provider.name,
                     status_code=last_error.status_code,
                 )
-            started = self._clock.monotonic()
-            tap = _Tap(on_token) if on_token is not None else None
-            try:
-                response = await provider.complete(request, on_token=tap)
-            except ProviderError as exc:
-                last_error = exc
-                if tap is not None and tap.pieces:
-                    discarded.add("".join(tap.pieces))
-                self._metrics.errors_for(provider.name, model, _kind(exc)).inc()
-                if breaker is not None:
-                    if exc.status_code in _REQUEST_FAULT_STATUSES:
-                        breaker.release()
-                    else:
-                        breaker.record_failure()
-                logger.warning("Model provider %s failed: %s", provider.name, exc.message)
-                raise
-            except BaseException:
-                # Cancelled (or a bug): no verdict on the provider's health.
-                if breaker is not None:
-                    breaker.release()
-                raise
-            elapsed = self._clock.monotonic() - started
-            if breaker is not None:
-                breaker.record_success(elapsed)
-            self._observe(provider.name, model, system, elapsed, response)
-            return response
+            with self._tracer.start_as_current_span(
+                semconv.span_name(OPERATION, model),
+                kind=SpanKind.CLIENT,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                if span.is_recording():
+                    self._describe_request(span, provider, system, request)
+                try:
+                    return await self._attempt(
+                        provider, breaker, system, request, on_token, discarded, span
+                    )
+                except ProviderError as exc:
+                    last_error = exc
+                    raise
 
         policy = RetryPolicy(
             settings=self._retry_settings,
@@ -281,14 +285,111 @@ class ModelGateway:
         )
         return await policy.run(attempt)
 
+    async def _attempt(
+        self,
+        provider: ModelProvider,
+        breaker: CircuitBreaker | None,
+        system: str,
+        request: ModelRequest,
+        on_token: TokenCallback | None,
+        discarded: _Discarded,
+        span: Span,
+    ) -> ModelResponse:
+        """One attempt on ``provider`` inside its span: the breaker, metrics, the span's
+        outcome and the ``model_call`` log line."""
+        model = provider.model
+        started = self._clock.monotonic()
+        tap = _Tap(on_token) if on_token is not None else None
+        try:
+            response = await provider.complete(request, on_token=tap)
+        except ProviderError as exc:
+            elapsed = self._clock.monotonic() - started
+            if tap is not None and tap.pieces:
+                discarded.add("".join(tap.pieces))
+            kind = _kind(exc)
+            self._metrics.errors_for(provider.name, model, kind).inc()
+            if breaker is not None:
+                if exc.status_code in _REQUEST_FAULT_STATUSES:
+                    breaker.release()
+                else:
+                    breaker.record_failure()
+            mark_failed(span, kind, exc.message)
+            logger.warning(
+                "Model provider %s failed: %s",
+                provider.name,
+                exc.message,
+                extra=_call_fields(provider.name, model, elapsed, kind),
+            )
+            raise
+        except BaseException as exc:
+            # Cancelled (or a bug): no verdict on the provider's health.
+            if breaker is not None:
+                breaker.release()
+            mark_failed(span, type(exc).__qualname__)
+            raise
+        elapsed = self._clock.monotonic() - started
+        if breaker is not None:
+            breaker.record_success(elapsed)
+        self._observe(provider.name, model, system, elapsed, response)
+        if span.is_recording():
+            self._describe_response(span, response, model)
+        usage = response.usage
+        logger.info(
+            "model call to %s: %d input + %d output tokens",
+            provider.name,
+            usage.input_tokens,
+            usage.output_tokens,
+            extra={
+                **_call_fields(provider.name, response.model or model, elapsed, "ok"),
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            },
+        )
+        return response
+
+    def _describe_request(
+        self, span: Span, provider: ModelProvider, system: str, request: ModelRequest
+    ) -> None:
+        span.set_attributes(
+            {
+                semconv.GEN_AI_OPERATION_NAME: OPERATION,
+                semconv.GEN_AI_PROVIDER_NAME: system,
+                semconv.KEEL_PROVIDER: provider.name,
+                semconv.GEN_AI_REQUEST_MODEL: provider.model,
+            }
+        )
+        if request.max_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
+        if request.temperature is not None:
+            span.set_attribute(semconv.GEN_AI_REQUEST_TEMPERATURE, request.temperature)
+        if self._capture_content:
+            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, input_messages_json(request.messages))
+
+    def _describe_response(self, span: Span, response: ModelResponse, model: str) -> None:
+        span.set_attributes(
+            {
+                semconv.GEN_AI_RESPONSE_MODEL: response.model or model,
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: response.usage.input_tokens,
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: response.usage.output_tokens,
+                semconv.GEN_AI_RESPONSE_FINISH_REASONS: (response.finish_reason,),
+            }
+        )
+        if self._capture_content:
+            span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, output_messages_json(response))
+
     def _observe(
         self, provider: str, model: str, system: str, elapsed: float, response: ModelResponse
     ) -> None:
         m = self._metrics
         m.duration_for(provider, model).observe(elapsed)
         m.operation_duration_for(OPERATION, system, model).observe(elapsed)
-        m.token_usage_for(OPERATION, system, model, "input").observe(response.usage.input_tokens)
-        m.token_usage_for(OPERATION, system, model, "output").observe(response.usage.output_tokens)
+        usage = response.usage
+        m.token_usage_for(OPERATION, system, model, semconv.TOKEN_TYPE_INPUT).observe(
+            usage.input_tokens
+        )
+        m.token_usage_for(OPERATION, system, model, semconv.TOKEN_TYPE_OUTPUT).observe(
+            usage.output_tokens
+        )
 
     def _breaker_listener(self, provider: str) -> _BreakerListener:
         return _BreakerListener(self._metrics, provider, self._breakers[provider])
@@ -326,6 +427,17 @@ class _BreakerListener:
             )
         else:
             logger.info("Circuit breaker for model provider %s: %s -> %s", self._provider, old, new)
+
+
+def _call_fields(provider: str, model: str, elapsed: float, outcome: str) -> dict[str, object]:
+    """The fields of a ``model_call`` log line (``outcome``: ``ok`` or the error kind)."""
+    return {
+        "event": "model_call",
+        "provider": provider,
+        "model": model,
+        "duration_ms": round(elapsed * 1000, 3),
+        "outcome": outcome,
+    }
 
 
 def _kind(exc: ProviderError) -> str:

@@ -102,7 +102,7 @@ class SessionPins:
                 "from_version": old,
                 "to_version": new,
                 "event": "router",
-                "correlation_id": request.correlation_id.decode("latin-1"),
+                **request.log_fields(),
             },
         )
         return new

@@ -24,6 +24,7 @@ import httptools
 
 from agentkeel.router.responses import router_error
 from agentkeel.router.upstream import UpstreamConnection
+from agentkeel.telemetry.trace_context import trace_log_fields
 
 if TYPE_CHECKING:
     from agentkeel.identity.caller_limits import TurnSlot
@@ -49,6 +50,7 @@ _DROPPED = frozenset(
     }
 )
 _CORRELATION = b"x-correlation-id"
+_TRACEPARENT = b"traceparent"
 _AUTHORIZATION = b"authorization"
 _HOST = b"host"
 _CONTENT_LENGTH = b"content-length"
@@ -74,6 +76,7 @@ class Request:
         "minted",
         "path",
         "principal",
+        "traceparent",
         "turn_slot",
         "url",
         "wire",
@@ -90,6 +93,7 @@ class Request:
         correlation_id: bytes,
         minted: bool,
         authorization: bytes | None,
+        traceparent: bytes | None = None,
     ) -> None:
         self.method = method
         self.url = url
@@ -100,6 +104,8 @@ class Request:
         self.correlation_id = correlation_id
         self.minted = minted
         self.authorization = authorization
+        # Passed on to the replica as it came; kept so log lines join the caller's trace.
+        self.traceparent = traceparent
         self.canned: bytes | None = None
         # Where the head ends in ``wire`` (after its blank line): a header the router adds
         # goes in before that blank line, the rest is not serialised again.
@@ -118,6 +124,14 @@ class Request:
     def id_header(self) -> tuple[tuple[bytes, bytes], ...]:
         """The correlation id as a response header of the router's own answers."""
         return ((_CORRELATION, self.correlation_id),)
+
+    def log_fields(self) -> dict[str, str]:
+        """The correlation id, and the caller's ``trace_id``/``span_id`` when the request
+        carried ``traceparent``: the ``extra`` of a log line about this request."""
+        return {
+            "correlation_id": self.correlation_id.decode("latin-1"),
+            **trace_log_fields(self.traceparent),
+        }
 
 
 class Handler(Protocol):
@@ -181,6 +195,7 @@ class ClientConnection(asyncio.Protocol):
         self._body_size = 0
         self._correlation_id: bytes | None = None
         self._authorization: bytes | None = None
+        self._traceparent: bytes | None = None
         self._has_host = False
         self._expect_continue = False
         self._nominated: frozenset[bytes] = frozenset()
@@ -270,6 +285,8 @@ class ClientConnection(asyncio.Protocol):
             if self._has_host:
                 raise _duplicate(name)
             self._has_host = True
+        elif lower == _TRACEPARENT:
+            self._traceparent = value
         self._headers.append(name + b": " + value + b"\r\n")
 
     def _check_length(self, value: bytes) -> None:
@@ -318,6 +335,7 @@ class ClientConnection(asyncio.Protocol):
             correlation_id=correlation_id,
             minted=minted,
             authorization=self._authorization,
+            traceparent=self._traceparent,
         )
         if self.idle:
             self.forwarding = True

@@ -210,7 +210,7 @@ class RouterFrontDoor:
             logger.error(
                 "router front door failed on a request; answered 500",
                 exc_info=exc,
-                extra={"correlation_id": request.correlation_id.decode("latin-1")},
+                extra=request.log_fields(),
             )
             self.outcomes["error"] += 1
             client.write(

@@ -171,7 +171,7 @@ class Proxy:
             logger.warning(
                 "a replica of %s created a session but its answer names no session_id; not pinned",
                 version,
-                extra={"version": version, "correlation_id": request.correlation_id.decode()},
+                extra={"version": version, **request.log_fields()},
             )
             return
         await self.app.pins.pin(session, version)
@@ -500,7 +500,7 @@ class Proxy:
                 extra={
                     "version": route.name,
                     "replica": replica.url,
-                    "correlation_id": request.correlation_id.decode("latin-1"),
+                    **request.log_fields(),
                 },
             )
             return self._answer(

@@ -23,6 +23,7 @@ from agentkeel.secrets.redact import SecretRedactor, redact_logs
 from agentkeel.secrets.resolver import SecretResolver
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, loop_factory
 
 __all__ = ["run_router_server"]
@@ -33,6 +34,7 @@ logger = logging.getLogger("agentkeel.router.serve")
 def run_router_server(settings: KeelSettings) -> int:
     """Serve until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     sinks = configure_logging(service="router", level=settings.log_level, settings=settings.logging)
+    install_tracing(settings.tracing, service="router")
     try:
         redact_logs(SecretRedactor())
         with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -31,6 +31,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
@@ -93,6 +94,8 @@ from agentkeel.telemetry.metrics import (
     ToolMetrics,
 )
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.telemetry.trace_context import TraceContextMiddleware
+from agentkeel.telemetry.tracing import Tracing, process_tracing
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
@@ -233,6 +236,7 @@ def create_app(
     known: KnownSecrets | None = None,
     live_layers: Sequence[LiveLayer] | None = None,
     source_of: Callable[[str], str] | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """Build the agent server for ``settings``.
 
@@ -252,7 +256,9 @@ def create_app(
     ``live_layers`` replaces the live layers built from the settings (feature flags,
     then per-organization and per-user overrides) that each turn's settings go through.
     ``source_of`` (``LoadedSettings.source_of``) names the layer of each base value in
-    ``GET /admin/config``.
+    ``GET /admin/config``. ``tracing`` records the turns' spans (default: the process's,
+    ``telemetry/tracing.py``); a request's ``traceparent`` makes its turn part of the
+    caller's trace.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
     ``known_secrets``, ``redactor`` (``None`` when redaction is off), ``flags`` (the
@@ -263,6 +269,7 @@ def create_app(
     """
     clock = clock or SystemClock()
     registry = registry if registry is not None else CollectorRegistry()
+    tracing = tracing or process_tracing(capture_content=settings.tracing.capture_content)
     version = settings.agent.version
     agent_metrics = AgentMetrics(registry, version=version)
     quota_metrics = QuotaMetrics(registry, version=version)
@@ -308,7 +315,9 @@ def create_app(
     secret_source = process_secret_source(settings, secrets.known)
     admin = _admin_token(settings, secrets, secret_source)
     owned_memory = (
-        _build_memory(settings, registry=registry, clock=clock) if memory is None else None
+        _build_memory(settings, registry=registry, clock=clock, tracing=tracing)
+        if memory is None
+        else None
     )
     # Lowest first: feature flags, then per-organization and per-user overrides.
     flags = None
@@ -361,6 +370,7 @@ def create_app(
                     clock=clock,
                     secrets=secrets,
                     source=secret_source,
+                    tracing=tracing,
                 )
                 stack.push_async_callback(built.aclose)
                 the_gateway = built
@@ -442,6 +452,8 @@ def create_app(
                 sanitizer=OutputSanitizer(redactor) if redactor is not None else None,
                 live=live,
                 usage=usage,
+                tracing=tracing,
+                turn_span_kind=SpanKind.SERVER,
             )
             await lifecycle.refresh_gauges()
             if run_sweeper and lifecycle.tick_s > 0:
@@ -495,6 +507,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(TraceContextMiddleware),
             Middleware(CorrelationMiddleware),
             Middleware(HttpMetricsMiddleware, metrics=http_metrics),
         ],
@@ -539,7 +552,7 @@ def _redactor(
 
 
 def _build_memory(
-    settings: KeelSettings, *, registry: CollectorRegistry, clock: Clock
+    settings: KeelSettings, *, registry: CollectorRegistry, clock: Clock, tracing: Tracing
 ) -> MemoryClient | None:
     """The ``turn.memory`` handle when ``memory_client.url`` is set; built here so a
     missing token file stops the process before it listens."""
@@ -560,6 +573,7 @@ def _build_memory(
         secrets_dir=settings.secrets_dir,
         metrics=MemoryClientMetrics(registry, version=settings.agent.version),
         clock=clock,
+        tracing=tracing,
     )
 
 

@@ -22,7 +22,10 @@ reservation is never smaller than what the call can cost, in any script.
 
 ``GuardedTools`` wraps a ``ToolSet`` for one turn: allowlist, storm detection
 (the same call over and over), a per-session rate limit, memory write
-permission, metrics, events.
+permission, metrics, events, an ``execute_tool {tool}`` span (its MCP requests carry
+the span's ``traceparent``) and one ``tool_call`` log line per call (tool, status,
+duration; WARNING with the reason when it did not succeed), never its arguments or
+result.
 
 Both take their limits from the turn's ``TurnSettings`` (flags and overrides
 applied), which the runtime resolves at the start of the turn.
@@ -39,6 +42,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
+
+from opentelemetry.trace import SpanKind
 
 from agentkeel.config.live import TurnSettings
 from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
@@ -58,7 +63,10 @@ from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.runtime.usage import UsageMeter
+from agentkeel.telemetry import semconv
+from agentkeel.telemetry.log_categories import Category
 from agentkeel.telemetry.metrics import AgentMetrics
+from agentkeel.telemetry.tracing import Tracing, mark_failed, tracing_off
 from agentkeel.tools.memory_tools import MEMORY_WRITE_TOOLS
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
@@ -406,7 +414,11 @@ class GuardedTools:
         rate_limiter: RateLimiter | None = None,
         sink: EventSink | None = None,
         memory_writes: bool = True,
+        tracing: Tracing | None = None,
     ) -> None:
+        tracing = tracing or tracing_off()
+        self._tracer = tracing.tracer("agentkeel.runtime.tools")
+        self._capture_content = tracing.capture_content
         self._toolset = toolset
         self._context = context
         self._memory_writes = memory_writes
@@ -446,13 +458,53 @@ class GuardedTools:
             await self._sink(
                 "tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments}
             )
-        start = self._clock.monotonic()
-        result = await self._guarded_call(call)
-        elapsed = max(0.0, self._clock.monotonic() - start)
+        with self._tracer.start_as_current_span(
+            semconv.span_name(semconv.OP_EXECUTE_TOOL, call.name),
+            kind=SpanKind.INTERNAL,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {
+                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
+                        semconv.GEN_AI_TOOL_NAME: call.name,
+                        semconv.GEN_AI_TOOL_CALL_ID: call.id,
+                        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+                    }
+                )
+                if self._capture_content:
+                    span.set_attribute(
+                        semconv.GEN_AI_TOOL_CALL_ARGUMENTS, _canonical(call.arguments)
+                    )
+            start = self._clock.monotonic()
+            result = await self._guarded_call(call)
+            elapsed = max(0.0, self._clock.monotonic() - start)
+            duration_ms = round(elapsed * 1000, 3)
+            if recording:
+                span.set_attribute(semconv.KEEL_TOOL_STATUS, result.status)
+                if self._capture_content:
+                    span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, result.content)
+            if result.status != "success":
+                mark_failed(span, result.status, result.error)
+            self._log.log(
+                logging.INFO if result.status == "success" else logging.WARNING,
+                "tool call %s: %s%s",
+                call.name,
+                result.status,
+                f" ({result.error})" if result.error else "",
+                extra={
+                    "event": "tool_call",
+                    "category": Category.TOOL_CALL,
+                    "tool": call.name,
+                    "status": result.status,
+                    "duration_ms": duration_ms,
+                },
+            )
         self._metrics.tool_calls_for(label, result.status).inc()
         if result.status != "rejected":
             self._metrics.tool_duration_for(label).observe(elapsed)
-        duration_ms = round(elapsed * 1000, 3)
         self.calls.append(
             {
                 "name": call.name,
@@ -476,13 +528,16 @@ class GuardedTools:
 
     async def _guarded_call(self, call: ToolCall) -> ToolResult:
         if self._stopped is not None:
-            return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
+            return ToolResult(
+                status="rejected", content=self._stopped + _ANSWER_NOW, error="tool_loop_stopped"
+            )
         if not self._memory_writes and call.name in MEMORY_WRITE_TOOLS:
             self._metrics.guardrails_for("memory_write_off", self._context.agent_id).inc()
             return ToolResult(
                 status="rejected",
                 content=f"tool '{call.name}' writes memory, and memory writes are off for "
                 "this turn; answer without storing anything",
+                error="memory_write_off",
             )
         if call.name not in self._known or (
             self._allowed is not None and call.name not in self._allowed
@@ -492,6 +547,7 @@ class GuardedTools:
                 status="rejected",
                 content=f"tool '{call.name}' is not available to this agent; "
                 f"the tools it may use are: {names}",
+                error="tool_not_allowed",
             )
         key = f"{call.name}\x00{_canonical(call.arguments)}"
         count = self._seen.get(key, 0) + 1
@@ -509,13 +565,19 @@ class GuardedTools:
                 count,
                 extra={"tool": call.name, "event": "guardrail", "reason": "tool_storm"},
             )
-            return ToolResult(status="rejected", content=self._stopped + _ANSWER_NOW)
+            return ToolResult(
+                status="rejected", content=self._stopped + _ANSWER_NOW, error="tool_storm"
+            )
         if self._limiter is not None:
             decision = await self._limiter.hit(f"tools:{self._context.session_id}")
             if not decision.allowed:
                 self._metrics.guardrails_for("tool_rate_limit", self._context.agent_id).inc()
                 wait = retry_after_seconds(decision.retry_after)
-                return ToolResult(status="rejected", content=f"rate limited, retry in {wait}s")
+                return ToolResult(
+                    status="rejected",
+                    content=f"rate limited, retry in {wait}s",
+                    error="tool_rate_limit",
+                )
         assert self._toolset is not None  # a known name implies a tool set
         try:
             result = await self._toolset.call(
@@ -523,14 +585,11 @@ class GuardedTools:
             )
         except Exception as exc:
             # A broken tool source must not fail the turn: the model reads the failure.
-            self._log.warning(
-                "tool %s raised %s: %s",
-                call.name,
-                type(exc).__name__,
-                exc,
-                extra={"tool": call.name, "event": "tool_error"},
+            return ToolResult(
+                status="failure",
+                content=f"{call.name} failed: {exc}",
+                error=f"{type(exc).__name__}: {exc}",
             )
-            return ToolResult(status="failure", content=f"{call.name} failed: {exc}")
         if result.stop_reason is not None:
             # The tool source's own guardrail (the session's call budget) ends the loop.
             self._stopped = result.content
@@ -541,7 +600,11 @@ class GuardedTools:
                 result.content,
                 extra={"tool": call.name, "event": "guardrail", "reason": result.stop_reason},
             )
-            return ToolResult(status=result.status, content=result.content + _ANSWER_NOW)
+            return ToolResult(
+                status=result.status,
+                content=result.content + _ANSWER_NOW,
+                error=result.error or result.stop_reason,
+            )
         return result
 
 

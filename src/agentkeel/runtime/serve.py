@@ -27,6 +27,7 @@ from agentkeel.runtime.loader import load_agent
 from agentkeel.secrets.redact import redact_logs
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.web.serve import EXIT_ERROR, EXIT_OK, STOP_SIGNALS, Server, loop_factory, make_server
 
 logger = logging.getLogger("agentkeel.runtime.serve")
@@ -49,6 +50,7 @@ def run_agent_server(
     sinks = configure_logging(
         service=default_name, level=settings.log_level, settings=settings.logging
     )
+    install_tracing(settings.tracing, service="agent", instance_id=settings.server.replica_id)
     try:
         return _run_agent_server(settings, agent_entrypoint=agent_entrypoint, source_of=source_of)
     finally:

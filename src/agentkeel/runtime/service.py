@@ -21,6 +21,12 @@ that names a session takes the caller's ``Principal`` and answers a session the
 caller does not own exactly as an unknown one (404 ``session_not_found``, the
 same message), before anything else could tell them apart: before the session
 lock (a running turn would be a 409) and before the ended check (a 410).
+
+Every turn is one ``invoke_agent {agent}`` span (GenAI conventions, ``semconv.py``;
+SERVER on the agent server, where the turn is the request, else INTERNAL), the
+parent of its ``chat`` and ``execute_tool`` spans, and ends with one ``turn`` log
+line inside it (turn, steps, tool calls, tokens, duration, status: INFO, or
+WARNING with the error code), so the line carries the turn's trace and span ids.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind
+
 from agentkeel.config.live import LiveSettings, TurnContext, TurnSettings
 from agentkeel.config.sessions import SessionSettings
 from agentkeel.config.settings import GuardrailSettings
@@ -43,11 +51,13 @@ from agentkeel.errors import (
     InvalidRequest,
     KeelError,
     NotFound,
+    RequestError,
     SessionEnded,
     TurnInProgress,
     TurnLimitReached,
 )
 from agentkeel.identity.principal import ANONYMOUS, Principal
+from agentkeel.models.trace_content import text_message_json
 from agentkeel.models.types import ChatMessage, Usage
 from agentkeel.resilience.budget import TokenBudget
 from agentkeel.resilience.clock import Clock
@@ -73,8 +83,10 @@ from agentkeel.runtime.store import (
 from agentkeel.runtime.types import Agent, Reply, Turn
 from agentkeel.runtime.usage import UsageMeter
 from agentkeel.runtime.validation import ValidatedInput, validate_input
+from agentkeel.telemetry import semconv
 from agentkeel.telemetry.correlation import get_correlation_id
 from agentkeel.telemetry.metrics import AgentMetrics
+from agentkeel.telemetry.tracing import Tracing, mark_failed, tracing_off
 from agentkeel.tools.types import ToolContext, ToolSet
 
 logger = logging.getLogger("agentkeel.runtime")
@@ -112,6 +124,20 @@ class TurnOutcome:
             "agent_id": self.agent_id,
             "guardrails": list(self.guardrails),
         }
+
+
+@dataclass(slots=True)
+class _TurnProgress:
+    """How far a turn got, for its span and its log line however it ends."""
+
+    number: int | None = None
+    model: GuardedModel | None = None
+    tools: GuardedTools | None = None
+    reply: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return self.model.usage if self.model is not None else Usage()
 
 
 @dataclass(slots=True)
@@ -168,7 +194,9 @@ class AgentService:
     Every collaborator is passed in; ``create_app`` builds them from settings.
     ``replica`` names this process in the store (the session's last replica);
     ``lifecycle`` ends, counts and purges sessions (default: the built-in
-    ``SessionSettings`` over the same store, metrics and clock).
+    ``SessionSettings`` over the same store, metrics and clock). ``tracing`` records
+    each turn's spans (default: none); ``turn_span_kind`` is ``SERVER`` where each turn
+    is a request (the agent server).
     """
 
     def __init__(
@@ -193,6 +221,8 @@ class AgentService:
         sanitizer: OutputSanitizer | None = None,
         live: LiveSettings | None = None,
         usage: UsageMeter | None = None,
+        tracing: Tracing | None = None,
+        turn_span_kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -229,6 +259,10 @@ class AgentService:
         self._turn_toolset = sanitizer.tools(toolset) if sanitizer is not None else toolset
         """Replaces secrets in replies, streamed tokens and tool results (``sanitize.py``)."""
         self._locks = _SessionLocks()
+        self.tracing = tracing or tracing_off()
+        self._tracer = self.tracing.tracer("agentkeel.runtime")
+        self._turn_span_kind = turn_span_kind
+        self._turn_span_name = semconv.span_name(semconv.OP_INVOKE_AGENT, agent_id)
 
     # -- sessions -------------------------------------------------------------
 
@@ -360,6 +394,39 @@ class AgentService:
         The caller has checked ownership (``owned_session``) before starting the turn's
         task, so that an attempt on someone else's session never reaches the lock."""
         start = self.clock.monotonic()
+        progress = _TurnProgress()
+        with self._tracer.start_as_current_span(
+            self._turn_span_name,
+            kind=self._turn_span_kind,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if span.is_recording():
+                self._describe_turn(span, session_id, content)
+            try:
+                outcome = await self._run_turn(session_id, content, sink, progress, start)
+            except KeelError as exc:
+                # A refused input's message may quote it: the code says enough there.
+                said = None if isinstance(exc, RequestError) else exc.message
+                self._end_turn(span, session_id, progress, start, exc.code, said)
+                raise
+            except BaseException as exc:
+                status = (
+                    "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal_error"
+                )
+                self._end_turn(span, session_id, progress, start, status, type(exc).__qualname__)
+                raise
+            self._end_turn(span, session_id, progress, start, "ok")
+        return outcome
+
+    async def _run_turn(
+        self,
+        session_id: str,
+        content: str,
+        sink: EventSink | None,
+        progress: _TurnProgress,
+        start: float,
+    ) -> TurnOutcome:
         stream = self.sanitizer.stream(sink) if self.sanitizer is not None else None
         if stream is not None:
             sink = stream
@@ -376,7 +443,9 @@ class AgentService:
                         else None
                     )
                     async with self._locks.hold(session_id, wait_s=wait_s):
-                        outcome = await self._run_locked(session_id, content, checked, sink)
+                        outcome = await self._run_locked(
+                            session_id, content, checked, sink, progress
+                        )
                 finally:
                     self.metrics.turns_in_flight.dec()
                     if stream is not None:
@@ -388,6 +457,80 @@ class AgentService:
         self.metrics.turn_duration_for(self.agent_id).observe(self.clock.monotonic() - start)
         self.metrics.turn_tokens_for(self.agent_id).observe(outcome.usage.total_tokens)
         return outcome
+
+    def _describe_turn(self, span: Span, session_id: str, content: str) -> None:
+        span.set_attributes(
+            {
+                semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_AGENT,
+                semconv.GEN_AI_AGENT_ID: self.agent_id,
+                semconv.GEN_AI_AGENT_NAME: self.agent_id,
+                semconv.GEN_AI_CONVERSATION_ID: session_id,
+                semconv.KEEL_AGENT_VERSION: self.version,
+            }
+        )
+        correlation_id = get_correlation_id()
+        if correlation_id is not None:
+            span.set_attribute(semconv.KEEL_CORRELATION_ID, correlation_id)
+        if self.tracing.capture_content:
+            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, text_message_json("user", content))
+
+    def _end_turn(
+        self,
+        span: Span,
+        session_id: str,
+        progress: _TurnProgress,
+        start: float,
+        status: str,
+        error: str | None = None,
+    ) -> None:
+        """The turn's span attributes and its one ``turn`` log line (inside the span)."""
+        steps = progress.model.steps if progress.model is not None else 0
+        tool_calls = len(progress.tools.calls) if progress.tools is not None else 0
+        usage = progress.usage
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    semconv.KEEL_TURN_STEPS: steps,
+                    semconv.KEEL_TURN_TOOL_CALLS: tool_calls,
+                    semconv.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+                    semconv.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+                }
+            )
+            if progress.number is not None:
+                span.set_attribute(semconv.KEEL_TURN, progress.number)
+            if self.tracing.capture_content and progress.reply is not None:
+                span.set_attribute(
+                    semconv.GEN_AI_OUTPUT_MESSAGES,
+                    text_message_json("assistant", progress.reply, finish_reason="stop"),
+                )
+        if status != "ok":
+            mark_failed(span, status, error)
+        fields: dict[str, Any] = {
+            "event": "turn",
+            "session_id": session_id,
+            "agent_id": self.agent_id,
+            "steps": steps,
+            "tool_calls": tool_calls,
+            "tokens": usage.total_tokens,
+            "duration_ms": round((self.clock.monotonic() - start) * 1000, 3),
+            "status": status,
+        }
+        if progress.number is not None:
+            fields["turn"] = progress.number
+        summary = (steps, tool_calls, usage.total_tokens)
+        if status == "ok":
+            logger.info(
+                "turn committed: %d model step(s), %d tool call(s), %d tokens",
+                *summary,
+                extra=fields,
+            )
+        else:
+            logger.warning(
+                "turn failed (%s): %d model step(s), %d tool call(s), %d tokens",
+                status,
+                *summary,
+                extra=fields,
+            )
 
     def _validate(
         self, content: str, guardrails: GuardrailSettings | None = None
@@ -444,6 +587,7 @@ class AgentService:
         content: str,
         checked: ValidatedInput | None,
         sink: EventSink | None,
+        progress: _TurnProgress,
     ) -> TurnOutcome:
         session = await self._active_session(session_id)
         settings = self.turn_settings(session)
@@ -458,6 +602,7 @@ class AgentService:
                 "(guardrails.max_turns_per_session). Start a new session to continue."
             )
         number = session.turn_count + 1
+        progress.number = number
         history = [
             m for record in await self.store.context_turns(session_id) for m in record.messages
         ]
@@ -501,7 +646,9 @@ class AgentService:
             rate_limiter=self.rate_limiter,
             sink=sink,
             memory_writes=memory_writes,
+            tracing=self.tracing,
         )
+        progress.model, progress.tools = model, tools
         turn = Turn(
             session_id=session_id,
             user_id=session.user_id,
@@ -520,6 +667,7 @@ class AgentService:
         reply = await self._respond(turn, log, correlation_id)
         if self.sanitizer is not None:
             reply = self.sanitizer.reply(reply)
+        progress.reply = reply.content
         user_message = ChatMessage(role="user", content=checked.content)
         kept = list(reply.messages) or [ChatMessage(role="assistant", content=reply.content)]
         record = TurnRecord(
@@ -548,13 +696,6 @@ class AgentService:
                 "rewind on this session was committed while it ran. Fetch the session and "
                 "send the message again."
             ) from exc
-        log.info(
-            "turn committed: %d model step(s), %d tool call(s), %d tokens",
-            model.steps,
-            len(tools.calls),
-            model.usage.total_tokens,
-            extra={"duration_ms": round((record.completed_at - started_at) * 1000, 3)},
-        )
         return TurnOutcome(
             session_id=session_id,
             turn=number,

@@ -12,13 +12,15 @@ built-ins first, then the MCP servers of ``tools.servers``). Per call, in order:
 4. a timeout (``tools.call_timeout_s`` or the server's ``timeout_s``);
 5. a cap on the result's size (``tools.max_result_chars``), with a marker.
 
-The client never raises for a tool problem; the turn's guarded handle adds the
-allowlist, the storm detector and ``agent_tool_calls_total{tool,status}``.
+The client never raises for a tool problem (a failed result says why in ``error``);
+the turn's guarded handle adds the allowlist, the storm detector,
+``agent_tool_calls_total{tool,status}``, the call's span and its one log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -136,6 +138,7 @@ class GuardedToolsClient:
                 content=f"Tool '{name}' is unavailable right now: its server '{source}' failed "
                 f"recently ({breaker.last_open_reason or 'breaker open'}); the next try is in "
                 f"{wait}s. Answer without it, and tell the user the tool is unavailable.",
+                error=f"breaker of {source}/{name} open",
             )
         result = await self._timed_call(source, name, arguments, context, breaker)
         self._metrics.server_calls.labels(source, result.status).inc()
@@ -173,6 +176,7 @@ class GuardedToolsClient:
         context: ToolContext,
         breaker: CircuitBreaker,
     ) -> ToolResult:
+        # No log line here: the turn's guarded handle logs each call once, with ``error``.
         timeout = self._timeouts.get(source, self._call_timeout_s)
         start = self._clock.monotonic()
         try:
@@ -180,46 +184,30 @@ class GuardedToolsClient:
                 result = await self.tools.call(name, arguments, context=context)
         except TimeoutError:
             breaker.record_failure()
-            logger.warning(
-                "tool %s on %s timed out after %gs",
-                name,
-                source,
-                timeout,
-                extra={"tool": name, "event": "tool_error", "status": "timeout"},
-            )
             return ToolResult(
                 status="timeout",
                 content=f"Tool '{name}' did not answer within {timeout:g}s. Try again later or "
                 "answer without it.",
+                error=f"no answer from {source} within {timeout:g}s",
             )
         except asyncio.CancelledError:
             breaker.release()
             raise
         except KeelError as exc:
             breaker.record_failure()
-            logger.warning(
-                "tool %s on %s failed: %s",
-                name,
-                source,
-                exc.message,
-                extra={"tool": name, "event": "tool_error", "status": "failure"},
-            )
             return ToolResult(
                 status="failure",
                 content=f"Tool '{name}' is unavailable: its server '{source}' cannot be reached. "
                 "Answer without it, and tell the user the tool is unavailable.",
+                error=exc.message,
             )
         except Exception as exc:
             breaker.record_failure()
-            logger.warning(
-                "tool %s on %s raised %s: %s",
-                name,
-                source,
-                type(exc).__name__,
-                exc,
-                extra={"tool": name, "event": "tool_error", "status": "failure"},
+            return ToolResult(
+                status="failure",
+                content=f"{name} failed: {exc}",
+                error=f"{type(exc).__name__} from {source}: {exc}",
             )
-            return ToolResult(status="failure", content=f"{name} failed: {exc}")
         elapsed = max(0.0, self._clock.monotonic() - start)
         if result.status == "timeout":
             breaker.record_failure()
@@ -236,11 +224,7 @@ class GuardedToolsClient:
         self._metrics.truncated.labels(name).inc()
         marker = f"\n[truncated: {size - self._max_chars} of {size} characters cut]"
         keep = max(0, self._max_chars - len(marker))
-        return ToolResult(
-            status=result.status,
-            content=result.content[:keep] + marker,
-            stop_reason=result.stop_reason,
-        )
+        return dataclasses.replace(result, content=result.content[:keep] + marker)
 
     async def aclose(self) -> None:
         """Close every MCP connection, the rate limiter and the budget storage."""

@@ -11,12 +11,13 @@ fails keeps the last list, so the tools of a server that went down stay known
 and their calls fail with a clear message (and trip the breaker) instead of
 turning into "unknown tool".
 
-Every HTTP request carries ``X-Correlation-ID``, and ``Authorization: Bearer``
-when the server has a token. For a server with an ``audience`` (agentkeel's
-own tool server), every ``tools/call`` carries in ``_meta`` under
-``io.agentkeel/caller`` a caller assertion signed for that one call (agent,
-user, session, turn, the tool, a minute at most); other servers get no
-caller identity.
+Every HTTP request carries ``X-Correlation-ID`` and the W3C ``traceparent`` of the
+span it is sent in (a turn's ``execute_tool`` span: the SDK's send runs in the
+caller's context), and ``Authorization: Bearer`` when the server has a token. For
+a server with an ``audience`` (agentkeel's own tool server), every ``tools/call``
+carries in ``_meta`` under ``io.agentkeel/caller`` a caller assertion signed for
+that one call (agent, user, session, turn, the tool, a minute at most); other
+servers get no caller identity.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from agentkeel.identity.assertion import CallerSigner
 from agentkeel.models.types import ToolSpec
 from agentkeel.resilience.clock import Clock, SystemClock
 from agentkeel.telemetry.correlation import get_correlation_id, set_correlation_id
-from agentkeel.telemetry.http import add_correlation_id
+from agentkeel.telemetry.http import add_correlation_id, add_trace_context
 from agentkeel.telemetry.metrics import ToolMetrics
 from agentkeel.tools.types import ToolContext, ToolResult
 
@@ -52,14 +53,15 @@ HttpClientFactory = Callable[[], httpx2.AsyncClient]
 
 
 def default_http_client(*, connect_timeout_s: float) -> httpx2.AsyncClient:
-    """An HTTP client for MCP requests: bounded connect, correlation id on every request.
+    """An HTTP client for MCP requests: bounded connect, correlation id and trace context
+    on every request.
 
     Reads, writes and the pool wait have no timeout of their own: the tools
     client's per-call timeout bounds each call, and one timer per call is
     cheaper than the transport arming one per socket operation."""
     return httpx2.AsyncClient(
         timeout=httpx2.Timeout(None, connect=connect_timeout_s),
-        event_hooks={"request": [add_correlation_id]},
+        event_hooks={"request": [add_correlation_id, add_trace_context]},
     )
 
 

@@ -17,6 +17,7 @@ from agentkeel.errors import KeelError
 from agentkeel.secrets.redact import SecretRedactor, redact_logs
 from agentkeel.telemetry.audit_file import install_audit_file
 from agentkeel.telemetry.logging import configure_logging
+from agentkeel.telemetry.tracing import install_tracing
 from agentkeel.tools.server import create_app
 from agentkeel.web.serve import EXIT_ERROR, run_until_signal
 
@@ -30,6 +31,7 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     ``tools.server.tools_modules``. Blocks; returns the process exit code.
     """
     sinks = configure_logging(service="tools", level=settings.log_level, settings=settings.logging)
+    install_tracing(settings.tracing, service="tools")
     try:
         return _run_tool_server(settings, tools_modules)
     finally:

@@ -30,10 +30,17 @@ with a JSON-RPC error saying why.
 
 The MCP endpoint is stateless (every POST stands alone, JSON responses), so
 any replica can answer any call and a restart loses nothing.
+
+Every ``tools/call`` is one ``execute_tool {tool}`` SERVER span, a child of the
+span that the request's W3C ``traceparent`` names (the replica's ``execute_tool``
+span, or the MCP SDK's client span under it): one trace across the hop. The SDK's
+own server span is left out, so a call is one server span. Each call also logs one
+``tool_call`` line (tool, status, duration; WARNING when it did not succeed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -42,6 +49,7 @@ from typing import Any
 
 import httpx
 import mcp_types as mcp
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import (
@@ -50,6 +58,8 @@ from mcp.server.streamable_http_manager import (
 )
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -66,14 +76,18 @@ from agentkeel.memory.client import MemoryClient, build_memory_client
 from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.resilience.clock import Clock
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry import semconv
 from agentkeel.telemetry.correlation import (
     HEADER,
     accept_correlation_id,
     get_correlation_id,
     set_correlation_id,
 )
+from agentkeel.telemetry.log_categories import Category
 from agentkeel.telemetry.metrics import HttpMetrics, ToolServerMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
+from agentkeel.telemetry.trace_context import TraceContextMiddleware, incoming_context
+from agentkeel.telemetry.tracing import Tracing, mark_failed, process_tracing, tracing_off
 from agentkeel.tools.access import (
     JSONRPC_FORBIDDEN,
     JSONRPC_UNAUTHORIZED,
@@ -179,11 +193,15 @@ def create_mcp_server(
     *,
     metrics: ToolServerMetrics | None = None,
     verifier: CallerVerifier | None = None,
+    tracing: Tracing | None = None,
 ) -> Server[Any]:
     """The low-level MCP server over ``toolset`` (list and call tools).
 
     Over HTTP, ``McpAuth`` has authenticated the request; ``tools/list`` shows the
-    token's tools only, and ``tools/call`` acts for the caller ``verifier`` accepts."""
+    token's tools only, and ``tools/call`` acts for the caller ``verifier`` accepts.
+    ``tracing`` records a span per call (default: none)."""
+    tracing = tracing or tracing_off()
+    tracer = tracing.tracer("agentkeel.tools.server")
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: mcp.PaginatedRequestParams | None
@@ -233,27 +251,58 @@ def create_mcp_server(
                 },
             )
             raise MCPError(JSONRPC_UNAUTHORIZED, exc.message) from exc
-        start = time.perf_counter()
-        result = await toolset.call(params.name, dict(params.arguments or {}), context=context)
-        elapsed = time.perf_counter() - start
-        if metrics is not None:
-            metrics.tool_calls.labels(label, result.status).inc()
-            metrics.tool_duration.labels(label).observe(elapsed)
-        logger.log(
-            logging.INFO if result.status == "success" else logging.WARNING,
-            "tool call %s: %s",
-            params.name,
-            result.status,
-            extra={
-                "tool": label,
-                "status": result.status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "agent_id": context.agent_id,
-                "session_id": context.session_id,
-                "turn": context.turn,
-                "correlation_id": context.correlation_id,
-            },
-        )
+        with tracer.start_as_current_span(
+            semconv.span_name(semconv.OP_EXECUTE_TOOL, params.name),
+            context=_caller_trace(ctx),
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {
+                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
+                        semconv.GEN_AI_TOOL_NAME: params.name,
+                        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+                    }
+                )
+                if context.correlation_id:
+                    span.set_attribute(semconv.KEEL_CORRELATION_ID, context.correlation_id)
+                if tracing.capture_content:
+                    span.set_attribute(
+                        semconv.GEN_AI_TOOL_CALL_ARGUMENTS,
+                        json.dumps(params.arguments or {}, ensure_ascii=False, default=str),
+                    )
+            start = time.perf_counter()
+            result = await toolset.call(params.name, dict(params.arguments or {}), context=context)
+            elapsed = time.perf_counter() - start
+            if recording:
+                span.set_attribute(semconv.KEEL_TOOL_STATUS, result.status)
+                if tracing.capture_content:
+                    span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, result.content)
+            if result.status != "success":
+                mark_failed(span, result.status, result.error)
+            if metrics is not None:
+                metrics.tool_calls.labels(label, result.status).inc()
+                metrics.tool_duration.labels(label).observe(elapsed)
+            logger.log(
+                logging.INFO if result.status == "success" else logging.WARNING,
+                "tool call %s: %s",
+                params.name,
+                result.status,
+                extra={
+                    "event": "tool_call",
+                    "category": Category.TOOL_CALL,
+                    "tool": label,
+                    "status": result.status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "agent_id": context.agent_id,
+                    "session_id": context.session_id,
+                    "turn": context.turn,
+                    "correlation_id": context.correlation_id,
+                },
+            )
         return mcp.CallToolResult(
             content=[mcp.TextContent(type="text", text=result.content)],
             is_error=result.is_error,
@@ -261,12 +310,15 @@ def create_mcp_server(
 
     # Without a schema lookup the SDK runs the whole tools/list handler on every
     # tools/call to check Mcp-Param-* headers.
-    return Server(
+    server: Server[Any] = Server(
         SERVER_NAME,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         get_tool_input_schema=toolset.input_schema,
     )
+    # keel's execute_tool span is the call's server span; the SDK's would be a second one.
+    server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
+    return server
 
 
 def create_app(
@@ -277,6 +329,7 @@ def create_app(
     functions: Sequence[Callable[..., Any]] = (),
     clock: Clock | None = None,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """Build the tool server for ``settings.tools.server``.
 
@@ -288,6 +341,7 @@ def create_app(
     the caller public key from ``identity.public_key_file`` (or
     ``secrets_dir/caller_public_key``); ``clock`` also times assertion expiry.
     A tokens file that does not parse or a key that is not Ed25519 raises here.
+    ``tracing`` records the calls' spans (default: the process's, ``telemetry/tracing.py``).
     ``app.state`` exposes ``registry``, ``toolset`` and ``memory_client``.
 
     >>> app = create_app(load_settings().settings)
@@ -303,6 +357,7 @@ def create_app(
         time=clock.time if clock is not None else None,
     )
     registry = registry if registry is not None else CollectorRegistry()
+    tracing = tracing or process_tracing(capture_content=settings.tracing.capture_content)
     http_metrics = HttpMetrics(registry)
     tool_metrics = ToolServerMetrics(registry)
     owned_memory: MemoryClient | None = None
@@ -315,6 +370,7 @@ def create_app(
             secrets_dir=settings.secrets_dir,
             metrics=MemoryClientMetrics(registry),
             clock=clock,
+            tracing=tracing,
         )
         memory_client = owned_memory
     toolset = build_server_toolset(
@@ -325,7 +381,7 @@ def create_app(
         http_transport=http_transport,
     )
     manager = StreamableHTTPSessionManager(
-        app=create_mcp_server(toolset, metrics=tool_metrics, verifier=verifier),
+        app=create_mcp_server(toolset, metrics=tool_metrics, verifier=verifier, tracing=tracing),
         json_response=True,
         stateless=True,
         security_settings=_transport_security(server_settings.host),
@@ -385,6 +441,7 @@ def create_app(
             Route("/mcp", McpAuth(StreamableHTTPASGIApp(manager), access=access)),
         ],
         middleware=[
+            Middleware(TraceContextMiddleware),
             Middleware(CorrelationMiddleware),
             Middleware(HttpMetricsMiddleware, metrics=http_metrics),
         ],
@@ -403,6 +460,13 @@ def _adopt_correlation_id(ctx: ServerRequestContext[Any, Any]) -> None:
     headers = getattr(request, "headers", None)
     if headers is not None and get_correlation_id() is None:
         set_correlation_id(accept_correlation_id(headers.get(HEADER)))
+
+
+def _caller_trace(ctx: ServerRequestContext[Any, Any]) -> Context | None:
+    """The trace context the request's ``traceparent`` names (read from the request the
+    SDK hands over: the handler may run outside the HTTP request's task)."""
+    headers = getattr(ctx.request, "headers", None)
+    return incoming_context(headers) if headers is not None else None
 
 
 def _transport_security(host: str) -> TransportSecuritySettings | None:

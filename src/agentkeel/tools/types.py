@@ -34,6 +34,11 @@ class ToolResult:
     """Set by a tool source whose guardrail ends the tool loop (e.g. the session's
     call budget is spent): a short, bounded label such as ``tool_session_budget``.
     The turn's guarded tools handle then stops offering tools and counts it."""
+    error: str | None = None
+    """Why a call did not succeed, for the replica's log line and span: the guardrail's
+    name for a refusal (``tool_storm``, ``tool_rate_limit``, ...), or what went wrong
+    (no answer in time, the server unreachable, the exception). The model reads
+    ``content``, never this."""
 
     @property
     def is_error(self) -> bool:
