@@ -34,9 +34,7 @@ from typing import Any
 
 import yaml
 
-from agentkeel.config.logs import DEFAULT_RETENTION_DAYS
 from agentkeel.config.settings import KeelSettings
-from agentkeel.errors import ConfigError
 from agentkeel.telemetry.log_categories import CATEGORIES
 
 __all__ = [
@@ -90,30 +88,14 @@ def log_files_dir(settings: KeelSettings) -> Path:
 
 
 def retention_hours(settings: KeelSettings) -> dict[str, int]:
-    """Hours to keep each category in Loki, from ``logging.retention_days`` (a category
-    it leaves out keeps its default).
+    """Hours to keep each category in Loki, from ``logging.retention_days`` (validated,
+    and completed with the defaults, by ``LoggingSettings``).
 
     >>> retention_hours(KeelSettings())["audit"]
     8760
     """
-    given = settings.logging.retention_days
-    unknown = sorted(set(given) - set(CATEGORIES))
-    if unknown:
-        raise ConfigError(
-            f"logging.retention_days has unknown categories {', '.join(unknown)}; the "
-            f"categories are {', '.join(CATEGORIES)}. Rename or remove those keys."
-        )
-    days = {
-        category: given.get(category, DEFAULT_RETENTION_DAYS[category]) for category in CATEGORIES
-    }
-    too_short = {category: value for category, value in days.items() if value < 1}
-    if too_short:
-        listed = ", ".join(f"{category}: {value}" for category, value in too_short.items())
-        raise ConfigError(
-            f"logging.retention_days must be at least 1 day per category (Loki keeps a "
-            f"stream at least 24 h), got {listed}. Set each to a whole number of days >= 1."
-        )
-    return {category: value * _HOURS_PER_DAY for category, value in days.items()}
+    days = settings.logging.retention_days
+    return {category: days[category] * _HOURS_PER_DAY for category in CATEGORIES}
 
 
 def _parsers() -> list[dict[str, Any]]:

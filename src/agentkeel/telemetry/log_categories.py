@@ -47,7 +47,7 @@ EVENT_CATEGORIES: Mapping[str, Category] = {
     "memory": Category.REASONING_TRACE,
     "budget": Category.REASONING_TRACE,
     "redaction": Category.REASONING_TRACE,
-    "tool_error": Category.TOOL_CALL,
+    "tool_call": Category.TOOL_CALL,
     "tool_discovery": Category.TOOL_CALL,
 }
 """Events whose lines belong to a category other than ``access``."""
