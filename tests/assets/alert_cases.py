@@ -27,7 +27,8 @@ from agentkeel.assets.alert_rules import (
     MODEL_TIMEOUTS,
     SESSION_DURATION,
 )
-from agentkeel.config.alerts import AlertSettings, duration_seconds
+from agentkeel.config.alerts import AlertSettings
+from agentkeel.config.durations import duration_seconds
 from agentkeel.memory.metrics import MemoryMetrics
 from agentkeel.telemetry.metrics import AgentMetrics, ModelMetrics
 

@@ -15,9 +15,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agentkeel.assets.alert_rules import ALERT_NAMES, alert_queries, alert_rules, render_alerts
+from agentkeel.assets.alert_rules import (
+    ALERT_NAMES,
+    CONTEXT_EXHAUSTION,
+    MEMORY_LATENCY,
+    PLAYBOOKS,
+    SESSION_DURATION,
+    alert_queries,
+    alert_rules,
+    render_alerts,
+)
 from agentkeel.cli.main import app
-from agentkeel.config.alerts import AlertSettings
+from agentkeel.config.alerts import DEFAULT_RUNBOOK_URL, AlertSettings
 from tests.assets.alert_cases import AlertCase, all_cases
 
 DEFAULTS = AlertSettings()
@@ -100,6 +109,7 @@ def promtool_test(settings: AlertSettings, case: AlertCase, rules: Path) -> dict
                 "summary": expand(rule.summary, fired.labels, fired.value),
                 "description": expand(rule.description, fired.labels, fired.value),
                 "runbook_url": rule.runbook_url,
+                "playbook_url": rule.playbook_url,
             },
         }
         for fired in case.fired
@@ -217,7 +227,12 @@ def test_the_rule_file_carries_the_settings() -> None:
     assert "[2h]" in rules["AgentSessionDurationAbnormal"]["expr"]
     assert rules["AgentSessionDurationAbnormal"]["for"] == "30m"
     for rule in rules.values():
-        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+        assert set(rule["annotations"]) == {
+            "summary",
+            "description",
+            "runbook_url",
+            "playbook_url",
+        }
 
 
 def test_caller_statuses_are_not_errors_and_ok_is_not_either() -> None:
@@ -252,6 +267,61 @@ def test_runbook_urls_point_at_each_alerts_section() -> None:
     settings = AlertSettings(runbook_url="https://wiki.example.com/agents/runbook")
     for rule in alert_rules(settings):
         assert rule.runbook_url == f"https://wiki.example.com/agents/runbook#{rule.anchor}"
+
+
+def test_playbook_urls_point_at_each_alerts_playbook() -> None:
+    """playbook_url is alerts.runbook_url plus the anchor of the alert's playbook, another
+    place of the runbook than its own section (tests/assets/test_runbook.py checks that
+    each anchor is a playbook's heading)."""
+    settings = AlertSettings(runbook_url="https://wiki.example.com/agents/runbook")
+    for rule in alert_rules(settings):
+        base, _, anchor = rule.playbook_url.partition("#")
+        assert base == "https://wiki.example.com/agents/runbook"
+        assert anchor == PLAYBOOKS[rule.name] != rule.anchor
+
+
+HISTOGRAM_ALERTS = (CONTEXT_EXHAUSTION, MEMORY_LATENCY, SESSION_DURATION)
+
+
+@pytest.mark.parametrize("settings", VARIANTS.values(), ids=VARIANTS.keys())
+def test_quantile_alerts_say_what_a_quantile_above_the_threshold_means(
+    settings: AlertSettings,
+) -> None:
+    """A p95 above X means at least 5 % of the events exceed X (10 % for a p90): the
+    histogram alerts' texts say so, name the percentile, and never claim that 95 % of
+    the events are above it."""
+    tail = f"at least {(1 - settings.quantile) * 100:.4g}% of"
+    share = f"{settings.quantile * 100:.4g}% of"
+    percentile = f"p{settings.quantile * 100:.4g}"
+    for rule in alert_rules(settings):
+        if rule.name not in HISTOGRAM_ALERTS:
+            continue
+        assert tail in rule.description, rule.description
+        assert percentile in rule.summary and percentile in rule.description, rule.name
+        assert share not in rule.summary and share not in rule.description, rule.name
+
+
+def test_keel_render_alerts_warns_while_the_runbook_url_is_the_placeholder(
+    tmp_path: Path,
+) -> None:
+    """Left at its default, alerts.runbook_url renders, and keel render alerts says on
+    stderr (not in the file or on stdout) to set it; set, no warning."""
+    out = tmp_path / "agent_alerts.yml"
+    config = tmp_path / "keel.yaml"
+    config.write_text("alerts:\n  window: 5m\n")
+    default = CliRunner().invoke(
+        app, ["--config", str(config), "render", "alerts", "--out", str(out)]
+    )
+    assert default.exit_code == 0, default.output
+    assert "alerts.runbook_url" in default.stderr and DEFAULT_RUNBOOK_URL in default.stderr
+    assert "warning" not in default.stdout
+    assert f"{DEFAULT_RUNBOOK_URL}#agenterrorratespike" in out.read_text()
+
+    config.write_text("alerts:\n  runbook_url: https://wiki.example.com/runbook\n")
+    printed = CliRunner().invoke(app, ["--config", str(config), "render", "alerts", "--out", "-"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stderr == ""
+    assert "https://wiki.example.com/runbook#agenterrorratespike" in printed.stdout
 
 
 def test_alert_queries_are_each_signal_and_expr() -> None:

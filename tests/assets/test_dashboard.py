@@ -17,8 +17,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
+from agentkeel.assets.alert_rules import alert_rules
 from agentkeel.assets.dashboard import dashboard_queries, render_dashboard
+from agentkeel.assets.promql import GRAFANA_DEFAULTS, Query
 from agentkeel.cli.main import app as keel
+from agentkeel.config.alerts import AlertSettings
+from agentkeel.config.durations import duration_seconds
 from agentkeel.config.settings import KeelSettings
 from agentkeel.memory.metrics import MemoryClientMetrics, MemoryMetrics
 from agentkeel.router.metrics import RouterMetrics
@@ -256,6 +260,82 @@ def test_promtool_accepts_every_expression(promtool: str, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(rules)} rules found" in result.stdout
+
+
+TURN_RATES = {"ok": 9.0, "agent_error": 1.0, "draining": 5.0, "rate_limited": 5.0}
+"""Turns per second by status: server-side failures, and statuses that are the caller's
+doing (rate_limited) or the router's retry (draining)."""
+
+
+@pytest.mark.parametrize(
+    "ignored",
+    [AlertSettings().error_rate.ignored_statuses, ["draining"]],
+    ids=["default ignored statuses", "only draining ignored"],
+)
+def test_the_failed_turn_share_is_what_the_error_rate_alert_measures(
+    promtool: str, tmp_path: Path, ignored: list[str]
+) -> None:
+    """On the same series, the Error rate panel's failed-turn share and
+    AgentErrorRateSpike's signal read the same value: failed turns out of turns, both
+    without alerts.error_rate.ignored_statuses (promtool evaluates the two)."""
+    settings = KeelSettings(alerts={"error_rate": {"ignored_statuses": ignored}})
+    panels = {panel["title"]: panel for _, panel in all_panels(dashboard(settings))}
+    [panel_expr] = [
+        target["expr"]
+        for target in panels["Error rate"]["targets"]
+        if target["legendFormat"].startswith("failed turns")
+    ]
+    [alert] = [rule for rule in alert_rules(settings.alerts) if rule.name == "AgentErrorRateSpike"]
+    window = settings.alerts.window_of(settings.alerts.error_rate)
+    panel_query = Query("panel", panel_expr).for_prometheus(
+        {**GRAFANA_DEFAULTS, "$__rate_interval": window}
+    )
+    served = {status: rate for status, rate in TURN_RATES.items() if status not in ignored}
+    expected = sum(rate for status, rate in served.items() if status != "ok") / sum(served.values())
+    labels = {"agent": "default", "version": "v1"}
+    interval_s = 15
+    series = [
+        {
+            "series": _series_text("agent_turns_total", {**labels, "status": status}),
+            "values": f"0+{rate * interval_s:g}x40",
+        }
+        for status, rate in TURN_RATES.items()
+    ]
+    eval_time = f"{2 * duration_seconds(window):g}s"
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": f"{interval_s}s",
+        "tests": [
+            {
+                "interval": f"{interval_s}s",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": alert.signal,
+                        "eval_time": eval_time,
+                        "exp_samples": [{"labels": _series_text("", labels), "value": expected}],
+                    },
+                    {
+                        "expr": panel_query,
+                        "eval_time": eval_time,
+                        "exp_samples": [
+                            {"labels": _series_text("", {"version": "v1"}), "value": expected}
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "failed_turns_test.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _series_text(metric: str, labels: dict[str, str]) -> str:
+    return metric + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
 def test_promtool_refuses_a_broken_expression(promtool: str, tmp_path: Path) -> None:

@@ -8,9 +8,13 @@ files are checked structurally with PyYAML, the way Fluent Bit and Loki read the
 
 from __future__ import annotations
 
+import calendar
 import ctypes
 import ctypes.util
+import json
+import logging
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,11 @@ from agentkeel.assets.log_pipeline import (
     render_logging,
 )
 from agentkeel.cli.main import app as keel
-from agentkeel.config.logs import DEFAULT_RETENTION_DAYS
+from agentkeel.config.logs import DEFAULT_RETENTION_DAYS, LoggingSettings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.telemetry.log_categories import CATEGORIES
+from agentkeel.telemetry.log_files import LogFileName, parse_log_file_name
+from agentkeel.telemetry.logging import JsonFormatter
 
 
 def documents(settings: KeelSettings) -> dict[str, dict[str, Any]]:
@@ -80,23 +86,99 @@ def test_the_shipper_tails_every_category_folder_with_the_json_parser(tmp_path: 
 
 def fnmatch(pattern: str, path: str) -> bool:
     """The C library's fnmatch(pattern, path, 0): what Fluent Bit's tail input calls for
-    exclude_path."""
+    each pattern of exclude_path."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     return int(libc.fnmatch(pattern.encode(), path.encode(), 0)) == 0
 
 
+def excluded(exclude_path: str, path: Path) -> bool:
+    """Whether Fluent Bit skips ``path``: exclude_path is a comma-separated list of
+    patterns, and one match is enough."""
+    return any(fnmatch(pattern, str(path)) for pattern in exclude_path.split(","))
+
+
+# Service names a date can hide in: a replica named after its release day, a date
+# alone, a dotted date, a counter-like tail that is not all digits.
+DATE_LIKE_SERVICES = (
+    "router",
+    "agent-8081",
+    "agent-2025-01-31-1",
+    "2025-01-31",
+    "backup.2025-01-31",
+    "nightly.2025-01-31.1a",
+    "batch.2025-01-31.1.v2",
+)
+
+
 def test_the_exclude_pattern_skips_rotated_files_only(tmp_path: Path) -> None:
-    """A file whose name carries its day is a rotated one: excluded; live files are not,
-    even under a directory whose own path has a date in it."""
+    """Exactly the rotated files, <service>.<YYYY-MM-DD>.<n>.jsonl as log_files.py names
+    them, are excluded: every active file is tailed, including those of services whose
+    name looks like a date, and under a directory whose own path has a date in it."""
     logs = tmp_path / "2025-01-31" / "logs"
     tail = one(
         documents(KeelSettings(logging={"dir": logs}))[SHIPPER_FILE]["pipeline"]["inputs"], "tail"
     )
-    excluded = tail["exclude_path"]
-    assert fnmatch(excluded, str(logs / "access" / "router.2025-01-31.jsonl"))
-    assert fnmatch(excluded, str(logs / "audit" / "agent-8081.2025-01-31.1.jsonl"))
-    assert not fnmatch(excluded, str(logs / "access" / "router.jsonl"))
-    assert not fnmatch(excluded, str(logs / "tool_call" / "agent-8081.jsonl"))
+    day = date(2025, 2, 1)
+    for service in DATE_LIKE_SERVICES:
+        assert LoggingSettings(service_name=service).service_name == service  # a usable name
+        for category in ("access", "audit"):
+            active = logs / category / LogFileName(service).name
+            assert parse_log_file_name(active.name) == LogFileName(service)
+            assert not excluded(tail["exclude_path"], active), active
+            for index in (1, 12, 999_999):
+                rotated = logs / category / LogFileName(service, day, index).name
+                parsed = parse_log_file_name(rotated.name)
+                assert parsed is not None and not parsed.active  # the writer's own reading
+                assert excluded(tail["exclude_path"], rotated), rotated
+
+
+def test_the_time_format_reads_the_formatters_microseconds() -> None:
+    """The parser's time_format reads the timestamp JsonFormatter writes, to the
+    microsecond. Fluent Bit is not installable here: ``fluent_bit_time`` is a stand-in
+    for its time lookup (flb_parser.c), which strptime()s the format up to %L, reads up
+    to nine fractional digits there, then strptime()s the rest; the C library's
+    strptime does the strptime parts."""
+    created = calendar.timegm((2026, 12, 1, 12, 0, 0)) + 0.123456
+    record = logging.makeLogRecord({"msg": "turn done", "created": created})
+    line = json.loads(JsonFormatter(service="router").format(record))
+    assert line["timestamp"] == "2026-12-01T12:00:00.123456Z"
+    parser = one(documents(KeelSettings())[SHIPPER_FILE]["parsers"], "agentkeel_json")
+    assert fluent_bit_time(parser["time_format"], line["timestamp"]) == pytest.approx(
+        created, abs=1e-6
+    )
+    with pytest.raises(AssertionError):  # the stand-in can fail: no %L, no fraction read
+        fluent_bit_time("%Y-%m-%dT%H:%M:%SZ", line["timestamp"])
+
+
+class _Tm(ctypes.Structure):
+    _fields_ = [
+        *((name, ctypes.c_int) for name in ("sec", "min", "hour", "mday", "mon", "year")),
+        *((name, ctypes.c_int) for name in ("wday", "yday", "isdst")),
+        ("gmtoff", ctypes.c_long),
+        ("zone", ctypes.c_char_p),
+    ]
+
+
+def fluent_bit_time(time_format: str, text: str) -> float:
+    """Unix time of ``text`` read with ``time_format`` the way Fluent Bit reads it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.strptime.restype = ctypes.c_void_p
+    libc.strptime.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Tm)]
+    head, has_fraction, rest = time_format.partition("%L")
+    tm = _Tm()
+    buffer = ctypes.create_string_buffer(text.encode())
+    end = libc.strptime(buffer, head.encode(), ctypes.byref(tm))
+    assert end is not None, f"{text!r} does not match {head!r}"
+    consumed = end - ctypes.addressof(buffer)
+    fraction = 0.0
+    if has_fraction:
+        digits = re.match(r"\d{1,9}", text[consumed:])
+        assert digits, f"no fractional seconds at {text[consumed:]!r}"
+        fraction = float(f"0.{digits.group()}")
+        remaining = ctypes.create_string_buffer(text[consumed + len(digits.group()) :].encode())
+        assert libc.strptime(remaining, rest.encode(), ctypes.byref(tm)) is not None
+    seconds = (tm.year + 1900, tm.mon + 1, tm.mday, tm.hour, tm.min, tm.sec)
+    return calendar.timegm(seconds) + fraction
 
 
 def test_the_default_directory_is_the_data_dirs_logs(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from agentkeel.assets.prometheus_config import (
 )
 from agentkeel.cli.main import app
 from agentkeel.cli.output import EXIT_CONFIG
+from agentkeel.config.durations import duration_seconds
 from agentkeel.config.settings import KeelSettings
 from agentkeel.deploy.types import ReplicaInfo
 from agentkeel.errors import ConfigError
@@ -226,6 +227,17 @@ def test_a_bad_interval_is_refused_with_its_value(tmp_path: Path, interval: str)
     with pytest.raises(ConfigError, match="scrape interval") as raised:
         render_prometheus(settings_for(tmp_path), "local", scrape_interval=interval)
     assert f"'{interval}'" in raised.value.message
+
+
+@pytest.mark.parametrize("interval", ["5 m", "1h5", "90"])
+def test_intervals_are_read_with_the_alert_settings_grammar(tmp_path: Path, interval: str) -> None:
+    """An interval and an alert's window are Prometheus durations read by one parser: the
+    same text is refused with the same explanation in both places."""
+    with pytest.raises(ValueError) as settings_error:
+        duration_seconds(interval)
+    with pytest.raises(ConfigError) as render_error:
+        render_prometheus(settings_for(tmp_path), "local", scrape_interval=interval)
+    assert str(settings_error.value) in render_error.value.message
 
 
 def test_an_unknown_target_is_refused_with_the_choices(tmp_path: Path) -> None:

@@ -116,6 +116,45 @@ def test_every_alert_has_its_section_at_its_anchor() -> None:
         assert rule.anchor in found, rule.name
 
 
+def test_every_playbook_url_lands_on_its_playbook() -> None:
+    """Each alert's playbook_url anchor is the heading of one of the five playbooks."""
+    playbook_anchors = {github_slug(title) for title in PLAYBOOKS}
+    assert playbook_anchors <= anchors(TEXT)
+    for rule in alert_rules(DEFAULTS):
+        anchor = rule.playbook_url.rpartition("#")[2]
+        assert anchor in playbook_anchors, (rule.name, anchor)
+
+
+@pytest.mark.parametrize("name", SETTINGS_KEYS)
+def test_each_alert_section_names_the_playbook_its_link_leads_to(name: str) -> None:
+    """The alert's section has a **Playbook** line whose first link is the playbook of
+    its playbook_url, and the table at the top pairs the alert with the same one."""
+    [rule] = [rule for rule in alert_rules(DEFAULTS) if rule.name == name]
+    anchor = rule.playbook_url.rpartition("#")[2]
+    line = re.search(
+        r"^\*\*Playbook\*\* \(`playbook_url`\): \[[^]]+\]\(#([^)]+)\)", section(TEXT, name), re.M
+    )
+    assert line, f"{name}: no Playbook line"
+    assert line.group(1) == anchor, name
+    row = re.search(rf"^\| {name} \| \[[^]]+\]\(#([^)]+)\) \|$", TEXT, re.M)
+    assert row and row.group(1) == anchor, name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["AgentContextWindowExhaustion", "AgentMemoryLatencyDegraded", "AgentSessionDurationAbnormal"],
+)
+def test_quantile_alerts_are_read_as_a_tail_above_the_threshold(name: str) -> None:
+    """A p95 above the threshold is at least 5 % of the events above it: the section says
+    so, and never that 95 % of them are."""
+    what_fired = " ".join(section(TEXT, name).split("**Look first**")[0].split())
+    share = f"{DEFAULTS.quantile * 100:g}%"
+    tail = f"at least {(1 - DEFAULTS.quantile) * 100:.4g}%"
+    assert f"p{DEFAULTS.quantile * 100:g}" in what_fired, name
+    assert tail in what_fired, name
+    assert not re.search(rf"\b{re.escape(share)} of (the|those)\b", what_fired), name
+
+
 def test_every_link_inside_the_runbook_lands_on_a_heading() -> None:
     """Links to #anchors (from the alert sections to the playbooks) all resolve."""
     found = anchors(TEXT)

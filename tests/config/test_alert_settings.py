@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentkeel.config.alerts import AlertSettings, duration_seconds
+from agentkeel.config.alerts import AlertSettings
+from agentkeel.config.durations import duration_seconds
 from agentkeel.config.layers import load_settings
 from agentkeel.errors import ConfigError
 

@@ -11,11 +11,17 @@ Alerts are grouped by what an operator acts on: agent and version for turns and
 context (a canary's spike shows as its own version), provider and version for the
 model API, the scrape target (job, instance) for the memory server, the agent for
 session length (that family has no version).
+
+Each alert links to two places of the runbook (``alerts.runbook_url``): its own section
+(``runbook_url``) and the playbook of the failure mode it most often means
+(``playbook_url``, ``PLAYBOOKS``). The three histogram alerts compare a quantile with
+their threshold; their text says what that means: a p95 above X is at least 5 % of the
+events above X.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +29,15 @@ import yaml
 from yaml.nodes import Node
 from yaml.representer import BaseRepresenter
 
-from agentkeel.assets.promql import Query
+from agentkeel.assets.promql import (
+    Query,
+    failed_turns,
+    number,
+    quantile,
+    served_turns,
+    share,
+    sum_rate,
+)
 from agentkeel.config.alerts import AlertSettings
 
 GROUP_NAME = "agentkeel-alerts"
@@ -45,6 +59,18 @@ MEMORY_HOT_OPERATIONS = (
 )
 """The memory operations a turn waits on; snapshots, verifies, restores and integrity
 checks take seconds to minutes by design and are left out of the latency alert."""
+
+PLAYBOOKS: Mapping[str, str] = {
+    # Server-side turn failures are most often the model API (model_unavailable); the
+    # alert's runbook section sends the other statuses to their playbooks.
+    ERROR_RATE: "model-api-degradation",
+    CONTEXT_EXHAUSTION: "context-poisoning",
+    MEMORY_LATENCY: "memory-corruption",
+    MODEL_TIMEOUTS: "model-api-degradation",
+    SESSION_DURATION: "tool-call-storm",
+}
+"""Alert -> the anchor of the failure-mode playbook in ``docs/runbook.md`` its
+``playbook_url`` leads to."""
 
 # Go template pieces of the annotations (Prometheus expands them per alert).
 _AGENT = "{{ $labels.agent }}"
@@ -68,6 +94,9 @@ class AlertRule:
     summary: str
     description: str
     runbook_url: str
+    """The alert's own section of the runbook."""
+    playbook_url: str
+    """The playbook of the failure mode the alert most often means."""
     by: tuple[str, ...] = ()
     """The labels each firing alert carries from its series (its grouping)."""
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -123,12 +152,8 @@ def _error_rate(settings: AlertSettings) -> AlertRule:
     alert = settings.error_rate
     window = settings.window_of(alert)
     by = ("agent", "version")
-    ignored = "|".join(alert.ignored_statuses)
-    served = f'agent_turns_total{{status!~"{ignored}"}}' if ignored else "agent_turns_total"
-    not_failed = "|".join(("ok", *alert.ignored_statuses))
-    failed = f'agent_turns_total{{status!~"{not_failed}"}}'
-    turns = _sum_rate(served, by, window)
-    signal = f"(\n  {_sum_rate(failed, by, window)}\n  or {turns} * 0\n)\n/ {turns}"
+    turns = sum_rate(served_turns(alert.ignored_statuses), by, window)
+    signal = share(sum_rate(failed_turns(alert.ignored_statuses), by, window), turns)
     return _rule(
         settings,
         name=ERROR_RATE,
@@ -158,25 +183,28 @@ def _context_exhaustion(settings: AlertSettings) -> AlertRule:
     by = ("agent", "version")
     histogram = "agent_model_context_utilization_ratio"
     signal = (
-        f"{_quantile(settings.quantile, f'{histogram}_bucket', by, window)}\n"
-        f"or {_sum_rate('agent_turns_total', by, window)} * 0"
+        f"{quantile(settings.quantile, f'{histogram}_bucket', by, window)}\n"
+        f"or {sum_rate('agent_turns_total', by, window)} * 0"
     )
     return _rule(
         settings,
         name=CONTEXT_EXHAUSTION,
         signal=signal,
         threshold=alert.threshold,
-        traffic=_sum_rate(f"{histogram}_count", by, window),
+        traffic=sum_rate(f"{histogram}_count", by, window),
         min_rps=alert.min_rps,
         by=by,
         for_=alert.for_duration,
         severity=alert.severity,
-        summary=f"Agent {_AGENT} {_VERSION}: model calls use {_PERCENT} of the context window",
+        summary=f"Agent {_AGENT} {_VERSION}: {_p(settings.quantile)} of context window use "
+        f"is {_PERCENT}",
         description=(
-            f"{_percent(settings.quantile)} of the model calls of agent {_AGENT} version "
-            f"{_VERSION} over {window} used up to {_PERCENT} of the model's context window "
-            f"(threshold {_percent(alert.threshold)}). Near the limit old tool results are "
-            "trimmed, replies degrade and calls fail. Look first at what fills the context "
+            f"The {_p(settings.quantile)} of context window use per model call of agent "
+            f"{_AGENT} version {_VERSION} over {window} is {_PERCENT} (threshold "
+            f"{_percent(alert.threshold)}): {_tail(settings.quantile)} of the model calls "
+            f"used more than {_percent(alert.threshold)} of the model's context window. Near "
+            "the limit old tool results are trimmed, replies degrade and calls fail. Look "
+            "first at what fills the context "
             "of the longest sessions (large tool results, recalled memories, a loop): "
             "`keel logs tail --category reasoning_trace`, then `keel logs trace` with a "
             "turn's correlation id."
@@ -192,7 +220,7 @@ def _memory_latency(settings: AlertSettings) -> AlertRule:
     histogram = "agent_memory_operation_duration_seconds"
     matcher = f'{{operation=~"{operations}"}}'
     signal = (
-        f"{_quantile(settings.quantile, f'{histogram}_bucket{matcher}', by, window)}\n"
+        f"{quantile(settings.quantile, f'{histogram}_bucket{matcher}', by, window)}\n"
         f"or sum by ({', '.join(by)}) (agent_memory_store_memories) * 0"
     )
     return _rule(
@@ -200,18 +228,19 @@ def _memory_latency(settings: AlertSettings) -> AlertRule:
         name=MEMORY_LATENCY,
         signal=signal,
         threshold=alert.threshold_s,
-        traffic=_sum_rate(f"{histogram}_count{matcher}", by, window),
+        traffic=sum_rate(f"{histogram}_count{matcher}", by, window),
         min_rps=alert.min_rps,
         by=by,
         for_=alert.for_duration,
         severity=alert.severity,
-        summary=f"Memory server {_INSTANCE}: {_percent(settings.quantile)} of operations "
-        f"take up to {_DURATION}",
+        summary=f"Memory server {_INSTANCE}: {_p(settings.quantile)} of operation latency "
+        f"is {_DURATION}",
         description=(
-            f"{_percent(settings.quantile)} of the memory operations agents wait on "
-            f"(create, get, search, update, delete, batch) at {_INSTANCE} took up to "
-            f"{_DURATION} over {window} (threshold {_seconds(alert.threshold_s)}). Every "
-            "turn that reads memory waits as long. Look first at the memory server's error "
+            f"The {_p(settings.quantile)} of the memory operations agents wait on (create, "
+            f"get, search, update, delete, batch) at {_INSTANCE} over {window} is "
+            f"{_DURATION} (threshold {_seconds(alert.threshold_s)}): {_tail(settings.quantile)}"
+            f" of the operations took longer than {_seconds(alert.threshold_s)}. Every turn "
+            "that reads memory waits as long. Look first at the memory server's error "
             "lines (`keel logs tail --service memory --category error`), at a snapshot, "
             "verify or restore running (`keel snapshot list`, `keel audit show --since 1h "
             "--action memory.`), then at the store itself: `keel memory integrity`."
@@ -225,13 +254,13 @@ def _model_timeouts(settings: AlertSettings) -> AlertRule:
     by = ("provider", "version")
     # Failed attempts and successful calls together are the attempts; a provider that
     # only ever fails has no success series, so the two are summed as one selector.
-    attempts = _sum_rate(
+    attempts = sum_rate(
         '{__name__=~"agent_model_errors_total|agent_model_request_duration_seconds_count"}',
         by,
         window,
     )
-    timeouts = _sum_rate('agent_model_errors_total{kind="timeout"}', by, window)
-    signal = f"(\n  {timeouts}\n  or {attempts} * 0\n)\n/ {attempts}"
+    timeouts = sum_rate('agent_model_errors_total{kind="timeout"}', by, window)
+    signal = share(timeouts, attempts)
     return _rule(
         settings,
         name=MODEL_TIMEOUTS,
@@ -261,24 +290,25 @@ def _session_duration(settings: AlertSettings) -> AlertRule:
     by = ("agent",)
     histogram = "agent_session_duration_seconds"
     signal = (
-        f"{_quantile(settings.quantile, f'{histogram}_bucket', by, window)}\n"
-        f"or {_sum_rate('agent_turns_total', by, window)} * 0"
+        f"{quantile(settings.quantile, f'{histogram}_bucket', by, window)}\n"
+        f"or {sum_rate('agent_turns_total', by, window)} * 0"
     )
     return _rule(
         settings,
         name=SESSION_DURATION,
         signal=signal,
         threshold=alert.threshold_s,
-        traffic=_sum_rate(f"{histogram}_count", by, window),
+        traffic=sum_rate(f"{histogram}_count", by, window),
         min_rps=alert.min_rps,
         by=by,
         for_=alert.for_duration,
         severity=alert.severity,
-        summary=f"Agent {_AGENT}: {_percent(settings.quantile)} of sessions last up to {_DURATION}",
+        summary=f"Agent {_AGENT}: {_p(settings.quantile)} of session length is {_DURATION}",
         description=(
-            f"{_percent(settings.quantile)} of the sessions of agent {_AGENT} that ended "
-            f"over {window} lasted up to {_DURATION} (threshold "
-            f"{_seconds(alert.threshold_s)}). Sessions that long are seldom a person: "
+            f"The {_p(settings.quantile)} length of the sessions of agent {_AGENT} that "
+            f"ended over {window} is {_DURATION} (threshold {_seconds(alert.threshold_s)}): "
+            f"{_tail(settings.quantile)} of them lasted longer than "
+            f"{_seconds(alert.threshold_s)}. Sessions that long are seldom a person: "
             "look first for a loop, a client that resends, a tool-call storm or a poisoned "
             "context. Start with the live sessions (`keel sessions live`) and the tool "
             "calls (`keel logs tail --category tool_call`)."
@@ -304,8 +334,8 @@ def _rule(
     description: str,
 ) -> AlertRule:
     expr = (
-        f"(\n{_indent(signal)}\n) > {_number(threshold)}\n"
-        f"and on ({', '.join(by)}) {traffic} > {_number(min_rps)}"
+        f"(\n{_indent(signal)}\n) > {number(threshold)}\n"
+        f"and on ({', '.join(by)}) {traffic} > {number(min_rps)}"
     )
     return AlertRule(
         name=name,
@@ -316,17 +346,10 @@ def _rule(
         summary=summary,
         description=description,
         runbook_url=f"{settings.runbook_url}#{name.lower()}",
+        playbook_url=f"{settings.runbook_url}#{PLAYBOOKS[name]}",
         by=by,
         labels=dict(settings.labels),
     )
-
-
-def _sum_rate(selector: str, by: Sequence[str], window: str) -> str:
-    return f"sum by ({', '.join(by)}) (rate({selector}[{window}]))"
-
-
-def _quantile(quantile: float, buckets: str, by: Sequence[str], window: str) -> str:
-    return f"histogram_quantile({_number(quantile)}, {_sum_rate(buckets, (*by, 'le'), window)})"
 
 
 def _rule_document(rule: AlertRule) -> dict[str, Any]:
@@ -339,17 +362,24 @@ def _rule_document(rule: AlertRule) -> dict[str, Any]:
             "summary": rule.summary,
             "description": rule.description,
             "runbook_url": rule.runbook_url,
+            "playbook_url": rule.playbook_url,
         },
     }
 
 
-def _number(value: float) -> str:
-    """A PromQL number literal: ``0.05``, ``3600``."""
-    return f"{value:.15g}"
-
-
 def _percent(value: float) -> str:
     return f"{value * 100:.4g}%"
+
+
+def _p(quantile: float) -> str:
+    """A quantile as a percentile's name: ``p95``, ``p99.9``."""
+    return f"p{quantile * 100:.4g}"
+
+
+def _tail(quantile: float) -> str:
+    """What a quantile above a threshold says: at least this share of the events is
+    above it (a p95 above X: at least 5% exceed X)."""
+    return f"at least {_percent(1 - quantile)}"
 
 
 def _seconds(value: float) -> str:

@@ -35,7 +35,15 @@ from grafana_foundation_sdk.models import dashboard as dashboard_models
 from grafana_foundation_sdk.models import heatmap as heatmap_models
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from agentkeel.assets.promql import Query
+from agentkeel.assets.promql import (
+    Query,
+    failed_turns,
+    quantile,
+    selector,
+    served_turns,
+    share,
+    sum_rate,
+)
 from agentkeel.config.settings import KeelSettings
 
 __all__ = [
@@ -116,28 +124,20 @@ class RowSpec:
 # -- PromQL -------------------------------------------------------------------------------
 
 
-def _selector(metric: str, *matchers: str) -> str:
-    return f"{metric}{{{', '.join(matchers)}}}" if matchers else metric
+def _rate(metric: str, by: Sequence[str], *matchers: str, window: str = _RATE) -> str:
+    """The summed rate of ``metric{matchers}`` per ``by`` over Grafana's rate interval."""
+    return sum_rate(selector(metric, *matchers), by, window)
 
 
-def _rate_sum(metric: str, by: str, *matchers: str, window: str = _RATE) -> str:
-    """``sum by (by) (rate(metric{matchers}[window]))``; ``by`` empty: one series."""
-    grouping = f"sum by ({by}) " if by else "sum "
-    return f"{grouping}(rate({_selector(metric, *matchers)}[{window}]))"
+def _quantile(
+    q: float, histogram: str, by: Sequence[str], *matchers: str, window: str = _RATE
+) -> str:
+    return quantile(q, selector(f"{histogram}_bucket", *matchers), by, window)
 
 
-def _share(part: str, total: str) -> str:
-    """``part / total`` that is 0, not absent, while ``part`` has no series yet."""
-    return f"({part} or {total} * 0) / {total}"
-
-
-def _quantile(q: float, histogram: str, by: str, *matchers: str, window: str = _RATE) -> str:
-    grouping = f"{by}, le" if by else "le"
-    buckets = _rate_sum(f"{histogram}_bucket", grouping, *matchers, window=window)
-    return f"histogram_quantile({q:g}, {buckets})"
-
-
-def _percentiles(histogram: str, by: str, *matchers: str, legend: str) -> tuple[Target, ...]:
+def _percentiles(
+    histogram: str, by: Sequence[str], *matchers: str, legend: str
+) -> tuple[Target, ...]:
     return tuple(
         Target(_quantile(q, histogram, by, *matchers), f"p{round(q * 100)} {legend}")
         for q in (0.5, 0.95, 0.99)
@@ -147,12 +147,16 @@ def _percentiles(histogram: str, by: str, *matchers: str, legend: str) -> tuple[
 # -- rows ---------------------------------------------------------------------------------
 
 
-def _system_health() -> RowSpec:
+def _system_health(settings: KeelSettings) -> RowSpec:
     requests = "agent_router_requests_total"
-    total = _rate_sum(requests, "version", _VERSION)
-    failed = _rate_sum(requests, "version", _VERSION, 'status=~"5.."')
-    turns = _rate_sum("agent_turns_total", "version", _VERSION)
-    failed_turns = _rate_sum("agent_turns_total", "version", _VERSION, 'status!="ok"')
+    by = ("version",)
+    total = _rate(requests, by, _VERSION)
+    failed = _rate(requests, by, _VERSION, 'status=~"5.."')
+    # The turns AgentErrorRateSpike judges, with the same selectors: the caller's
+    # statuses and draining count neither as failed nor as served.
+    ignored = settings.alerts.error_rate.ignored_statuses
+    turns = sum_rate(served_turns(ignored, _VERSION), by, _RATE)
+    failed_turns_rate = sum_rate(failed_turns(ignored, _VERSION), by, _RATE)
     return RowSpec(
         title="System Health",
         collapsed=False,
@@ -180,10 +184,12 @@ def _system_health() -> RowSpec:
                 kind="timeseries",
                 unit="percentunit",
                 description="Share of the router's /v1 answers that were 5xx, and share of "
-                "turns that did not end ok (the canary judge's turn_errors), by version.",
+                "turns that failed through the service's own fault, as AgentErrorRateSpike "
+                "counts them (statuses in alerts.error_rate.ignored_statuses, the caller's "
+                "and draining, are left out), by version.",
                 targets=(
-                    Target(_share(failed, total), "HTTP 5xx {{version}}"),
-                    Target(_share(failed_turns, turns), "failed turns {{version}}"),
+                    Target(share(failed, total), "HTTP 5xx {{version}}"),
+                    Target(share(failed_turns_rate, turns), "failed turns {{version}}"),
                 ),
                 thresholds=(
                     (None, "green"),
@@ -199,7 +205,7 @@ def _system_health() -> RowSpec:
                 "request byte to last response byte), by version.",
                 targets=_percentiles(
                     "agent_router_request_duration_seconds",
-                    "version",
+                    ("version",),
                     _VERSION,
                     legend="{{version}}",
                 ),
@@ -221,7 +227,7 @@ def _agent_behavior() -> RowSpec:
                 description="Tokens consumed per second by type (input, output) and version.",
                 targets=(
                     Target(
-                        _rate_sum("agent_tokens_consumed_total", "version, type", _VERSION),
+                        _rate("agent_tokens_consumed_total", ("version", "type"), _VERSION),
                         "{{type}} {{version}}",
                     ),
                 ),
@@ -236,9 +242,9 @@ def _agent_behavior() -> RowSpec:
                 "count, which has no version, is left out).",
                 targets=(
                     Target(
-                        _rate_sum(
+                        _rate(
                             "agent_tool_calls_total",
-                            "version, tool, status",
+                            ("version", "tool", "status"),
                             _VERSION,
                             'version!=""',
                         ),
@@ -269,9 +275,9 @@ def _agent_behavior() -> RowSpec:
 def _memory_performance() -> RowSpec:
     operations = "agent_memory_operations_total"
     counted = f'operation=~"{_READS}|{_WRITES}"'
-    total = _rate_sum(operations, "", counted)
-    reads = _rate_sum(operations, "", f'operation=~"{_READS}"')
-    writes = _rate_sum(operations, "", f'operation=~"{_WRITES}"')
+    total = _rate(operations, (), counted)
+    reads = _rate(operations, (), f'operation=~"{_READS}"')
+    writes = _rate(operations, (), f'operation=~"{_WRITES}"')
     duration = "agent_memory_operation_duration_seconds"
     return RowSpec(
         title="Memory Performance",
@@ -285,8 +291,8 @@ def _memory_performance() -> RowSpec:
                 description="p95 of the memory server's operation duration by operation, "
                 "and p99 over every operation.",
                 targets=(
-                    Target(_quantile(0.95, duration, "operation"), "p95 {{operation}}"),
-                    Target(_quantile(0.99, duration, ""), "p99 all"),
+                    Target(_quantile(0.95, duration, ("operation",)), "p95 {{operation}}"),
+                    Target(_quantile(0.99, duration, ()), "p99 all"),
                 ),
             ),
             PanelSpec(
@@ -298,8 +304,8 @@ def _memory_performance() -> RowSpec:
                 description=f"Shares of reads ({_READS}) and writes ({_WRITES}) among the "
                 "memory server's operations; 0.8 reads is four reads per write.",
                 targets=(
-                    Target(_share(reads, total), "reads"),
-                    Target(_share(writes, total), "writes"),
+                    Target(share(reads, total), "reads"),
+                    Target(share(writes, total), "writes"),
                 ),
             ),
             PanelSpec(
@@ -335,7 +341,7 @@ def _cost_and_quotas(settings: KeelSettings) -> RowSpec:
                 "and version (calls on a user's or organization's own key cost nothing).",
                 targets=(
                     Target(
-                        f"{_rate_sum('agent_spend_dollars_total', 'model, version', _VERSION)}"
+                        f"{_rate('agent_spend_dollars_total', ('model', 'version'), _VERSION)}"
                         " * 3600",
                         "{{model}} {{version}}",
                     ),
@@ -352,7 +358,7 @@ def _cost_and_quotas(settings: KeelSettings) -> RowSpec:
                 "p50, p90 and p99 (metrics carry no user ids; `keel usage top` names the "
                 "users). The threshold line is quotas.user_daily_tokens.",
                 targets=tuple(
-                    Target(_quantile(q, consumption, "", *user_day), f"p{round(q * 100)}")
+                    Target(_quantile(q, consumption, (), *user_day), f"p{round(q * 100)}")
                     for q in (0.5, 0.9, 0.99)
                 ),
                 thresholds=((None, "green"), (float(daily), "red")) if daily > 0 else (),
@@ -368,7 +374,7 @@ def _cost_and_quotas(settings: KeelSettings) -> RowSpec:
                 "one reservation in ten had less room than this.",
                 targets=(
                     Target(
-                        _quantile(0.1, headroom, "scope, period", window=_RANGE),
+                        _quantile(0.1, headroom, ("scope", "period"), window=_RANGE),
                         "{{scope}} {{period}}",
                     ),
                 ),
@@ -385,7 +391,7 @@ def _cost_and_quotas(settings: KeelSettings) -> RowSpec:
 def dashboard_rows(settings: KeelSettings) -> tuple[RowSpec, ...]:
     """The four rows in order, with their panels (``settings`` gives the daily quota line)."""
     return (
-        _system_health(),
+        _system_health(settings),
         _agent_behavior(),
         _memory_performance(),
         _cost_and_quotas(settings),

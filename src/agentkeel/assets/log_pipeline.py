@@ -5,11 +5,11 @@ Three files, in Fluent Bit's YAML format (3.2 or later: the ``parsers`` section)
 Loki's:
 
 - ``fluent-bit-shipper.yaml`` runs next to the services: it tails
-  ``<logging.dir>/*/*.jsonl`` (one folder per category; a rotated file, whose name
-  carries its day, is left alone) with a JSON parser that keeps each line's own
-  timestamp, tags each line ``agentkeel.<category>.<service>`` from its path, and
-  writes it to the Kafka topic ``agentkeel-logs``, keyed by service so one service's
-  lines stay in order. Kafka is the buffer: Loki can be down or slow without the
+  ``<logging.dir>/*/*.jsonl`` (one folder per category; a rotated file,
+  ``<service>.<YYYY-MM-DD>.<n>.jsonl``, is left alone) with a JSON parser that keeps
+  each line's own timestamp, tags each line ``agentkeel.<category>.<service>`` from
+  its path, and writes it to the Kafka topic ``agentkeel-logs``, keyed by service so
+  one service's lines stay in order. Kafka is the buffer: Loki can be down or slow without the
   hosts holding more than Fluent Bit's own file buffer.
 - ``fluent-bit-loki.yaml`` runs once per Loki: it consumes the topic and pushes each
   line to Loki with the bounded labels ``job``, ``service``, ``category``, ``level``
@@ -36,6 +36,7 @@ import yaml
 
 from agentkeel.config.settings import KeelSettings
 from agentkeel.telemetry.log_categories import CATEGORIES
+from agentkeel.telemetry.log_files import LOG_SUFFIX
 
 __all__ = [
     "HIGH_CARDINALITY_FIELDS",
@@ -44,9 +45,9 @@ __all__ = [
     "LOKI_LIMITS_FILE",
     "LOKI_STAGE_FILE",
     "SHIPPER_FILE",
-    "log_files_dir",
     "render_logging",
     "retention_hours",
+    "rotated_file_patterns",
 ]
 
 SHIPPER_FILE = "fluent-bit-shipper.yaml"
@@ -73,18 +74,27 @@ HIGH_CARDINALITY_FIELDS = ("correlation_id", "session_id", "user_id", "trace_id"
 """Fields that stay in the line, never a label (a stream per request, session or user)."""
 
 PARSER = "agentkeel_json"
-# The formatter writes UTC with milliseconds: 2025-01-31T12:00:00.123Z.
+# The formatter writes UTC with microseconds: 2026-12-01T12:00:00.123456Z. Fluent Bit's
+# %L reads the fractional seconds whatever their number of digits (up to nanoseconds).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%LZ"
-# A rotated file carries its day (YYYY-MM-DD) in its name; only live files are tailed.
-ROTATED_NAME = "*[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+_DAY = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+MAX_COUNTER_DIGITS = 6
+"""Rotated files of a day the exclude patterns recognise: counters 1 to 999999."""
 _HOURS_PER_DAY = 24
 
 
-def log_files_dir(settings: KeelSettings) -> Path:
-    """The directory of the per-category folders: ``logging.dir``, or ``<data_dir>/logs``
-    (what ``keel up`` sets), as an absolute path."""
-    directory = settings.logging.dir or settings.data_dir / "logs"
-    return directory.absolute()
+def rotated_file_patterns(folder: Path) -> list[str]:
+    """Shell patterns (``fnmatch``, what Fluent Bit's ``exclude_path`` takes) of the
+    rotated files in ``folder``: ``<service>.<YYYY-MM-DD>.<n>.jsonl`` (``log_files.py``).
+
+    Only that tail is matched, so an active file whose service name has a date in it
+    (``agent-2025-01-31.jsonl``) is still tailed. A glob has no "one or more digits",
+    so there is one pattern per length of the counter.
+    """
+    return [
+        str(folder / f"*.{_DAY}.{'[0-9]' * digits}{LOG_SUFFIX}")
+        for digits in range(1, MAX_COUNTER_DIGITS + 1)
+    ]
 
 
 def retention_hours(settings: KeelSettings) -> dict[str, int]:
@@ -111,7 +121,7 @@ def _parsers() -> list[dict[str, Any]]:
 
 
 def _shipper(settings: KeelSettings) -> dict[str, Any]:
-    logs = log_files_dir(settings)
+    logs = settings.logging.directory(settings.data_dir).absolute()
     categories = "|".join(CATEGORIES)
     return {
         "service": {
@@ -128,7 +138,7 @@ def _shipper(settings: KeelSettings) -> dict[str, Any]:
                     "name": "tail",
                     "path": str(logs / "*" / "*.jsonl"),
                     # Under the log directory only: a day in its own path excludes nothing.
-                    "exclude_path": str(logs / "*" / ROTATED_NAME),
+                    "exclude_path": ",".join(rotated_file_patterns(logs / "*")),
                     "tag": "agentkeel.<category>.<service>",
                     "tag_regex": f"/(?<category>{categories})/(?<service>[^/]+)\\.jsonl$",
                     "parser": PARSER,

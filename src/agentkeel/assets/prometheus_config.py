@@ -31,7 +31,6 @@ replica's version as a target label is ``app_version``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +38,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from agentkeel.config.durations import duration_seconds
 from agentkeel.config.settings import KeelSettings
 from agentkeel.deploy.types import ReplicaInfo
 from agentkeel.errors import ConfigError
@@ -76,11 +76,6 @@ TARGETS_FILE = Path("prometheus") / "targets.json"
 # the directory, which exists only once keel up has run.
 _FILE_SD_REFRESH = "10s"
 _DEFAULT_TIMEOUT = "10s"
-# Prometheus' own duration grammar (model.ParseDuration); no Python library reads it.
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_UNIT_S = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 
 
 def render_prometheus(
@@ -246,14 +241,10 @@ def _address(host: str) -> str:
 
 
 def _duration_s(value: str, what: str) -> float:
-    match = _DURATION.match(value)
-    if not value or match is None or not any(match.groups()):
-        raise ConfigError(
-            f"The {what} '{value}' is not a Prometheus duration; write e.g. 15s, 1m or 1m30s."
-        )
-    seconds = sum(
-        float(part or 0) * unit for part, unit in zip(match.groups(), _UNIT_S, strict=True)
-    )
+    try:
+        seconds = duration_seconds(value)
+    except ValueError as exc:
+        raise ConfigError(f"The {what}: {exc}.") from exc
     if seconds <= 0:
         raise ConfigError(f"The {what} '{value}' must be longer than zero, e.g. 15s.")
     return seconds

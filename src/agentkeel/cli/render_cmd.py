@@ -22,7 +22,8 @@ from agentkeel.assets.dashboard import render_dashboard
 from agentkeel.assets.log_pipeline import render_logging
 from agentkeel.assets.prometheus_config import DEFAULT_INTERVAL, render_prometheus
 from agentkeel.cli.config_cmd import load_cli_settings
-from agentkeel.cli.output import exits_on_keel_error, stdout_console
+from agentkeel.cli.output import exits_on_keel_error, print_warning, stdout_console
+from agentkeel.config.alerts import DEFAULT_RUNBOOK_URL
 from agentkeel.storage.atomic import atomic_write
 
 render_app = typer.Typer(
@@ -90,6 +91,14 @@ def alerts(
     """Write agent_alerts.yml: the five alerts, thresholds from the alerts: settings."""
     settings = load_cli_settings(ctx).settings
     _write(render_alerts(settings.alerts), out)
+    if settings.alerts.runbook_url == DEFAULT_RUNBOOK_URL:
+        # The default renders, but it is nobody's runbook: every alert link would miss.
+        print_warning(
+            f"alerts.runbook_url is left at its placeholder ({DEFAULT_RUNBOOK_URL}); the "
+            "alerts' runbook and playbook links point there. Set it to where your copy of "
+            "docs/runbook.md is served (alerts: {runbook_url: https://...} in keel.yaml, or "
+            "KEEL_ALERTS__RUNBOOK_URL)."
+        )
 
 
 @render_app.command("grafana", epilog="Example: keel render grafana --out agent_dashboard.json")

@@ -21,36 +21,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-# Prometheus' own duration syntax (model.ParseDuration), units largest first; a
-# one-line pattern, so no library for it.
-_DURATION = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
-)
-_UNIT_SECONDS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+from agentkeel.config.durations import duration_seconds
+
 _STATUS = re.compile(r"^[a-z0-9_]+$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Labels each alert sets itself: the alert's name, its severity, its grouping labels.
 _OWN_LABELS = frozenset(
     {"alertname", "severity", "agent", "version", "provider", "job", "instance"}
 )
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration (``90s``, ``5m``, ``1h30m``, ``0``).
-
-    >>> duration_seconds("1h30m")
-    5400.0
-    """
-    if text == "0":
-        return 0.0
-    match = _DURATION.match(text)
-    if match is None or not any(match.groups()):
-        raise ValueError(
-            f"{text!r} is not a Prometheus duration; write it like 30s, 5m, 1h or 1h30m"
-        )
-    return float(
-        sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True) if n)
-    )
 
 
 def _duration(text: str) -> str:
@@ -96,6 +74,10 @@ Ratio = Annotated[float, AfterValidator(_ratio)]
 Seconds = Annotated[float, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0)]
 Severity = Literal["critical", "warning"]
+
+DEFAULT_RUNBOOK_URL = "https://github.com/agentkeel/agentkeel/blob/main/docs/runbook.md"
+"""A placeholder that renders: set ``alerts.runbook_url`` to where your runbook is served
+(``keel render alerts`` warns while it is left at this)."""
 
 CALLER_STATUSES: tuple[str, ...] = (
     # What the caller sent: 4xx answers.
@@ -216,8 +198,10 @@ class AlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     runbook_url: str = Field(
-        default="https://github.com/agentkeel/agentkeel/blob/main/docs/runbook.md",
-        description="The runbook each alert links to (a section anchor is appended).",
+        default=DEFAULT_RUNBOOK_URL,
+        description="Where your copy of docs/runbook.md is served; each alert links to its "
+        "section and its playbook there (an anchor is appended). The default is a "
+        "placeholder: keel render alerts warns while it is left at it.",
     )
     window: Window = Field(
         default="5m", description="The rate window of every alert that names none of its own."
