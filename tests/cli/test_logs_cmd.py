@@ -80,6 +80,24 @@ def test_trace_json_is_the_lines_as_written(data_dir: Path) -> None:
     assert {line["correlation_id"] for line in lines} == {"cid-1"}
 
 
+def test_trace_reads_a_week_back_unless_told_otherwise(data_dir: Path) -> None:
+    """By default trace reads only files with lines of the last 7 days; --since reaches
+    further back, and a --since that is no time is refused."""
+    long_ago = NOW - timedelta(days=10)
+    write_log(data_dir / "logs", "audit", f"router.{long_ago.date().isoformat()}.1.jsonl", [
+        log_line(long_ago, "router", "old action", correlation_id="cid-old"),
+    ])  # fmt: skip
+    code, _, err = run("--data-dir", str(data_dir), "logs", "trace", "cid-old")
+    assert code == 1 and "--since" in err and "4 file(s)" in err
+    code, out, _ = run("--data-dir", str(data_dir), "logs", "trace", "cid-old", "--since", "30d",
+                       "--json")  # fmt: skip
+    assert code == 0 and [line["message"] for line in json.loads(out)] == ["old action"]
+    code, _, err = run("--data-dir", str(data_dir), "logs", "trace", "cid-1", "--since", "soon")
+    assert code != 0 and "soon" in err
+    code, out, _ = run("logs", "trace", "--help")
+    assert "default: 7d" in " ".join(out.split())
+
+
 def test_trace_with_no_match_exits_1_saying_where_it_looked(data_dir: Path) -> None:
     code, _, err = run("logs", "trace", "nope", "--dir", str(data_dir / "logs"))
     assert code == 1
@@ -129,6 +147,20 @@ def test_prune_dry_run_then_prune_writes_an_audit_record(data_dir: Path) -> None
     assert error["oldest_kept"] == old_day
     records = read_audit_records(audit_file_path(data_dir))
     assert [(r["action"], r["details"]["deleted_files"]) for r in records] == [("logs.prune", 1)]
+
+
+def test_prune_empties_the_stdout_files_past_the_error_retention(data_dir: Path) -> None:
+    """The children's <service>.log files in <data dir>/logs go with the error category."""
+    old = data_dir / "logs" / "memory.log"
+    old.write_text("Traceback ...\n")
+    stamp = (NOW - timedelta(days=91)).timestamp()
+    os.utime(old, (stamp, stamp))
+    code, out, _ = run("--data-dir", str(data_dir), "logs", "prune")
+    assert code == 0 and "stdout" in out
+    code, out, _ = run("--data-dir", str(data_dir), "logs", "prune", "--json")
+    assert code == 0 and old.read_text() == ""
+    stdout = json.loads(out)["stdout"]
+    assert (stdout["retention_days"], stdout["kept_files"]) == (90, 1)
 
 
 def test_every_logs_command_has_an_example() -> None:

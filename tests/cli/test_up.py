@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import stat
@@ -42,8 +43,10 @@ from agentkeel.errors import ConfigError
 from agentkeel.identity import build_caller_signer, build_caller_verifier
 from agentkeel.memory.access import AccessControl
 from agentkeel.ops.local_model import BUNDLED_MODEL_FILE
+from agentkeel.ops.log_reader import read_lines
 from agentkeel.ops.supervisor import ServiceSpec, ServiceState, ServiceStatus, dependency_levels
 from agentkeel.secrets.resolver import SecretResolver
+from agentkeel.telemetry.audit import audit
 from agentkeel.tools.access import ToolAccess
 
 REPLICA_COMMAND_HEAD = [sys.executable, "-m", "agentkeel.cli.main", "serve", "agent", "--host"]
@@ -274,6 +277,27 @@ def test_every_keel_child_writes_log_files_of_its_own(
         elsewhere, config_path=None, start_local_model=False, admin_token_file=tmp_path / "t"
     )
     assert replica.env["KEEL_LOGGING__DIR"] == str(tmp_path / "var-log")
+
+
+def test_keel_ups_own_lines_go_to_the_category_files_as_keel_up(tmp_path: Path) -> None:
+    """keel up's own lines (a control-channel audit line, a retention line) are written
+    like its children's, as the service keel-up, so keel logs trace and tail see them;
+    leaving restores the root logger."""
+    logs = tmp_path / "logs"
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with up_module._log_files(logs, max_bytes=1 << 20):
+        audit("stack.replicas.start", actor="control", replica="agent-v2-1")
+        logging.getLogger("agentkeel.ops.log_retention").info(
+            "log retention: deleted 1 file(s)", extra={"event": "log_retention"}
+        )
+    assert root.handlers == handlers
+    lines = [(line.service, line.category, line.message) for line in read_lines(logs).lines]
+    assert lines == [
+        ("keel-up", "audit", "audit: stack.replicas.start by control: ok (replica=agent-v2-1)"),
+        ("keel-up", "access", "log retention: deleted 1 file(s)"),
+    ]
+    assert (logs / "audit" / "keel-up.jsonl").is_file()
 
 
 def test_replicas_share_the_data_dir_token_and_config(tmp_path: Path, model_file: Path) -> None:

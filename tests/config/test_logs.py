@@ -8,8 +8,17 @@ import pytest
 from pydantic import ValidationError
 
 from agentkeel.config.layers import load_settings
-from agentkeel.config.logs import DEFAULT_RETENTION_DAYS, LoggingSettings
+from agentkeel.config.logs import DEFAULT_RETENTION_DAYS, Category, LoggingSettings
 from agentkeel.errors import ConfigError
+from agentkeel.telemetry import log_categories
+
+
+def test_the_categories_are_declared_once_each_with_its_default_retention() -> None:
+    """The enum the log lines use is the one the settings validate against, and every
+    category, and nothing else, has a default."""
+    assert log_categories.Category is Category
+    assert list(DEFAULT_RETENTION_DAYS) == list(log_categories.CATEGORIES)
+    assert set(LoggingSettings().retention_days) == set(Category)
 
 
 def test_setting_one_category_keeps_the_others_defaults() -> None:

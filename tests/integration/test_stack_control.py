@@ -116,11 +116,10 @@ async def test_a_v2_replica_starts_serves_the_stack_sessions_and_drains(
     assert "agent-v2-1" not in services
     assert keel.interrupt() == 0, keel.diagnostics()
     assert not socket_path.exists()
-    # Each action on the control channel is one audit line in keel up's own log.
+    # Each action on the control channel is one audit line in keel up's own log files.
     audit = [
         json.loads(line)
-        for line in (keel.data_dir / "logs" / "keel-up.log").read_text().splitlines()
-        if '"category": "audit"' in line
+        for line in (keel.data_dir / "logs" / "audit" / "keel-up.jsonl").read_text().splitlines()
     ]
     assert [(line["action"], line["outcome"]) for line in audit] == [
         ("stack.replicas.start", "ok"),

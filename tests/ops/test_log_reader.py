@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agentkeel.ops.log_reader import LineFilter, LogFollower, last_lines, read_lines
+import pytest
+
+from agentkeel.ops import log_reader
+from agentkeel.ops.log_reader import LineFilter, LogFile, LogFollower, last_lines, read_lines
 from agentkeel.telemetry.log_files import CategoryFileHandler
 from agentkeel.telemetry.logging import JsonFormatter
 from tests.ops.log_dir import log_line, write_log
@@ -141,3 +145,114 @@ def test_following_keeps_to_the_filter(tmp_path: Path) -> None:
     assert [line.message for line in follower.poll()] == ["bad"]
     follower.close()
     writer.close()
+
+
+def test_the_latest_lines_are_read_from_the_end_of_a_large_file(tmp_path: Path) -> None:
+    """tail -n reads backwards and stops at the count: the megabytes of non-JSON text at
+    the start of the file are never read (none is counted as skipped)."""
+    path = tmp_path / "access" / "router.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"not a log line\n" * 100_000)
+    write_log(tmp_path, "access", "router.jsonl", [
+        log_line(at(index * 10), "router", f"m{index}") for index in range(30)
+    ])  # fmt: skip
+    write_log(tmp_path, "error", "memory.jsonl", [log_line(at(255), "memory", "e", level="error")])
+
+    scan = last_lines(tmp_path, count=6)
+    assert [line.message for line in scan.lines] == ["m25", "e", "m26", "m27", "m28", "m29"]
+    assert scan.skipped == 0
+
+
+def test_since_leaves_older_files_unread(tmp_path: Path) -> None:
+    """A rotated file whose day is before ``since`` and an active file last written
+    before it are not read at all; lines before ``since`` in a file that is read are
+    left out too."""
+    old_day = (T0 - timedelta(days=10)).date().isoformat()
+    write_log(tmp_path, "audit", f"router.{old_day}.1.jsonl", [
+        log_line(T0 - timedelta(days=10), "router", "rotated long ago", correlation_id="c1"),
+    ])  # fmt: skip
+    quiet = write_log(tmp_path, "access", "agent-v1-1.jsonl", [
+        log_line(T0 - timedelta(days=9), "agent-v1-1", "quiet since", correlation_id="c1"),
+    ])  # fmt: skip
+    stamp = (T0 - timedelta(days=9)).timestamp()
+    os.utime(quiet, (stamp, stamp))
+    write_log(tmp_path, "access", "router.jsonl", [
+        log_line(T0 - timedelta(hours=30), "router", "yesterday", correlation_id="c1"),
+        log_line(T0, "router", "now", correlation_id="c1"),
+    ])  # fmt: skip
+
+    scan = read_lines(tmp_path, LineFilter(correlation_id="c1", since=T0 - timedelta(hours=1)))
+    assert [line.message for line in scan.lines] == ["now"]
+    assert scan.files == 1
+    everything = read_lines(tmp_path, LineFilter(correlation_id="c1"))
+    assert len(everything.lines) == 4 and everything.files == 3
+
+
+def rotating_after_listing(
+    monkeypatch: pytest.MonkeyPatch, rotate: Callable[[], None]
+) -> list[int]:
+    """``list_log_files`` that runs ``rotate`` after its next listing, once: a rotation
+    between the follower's look at the directory and its reading of the files."""
+    real = log_reader.list_log_files
+    calls: list[int] = []
+
+    def listing(directory: Path, *, keep: LineFilter | None = None) -> list[LogFile]:
+        files = real(directory, keep=keep)
+        calls.append(len(files))
+        if len(calls) == 1:
+            rotate()
+        return files
+
+    monkeypatch.setattr(log_reader, "list_log_files", listing)
+    return calls
+
+
+def test_a_rotation_inside_a_poll_shows_no_line_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is rotated after a poll listed the directory and before it read the
+    files: the old file is read to its end under the name it had, and later polls,
+    which list it under its rotated name, go on from there."""
+    replica = handler(tmp_path, "replica-1", max_bytes=600)
+    emit(replica, "before start")
+    follower = LogFollower(tmp_path)
+    emit(replica, "listed")
+
+    def rotate() -> None:
+        emit(replica, "x" * 300)  # past 600 bytes: each of these rotates the file
+        emit(replica, "in the new file")
+
+    calls = rotating_after_listing(monkeypatch, rotate)
+    polled = [line.message for line in follower.poll()]
+    polled += [line.message for poll in range(2) for line in follower.poll()]
+    emit(replica, "after")
+    polled += [line.message for line in follower.poll()]
+    # The first poll listed the one file there was; both lines then rotated it.
+    assert calls[0] == 1 and len(os.listdir(tmp_path / "access")) == 3
+    assert polled == ["listed", "x" * 300, "in the new file", "after"]
+    follower.close()
+    replica.close()
+
+
+def test_a_rotation_while_following_starts_shows_no_line_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is rotated while the follower takes stock at its start: the history and
+    the polls after it together hold every line once."""
+    replica = handler(tmp_path, "replica-1", max_bytes=600)
+    emit(replica, "x" * 300)
+
+    def rotate() -> None:
+        emit(replica, "y" * 300)  # rotates: this line is the new file's first
+        emit(replica, "z")
+
+    rotating_after_listing(monkeypatch, rotate)
+    follower = LogFollower(tmp_path)
+    history = last_lines(tmp_path, count=10, limits=follower.limits())
+    emit(replica, "after")
+    polled = [line.message for poll in range(2) for line in follower.poll()]
+    shown = [line.message for line in history.lines] + polled
+    assert sorted(shown) == sorted(["x" * 300, "y" * 300, "z", "after"])
+    assert len(shown) == 4 and shown[-1] == "after"
+    follower.close()
+    replica.close()

@@ -145,3 +145,18 @@ def test_file_names_say_service_day_and_counter() -> None:
     assert parse_log_file_name(".hidden.jsonl") is None
     assert parse_log_file_name("memory.2026-13-01.1.jsonl") is None
     assert rotated.order() < LogFileName("agent-v2.1-1").order()
+
+
+def test_a_writer_whose_file_was_moved_or_deleted_starts_a_new_one(tmp_path: Path) -> None:
+    """Prune renames an old active file away, an operator may delete one: the writer's
+    next line goes to a new file at the path, not into the one nobody can find."""
+    handler = handler_for(tmp_path)
+    handler.handle(record("first", created=MORNING))
+    active = active_log_path(tmp_path, "access", "memory")
+    moved = active.rename(tmp_path / "access" / "moved.txt")
+    handler.handle(record("second", created=MORNING + 1))
+    assert messages(active) == ["second"] and messages(moved) == ["first"]
+    active.unlink()
+    handler.handle(record("third", created=MORNING + 2))
+    handler.close()
+    assert messages(active) == ["third"]

@@ -3,18 +3,23 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
+import time
+from collections.abc import Iterator
+from logging.handlers import QueueListener
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from agentkeel.config.logs import LoggingSettings
 from agentkeel.secrets.redact import SecretRedactor, redact_logs
 from agentkeel.telemetry import configure_logging, make_async_client, set_correlation_id
 from agentkeel.telemetry.access_log import log_access
 from agentkeel.telemetry.audit import audit
-from agentkeel.telemetry.logging import JsonFormatter
+from agentkeel.telemetry.logging import JsonFormatter, file_sink
 
 
 def test_json_lines_carry_the_shared_fields() -> None:
@@ -74,6 +79,59 @@ def test_timestamps_follow_each_record_across_seconds() -> None:
         "2026-12-01T10:00:00.000123Z",
         "2026-12-01T10:00:00.000456Z",
     ]
+
+
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Threads switch as often as the interpreter allows, so races show."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_threads_sharing_a_formatter_each_get_their_own_records_second() -> None:
+    """One formatter serves every thread of a service; records of different seconds
+    formatted at once never carry another record's second."""
+    formatter = JsonFormatter(service="agent")
+    wrong: list[str] = []
+
+    def format_many(base: float) -> None:
+        record = logging.makeLogRecord({"msg": "tick"})
+        for index in range(15000):
+            record.created = base + index % 2 + 0.25
+            expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(record.created)))
+            stamp = json.loads(formatter.format(record))["timestamp"]
+            if not stamp.startswith(expected):
+                wrong.append(f"{stamp} for {expected}")
+                return
+
+    threads = [threading.Thread(target=format_many, args=(1000.0 + 7 * k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+def test_a_line_queued_while_the_files_close_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread logs just after close() queued the listener's sentinel: that line
+    is still written before the files close."""
+    sink = file_sink(tmp_path, service="memory", max_bytes=1 << 20)
+    enqueue_sentinel = QueueListener.enqueue_sentinel
+
+    def sentinel_then_a_line(listener: QueueListener) -> None:
+        enqueue_sentinel(listener)
+        sink.handle(logging.makeLogRecord({"msg": "just after", "levelno": 20}))
+
+    monkeypatch.setattr(QueueListener, "enqueue_sentinel", sentinel_then_a_line)
+    sink.handle(logging.makeLogRecord({"msg": "before", "levelno": 20}))
+    sink.close()
+    written = [line["message"] for line in _lines(tmp_path / "access" / "memory.jsonl")]
+    assert written == ["before", "just after"]
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -1,12 +1,13 @@
 """``keel logs …``: the JSON log files every service writes under ``keel up``.
 
-    keel logs trace CORRELATION_ID [--json] [--dir DIR]
+    keel logs trace CORRELATION_ID [--since 7d] [--json] [--dir DIR]
     keel logs tail [-f] [--service S] [--category C] [--session ID] [--level L] [-n N] [--json]
     keel logs prune [--dry-run] [--category C] [--json] [--dir DIR]
 
 The directory is ``--dir``, else ``logging.dir``, else ``<data dir>/logs`` (the
 global ``--data-dir``), where ``keel up`` has its children write
-``<category>/<service>.jsonl``.
+``<category>/<service>.jsonl``. ``prune`` also prunes the children's stdout files,
+``<data dir>/logs/<service>.log`` (in ``--dir`` when given).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agentkeel.cli.audit_cmd import parse_since
 from agentkeel.cli.auditing import record_audit
 from agentkeel.cli.config_cmd import load_cli_settings
 from agentkeel.cli.output import (
@@ -63,6 +65,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 _LEVEL_STYLE = {"warning": "yellow", "error": "red", "critical": "bold red", "debug": "dim"}
 _FOLLOW_POLL_S = 0.25
+_TRACE_SINCE = "7d"
 
 
 def _log_dir(ctx: typer.Context, directory: Path | None) -> Path:
@@ -95,20 +98,31 @@ def trace(
     correlation_id: Annotated[
         str, typer.Argument(help="The correlation id (a response's X-Correlation-ID header).")
     ],
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="Only lines this recent: 30m, 12h, 7d, or an ISO time (default: 7d). "
+            "Files whose lines are all older are not read.",
+        ),
+    ] = _TRACE_SINCE,
     as_json: JsonOption = False,
     directory: DirOption = None,
 ) -> None:
     """Every line of every service and category with this correlation id, as one timeline."""
+    cutoff = parse_since(since)
     where = _log_dir(ctx, directory)
     _require_dir(where)
     with stderr_console().status(f"Reading the log files under {escape(str(where))}..."):
-        scan = read_lines(where, LineFilter(correlation_id=correlation_id))
+        scan = read_lines(where, LineFilter(correlation_id=correlation_id, since=cutoff))
     if not scan.lines:
         raise NotFound(
-            f"No log line carries correlation id {correlation_id!r}: looked in {scan.files} "
-            f"file(s) of {', '.join(c.value for c in Category)} under {where}. Check the id "
-            "(the X-Correlation-ID header of the response) and the directory (--data-dir, "
-            "--dir); lines older than their category's retention are pruned."
+            f"No log line since {cutoff.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC carries "
+            f"correlation id {correlation_id!r}: "
+            f"looked in {scan.files} file(s) of {', '.join(c.value for c in Category)} under "
+            f"{where}. Check the id (the X-Correlation-ID header of the response), the "
+            "directory (--data-dir, --dir) and --since; lines older than their category's "
+            "retention are pruned."
         )
     if as_json:
         print_json([line.data for line in scan.lines])
@@ -233,16 +247,18 @@ def prune(
     as_json: JsonOption = False,
     directory: DirOption = None,
 ) -> None:
-    """Delete each category's rotated files older than its logging.retention_days."""
+    """Delete each category's files whose lines are all older than its
+    logging.retention_days, and empty the stdout files (<service>.log) as old as error's."""
     loaded = load_cli_settings(ctx)
     settings = loaded.settings
     where = directory or settings.logging.directory(settings.data_dir)
     report = prune_logs(
         where,
-        settings.logging.retention_days,
+        settings.logging,
         now=time.time(),
         dry_run=dry_run,
-        only=[c.value for c in category] if category else None,
+        only=category,
+        output_directory=directory or settings.logging.output_directory(settings.data_dir),
     )
     if not dry_run:
         audit(
@@ -274,9 +290,9 @@ def _print_report(report: PruneReport, *, audit_file: Path) -> None:
         "oldest kept",
     ):
         table.add_column(name, justify="left" if name in ("category", "oldest kept") else "right")
-    for result in report.categories:
+    for result in report.results():
         table.add_row(
-            result.category,
+            f"{result.category} (<service>.log)" if result is report.output else result.category,
             str(result.retention_days),
             str(result.deleted_files),
             format_bytes(result.deleted_bytes),

@@ -29,7 +29,9 @@ directory (``./.keel`` by default). Each child writes its JSON lines to
 ``logs/<category>/<service>.jsonl`` (``KEEL_LOGGING__DIR`` and a distinct
 ``KEEL_LOGGING__SERVICE_NAME``: ``memory``, ``tools``, ``replica-1``, ``router``),
 and its stdout and stderr (warnings, errors, crashes) go to ``logs/<service>.log``;
-``keel up`` runs ``keel logs prune`` at start and every ``logging.prune_interval_h``.
+``keel up``'s own lines (the control channel's audit lines, log retention) go to
+``logs/<category>/keel-up.jsonl`` the same way. It runs ``keel logs prune`` at start
+and every ``logging.prune_interval_h``.
 The credentials are made on the first run with mode 0600 and reused after:
 
 - ``admin_token``: the replicas' admin endpoints and the memory server's admin token;
@@ -119,7 +121,7 @@ from agentkeel.ops.stable_release import stable_spec
 from agentkeel.ops.stack_services import starts_memory_server, starts_tool_server
 from agentkeel.ops.supervisor import ServiceSpec, ServiceStatus, Supervisor, SupervisorEvent
 from agentkeel.telemetry.audit_file import install_audit_file
-from agentkeel.telemetry.logging import JsonFormatter
+from agentkeel.telemetry.logging import file_sink
 from agentkeel.web.auth import yaml_error_position
 
 LOCAL_MODEL_SERVICE = "local-model"
@@ -128,7 +130,8 @@ TOOLS_SERVICE = "tools"
 ROUTER_SERVICE = "router"
 ROUTER_PINS_FILE = "router.db"
 ROUTER_PREVIOUS_FILE = "router.previous.db"
-KEEL_UP_LOG = "keel-up.log"
+KEEL_UP_SERVICE = "keel-up"
+"""The service name of ``keel up``'s own log lines and audit records."""
 ADMIN_TOKEN_FILE = "admin_token"
 MEMORY_AGENT_TOKEN_FILE = "memory_agent_token"
 MEMORY_TOKENS_FILE = "memory_tokens.yaml"
@@ -823,12 +826,11 @@ async def _supervise(
 
 
 @contextlib.contextmanager
-def _log_file(path: Path) -> Iterator[None]:
-    """keel up's own log lines (the control channel's audit lines among them) as JSON in
-    ``path``, next to its children's logs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(JsonFormatter(service="keel-up"))
+def _log_files(directory: Path, *, max_bytes: int) -> Iterator[None]:
+    """keel up's own log lines (the control channel's audit lines among them) in the
+    category files under ``directory``, as the service ``keel-up``, next to its
+    children's: ``keel logs trace`` and ``tail`` show them too."""
+    handler = file_sink(directory, service=KEEL_UP_SERVICE, max_bytes=max_bytes)
     root = logging.getLogger()
     level = root.level
     # The ready checks' HTTP client logs every poll at INFO.
@@ -953,7 +955,9 @@ def up(
             f"[yellow]note[/]      the replicas run {stable.version}, the version the last "
             f"rollout made stable (agent.version in the config says {settings.agent.version})"
         )
-    supervisor = Supervisor(services=specs, log_dir=data / "logs", on_event=view.on_event)
+    supervisor = Supervisor(
+        services=specs, log_dir=settings.logging.output_directory(data), on_event=view.on_event
+    )
 
     # What `keel chat`, `keel memory` and the others read to find this stack.
     stack = StackFile(data_dir=data)
@@ -997,9 +1001,11 @@ def up(
     log_dir = settings.logging.directory(data).absolute()
     pruner = LogPruner(
         directory=log_dir,
-        retention_days=settings.logging.retention_days,
+        settings=settings.logging,
         interval_s=settings.logging.prune_interval_h * 3600,
         clock=time.time,
+        actor=KEEL_UP_SERVICE,
+        output_directory=settings.logging.output_directory(data),
     )
 
     def on_started() -> None:
@@ -1009,9 +1015,9 @@ def up(
 
     view.begin("Starting keel services...")
     try:
-        with _log_file(data / "logs" / KEEL_UP_LOG):
+        with _log_files(log_dir, max_bytes=settings.logging.max_file_bytes):
             # The control channel's replica starts and stops are audited from here.
-            install_audit_file(data, service="keel-up")
+            install_audit_file(data, service=KEEL_UP_SERVICE)
             _prune_at_start(pruner, view)
             asyncio.run(_supervise(supervisor, control, view, on_started, pruner))
     finally:
@@ -1030,7 +1036,7 @@ def _prune_at_start(pruner: LogPruner, view: UpView) -> None:
         return
     if report.deleted_files:
         view.note(
-            f"[dim]log retention: deleted {report.deleted_files} rotated file(s) in "
+            f"[dim]log retention: deleted {report.deleted_files} file(s) in "
             f"{_short(pruner.directory)}[/]"
         )
 

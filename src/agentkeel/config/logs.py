@@ -1,10 +1,11 @@
 """``LoggingSettings`` (``logging:``): where each service writes its JSON lines, and how
 long each category of line is kept.
 
-Every line carries one of five categories (``telemetry/log_categories.py``). With a
-log directory set (``keel up`` sets ``<data_dir>/logs``), each service also writes its
+Every line carries one of five categories, declared here (``Category``) with the days
+each is kept by default; ``telemetry/log_categories.py`` says which line gets which. With
+a log directory set (``keel up`` sets ``<data_dir>/logs``), each service also writes its
 lines to ``<dir>/<category>/<service>.jsonl``, rotated by size and by day, and
-``keel logs prune`` deletes rotated files older than their category's retention.
+``keel logs prune`` deletes what is older than its category's retention.
 
 >>> LoggingSettings(retention_days={"reasoning_trace": 3}).retention_days["audit"]
 365
@@ -12,18 +13,37 @@ lines to ``<dir>/<category>/<service>.jsonl``, rotated by size and by day, and
 
 from __future__ import annotations
 
+import enum
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+
+class Category(enum.StrEnum):
+    """The five categories of log line; each is a retention class."""
+
+    REASONING_TRACE = "reasoning_trace"
+    """What the agent did in a turn: model calls, steps, guardrail stops, memory use."""
+    TOOL_CALL = "tool_call"
+    """One line per tool call, on the replica that made it and the server that ran it."""
+    ERROR = "error"
+    """Warnings and errors of any kind (audit lines excepted)."""
+    AUDIT = "audit"
+    """Administrative actions (``telemetry/audit.py``)."""
+    ACCESS = "access"
+    """Requests at the edge of a service, and the service's own lifecycle."""
+
+
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+
 DEFAULT_RETENTION_DAYS: dict[str, int] = {
-    "reasoning_trace": 7,
-    "tool_call": 30,
-    "error": 90,
-    "audit": 365,
-    "access": 30,
+    Category.REASONING_TRACE.value: 7,
+    Category.TOOL_CALL.value: 30,
+    Category.ERROR.value: 90,
+    Category.AUDIT.value: 365,
+    Category.ACCESS.value: 30,
 }
 """Days each category is kept; the guide's four, plus request lines at 30."""
 
@@ -54,8 +74,10 @@ class LoggingSettings(BaseModel):
     )
     retention_days: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_RETENTION_DAYS),
-        description="Days to keep each category's files (reasoning_trace 7, tool_call 30, "
-        "error 90, audit 365, access 30); a category left out keeps its default.",
+        description="Days to keep each category's files ("
+        + ", ".join(f"{category} {days}" for category, days in DEFAULT_RETENTION_DAYS.items())
+        + "); a category left out keeps its default. Each service's stdout file "
+        "(<service>.log) is kept as long as error.",
     )
     max_file_mb: float = Field(
         default=64, gt=0, description="A log file is rotated when it reaches this size."
@@ -91,11 +113,11 @@ class LoggingSettings(BaseModel):
     def _known_categories(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        unknown = sorted(str(key) for key in value if key not in DEFAULT_RETENTION_DAYS)
+        unknown = sorted(str(key) for key in value if key not in CATEGORIES)
         if unknown:
             raise ValueError(
                 f"logging.retention_days names {', '.join(unknown)}, which is not a log "
-                f"category; the categories are {', '.join(DEFAULT_RETENTION_DAYS)}"
+                f"category; the categories are {', '.join(CATEGORIES)}"
             )
         # A category left out keeps its default, so setting one never drops the others.
         return {**DEFAULT_RETENTION_DAYS, **value}
@@ -108,7 +130,7 @@ class LoggingSettings(BaseModel):
             key, days = next(iter(short.items()))
             raise ValueError(
                 f"logging.retention_days.{key} is {days}; keep each category at least 1 day "
-                "(the active file is never pruned, so 0 would keep nothing rotated)"
+                "(files are pruned by whole UTC days, so 0 would delete today's lines)"
             )
         return value
 
@@ -119,7 +141,12 @@ class LoggingSettings(BaseModel):
     def directory(self, data_dir: Path) -> Path:
         """Where the log files are: ``dir`` when set, else ``<data_dir>/logs`` (what the
         ``keel logs`` commands read and ``keel up`` gives its children)."""
-        return self.dir if self.dir is not None else data_dir / "logs"
+        return self.dir if self.dir is not None else self.output_directory(data_dir)
+
+    def output_directory(self, data_dir: Path) -> Path:
+        """Where ``keel up`` puts each child's stdout and stderr (``<service>.log``):
+        ``<data_dir>/logs``, also when ``dir`` is elsewhere."""
+        return data_dir / "logs"
 
     def name_for(self, default: str) -> str:
         """The service name: ``service_name`` when set, else ``default``."""

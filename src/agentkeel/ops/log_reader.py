@@ -11,20 +11,26 @@ their files. Anything in a file that is not a JSON object with a timestamp is sk
 >>> [line.service for line in scan.lines]
 ['replica-1', 'memory', 'tools', 'replica-1', 'router']
 
-Following (``LogFollower``) polls the active files, the way ``tail -F`` does: a file
-renamed away by a rotation is read to its end before the new active file is opened,
-and a service that starts writing later is picked up. Polling, written here, because
-rotation by rename needs the reader to notice a new inode behind the same name, which
-the file-watching libraries leave to their callers anyway.
+The latest lines (``last_lines``) are read backwards from the end of each file, so
+``keel logs tail`` costs the lines it prints, not the size of the files.
+
+Following (``LogFollower``) polls the files, the way ``tail -F`` does, and knows each
+by its inode and the bytes of it already read: a file renamed away by a rotation goes
+on from there under its new name, whenever the rename falls, and a service that
+starts writing later is picked up. Polling, written here, because rotation by rename
+needs the reader to notice a new inode behind the same name, which the file-watching
+libraries leave to their callers anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -56,6 +62,12 @@ LEVELS: Mapping[str, int] = {
 
 FileId = tuple[int, int]
 """A file's (device, inode): what stays the same when a rotation renames it."""
+
+_BLOCK_BYTES = 64 * 1024
+"""How much of a file ``last_lines`` reads at a time, from its end."""
+_LISTINGS = 4
+"""How often ``LogFollower`` lists the files, at most, at its start and in one poll:
+again while a rotation renamed a file it had listed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +116,23 @@ class LineFilter:
     """Which lines to keep; every field left ``None`` keeps all.
 
     ``min_level`` keeps lines at that level or above; ``session_id`` and
-    ``correlation_id`` must equal the line's field."""
+    ``correlation_id`` must equal the line's field; ``since`` keeps lines from
+    that time on, and files whose newest line is from an earlier UTC day are not
+    read at all (a rotated file's day is in its name, an active file's is its
+    last write's)."""
 
     services: frozenset[str] | None = None
     categories: frozenset[str] | None = None
     session_id: str | None = None
     correlation_id: str | None = None
     min_level: str | None = None
+    since: datetime | None = None
 
     def wants_file(self, file: LogFile) -> bool:
-        return (self.categories is None or file.category in self.categories) and (
-            self.services is None or file.service in self.services
+        return (
+            (self.categories is None or file.category in self.categories)
+            and (self.services is None or file.service in self.services)
+            and (self.since is None or file.last_day() >= self.since.astimezone(UTC).date())
         )
 
     def needles(self) -> tuple[bytes, ...]:
@@ -127,6 +145,8 @@ class LineFilter:
         if self.correlation_id is not None and data.get("correlation_id") != self.correlation_id:
             return False
         if self.session_id is not None and data.get("session_id") != self.session_id:
+            return False
+        if self.since is not None and line.at < self.since:
             return False
         if self.min_level is not None:
             return LEVELS.get(line.level, 0) >= LEVELS[self.min_level]
@@ -165,11 +185,17 @@ def list_log_files(directory: Path, *, keep: LineFilter | None = None) -> list[L
 
 
 def read_lines(directory: Path, keep: LineFilter | None = None) -> Scan:
-    """Every kept line under ``directory``, in time order."""
+    """Every kept line under ``directory``, in time order (``keep.since`` leaves older
+    files unread)."""
     keep = keep or LineFilter()
     scan = Scan()
     for file in list_log_files(directory, keep=keep):
-        _read_into(scan, file, keep, limit=None)
+        try:
+            data = file.path.read_bytes()
+        except OSError:
+            continue
+        scan.files += 1
+        scan.lines += _parse_lines(data.splitlines(), file.service, file.category, keep, scan)
     scan.lines.sort(key=_time)
     return scan
 
@@ -183,47 +209,67 @@ def last_lines(
 ) -> Scan:
     """The newest ``count`` kept lines, in time order.
 
-    Files are read newest day first, and reading stops once the lines in hand
-    are all newer than any older file can hold. ``limits`` caps how much of a
-    file is read (``LogFollower.limits``: what a follower will read next is not
-    shown twice)."""
+    Each service's files in each category are read backwards, newest file first,
+    in blocks, and merged by time; reading stops at the ``count``-th line, so a
+    large file costs only its last blocks. ``limits`` (``LogFollower.limits``)
+    says how many bytes of each file (device and inode) to read: what a follower
+    reads next is not shown twice, and a file it does not know is left to it."""
     keep = keep or LineFilter()
     scan = Scan()
     if count <= 0:
         return scan
-    by_day: dict[date, list[LogFile]] = {}
-    for file in list_log_files(directory, keep=keep):
-        by_day.setdefault(file.last_day(), []).append(file)
-    for day in sorted(by_day, reverse=True):
-        for file in by_day[day]:
-            _read_into(scan, file, keep, limit=_limit_of(file.path, limits))
-        scan.lines.sort(key=_time)
-        del scan.lines[:-count]
-        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        if len(scan.lines) == count and scan.lines[0].at >= day_start:
-            break
+    files = list_log_files(directory, keep=keep)
+    streams = [
+        _newest_first(list(group)[::-1], keep, scan, limits)
+        for _, group in itertools.groupby(files, key=lambda file: (file.category, file.service))
+    ]
+    try:
+        newest = list(itertools.islice(heapq.merge(*streams, key=_time, reverse=True), count))
+    finally:
+        for stream in streams:
+            stream.close()
+    # Reversed first, so lines of one file with equal timestamps keep their order.
+    scan.lines = sorted(reversed(newest), key=_time)
     return scan
 
 
-def _limit_of(path: Path, limits: Mapping[FileId, int] | None) -> int | None:
-    if not limits:
-        return None
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return limits.get((stat.st_dev, stat.st_ino))
+def _newest_first(
+    files: list[LogFile], keep: LineFilter, scan: Scan, limits: Mapping[FileId, int] | None
+) -> Generator[LogLine, None, None]:
+    """The kept lines of one service's files (given newest first), newest first."""
+    for file in files:
+        try:
+            stream = file.path.open("rb")
+        except OSError:
+            continue
+        with stream:
+            stat = os.fstat(stream.fileno())
+            end = stat.st_size
+            if limits is not None:
+                limit = limits.get((stat.st_dev, stat.st_ino))
+                if limit is None:
+                    continue
+                end = min(end, limit)
+            scan.files += 1
+            raws = _lines_backwards(stream, end)
+            yield from _parse_lines(raws, file.service, file.category, keep, scan)
 
 
-def _read_into(scan: Scan, file: LogFile, keep: LineFilter, *, limit: int | None) -> None:
-    try:
-        with file.path.open("rb") as stream:
-            data = stream.read() if limit is None else stream.read(limit)
-    except OSError:
-        return
-    scan.files += 1
-    for line in _parse_lines(data.splitlines(), file.service, file.category, keep, scan):
-        scan.lines.append(line)
+def _lines_backwards(stream: BinaryIO, end: int) -> Iterator[bytes]:
+    """The lines in the first ``end`` bytes of ``stream``, the last first.
+
+    Written here: file-read-backwards, the library for this, reads text from a
+    file's very end, and this needs bytes up to an offset."""
+    position, head = end, b""
+    while position > 0:
+        start = max(0, position - _BLOCK_BYTES)
+        stream.seek(start)
+        block = stream.read(position - start)
+        position = start
+        # The first piece may be the end of a line that starts in an earlier block.
+        head, *complete = (block + head).split(b"\n")
+        yield from reversed(complete)
+    yield head
 
 
 def _parse_lines(
@@ -267,34 +313,40 @@ def _time(line: LogLine) -> datetime:
 
 
 class _Followed:
-    """One active file being followed: its open stream and the bytes of an unfinished line."""
+    """One file being read as it grows: its stream and the bytes of an unfinished line."""
 
-    __slots__ = ("category", "file_id", "partial", "path", "service", "stream")
+    __slots__ = ("category", "partial", "service", "stream")
 
-    def __init__(self, path: Path, category: str, service: str, *, at_end: bool) -> None:
-        self.path = path
+    def __init__(self, stream: BinaryIO, category: str, service: str) -> None:
+        self.stream = stream
         self.category = category
         self.service = service
-        self.stream: BinaryIO = path.open("rb")
-        stat = os.fstat(self.stream.fileno())
-        self.file_id: FileId = (stat.st_dev, stat.st_ino)
         self.partial = b""
-        if at_end:
-            self.stream.seek(stat.st_size)
 
-    def read(self) -> list[bytes]:
-        data = self.stream.read()
-        if not data:
-            return []
-        *complete, self.partial = (self.partial + data).split(b"\n")
+    @property
+    def consumed(self) -> int:
+        """Bytes read as whole lines: where reading this file again would go on."""
+        return self.stream.tell() - len(self.partial)
+
+    def read(self, *, final: bool) -> list[bytes]:
+        """The lines completed since the last read; ``final``: the file is done growing,
+        so an unfinished last line counts too."""
+        *complete, self.partial = (self.partial + self.stream.read()).split(b"\n")
+        if final and self.partial:
+            complete.append(self.partial)
+            self.partial = b""
         return complete
+
+    def restart(self) -> None:
+        self.stream.seek(0)
+        self.partial = b""
 
     def close(self) -> None:
         self.stream.close()
 
 
 class LogFollower:
-    """New lines of the active files as they are written, across rotations.
+    """New lines of the log files as they are written, across rotations.
 
     >>> follower = LogFollower(Path(".keel/logs"), LineFilter(categories=frozenset({"error"})))
     >>> history = last_lines(directory, keep, count=20, limits=follower.limits())
@@ -302,80 +354,119 @@ class LogFollower:
     ...     show(follower.poll()); time.sleep(0.25)
     >>> follower.close()
 
-    Starts at the end of the files that exist now; a file that appears later is read
-    from its start, also a rotated one it never saw as active (several rotations
-    between two polls). ``poll`` never blocks.
+    Every file is known by its device and inode, with the bytes of it already
+    consumed: those that exist when it starts, at their end; a file that turns
+    up later, at its start. A rotation renames a file, so under its rotated name
+    it goes on from where it was, however the rename falls between two looks at
+    the directory; a rotated file is read to its end once and not again (its
+    writer has moved on). ``poll`` never blocks.
     """
 
     def __init__(self, directory: Path, keep: LineFilter | None = None) -> None:
         self.directory = directory
         self.keep = keep or LineFilter()
-        self._followed: dict[Path, _Followed] = {}
-        self._retired: list[_Followed] = []
         self._scan = Scan()
-        files = list_log_files(directory, keep=self.keep)
-        self._seen_rotated = {file.path for file in files if not file.name.active}
-        self._discover(files, at_end=True)
+        self._consumed: dict[FileId, int] = {}
+        """Every file met (device, inode): the bytes of it already read, or there at the
+        start."""
+        self._open: dict[FileId, _Followed] = {}
+        """The files being read as they grow: the active files, by inode."""
+        self._finished: set[Path] = set()
+        """Rotated files read to their end."""
+        self._note_start()
+
+    def _note_start(self) -> None:
+        # Listed again until no new name turns up: a file renamed by a rotation while
+        # this looks is noted under its new name too, so none is read from its start.
+        noted: set[Path] = set()
+        for _ in range(_LISTINGS):
+            new = [f for f in list_log_files(self.directory, keep=self.keep) if f.path not in noted]
+            if not new:
+                return
+            for file in new:
+                with contextlib.suppress(OSError):
+                    if file.name.active:
+                        self._open_file(file, None)
+                    else:
+                        stat = file.path.stat()
+                        self._consumed.setdefault((stat.st_dev, stat.st_ino), stat.st_size)
+                    noted.add(file.path)
 
     def limits(self) -> dict[FileId, int]:
-        """Where following starts in each file (device and inode → bytes before it)."""
-        return {one.file_id: one.stream.tell() for one in self._followed.values()}
+        """Where following starts in each file it knows (device and inode → bytes before
+        it); a file not in it is read from its start by ``poll``."""
+        return dict(self._consumed)
 
     def poll(self) -> list[LogLine]:
         """The kept lines written since the last poll, in time order."""
-        files = list_log_files(self.directory, keep=self.keep)
-        self._discover(files, at_end=False)
         lines: list[LogLine] = []
-        # Renamed away by a rotation: what the writer added before it switched, read in
-        # the same poll as the new file, so the merge keeps them in order.
-        for old in self._retired:
-            lines += self._parse(old, old.read())
-            old.close()
-        reading = {old.file_id for old in self._retired}
-        reading |= {one.file_id for one in self._followed.values()}
-        self._retired = []
-        for file in files:
-            if file.name.active or file.path in self._seen_rotated:
-                continue
-            self._seen_rotated.add(file.path)
-            with contextlib.suppress(OSError):
-                skipped = _Followed(file.path, file.category, file.service, at_end=False)
-                if skipped.file_id not in reading:
-                    # Filled and rotated between two polls: never seen as the active file.
-                    lines += self._parse(skipped, [*skipped.read(), skipped.partial])
-                skipped.close()
-        for one in self._followed.values():
-            lines += self._parse(one, one.read())
+        for _ in range(_LISTINGS):
+            listed: set[FileId] = set()
+            for file in list_log_files(self.directory, keep=self.keep):
+                if file.path not in self._finished:
+                    lines += self._read(file, listed)
+            # An open file under no listed name was renamed by a rotation since the
+            # listing, or deleted: its whole lines now, then a new listing finds what
+            # else the rotation made, so this poll's lines are in order.
+            moved = [file_id for file_id in self._open if file_id not in listed]
+            for file_id in moved:
+                one = self._open.pop(file_id)
+                lines += self._parse(one, one.read(final=False))
+                self._consumed[file_id] = one.consumed
+                one.close()
+            if not moved:
+                break
         lines.sort(key=_time)
         return lines
 
     def close(self) -> None:
-        for one in [*self._followed.values(), *self._retired]:
+        for one in self._open.values():
             one.close()
-        self._followed.clear()
-        self._retired = []
+        self._open.clear()
+
+    def _read(self, file: LogFile, listed: set[FileId]) -> list[LogLine]:
+        final = not file.name.active  # a rotated file no longer grows
+        try:
+            stat = file.path.stat()
+        except OSError:
+            return []
+        file_id = (stat.st_dev, stat.st_ino)
+        listed.add(file_id)
+        one = self._open.get(file_id)
+        if one is None:
+            if final and stat.st_size <= self._consumed.get(file_id, 0):
+                self._finished.add(file.path)
+                return []
+            try:
+                one = self._open_file(file, file_id)
+            except OSError:
+                return []
+            if one is None:
+                return []
+        elif stat.st_size < one.consumed:
+            one.restart()  # truncated in place: start again
+        complete = one.read(final=final)
+        self._consumed[file_id] = one.consumed
+        if final:
+            del self._open[file_id]
+            one.close()
+            self._finished.add(file.path)
+        return self._parse(one, complete)
+
+    def _open_file(self, file: LogFile, expected: FileId | None) -> _Followed | None:
+        """Open ``file`` where reading it goes on (from its start when it is new, at its
+        end at the start); ``None`` when its name no longer names the ``expected`` file."""
+        stream = file.path.open("rb")
+        stat = os.fstat(stream.fileno())
+        file_id = (stat.st_dev, stat.st_ino)
+        if (expected is not None and file_id != expected) or file_id in self._open:
+            stream.close()  # replaced since its stat: the next listing has it
+            return None
+        # At the start what a file holds is history; a file met later is read whole.
+        offset = self._consumed.setdefault(file_id, 0 if expected else stat.st_size)
+        stream.seek(offset)
+        self._open[file_id] = one = _Followed(stream, file.category, file.service)
+        return one
 
     def _parse(self, one: _Followed, complete: list[bytes]) -> list[LogLine]:
         return list(_parse_lines(complete, one.service, one.category, self.keep, self._scan))
-
-    def _discover(self, files: list[LogFile], *, at_end: bool) -> None:
-        for file in files:
-            if not file.name.active:
-                continue
-            current = self._followed.get(file.path)
-            if current is not None:
-                try:
-                    stat = file.path.stat()
-                except OSError:
-                    continue
-                if (stat.st_dev, stat.st_ino) == current.file_id:
-                    if stat.st_size < current.stream.tell():
-                        current.stream.seek(0)  # truncated in place: start again
-                    continue
-                # Rotated: finish the old file, then read the new one from its start.
-                self._retired.append(current)
-                del self._followed[file.path]
-            with contextlib.suppress(OSError):
-                self._followed[file.path] = _Followed(
-                    file.path, file.category, file.service, at_end=at_end
-                )

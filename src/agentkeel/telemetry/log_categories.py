@@ -2,7 +2,9 @@
 
 A category is a retention class: ``keel logs prune`` keeps each for its own
 number of days (``logging.retention_days``), and Loki gets one stream per
-category. The topic a line is about (``guardrail``, ``flags``, ``drain`` ...) is
+category. ``Category`` is declared once, in ``config/logs.py`` beside each
+category's default retention (the settings check their keys against it), and
+is used from here. The topic a line is about (``guardrail``, ``flags``, ``drain`` ...) is
 its ``event`` field, not its category.
 
 A line's category, first rule that applies:
@@ -17,27 +19,13 @@ A line's category, first rule that applies:
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Mapping
 
+from agentkeel.config.logs import CATEGORIES, Category
 from agentkeel.telemetry.audit import AUDIT_LOGGER
 
-
-class Category(enum.StrEnum):
-    REASONING_TRACE = "reasoning_trace"
-    """What the agent did in a turn: model calls, steps, guardrail stops, memory use."""
-    TOOL_CALL = "tool_call"
-    """One line per tool call, on the replica that made it and the server that ran it."""
-    ERROR = "error"
-    """Warnings and errors of any kind (audit lines excepted)."""
-    AUDIT = "audit"
-    """Administrative actions (``telemetry/audit.py``)."""
-    ACCESS = "access"
-    """Requests at the edge of a service, and the service's own lifecycle."""
-
-
-CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+__all__ = ["CATEGORIES", "EVENT_CATEGORIES", "Category", "category_of"]
 
 EVENT_CATEGORIES: Mapping[str, Category] = {
     "turn": Category.REASONING_TRACE,

@@ -6,18 +6,26 @@ size and by UTC day into names that carry the day.
 
 A file is rotated when the UTC day of the next line differs from its own, and
 when the next line would take it past ``max_bytes``; ``n`` counts the files
-rotated that day (1, 2, ...). So ``keel logs prune`` tells a file's age from
-its name without reading it, and readers order a service's files by
-(day, n), the active file last.
+rotated that day (1, 2, ...). So ``keel logs prune`` tells a rotated file's age
+from its name without reading it (an active file's from its last write), and
+readers order a service's files by (day, n), the active file last.
 
 ``CategoryFileHandler`` does the writing. It runs behind a ``QueueHandler``
 (``telemetry/logging.py``), so a slow disk never stalls a service's event loop;
 each line is one unbuffered ``write`` of a whole line, so a reader following
 the file never sees half a line from a live writer.
+
+Before each line the writer checks that its path still names the file it has
+open (a ``stat`` against the inode it opened, as the standard library's
+``WatchedFileHandler`` does). ``keel logs prune`` moves away an active file
+whose last write is past its retention, and an operator may delete one; the
+writer then starts a new file at the path instead of writing into one nobody
+can find.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +42,7 @@ __all__ = [
     "LogFileName",
     "active_log_path",
     "day_of",
+    "next_rotated_path",
     "parse_log_file_name",
 ]
 
@@ -93,22 +102,35 @@ def active_log_path(directory: Path, category: str, service: str) -> Path:
     return directory / category / LogFileName(service).name
 
 
+def next_rotated_path(folder: Path, service: str, day: date) -> Path:
+    """The name a file of ``service`` with lines of ``day`` is rotated to: the next
+    counter after the files of that day already in ``folder``."""
+    taken = 0
+    for name in os.listdir(folder):
+        parsed = parse_log_file_name(name)
+        if parsed is not None and parsed.service == service and parsed.day == day:
+            taken = max(taken, parsed.index)
+    return folder / LogFileName(service, day, taken + 1).name
+
+
 class _ActiveFile:
     """One category's active file of this service, and the day its lines are from."""
 
-    __slots__ = ("day", "folder", "path", "service", "size", "stream")
+    __slots__ = ("day", "file_id", "folder", "path", "service", "size", "stream")
 
     def __init__(self, folder: Path, service: str) -> None:
         self.folder = folder
         self.service = service
         self.path = folder / LogFileName(service).name
         self.stream: BinaryIO | None = None
+        self.file_id = (0, 0)
+        """(device, inode) of the open file."""
         self.size = 0
         self.day = -1
         """Days since 1970-01-01 (UTC) of the lines in the file; -1 while it is empty."""
 
     def write(self, data: bytes, day: int, max_bytes: int) -> None:
-        if self.stream is None:
+        if self.stream is None or not self._still_at_path():
             self._open()
         if self.size and (day != self.day or self.size + len(data) > max_bytes):
             self._rotate()
@@ -117,30 +139,32 @@ class _ActiveFile:
         self.size += len(data)
         self.day = day
 
+    def _still_at_path(self) -> bool:
+        """Whether the path still names the open file (prune renames an old one away)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self.file_id
+
     def _open(self) -> None:
+        self.close()
         self.folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
         self.stream = os.fdopen(fd, "ab", buffering=0)
         stat = os.fstat(fd)
+        self.file_id = (stat.st_dev, stat.st_ino)
         self.size = stat.st_size
         # A file left by an earlier run holds lines up to its last write's day.
         self.day = int(stat.st_mtime // _SECONDS_PER_DAY) if self.size else -1
 
     def _rotate(self) -> None:
-        assert self.stream is not None
-        self.stream.close()
-        self.stream = None
+        self.close()
         day = date.fromordinal(_EPOCH.toordinal() + self.day)
-        os.rename(self.path, self.folder / self._next_name(day))
+        # Gone already when prune moved it away since the check in ``write``.
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, next_rotated_path(self.folder, self.service, day))
         self._open()
-
-    def _next_name(self, day: date) -> str:
-        taken = 0
-        for name in os.listdir(self.folder):
-            parsed = parse_log_file_name(name)
-            if parsed is not None and parsed.service == self.service and parsed.day == day:
-                taken = max(taken, parsed.index)
-        return LogFileName(self.service, day, taken + 1).name
 
     def close(self) -> None:
         if self.stream is not None:

@@ -14,7 +14,9 @@ With a log directory, every line also goes to
 logged it, where its correlation id and span are known, and written by one
 ``QueueListener`` thread, so a slow disk never stalls the event loop. The queue
 is drained when the handler closes: ``LogSinks.close``, or ``logging.shutdown``
-at interpreter exit.
+at interpreter exit; a line another thread queues while it closes is written too.
+``file_sink`` is that handler on its own, for a process that keeps its own stdout
+(``keel up``).
 
 >>> sinks = configure_logging(service="memory", settings=LoggingSettings(dir=Path("logs")))
 >>> sinks.close()   # at shutdown: every queued line is written
@@ -72,17 +74,19 @@ class JsonFormatter(logging.Formatter):
         self.service = service
         # One encoder for every line: json.dumps with options builds a new one per call.
         self._encoder = json.JSONEncoder(default=str, ensure_ascii=False)
-        self._second = -1
-        self._second_text = ""
+        self._second: tuple[int, str] = (-1, "")
+        """The last second formatted and its text: one tuple, read and replaced whole,
+        so a thread never pairs one second with another's text."""
 
     def _timestamp(self, record: logging.LogRecord) -> str:
         # Formatting the date is most of a timestamp's cost; it changes once a second.
         second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
         micros = min(int((record.created - second) * 1_000_000 + 0.5), 999_999)
-        return f"{self._second_text}.{micros:06d}Z"
+        return f"{cached[1]}.{micros:06d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -134,8 +138,26 @@ class FileQueueHandler(QueueHandler):
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+            # stop() queues its sentinel and waits for the thread to reach it; what
+            # another thread queued after the sentinel is still there.
+            while True:
+                try:
+                    record: logging.LogRecord | None = listener.dequeue(False)
+                except queue.Empty:
+                    break
+                if record is not None:  # None: the sentinel
+                    listener.handle(record)
             self.target.close()
         super().close()
+
+
+def file_sink(
+    directory: Path, *, service: str, max_bytes: int, formatter: logging.Formatter | None = None
+) -> FileQueueHandler:
+    """The per-category files of ``service`` under ``directory``, written from a queue
+    (``formatter``: a ``JsonFormatter`` for ``service`` unless given)."""
+    target = CategoryFileHandler(directory=directory, service=service, max_bytes=max_bytes)
+    return FileQueueHandler(target, formatter=formatter or JsonFormatter(service=service))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +201,9 @@ def configure_logging(
     root.addHandler(handler)
     files: FileQueueHandler | None = None
     if options.dir is not None:
-        target = CategoryFileHandler(
-            directory=options.dir, service=name, max_bytes=options.max_file_bytes
+        files = file_sink(
+            options.dir, service=name, max_bytes=options.max_file_bytes, formatter=formatter
         )
-        files = FileQueueHandler(target, formatter=formatter)
         root.addHandler(files)
     root.setLevel(level.upper())
     logging.getLogger(ACCESS_LOGGER).disabled = not options.access_lines
