@@ -1,7 +1,8 @@
 """Traces end to end: a tool server and an agent replica as real processes with
 ``tracing.otlp_endpoint`` set to a real OTLP/HTTP receiver over a socket. Turns sent with a
-client's ``traceparent`` become one trace each from the client's span to the tool server's
-span, and every span is exported by the time the processes have stopped."""
+trusted client's ``traceparent`` (``tracing.trust_incoming``) become one trace each from the
+client's span to the tool server's span, and every span is exported by the time the
+processes have stopped."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ async def stack(tmp_path: Path, receiver: OtlpReceiver) -> AsyncIterator[Stack]:
             "agentkeel.runtime.serve",
             {
                 **tracing,
+                "KEEL_TRACING__TRUST_INCOMING": "true",
                 "KEEL_MODELS": json.dumps(
                     [{"name": "scripted", "kind": "scripted", "script": str(script)}]
                 ),
@@ -113,7 +115,7 @@ def ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[str]:
 async def test_turns_become_traces_from_the_client_to_the_tool_server(
     stack: Stack, receiver: OtlpReceiver
 ) -> None:
-    """Each turn: invoke_agent (SERVER) under the client's span, two chat spans and an
+    """Each turn: invoke_agent (INTERNAL) under the client's span, two chat spans and an
     execute_tool under it, and the tool server's execute_tool (SERVER) further down the
     same trace; resources name each service; nothing is lost at shutdown."""
     sessions = []
@@ -148,7 +150,7 @@ async def test_turns_become_traces_from_the_client_to_the_tool_server(
     )
     assert len(turns) == TURNS
     for n, turn in enumerate(turns):
-        assert turn.kind == "SERVER"
+        assert turn.kind == "INTERNAL"
         assert (turn.trace_id, turn.parent_span_id) == (CLIENT_TRACES[n], CLIENT_SPANS[n])
         assert turn.attributes["gen_ai.conversation.id"] == sessions[0]
         assert turn.attributes["keel.correlation_id"] == f"corr-trace-{n}"

@@ -36,7 +36,8 @@ def admin_headers() -> dict[str, str]:
 async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[StartRouter]:
     """``await start_router(["v1=http://…"], **router_settings)``: a started router on a free
     port (pins in a SQLite file of this test unless ``pins`` is given), closed afterwards;
-    ``front_door`` and ``allow_request_keys`` go to ``create_router``."""
+    ``front_door``, ``allow_request_keys`` and ``trust_trace_context`` go to
+    ``create_router``."""
     started: list[RouterApp] = []
 
     async def start(
@@ -45,6 +46,7 @@ async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[
         seed: int = 7,
         front_door: RouterFrontDoor | None = None,
         allow_request_keys: bool = False,
+        trust_trace_context: bool = False,
         **options: Any,
     ) -> RouterApp:
         values: dict[str, Any] = {
@@ -63,6 +65,7 @@ async def start_router(tmp_path: Path, admin_token_file: Path) -> AsyncIterator[
             rng=random.Random(seed),
             front_door=front_door,
             allow_request_keys=allow_request_keys,
+            trust_trace_context=trust_trace_context,
         )
         await router.start()
         started.append(router)

@@ -694,8 +694,12 @@ async def test_tool_events_and_call_records() -> None:
     ]
 
 
-async def test_a_tool_source_that_raises_does_not_fail_the_turn() -> None:
-    """A ToolSet whose call raises (a remote source down) gives a failure result."""
+async def test_a_tool_source_that_raises_does_not_fail_the_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ToolSet whose call raises (a remote source down) gives a failure result: the
+    model reads the exception's text, while the call's log line (and span) get only its
+    type, since the text may quote the arguments."""
 
     class Flaky:
         async def list_tools(self) -> Sequence[ToolSpec]:
@@ -704,7 +708,7 @@ async def test_a_tool_source_that_raises_does_not_fail_the_turn() -> None:
         async def call(
             self, name: str, arguments: dict[str, Any], *, context: ToolContext
         ) -> ToolResult:
-            raise ConnectionError("tool server unreachable")
+            raise ConnectionError(f"tool server unreachable for {arguments['account']}")
 
     tools = GuardedTools(
         toolset=Flaky(),
@@ -713,9 +717,15 @@ async def test_a_tool_source_that_raises_does_not_fail_the_turn() -> None:
         log=LOG,
         clock=ManualClock(),
     )
-    result = await tools.call(call("remote"))
+    caplog.set_level(logging.INFO, logger=LOG.logger.name)
+    result = await tools.call(call("remote", account="acct-4417-private"))
     assert result.status == "failure"
-    assert "tool server unreachable" in result.content
+    assert "tool server unreachable for acct-4417-private" in result.content
+    assert result.error == "ConnectionError"
+    (line,) = [r for r in caplog.records if getattr(r, "event", None) == "tool_call"]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == "tool call remote: failure (ConnectionError)"
+    assert "acct-4417" not in str(line.__dict__)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> Any:

@@ -1,6 +1,8 @@
 """The W3C trace context on HTTP hops: outgoing requests carry the current span's
 ``traceparent``, incoming ones run inside the caller's trace (so their log lines carry its
-trace id) with tracing on or off, and a malformed header starts nothing."""
+trace id) with tracing on or off, a malformed header starts nothing, a caller the
+middleware does not trust names no trace, and a front door never takes a caller's
+baggage on."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import json
 import logging
 
 import httpx
-from opentelemetry import context, trace
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,6 +26,7 @@ from agentkeel.telemetry.http import add_trace_context, make_async_client
 from agentkeel.telemetry.logging import JsonFormatter
 from agentkeel.telemetry.trace_context import (
     TraceContextMiddleware,
+    TrustCaller,
     incoming_context,
     trace_log_fields,
 )
@@ -33,8 +37,9 @@ SPAN_ID = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{SPAN_ID}-01"
 
 
-def echo_app() -> Starlette:
-    """Answers with the current span context and the JSON log line it would write."""
+def echo_app(*, trust: TrustCaller | None = None, baggage_too: bool = True) -> Starlette:
+    """Answers with the current span context, the baggage it runs with, and the JSON log
+    line it would write."""
     logger = logging.getLogger("agentkeel.test.trace_context")
     formatter = JsonFormatter(service="memory")
 
@@ -47,12 +52,13 @@ def echo_app() -> Starlette:
                 "trace_id": format(context.trace_id, "032x"),
                 "line": json.loads(formatter.format(record)),
                 "headers": dict(request.headers),
+                "baggage": dict(baggage.get_all()),
             }
         )
 
     return Starlette(
         routes=[Route("/echo", echo, methods=["GET"])],
-        middleware=[Middleware(TraceContextMiddleware)],
+        middleware=[Middleware(TraceContextMiddleware, trust=trust, baggage=baggage_too)],
     )
 
 
@@ -71,6 +77,40 @@ async def test_a_request_runs_inside_its_callers_trace() -> None:
     assert (joined["line"]["trace_id"], joined["line"]["span_id"]) == (TRACE_ID, SPAN_ID)
     assert not alone["valid"] and "trace_id" not in alone["line"]
     assert not garbled["valid"] and "trace_id" not in garbled["line"]
+
+
+async def test_an_untrusted_caller_names_no_trace_and_a_trusted_one_does() -> None:
+    """With a trust check, a caller it refuses runs in no trace (its forged, sampled
+    traceparent is ignored: the work starts a trace of its own); one it accepts joins
+    its trace. The check sees the request's headers."""
+
+    def trusted(headers: Headers) -> bool:
+        return headers.get("x-service") == "router"
+
+    app = echo_app(trust=trusted)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://agent"
+    ) as client:
+        forged = (await client.get("/echo", headers={"traceparent": TRACEPARENT})).json()
+        vouched = (
+            await client.get("/echo", headers={"traceparent": TRACEPARENT, "x-service": "router"})
+        ).json()
+    assert not forged["valid"] and "trace_id" not in forged["line"]
+    assert vouched["valid"] and vouched["trace_id"] == TRACE_ID
+
+
+async def test_a_front_door_never_takes_the_callers_baggage() -> None:
+    """The inner hops keep a caller's baggage (the default); with baggage=False the
+    request joins the trace but carries no baggage, so none is sent on."""
+    sent = {"traceparent": TRACEPARENT, "baggage": "tenant=acme"}
+    for baggage_too, expected in ((True, {"tenant": "acme"}), (False, {})):
+        app = echo_app(baggage_too=baggage_too)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://agent"
+        ) as client:
+            seen = (await client.get("/echo", headers=sent)).json()
+        assert seen["trace_id"] == TRACE_ID
+        assert seen["baggage"] == expected
 
 
 async def test_outgoing_requests_carry_the_current_span() -> None:

@@ -3,7 +3,8 @@
 The MCP server here is written with the SDK's own ``MCPServer`` (not ours) and
 served over real HTTP on loopback. The agent is the runtime's default
 ``ToolAgent`` over a scripted model; tests assert what the agent (the tool
-results the model reads) and the user (the reply, the tool_calls) see.
+results the model reads) and the user (the reply, the tool_calls) see. The last
+test drives the client alone over a source that raises.
 """
 
 from __future__ import annotations
@@ -21,9 +22,20 @@ from mcp.server.mcpserver import MCPServer
 from prometheus_client import CollectorRegistry
 
 from agentkeel.config.layers import load_settings
-from agentkeel.models.types import ModelRequest, ModelResponse, TokenCallback, ToolCall, Usage
+from agentkeel.models.types import (
+    ModelRequest,
+    ModelResponse,
+    TokenCallback,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from agentkeel.resilience.clock import ManualClock
 from agentkeel.runtime.app import create_app
+from agentkeel.telemetry.metrics import ToolMetrics
+from agentkeel.tools.client import GuardedToolsClient
+from agentkeel.tools.composite import CompositeToolSet
+from agentkeel.tools.types import ToolContext
 from tests.tools.servers import LiveServer, free_port
 
 
@@ -314,3 +326,30 @@ async def test_long_results_are_cut_with_a_marker(agent: AgentFactory) -> None:
     assert len(body["reply"]) < 1100
     assert body["reply"].endswith("characters cut]")
     assert bot.metric("agent_tool_results_truncated_total", tool="big") == 1.0
+
+
+class Exploding:
+    """A tool source whose call raises with the call's argument in the message."""
+
+    async def list_tools(self) -> Sequence[ToolSpec]:
+        return [ToolSpec(name="lookup", description="Looks a key up.")]
+
+    async def call(self, name: str, arguments: dict[str, Any], *, context: ToolContext) -> Any:
+        raise KeyError(f"no record for {arguments['key']}")
+
+
+async def test_a_source_that_raises_is_reported_by_type_and_source_only() -> None:
+    """The exception's text goes to the model (content) but not into ``error``, which the
+    replica's log line and span carry: it may quote the arguments."""
+    client = GuardedToolsClient(
+        tools=CompositeToolSet([("ledger", Exploding())]),
+        metrics=ToolMetrics(CollectorRegistry()),
+        call_timeout_s=5,
+        max_result_chars=1000,
+        clock=ManualClock(),
+    )
+    context = ToolContext(agent_id="a", session_id="s", user_id="u", turn=1)
+    result = await client.call("lookup", {"key": "iban-DE0012"}, context=context)
+    assert result.status == "failure"
+    assert "iban-DE0012" in result.content
+    assert result.error == "KeyError from ledger"

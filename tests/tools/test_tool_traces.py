@@ -1,7 +1,8 @@
 """One trace across the MCP hop: a turn's ``execute_tool`` span on the replica is the
 parent of the tool server's own ``execute_tool`` SERVER span, over a real socket, with
 each app on its own tracer provider (two apps in one process, spans never mixed); the
-tool server's line for the call carries that trace; a failed call marks both sides."""
+tool server's line for the call carries that trace; a failed call marks both sides;
+captured arguments and results are redacted on both sides."""
 
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ from tests.tools.credentials import AUDIENCE, TOKEN, Credentials, server_setting
 from tests.tools.servers import live_server
 
 
-def traced(service: str) -> tuple[Tracing, InMemorySpanExporter]:
+def traced(service: str, *, capture_content: bool = False) -> tuple[Tracing, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     tracing = build_tracing(
-        TracingSettings(), service=service, processor=SimpleSpanProcessor(exporter)
+        TracingSettings(capture_content=capture_content),
+        service=service,
+        processor=SimpleSpanProcessor(exporter),
     )
     return tracing, exporter
 
@@ -69,19 +72,30 @@ def failing_tool(text: str) -> str:
     raise RuntimeError("the backend is down")
 
 
+def echo_tool(text: str) -> str:
+    """Says the text back.
+
+    Args:
+        text: Anything.
+    """
+    return f"you said {text}"
+
+
 @pytest.fixture
 async def hop_factory(tmp_path: Path) -> AsyncIterator[Any]:
     credentials: Credentials = write_credentials(tmp_path / "credentials")
     (credentials.directory / "tools_agent_token").write_text(TOKEN + "\n")
     async with AsyncExitStack() as stack:
 
-        async def start(script: Sequence[StepLike]) -> Hop:
-            tool_tracing, tool_spans = traced("tools")
-            agent_tracing, agent_spans = traced("agent")
+        async def start(script: Sequence[StepLike], *, capture_content: bool = False) -> Hop:
+            tool_tracing, tool_spans = traced("tools", capture_content=capture_content)
+            agent_tracing, agent_spans = traced("agent", capture_content=capture_content)
             stack.callback(tool_tracing.shutdown)
             stack.callback(agent_tracing.shutdown)
             tool_app = create_app(
-                server_settings(credentials), functions=[failing_tool], tracing=tool_tracing
+                server_settings(credentials),
+                functions=[failing_tool, echo_tool],
+                tracing=tool_tracing,
             )
             tools = await stack.enter_async_context(live_server(tool_app))
             settings = load_settings(
@@ -90,7 +104,9 @@ async def hop_factory(tmp_path: Path) -> AsyncIterator[Any]:
                     "secrets_dir": None,
                     "data_dir": str(tmp_path),
                     "models": [{"name": "scripted", "kind": "scripted"}],
-                    "agent": {"tools": ["remote_calculator", "remote_failing_tool"]},
+                    "agent": {
+                        "tools": ["remote_calculator", "remote_failing_tool", "remote_echo_tool"]
+                    },
                     "identity": {"signing_key_file": str(credentials.signing_key_file)},
                     "tools": {
                         "servers": [
@@ -222,6 +238,30 @@ async def test_a_failing_tool_marks_both_sides(hop_factory: Any) -> None:
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     (call,) = [line for line in lines if line.get("event") == "tool_call"]
     assert (call["level"], call["category"], call["status"]) == ("warning", "error", "failure")
+
+
+SECRET = "ghp_" + "t" * 36
+
+
+async def test_captured_arguments_and_results_are_redacted_on_both_sides(
+    hop_factory: Any,
+) -> None:
+    """With capture_content, the replica's and the tool server's execute_tool spans hold
+    the call's arguments and result with the secret replaced (each process's redactor),
+    the arguments still JSON."""
+    hop: Hop = await hop_factory(
+        [CallTools.one("remote_echo_tool", text=SECRET), Say("done")], capture_content=True
+    )
+    response = await hop.turn("echo it")
+    assert response.status_code == 200, response.text
+    for span in (
+        named(hop.agent_spans, "execute_tool remote_echo_tool"),
+        named(hop.tool_spans, "execute_tool echo_tool"),
+    ):
+        attrs = dict(span.attributes or {})
+        arguments = json.loads(str(attrs["gen_ai.tool.call.arguments"]))
+        assert arguments == {"text": "[REDACTED:github_token]"}, span.name
+        assert attrs["gen_ai.tool.call.result"] == "you said [REDACTED:github_token]", span.name
 
 
 def test_the_sdk_server_span_is_left_out() -> None:

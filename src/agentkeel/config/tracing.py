@@ -1,6 +1,8 @@
 """``TracingSettings`` (``tracing:``): OpenTelemetry traces over OTLP/HTTP.
 
-Off unless an endpoint is set. Spans follow the OpenTelemetry GenAI semantic
+Off unless an endpoint is set. A client's trace context is not adopted unless
+``trust_incoming``: a caller that picks the trace id and the sampled flag would decide
+what the collector keeps. Spans follow the OpenTelemetry GenAI semantic
 conventions at the version pinned in ``telemetry/semconv.py``; the provider is
 built by ``telemetry/tracing.py``.
 """
@@ -35,13 +37,19 @@ class TracingSettings(BaseModel):
         default=1.0,
         ge=0,
         le=1,
-        description="Share of new traces recorded (parent-based: a sampled caller's trace "
-        "is always continued).",
+        description="Share of new traces recorded (parent-based: a sampled trace from a "
+        "trusted caller, or from a hop inside the stack, is always continued).",
     )
     capture_content: bool = Field(
         default=False,
-        description="Put prompts, replies and tool arguments on spans (off: they may hold "
-        "personal data).",
+        description="Put prompts, replies and tool arguments on spans, with secrets redacted "
+        "(off: they may hold personal data).",
+    )
+    trust_incoming: bool = Field(
+        default=False,
+        description="Continue the trace a client's traceparent names (off: the front door, "
+        "router or a replica a client reaches directly, drops a client's traceparent, "
+        "tracestate and baggage and starts a trace of its own).",
     )
 
     @field_validator("otlp_endpoint")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import ExitStack
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.memory import MemorySettings
@@ -39,17 +40,19 @@ def run_memory_server(settings: KeelSettings) -> int:
     """Serve the memory API until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     memory = memory_settings_for(settings)
     sinks = configure_logging(service="memory", level=memory.log_level, settings=settings.logging)
-    install_tracing(settings.tracing, service="memory")
     try:
         redact_logs(SecretRedactor())
-        try:
-            app = create_app(memory)
-            # The stack's one audit file, in the top data directory (not memory's own).
-            install_audit_file(settings.data_dir, service="memory", registry=app.state.registry)
-        except KeelError as exc:
-            logger.error("cannot start the memory server: %s", exc.message)
-            return EXIT_ERROR
-        return run_until_signal(app, host=memory.host, port=memory.port, service="memory")
+        # Shut down (the last spans exported) before the log sinks close: its errors are logged.
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(install_tracing(settings.tracing, service="memory"))
+                app = create_app(memory)
+                # The stack's one audit file, in the top data directory (not memory's own).
+                install_audit_file(settings.data_dir, service="memory", registry=app.state.registry)
+            except KeelError as exc:
+                logger.error("cannot start the memory server: %s", exc.message)
+                return EXIT_ERROR
+            return run_until_signal(app, host=memory.host, port=memory.port, service="memory")
     finally:
         sinks.close()
 

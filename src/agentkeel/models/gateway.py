@@ -141,9 +141,8 @@ class ModelGateway:
         self._clock = clock
         self._retry_settings = retry
         self._rng = rng or random.Random()
-        tracing = tracing or tracing_off()
-        self._tracer = tracing.tracer(__name__)
-        self._capture_content = tracing.capture_content
+        self._tracing = tracing or tracing_off()
+        self._tracer = self._tracing.tracer(__name__)
         for provider in self.providers:
             breaker = self._breakers.get(provider.name)
             if breaker is None:
@@ -362,8 +361,10 @@ class ModelGateway:
             span.set_attribute(semconv.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
         if request.temperature is not None:
             span.set_attribute(semconv.GEN_AI_REQUEST_TEMPERATURE, request.temperature)
-        if self._capture_content:
-            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, input_messages_json(request.messages))
+        if self._tracing.capture_content:
+            self._tracing.set_content(
+                span, semconv.GEN_AI_INPUT_MESSAGES, input_messages_json(request.messages)
+            )
 
     def _describe_response(self, span: Span, response: ModelResponse, model: str) -> None:
         span.set_attributes(
@@ -374,8 +375,10 @@ class ModelGateway:
                 semconv.GEN_AI_RESPONSE_FINISH_REASONS: (response.finish_reason,),
             }
         )
-        if self._capture_content:
-            span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, output_messages_json(response))
+        if self._tracing.capture_content:
+            self._tracing.set_content(
+                span, semconv.GEN_AI_OUTPUT_MESSAGES, output_messages_json(response)
+            )
 
     def _observe(
         self, provider: str, model: str, system: str, elapsed: float, response: ModelResponse

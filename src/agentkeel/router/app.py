@@ -63,12 +63,15 @@ def create_router(
     rng: random.Random | None = None,
     front_door: RouterFrontDoor | None = None,
     allow_request_keys: bool = False,
+    trust_trace_context: bool = False,
 ) -> RouterApp:
     """A router for ``settings``; its pin store from ``router.pins`` unless one is passed.
 
     ``front_door`` (``build_router_front_door``, auth on) authenticates and limits every
     ``/v1`` request; ``allow_request_keys`` lets a client's ``PROVIDER_KEY_HEADER``
-    through (``secrets.key_chain.allow_request_keys``)."""
+    through (``secrets.key_chain.allow_request_keys``); ``trust_trace_context`` passes a
+    client's ``traceparent`` and ``tracestate`` on to the replica (``tracing.
+    trust_incoming``; otherwise they are dropped and the replica starts the trace)."""
     admin_token = AdminToken(
         resolver=SecretResolver(secrets_dir=secrets_dir),
         name=settings.admin_token_secret,
@@ -84,6 +87,7 @@ def create_router(
         rng=rng or random.Random(),
         front_door=front_door,
         allow_request_keys=allow_request_keys,
+        trust_trace_context=trust_trace_context,
     )
 
 
@@ -100,6 +104,7 @@ class RouterApp:
         rng: random.Random,
         front_door: RouterFrontDoor | None = None,
         allow_request_keys: bool = False,
+        trust_trace_context: bool = False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -115,6 +120,7 @@ class RouterApp:
         )
         self.front_door = front_door
         self.allow_request_keys = allow_request_keys
+        self.trust_trace_context = trust_trace_context
         if front_door is not None:
             self.metrics.count_auth(front_door.outcomes)
         self.pins = SessionPins(app=self, store=store, cache=PinCache(settings.pin_cache_size))

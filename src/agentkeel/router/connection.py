@@ -1,7 +1,8 @@
 """One client connection: HTTP/1.1 parsed by ``httptools``, keep-alive, requests in order.
 
 The parser's callbacks collect the request line, the headers (already as the
-bytes sent to the replica, hop-by-hop headers dropped) and the body, bounded
+bytes sent to the replica, hop-by-hop headers dropped, and those the handler
+strips: a client's trace context unless it is trusted) and the body, bounded
 by ``max_header_bytes`` (431) and ``max_body_bytes`` (413). A complete request
 becomes a ``Request``. On an idle connection the ``Handler`` may forward it
 at once from the parser's callback (``forward_now``: no task, no coroutine);
@@ -104,7 +105,8 @@ class Request:
         self.correlation_id = correlation_id
         self.minted = minted
         self.authorization = authorization
-        # Passed on to the replica as it came; kept so log lines join the caller's trace.
+        # A trusted client's (tracing.trust_incoming), passed on to the replica as it came
+        # and kept so log lines join its trace; None when the router drops the header.
         self.traceparent = traceparent
         self.canned: bytes | None = None
         # Where the head ends in ``wire`` (after its blank line): a header the router adds

@@ -36,6 +36,7 @@ from agentkeel.identity.principal import (
     bearer_challenge,
 )
 from agentkeel.router.responses import keel_error_response, router_error
+from agentkeel.telemetry.trace_context import BAGGAGE, CLIENT_CONTEXT_HEADERS
 
 if TYPE_CHECKING:
     from agentkeel.config.settings import KeelSettings
@@ -110,13 +111,19 @@ class AssertionSigner(Protocol):
     def sign(self, principal: Principal) -> str: ...
 
 
-def stripped_headers(*, allow_request_keys: bool) -> frozenset[bytes]:
+def stripped_headers(
+    *, allow_request_keys: bool, trust_trace_context: bool = False
+) -> frozenset[bytes]:
     """Request headers a client may never pass through the router, whatever the auth
-    setting: the front-door assertion (only the router signs one), and a user's own
-    model key unless ``secrets.key_chain.allow_request_keys``."""
-    names = {CALLER_HEADER.encode()}
+    setting: the front-door assertion (only the router signs one), a user's own model
+    key unless ``secrets.key_chain.allow_request_keys``, the client's ``baggage``
+    (never carried into the stack), and its ``traceparent`` and ``tracestate`` unless
+    ``tracing.trust_incoming`` (the replica then starts the trace)."""
+    names = {CALLER_HEADER.encode(), BAGGAGE.encode()}
     if not allow_request_keys:
         names.add(PROVIDER_KEY_HEADER.encode())
+    if not trust_trace_context:
+        names |= CLIENT_CONTEXT_HEADERS
     return frozenset(names)
 
 

@@ -69,7 +69,10 @@ class Proxy:
         # signed assertion instead of the client's credential.
         self.front_door = app.front_door
         self.forwards_authorization = app.front_door is None
-        self.stripped_headers = stripped_headers(allow_request_keys=app.allow_request_keys)
+        self.stripped_headers = stripped_headers(
+            allow_request_keys=app.allow_request_keys,
+            trust_trace_context=app.trust_trace_context,
+        )
         self.loop_time = asyncio.get_running_loop().time
         # Durations: uvloop's loop clock ticks in milliseconds, too coarse for a proxy.
         self.clock = time.perf_counter

@@ -34,10 +34,15 @@ logger = logging.getLogger("agentkeel.router.serve")
 def run_router_server(settings: KeelSettings) -> int:
     """Serve until SIGTERM/Ctrl-C; blocks and returns the exit code."""
     sinks = configure_logging(service="router", level=settings.log_level, settings=settings.logging)
-    install_tracing(settings.tracing, service="router")
     try:
         redact_logs(SecretRedactor())
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        try:
+            tracing = install_tracing(settings.tracing, service="router")
+        except KeelError as exc:
+            logger.error("cannot start the router: %s", exc.message)
+            return EXIT_ERROR
+        # Shut down (the last spans exported) while the log sinks still write its errors.
+        with tracing, asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(_serve(settings))
     finally:
         sinks.close()
@@ -53,6 +58,7 @@ async def _serve(settings: KeelSettings) -> int:
                 settings, secrets=SecretResolver(secrets_dir=settings.secrets_dir)
             ),
             allow_request_keys=settings.secrets.key_chain.allow_request_keys,
+            trust_trace_context=settings.tracing.trust_incoming,
         )
         install_audit_file(settings.data_dir, service="router", registry=router.registry)
         await router.start()

@@ -31,10 +31,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -51,9 +51,9 @@ from agentkeel.errors import (
     Unavailable,
 )
 from agentkeel.identity.caller_limits import CallerLimits
-from agentkeel.identity.forwarded import build_front_door_verifier
+from agentkeel.identity.forwarded import FrontDoorVerifier, build_front_door_verifier
 from agentkeel.identity.frontdoor import FrontDoor
-from agentkeel.identity.principal import Scope
+from agentkeel.identity.principal import CALLER_HEADER, Scope
 from agentkeel.models.factory import build_gateway
 from agentkeel.resilience.budget import BudgetLimits, TokenBudget
 from agentkeel.resilience.clock import Clock, SystemClock
@@ -94,8 +94,8 @@ from agentkeel.telemetry.metrics import (
     ToolMetrics,
 )
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
-from agentkeel.telemetry.trace_context import TraceContextMiddleware
-from agentkeel.telemetry.tracing import Tracing, process_tracing
+from agentkeel.telemetry.trace_context import TraceContextMiddleware, TrustCaller
+from agentkeel.telemetry.tracing import Redact, Tracing, process_tracing
 from agentkeel.tools.builtins import BUILTIN_NAMES, builtin_toolset
 from agentkeel.tools.client import GuardedToolsClient, build_tools_client
 from agentkeel.tools.types import ToolSet
@@ -257,8 +257,9 @@ def create_app(
     then per-organization and per-user overrides) that each turn's settings go through.
     ``source_of`` (``LoadedSettings.source_of``) names the layer of each base value in
     ``GET /admin/config``. ``tracing`` records the turns' spans (default: the process's,
-    ``telemetry/tracing.py``); a request's ``traceparent`` makes its turn part of the
-    caller's trace.
+    ``telemetry/tracing.py``; content on them goes through the app's redactor). A
+    request's ``traceparent`` makes its turn part of the caller's trace when the caller
+    is trusted (``_trace_trust``); a client's ``baggage`` is never adopted.
 
     ``app.state`` exposes ``registry``, ``drain``, ``turn_tasks`` (turns running),
     ``known_secrets``, ``redactor`` (``None`` when redaction is off), ``flags`` (the
@@ -280,11 +281,15 @@ def create_app(
     known = known if known is not None else KnownSecrets()
     secrets = SecretResolver(secrets_dir=settings.secrets_dir, known=known)
     redactor = _redactor(settings, known, agent_metrics)
+    if redactor is not None:
+        # Content on spans goes through the same redactor as replies and log lines.
+        tracing = tracing.redacting(_span_redaction(redactor))
     front_door, caller_limits = _build_front_door(settings, secrets)
+    verifier = build_front_door_verifier(settings, secrets=secrets)
     callers = RequestCallers(
         auth_enabled=settings.auth.enabled,
         front_door=front_door,
-        verifier=build_front_door_verifier(settings, secrets=secrets),
+        verifier=verifier,
         limits=caller_limits,
         allow_request_keys=settings.secrets.key_chain.allow_request_keys,
     )
@@ -453,7 +458,6 @@ def create_app(
                 live=live,
                 usage=usage,
                 tracing=tracing,
-                turn_span_kind=SpanKind.SERVER,
             )
             await lifecycle.refresh_gauges()
             if run_sweeper and lifecycle.tick_s > 0:
@@ -507,7 +511,9 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(TraceContextMiddleware),
+            Middleware(
+                TraceContextMiddleware, trust=_trace_trust(settings, verifier), baggage=False
+            ),
             Middleware(CorrelationMiddleware),
             Middleware(HttpMetricsMiddleware, metrics=http_metrics),
         ],
@@ -535,6 +541,33 @@ def _build_front_door(
     door = FrontDoor(settings.auth, secrets=secrets, data_dir=settings.data_dir)
     limits = CallerLimits(settings.auth.limits, storage_uri=settings.redis_url or "memory://")
     return door, limits
+
+
+def _trace_trust(settings: KeelSettings, verifier: FrontDoorVerifier | None) -> TrustCaller | None:
+    """Whose trace context the replica adopts: anyone's with ``tracing.trust_incoming``
+    (``None``: no check); else only a request the router vouched for with a valid
+    front-door assertion (the router already dropped its client's context unless it
+    trusts it). A client that reaches the replica directly, with auth on or off, then
+    starts a trace of its own: it cannot pick trace ids or force sampling."""
+    if settings.tracing.trust_incoming:
+        return None
+
+    def vouched_for(headers: Headers) -> bool:
+        assertion = headers.get(CALLER_HEADER)
+        if assertion is None or verifier is None:
+            return False
+        try:
+            verifier.verify(assertion)  # cached: the caller check verifies it again
+        except KeelError:
+            return False
+        return True
+
+    return vouched_for
+
+
+def _span_redaction(redactor: SecretRedactor) -> Redact:
+    # Not counted: a secret on a span is also in the reply, a tool result or the input.
+    return lambda text: redactor.redact(text, where="span", record=False)
 
 
 def _redactor(

@@ -43,8 +43,6 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from opentelemetry.trace import SpanKind
-
 from agentkeel.config.live import TurnSettings
 from agentkeel.errors import QuotaExhausted, TokenBudgetExhausted
 from agentkeel.models.counting import ByteBound, TokenCounter, text_bound, tool_call_bound
@@ -63,10 +61,9 @@ from agentkeel.resilience.clock import Clock
 from agentkeel.resilience.ratelimit import RateLimiter
 from agentkeel.resilience.retry import retry_after_seconds
 from agentkeel.runtime.usage import UsageMeter
-from agentkeel.telemetry import semconv
 from agentkeel.telemetry.log_categories import Category
 from agentkeel.telemetry.metrics import AgentMetrics
-from agentkeel.telemetry.tracing import Tracing, mark_failed, tracing_off
+from agentkeel.telemetry.tracing import Tracing, start_tool_span, tracing_off
 from agentkeel.tools.memory_tools import MEMORY_WRITE_TOOLS
 from agentkeel.tools.types import ToolContext, ToolResult, ToolSet
 
@@ -416,9 +413,8 @@ class GuardedTools:
         memory_writes: bool = True,
         tracing: Tracing | None = None,
     ) -> None:
-        tracing = tracing or tracing_off()
-        self._tracer = tracing.tracer("agentkeel.runtime.tools")
-        self._capture_content = tracing.capture_content
+        self._tracing = tracing or tracing_off()
+        self._tracer = self._tracing.tracer("agentkeel.runtime.tools")
         self._toolset = toolset
         self._context = context
         self._memory_writes = memory_writes
@@ -458,36 +454,18 @@ class GuardedTools:
             await self._sink(
                 "tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments}
             )
-        with self._tracer.start_as_current_span(
-            semconv.span_name(semconv.OP_EXECUTE_TOOL, call.name),
-            kind=SpanKind.INTERNAL,
-            record_exception=False,
-            set_status_on_exception=False,
+        with start_tool_span(
+            self._tracing,
+            self._tracer,
+            tool=call.name,
+            arguments=call.arguments,
+            call_id=call.id,
         ) as span:
-            recording = span.is_recording()
-            if recording:
-                span.set_attributes(
-                    {
-                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
-                        semconv.GEN_AI_TOOL_NAME: call.name,
-                        semconv.GEN_AI_TOOL_CALL_ID: call.id,
-                        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
-                    }
-                )
-                if self._capture_content:
-                    span.set_attribute(
-                        semconv.GEN_AI_TOOL_CALL_ARGUMENTS, _canonical(call.arguments)
-                    )
             start = self._clock.monotonic()
             result = await self._guarded_call(call)
             elapsed = max(0.0, self._clock.monotonic() - start)
             duration_ms = round(elapsed * 1000, 3)
-            if recording:
-                span.set_attribute(semconv.KEEL_TOOL_STATUS, result.status)
-                if self._capture_content:
-                    span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, result.content)
-            if result.status != "success":
-                mark_failed(span, result.status, result.error)
+            span.finish(status=result.status, result=result.content, error=result.error)
             self._log.log(
                 logging.INFO if result.status == "success" else logging.WARNING,
                 "tool call %s: %s%s",
@@ -584,11 +562,11 @@ class GuardedTools:
                 call.name, dict(call.arguments), context=self._context
             )
         except Exception as exc:
-            # A broken tool source must not fail the turn: the model reads the failure.
+            # A broken tool source must not fail the turn: the model reads the failure
+            # (redacted, by the sanitizer's tool set); the log line and span get its type
+            # only, since an exception's text may quote the call's arguments.
             return ToolResult(
-                status="failure",
-                content=f"{call.name} failed: {exc}",
-                error=f"{type(exc).__name__}: {exc}",
+                status="failure", content=f"{call.name} failed: {exc}", error=type(exc).__name__
             )
         if result.stop_reason is not None:
             # The tool source's own guardrail (the session's call budget) ends the loop.

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
@@ -50,20 +51,29 @@ def run_agent_server(
     sinks = configure_logging(
         service=default_name, level=settings.log_level, settings=settings.logging
     )
-    install_tracing(settings.tracing, service="agent", instance_id=settings.server.replica_id)
     try:
-        return _run_agent_server(settings, agent_entrypoint=agent_entrypoint, source_of=source_of)
+        # Shut down (the last spans exported) before the log sinks close: its errors are logged.
+        with ExitStack() as stack:
+            return _run_agent_server(
+                settings, stack, agent_entrypoint=agent_entrypoint, source_of=source_of
+            )
     finally:
         sinks.close()
 
 
 def _run_agent_server(
     settings: KeelSettings,
+    stack: ExitStack,
     *,
     agent_entrypoint: str | None,
     source_of: Callable[[str], str] | None,
 ) -> int:
     try:
+        stack.enter_context(
+            install_tracing(
+                settings.tracing, service="agent", instance_id=settings.server.replica_id
+            )
+        )
         agent = load_agent(agent_entrypoint) if agent_entrypoint else None
         app = create_app(settings, agent=agent, source_of=source_of)
         if app.state.redactor is not None:

@@ -22,11 +22,13 @@ caller does not own exactly as an unknown one (404 ``session_not_found``, the
 same message), before anything else could tell them apart: before the session
 lock (a running turn would be a 409) and before the ended check (a 410).
 
-Every turn is one ``invoke_agent {agent}`` span (GenAI conventions, ``semconv.py``;
-SERVER on the agent server, where the turn is the request, else INTERNAL), the
-parent of its ``chat`` and ``execute_tool`` spans, and ends with one ``turn`` log
-line inside it (turn, steps, tool calls, tokens, duration, status: INFO, or
-WARNING with the error code), so the line carries the turn's trace and span ids.
+Every turn is one ``invoke_agent {agent}`` span (GenAI conventions, ``semconv.py``:
+INTERNAL, the agent runs in this process), the parent of its ``chat`` and
+``execute_tool`` spans, and ends with one ``turn`` log line inside it (turn, steps,
+tool calls, tokens, duration, status: INFO, or WARNING with the error code), so the
+line carries the turn's trace and span ids. With ``tracing.capture_content`` the span
+holds the input once it passed validation (a refused one is never recorded) and the
+reply, both through ``Tracing.set_content`` (redacted).
 """
 
 from __future__ import annotations
@@ -131,6 +133,8 @@ class _TurnProgress:
     """How far a turn got, for its span and its log line however it ends."""
 
     number: int | None = None
+    content: str | None = None
+    """The input once it passed validation (what the agent reads)."""
     model: GuardedModel | None = None
     tools: GuardedTools | None = None
     reply: str | None = None
@@ -195,8 +199,7 @@ class AgentService:
     ``replica`` names this process in the store (the session's last replica);
     ``lifecycle`` ends, counts and purges sessions (default: the built-in
     ``SessionSettings`` over the same store, metrics and clock). ``tracing`` records
-    each turn's spans (default: none); ``turn_span_kind`` is ``SERVER`` where each turn
-    is a request (the agent server).
+    each turn's spans (default: none).
     """
 
     def __init__(
@@ -222,7 +225,6 @@ class AgentService:
         live: LiveSettings | None = None,
         usage: UsageMeter | None = None,
         tracing: Tracing | None = None,
-        turn_span_kind: SpanKind = SpanKind.INTERNAL,
     ) -> None:
         self.agent = agent
         self.agent_id = agent_id
@@ -261,7 +263,6 @@ class AgentService:
         self._locks = _SessionLocks()
         self.tracing = tracing or tracing_off()
         self._tracer = self.tracing.tracer("agentkeel.runtime")
-        self._turn_span_kind = turn_span_kind
         self._turn_span_name = semconv.span_name(semconv.OP_INVOKE_AGENT, agent_id)
 
     # -- sessions -------------------------------------------------------------
@@ -397,12 +398,12 @@ class AgentService:
         progress = _TurnProgress()
         with self._tracer.start_as_current_span(
             self._turn_span_name,
-            kind=self._turn_span_kind,
+            kind=SpanKind.INTERNAL,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
             if span.is_recording():
-                self._describe_turn(span, session_id, content)
+                self._describe_turn(span, session_id)
             try:
                 outcome = await self._run_turn(session_id, content, sink, progress, start)
             except KeelError as exc:
@@ -435,6 +436,8 @@ class AgentService:
                 # Without live settings the input is checked before waiting for the lock;
                 # with them, once the turn's own limits are known (a flag may raise them).
                 checked = self._validate(content) if self.live is None else None
+                if checked is not None:
+                    progress.content = checked.content
                 self.metrics.turns_in_flight.inc()
                 try:
                     wait_s = (
@@ -458,7 +461,7 @@ class AgentService:
         self.metrics.turn_tokens_for(self.agent_id).observe(outcome.usage.total_tokens)
         return outcome
 
-    def _describe_turn(self, span: Span, session_id: str, content: str) -> None:
+    def _describe_turn(self, span: Span, session_id: str) -> None:
         span.set_attributes(
             {
                 semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_AGENT,
@@ -471,8 +474,6 @@ class AgentService:
         correlation_id = get_correlation_id()
         if correlation_id is not None:
             span.set_attribute(semconv.KEEL_CORRELATION_ID, correlation_id)
-        if self.tracing.capture_content:
-            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, text_message_json("user", content))
 
     def _end_turn(
         self,
@@ -498,8 +499,13 @@ class AgentService:
             )
             if progress.number is not None:
                 span.set_attribute(semconv.KEEL_TURN, progress.number)
+            if self.tracing.capture_content and progress.content is not None:
+                self.tracing.set_content(
+                    span, semconv.GEN_AI_INPUT_MESSAGES, text_message_json("user", progress.content)
+                )
             if self.tracing.capture_content and progress.reply is not None:
-                span.set_attribute(
+                self.tracing.set_content(
+                    span,
                     semconv.GEN_AI_OUTPUT_MESSAGES,
                     text_message_json("assistant", progress.reply, finish_reason="stop"),
                 )
@@ -594,6 +600,7 @@ class AgentService:
         guardrails = settings.guardrails if settings is not None else self.guardrails
         if checked is None:
             checked = self._validate(content, guardrails)
+        progress.content = checked.content
         limit = guardrails.max_turns_per_session
         if session.turn_count >= limit:
             self.metrics.guardrails_for("turn_limit", self.agent_id).inc()

@@ -6,8 +6,17 @@ incoming ones are read here with the API's global propagator (W3C ``traceparent`
 tracing on or off: with it off, the services record no spans, but their log lines still
 carry the ``trace_id`` of a caller that traces.
 
-- ``TraceContextMiddleware``: plain ASGI; the request runs inside the caller's context,
-  so its log lines (and any span it opens) join the caller's trace;
+Whose context is adopted. The hops inside the stack (router to replica, replica to
+the memory and tool servers) are authenticated service calls and always propagate. A
+public client is another matter: a ``traceparent`` it picks (a sampled flag included)
+would decide what the collector keeps, whatever ``tracing.sample_ratio`` says. So the
+front door (the router, or a replica a client reaches directly) adopts a client's
+context only with ``tracing.trust_incoming``; otherwise the request starts a trace of
+its own. A client's ``baggage`` is never adopted there, so it is never passed on.
+
+- ``TraceContextMiddleware``: plain ASGI; the request runs inside the caller's context
+  (when ``trust`` says so), so its log lines (and any span it opens) join the caller's
+  trace;
 - ``incoming_context``: the context a header mapping names, for handlers that run
   outside the request's task (the MCP SDK's);
 - ``trace_log_fields``: ``trace_id`` and ``span_id`` of a raw ``traceparent``, for the
@@ -16,16 +25,29 @@ carry the ``trace_id`` of a caller that traces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["TraceContextMiddleware", "incoming_context", "trace_log_fields"]
+__all__ = [
+    "BAGGAGE",
+    "CLIENT_CONTEXT_HEADERS",
+    "TraceContextMiddleware",
+    "TrustCaller",
+    "incoming_context",
+    "trace_log_fields",
+]
 
 TRACEPARENT = "traceparent"
-_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+BAGGAGE = "baggage"
+CLIENT_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+"""The request headers that carry a caller's trace context (lowercase, as sent)."""
+
+TrustCaller = Callable[[Headers], bool]
+"""Whether a request's caller may name the trace it joins (given the request's headers)."""
 
 
 def incoming_context(headers: Mapping[str, str]) -> Context | None:
@@ -53,10 +75,21 @@ def trace_log_fields(traceparent: bytes | None) -> dict[str, str]:
 
 class TraceContextMiddleware:
     """Runs each HTTP request inside the trace context its headers carry (nothing to do
-    for a request without ``traceparent``)."""
+    for a request without ``traceparent``).
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``trust`` (default: every caller, the hops inside the stack) decides per request
+    whether the caller's context is adopted; a request it refuses runs in no trace, so
+    its work starts one of its own. ``baggage=False`` never adopts the caller's baggage
+    (a front door: it would ride along on every request the work sends)."""
+
+    def __init__(
+        self, app: ASGIApp, *, trust: TrustCaller | None = None, baggage: bool = True
+    ) -> None:
         self.app = app
+        self.trust = trust
+        self.headers = (
+            CLIENT_CONTEXT_HEADERS if baggage else CLIENT_CONTEXT_HEADERS - {BAGGAGE.encode()}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,10 +98,10 @@ class TraceContextMiddleware:
         carrier = {
             key.decode("latin-1"): value.decode("latin-1")
             for key, value in scope["headers"]
-            if key in _CONTEXT_HEADERS
+            if key in self.headers
         }
         extracted = incoming_context(carrier) if carrier else None
-        if extracted is None:
+        if extracted is None or (self.trust is not None and not self.trust(Headers(scope=scope))):
             await self.app(scope, receive, send)
             return
         token = context.attach(extracted)

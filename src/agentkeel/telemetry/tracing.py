@@ -11,14 +11,23 @@ continued), and a ``BatchSpanProcessor`` feeding the OTLP/HTTP exporter
 no SDK provider and no exporter: spans go to the API's no-op tracer, which records
 nothing.
 
+Content (``tracing.capture_content``) goes on a span only through
+``Tracing.set_content``, which runs the process's secrets redactor over it first
+(``Tracing.redacting``; the agent and tool servers pass theirs), string by string
+for the attributes that hold JSON. ``start_tool_span`` is the one ``execute_tool``
+span set-up, on the replica (INTERNAL) and on the tool server (SERVER).
+
 How an app gets its tracer. The OpenTelemetry API keeps one global tracer provider
 per process. keel sets it in one place only, and never at import:
 
 - ``keel serve <service>`` runs one service per process and calls
   ``install_tracing(settings.tracing, service=...)`` once, right after configuring
-  logging: the provider becomes the process's global one (so libraries that trace
-  through the global API, such as the MCP SDK's client spans, join the same traces)
-  and is flushed and shut down at exit;
+  logging and inside the start-up's error handling (a bad ``headers_file`` is a
+  "cannot start" line and exit code 1): the provider becomes the process's global
+  one (so libraries that trace through the global API, such as the MCP SDK's client
+  spans, join the same traces). The ``with`` block around the service flushes and
+  shuts it down before the log sinks are closed, so the last exports' errors are
+  logged;
 - every app factory takes ``tracing: Tracing | None``; without one it uses
   ``process_tracing()``: the installed provider, or no tracing at all;
 - tests and programs that run two apps in one process pass each app its own
@@ -32,12 +41,17 @@ per process. keel sets it in one place only, and never at import:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Self
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
@@ -50,14 +64,17 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentkeel.config.tracing import TracingSettings
 from agentkeel.errors import ConfigError, SecretError
+from agentkeel.telemetry import semconv
 from agentkeel.telemetry.semconv import ERROR_TYPE, SCHEMA_URL
 
 __all__ = [
     "SERVICE_NAMESPACE_VALUE",
+    "Redact",
+    "ToolCallSpan",
     "Tracing",
     "build_tracing",
     "install_tracing",
@@ -65,6 +82,7 @@ __all__ = [
     "process_tracing",
     "read_headers_file",
     "service_resource",
+    "start_tool_span",
     "tracing_off",
 ]
 
@@ -75,17 +93,51 @@ EXPORT_TIMEOUT_S = 5.0
 """How long one export may take: bounds how long a process waits at exit for a
 collector that is down."""
 
+Redact = Callable[[str], str]
+"""Text with its secrets replaced (``SecretRedactor.redact`` bound to ``where="span"``)."""
+
 
 class Tracing:
-    """The tracer provider of one app, and whether its spans carry content.
+    """The tracer provider of one app, whether its spans carry content, and what cleans
+    that content.
 
     ``capture_content`` (``tracing.capture_content``) puts prompts, replies and tool
     arguments and results on spans; off by default, since they may hold personal data.
+    ``redact`` runs over every piece of content before it goes on a span (``None``:
+    put as it is). Used as a context manager, it is shut down when the block ends.
     """
 
-    def __init__(self, *, provider: trace.TracerProvider, capture_content: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        provider: trace.TracerProvider,
+        capture_content: bool = False,
+        redact: Redact | None = None,
+    ) -> None:
         self.provider = provider
         self.capture_content = capture_content
+        self.redact = redact
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def redacting(self, redact: Redact) -> Tracing:
+        """The same provider and content setting, with ``redact`` over every content
+        attribute (what an app factory does with its process's secrets redactor)."""
+        return Tracing(provider=self.provider, capture_content=self.capture_content, redact=redact)
+
+    def set_content(self, span: Span, attribute: str, text: str) -> None:
+        """Put content on ``span`` when ``capture_content`` is on and the span records,
+        with secrets replaced. ``attribute`` is one of ``semconv.CONTENT_ATTRIBUTES``; in
+        those that hold JSON each string is redacted, so the value stays valid JSON."""
+        if not self.capture_content or not span.is_recording():
+            return
+        if self.redact is not None:
+            text = _redacted(text, self.redact, json_text=attribute in semconv.JSON_CONTENT)
+        span.set_attribute(attribute, text)
 
     @property
     def enabled(self) -> bool:
@@ -166,7 +218,10 @@ def install_tracing(
     settings: TracingSettings, *, service: str, instance_id: str | None = None
 ) -> Tracing:
     """Build this process's tracing and, when it is on, make its provider the global one
-    (``keel serve`` calls this once, before building the app); flushed at exit."""
+    (``keel serve`` calls this once, before building the app). Shut it down before the
+    log sinks close (``with install_tracing(...):``), so the last exports' errors are
+    logged; an interpreter exit without that still flushes it. Raises ``SecretError`` or
+    ``ConfigError`` for a headers file that cannot be read or parsed."""
     tracing = build_tracing(
         settings, service=service, instance_id=instance_id, shutdown_on_exit=True
     )
@@ -189,6 +244,63 @@ def process_tracing(*, capture_content: bool = False) -> Tracing:
     if isinstance(provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider):
         return tracing_off()
     return Tracing(provider=provider, capture_content=capture_content)
+
+
+class ToolCallSpan:
+    """The ``execute_tool`` span of one tool call (``start_tool_span``)."""
+
+    def __init__(self, span: Span, tracing: Tracing) -> None:
+        self.span = span
+        self._tracing = tracing
+
+    def finish(self, *, status: str, result: str, error: str | None = None) -> None:
+        """Record how the call ended: ``keel.tool.status``, the result (content, when
+        captured) and, unless it succeeded, ``error.type`` with ``error`` as the status
+        description (a reason code, never content)."""
+        if self.span.is_recording():
+            self.span.set_attribute(semconv.KEEL_TOOL_STATUS, status)
+            self._tracing.set_content(self.span, semconv.GEN_AI_TOOL_CALL_RESULT, result)
+        if status != "success":
+            mark_failed(self.span, status, error)
+
+
+@contextmanager
+def start_tool_span(
+    tracing: Tracing,
+    tracer: trace.Tracer,
+    *,
+    tool: str,
+    arguments: Mapping[str, Any],
+    kind: SpanKind = SpanKind.INTERNAL,
+    call_id: str | None = None,
+    correlation_id: str | None = None,
+    parent: Context | None = None,
+) -> Iterator[ToolCallSpan]:
+    """The current ``execute_tool {tool}`` span of one call, with the GenAI tool
+    attributes and, when captured, its arguments; ``parent`` is the caller's context
+    when it is not the current one (the tool server's handler). Exceptions are not
+    recorded on it: call ``finish`` with the outcome."""
+    with tracer.start_as_current_span(
+        semconv.span_name(semconv.OP_EXECUTE_TOOL, tool),
+        context=parent,
+        kind=kind,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        if span.is_recording():
+            attributes: dict[str, str] = {
+                semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
+                semconv.GEN_AI_TOOL_NAME: tool,
+                semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+            }
+            if call_id:
+                attributes[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+            if correlation_id:
+                attributes[semconv.KEEL_CORRELATION_ID] = correlation_id
+            span.set_attributes(attributes)
+            if tracing.capture_content:
+                tracing.set_content(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, _json(arguments))
+        yield ToolCallSpan(span, tracing)
 
 
 def read_headers_file(path: Path | None) -> dict[str, str]:
@@ -225,6 +337,38 @@ def mark_failed(span: Span, error_type: str, description: str | None = None) -> 
     if span.is_recording():
         span.set_attribute(ERROR_TYPE, error_type)
         span.set_status(Status(StatusCode.ERROR, description))
+
+
+def _redacted(text: str, redact: Redact, *, json_text: bool) -> str:
+    """``text`` redacted; JSON string by string, so a replacement never breaks it."""
+    if not json_text:
+        return redact(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return redact(text)
+    cleaned, changed = _redact_strings(value, redact)
+    return _json(cleaned) if changed else text
+
+
+def _redact_strings(value: Any, redact: Redact) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        cleaned = redact(value)
+        return cleaned, cleaned != value
+    if isinstance(value, list):
+        items = [_redact_strings(item, redact) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    if isinstance(value, dict):
+        pairs = {key: _redact_strings(item, redact) for key, item in value.items()}
+        return (
+            {key: item for key, (item, _) in pairs.items()},
+            any(changed for _, changed in pairs.values()),
+        )
+    return value, False
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _version() -> str:

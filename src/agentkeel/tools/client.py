@@ -12,7 +12,9 @@ built-ins first, then the MCP servers of ``tools.servers``). Per call, in order:
 4. a timeout (``tools.call_timeout_s`` or the server's ``timeout_s``);
 5. a cap on the result's size (``tools.max_result_chars``), with a marker.
 
-The client never raises for a tool problem (a failed result says why in ``error``);
+The client never raises for a tool problem (a failed result says why in ``error``: a
+reason the client wrote, or an exception's type and source, never the exception's
+text, which may quote the call's arguments);
 the turn's guarded handle adds the allowlist, the storm detector,
 ``agent_tool_calls_total{tool,status}``, the call's span and its one log line.
 """
@@ -203,10 +205,12 @@ class GuardedToolsClient:
             )
         except Exception as exc:
             breaker.record_failure()
+            # The model reads the exception's text (redacted by the turn's sanitizer); the
+            # log line and span get its type and source only: the text may quote arguments.
             return ToolResult(
                 status="failure",
                 content=f"{name} failed: {exc}",
-                error=f"{type(exc).__name__} from {source}: {exc}",
+                error=f"{type(exc).__name__} from {source}",
             )
         elapsed = max(0.0, self._clock.monotonic() - start)
         if result.status == "timeout":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
@@ -31,14 +32,15 @@ def run_tool_server(settings: KeelSettings, *, tools_modules: Sequence[str] = ()
     ``tools.server.tools_modules``. Blocks; returns the process exit code.
     """
     sinks = configure_logging(service="tools", level=settings.log_level, settings=settings.logging)
-    install_tracing(settings.tracing, service="tools")
     try:
-        return _run_tool_server(settings, tools_modules)
+        # Shut down (the last spans exported) before the log sinks close: its errors are logged.
+        with ExitStack() as stack:
+            return _run_tool_server(settings, tools_modules, stack)
     finally:
         sinks.close()
 
 
-def _run_tool_server(settings: KeelSettings, tools_modules: Sequence[str]) -> int:
+def _run_tool_server(settings: KeelSettings, tools_modules: Sequence[str], stack: ExitStack) -> int:
     redact_logs(SecretRedactor())
     if tools_modules:
         server = settings.tools.server
@@ -54,7 +56,10 @@ def _run_tool_server(settings: KeelSettings, tools_modules: Sequence[str]) -> in
             }
         )
     try:
+        stack.enter_context(install_tracing(settings.tracing, service="tools"))
         app = create_app(settings)
+        # The app's redactor also knows the secret values the server read.
+        redact_logs(app.state.redactor)
         install_audit_file(settings.data_dir, service="tools", registry=app.state.registry)
     except KeelError as exc:
         logger.error("cannot start the tool server: %s", exc.message)

@@ -40,7 +40,6 @@ own server span is left out, so a call is one server span. Each call also logs o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -75,8 +74,9 @@ from agentkeel.identity.factory import build_caller_verifier
 from agentkeel.memory.client import MemoryClient, build_memory_client
 from agentkeel.memory.metrics import MemoryClientMetrics
 from agentkeel.resilience.clock import Clock
+from agentkeel.secrets.known import KnownSecrets
+from agentkeel.secrets.redact import SecretRedactor
 from agentkeel.secrets.resolver import SecretResolver
-from agentkeel.telemetry import semconv
 from agentkeel.telemetry.correlation import (
     HEADER,
     accept_correlation_id,
@@ -87,7 +87,7 @@ from agentkeel.telemetry.log_categories import Category
 from agentkeel.telemetry.metrics import HttpMetrics, ToolServerMetrics
 from agentkeel.telemetry.middleware import CorrelationMiddleware, HttpMetricsMiddleware
 from agentkeel.telemetry.trace_context import TraceContextMiddleware, incoming_context
-from agentkeel.telemetry.tracing import Tracing, mark_failed, process_tracing, tracing_off
+from agentkeel.telemetry.tracing import Tracing, process_tracing, start_tool_span, tracing_off
 from agentkeel.tools.access import (
     JSONRPC_FORBIDDEN,
     JSONRPC_UNAUTHORIZED,
@@ -251,38 +251,19 @@ def create_mcp_server(
                 },
             )
             raise MCPError(JSONRPC_UNAUTHORIZED, exc.message) from exc
-        with tracer.start_as_current_span(
-            semconv.span_name(semconv.OP_EXECUTE_TOOL, params.name),
-            context=_caller_trace(ctx),
+        with start_tool_span(
+            tracing,
+            tracer,
+            tool=params.name,
+            arguments=params.arguments or {},
             kind=SpanKind.SERVER,
-            record_exception=False,
-            set_status_on_exception=False,
+            correlation_id=context.correlation_id,
+            parent=_caller_trace(ctx),
         ) as span:
-            recording = span.is_recording()
-            if recording:
-                span.set_attributes(
-                    {
-                        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
-                        semconv.GEN_AI_TOOL_NAME: params.name,
-                        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
-                    }
-                )
-                if context.correlation_id:
-                    span.set_attribute(semconv.KEEL_CORRELATION_ID, context.correlation_id)
-                if tracing.capture_content:
-                    span.set_attribute(
-                        semconv.GEN_AI_TOOL_CALL_ARGUMENTS,
-                        json.dumps(params.arguments or {}, ensure_ascii=False, default=str),
-                    )
             start = time.perf_counter()
             result = await toolset.call(params.name, dict(params.arguments or {}), context=context)
             elapsed = time.perf_counter() - start
-            if recording:
-                span.set_attribute(semconv.KEEL_TOOL_STATUS, result.status)
-                if tracing.capture_content:
-                    span.set_attribute(semconv.GEN_AI_TOOL_CALL_RESULT, result.content)
-            if result.status != "success":
-                mark_failed(span, result.status, result.error)
+            span.finish(status=result.status, result=result.content, error=result.error)
             if metrics is not None:
                 metrics.tool_calls.labels(label, result.status).inc()
                 metrics.tool_duration.labels(label).observe(elapsed)
@@ -341,13 +322,19 @@ def create_app(
     the caller public key from ``identity.public_key_file`` (or
     ``secrets_dir/caller_public_key``); ``clock`` also times assertion expiry.
     A tokens file that does not parse or a key that is not Ed25519 raises here.
-    ``tracing`` records the calls' spans (default: the process's, ``telemetry/tracing.py``).
-    ``app.state`` exposes ``registry``, ``toolset`` and ``memory_client``.
+    ``tracing`` records the calls' spans (default: the process's, ``telemetry/tracing.py``);
+    with ``capture_content``, the arguments and results on them go through the server's
+    secrets redactor (the values it read, and secret-shaped strings).
+    ``app.state`` exposes ``registry``, ``toolset``, ``memory_client`` and ``redactor``
+    (for the process's log lines).
 
     >>> app = create_app(load_settings().settings)
     """
     server_settings = settings.tools.server
-    secrets = SecretResolver(secrets_dir=settings.secrets_dir)
+    known = KnownSecrets()
+    secrets = SecretResolver(secrets_dir=settings.secrets_dir, known=known)
+    # The process's redactor: tool arguments and results on spans, and the log lines.
+    redactor = SecretRedactor(known=known)
     access = ToolAccess(settings=server_settings, secrets=secrets)
     has_tokens = access.configured()
     verifier = build_caller_verifier(
@@ -357,7 +344,9 @@ def create_app(
         time=clock.time if clock is not None else None,
     )
     registry = registry if registry is not None else CollectorRegistry()
-    tracing = tracing or process_tracing(capture_content=settings.tracing.capture_content)
+    tracing = (
+        tracing or process_tracing(capture_content=settings.tracing.capture_content)
+    ).redacting(lambda text: redactor.redact(text, where="span", record=False))
     http_metrics = HttpMetrics(registry)
     tool_metrics = ToolServerMetrics(registry)
     owned_memory: MemoryClient | None = None
@@ -450,6 +439,7 @@ def create_app(
     app.state.registry = registry
     app.state.toolset = toolset
     app.state.memory_client = memory_client
+    app.state.redactor = redactor
     return app
 
 

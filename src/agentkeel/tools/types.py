@@ -37,8 +37,8 @@ class ToolResult:
     error: str | None = None
     """Why a call did not succeed, for the replica's log line and span: the guardrail's
     name for a refusal (``tool_storm``, ``tool_rate_limit``, ...), or what went wrong
-    (no answer in time, the server unreachable, the exception). The model reads
-    ``content``, never this."""
+    (no answer in time, the server unreachable, the exception's type; never its text,
+    which may quote the arguments). The model reads ``content``, never this."""
 
     @property
     def is_error(self) -> bool:
