@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: server processes, percentiles, RSS, printing.
+"""Shared pieces of the benchmarks: server processes, the agent server in process,
+percentiles, RSS, printing.
 
 Servers always run in their own process, so the load generator (this process)
 and the server do not share one event loop or one GIL. Both still share the
@@ -18,15 +19,26 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psycopg
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
+from starlette.applications import Starlette
+
+from agentkeel.config.settings import KeelSettings
+from agentkeel.models.gateway import ModelGateway
+from agentkeel.models.scripted import ScriptedProvider, StepLike
+from agentkeel.resilience.clock import Clock
+from agentkeel.runtime.app import create_app
+from agentkeel.runtime.stores import open_store
+from agentkeel.telemetry.metrics import ModelMetrics
+from agentkeel.telemetry.tracing import Tracing
 
 READY_TIMEOUT_S = 120.0
 
@@ -268,3 +280,55 @@ def agent_replica(*, latency_s: float = 0.0) -> Iterator[Running]:
             log_dir=directory,
         ) as running:
             yield running
+
+
+def scripted_gateway(
+    script: Sequence[StepLike],
+    *,
+    settings: KeelSettings,
+    clock: Clock,
+    registry: CollectorRegistry,
+    tracing: Tracing | None = None,
+) -> ModelGateway:
+    """A model gateway over one scripted model: no breakers, the settings' retries."""
+    return ModelGateway(
+        providers=[ScriptedProvider(script=script, clock=clock)],
+        breakers={},
+        retry=settings.retry,
+        metrics=ModelMetrics(registry),
+        clock=clock,
+        tracing=tracing,
+    )
+
+
+@asynccontextmanager
+async def agent_app(
+    settings: KeelSettings,
+    *,
+    gateway: ModelGateway | None,
+    store_url: str | None = None,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    tracing: Tracing | None = None,
+    run_sweeper: bool = True,
+) -> AsyncIterator[Starlette]:
+    """The agent server in this process, its lifespan entered for the block. What is
+    ``None`` the app builds from ``settings`` (the gateway, the store, the clock...); a
+    store at ``store_url`` is opened here and closed after the app."""
+    async with AsyncExitStack() as stack:
+        store = None
+        if store_url is not None:
+            store = open_store(store_url)
+            await store.open()
+            stack.push_async_callback(store.aclose)
+        app = create_app(
+            settings,
+            gateway=gateway,
+            store=store,
+            clock=clock,
+            registry=registry,
+            run_sweeper=run_sweeper,
+            tracing=tracing,
+        )
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        yield app

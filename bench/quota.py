@@ -20,7 +20,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -31,21 +31,18 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from agentkeel.config.layers import load_settings
-from agentkeel.models.gateway import ModelGateway
-from agentkeel.models.scripted import ScriptedProvider
 from agentkeel.resilience.budget import BudgetLimits, TokenBudget
 from agentkeel.resilience.clock import SystemClock
-from agentkeel.runtime.app import create_app
 from agentkeel.runtime.service import AgentService
-from agentkeel.runtime.stores import open_store
-from agentkeel.telemetry.metrics import ModelMetrics
 from bench._common import (
     Figure,
+    agent_app,
     median,
     parse_bench_args,
     percentile,
     postgres_schema,
     print_figures,
+    scripted_gateway,
 )
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -103,27 +100,15 @@ async def service_for(ledger: Ledger, *, quotas_on: bool) -> AsyncIterator[Agent
     ).settings
     clock = SystemClock()
     registry = CollectorRegistry()
-    provider = ScriptedProvider(script=(), clock=clock)
-    gateway = ModelGateway(
-        providers=[provider],
-        breakers={},
-        retry=settings.retry,
-        metrics=ModelMetrics(registry),
+    gateway = scripted_gateway((), settings=settings, clock=clock, registry=registry)
+    async with agent_app(
+        settings,
+        gateway=gateway,
+        store_url=ledger.store_url,
         clock=clock,
-    )
-    async with AsyncExitStack() as stack:
-        store = open_store(ledger.store_url)
-        await store.open()
-        stack.push_async_callback(store.aclose)
-        app = create_app(
-            settings,
-            gateway=gateway,
-            store=store,
-            clock=clock,
-            registry=registry,
-            run_sweeper=False,
-        )
-        await stack.enter_async_context(app.router.lifespan_context(app))
+        registry=registry,
+        run_sweeper=False,
+    ) as app:
         service: AgentService = app.state.service
         yield service
         if ledger.redis_url:

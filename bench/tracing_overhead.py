@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,21 +39,19 @@ from prometheus_client import CollectorRegistry
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.tracing import TracingSettings
-from agentkeel.models.gateway import ModelGateway
-from agentkeel.models.scripted import CallTools, Say, ScriptedProvider, StepLike
+from agentkeel.models.scripted import CallTools, Say, StepLike
 from agentkeel.resilience.clock import SystemClock
-from agentkeel.runtime.app import create_app
 from agentkeel.runtime.service import AgentService
-from agentkeel.runtime.stores import open_store
-from agentkeel.telemetry.metrics import ModelMetrics
 from agentkeel.telemetry.tracing import Tracing, build_tracing, tracing_off
 from bench._common import (
     Figure,
+    agent_app,
     free_port,
     median,
     parse_bench_args,
     percentile,
     print_figures,
+    scripted_gateway,
     server_process,
 )
 
@@ -90,28 +88,18 @@ async def service_for(tracing: Tracing, directory: Path) -> AsyncIterator[AgentS
     ).settings
     clock = SystemClock()
     registry = CollectorRegistry()
-    gateway = ModelGateway(
-        providers=[ScriptedProvider(script=SCRIPT, clock=clock)],
-        breakers={},
-        retry=settings.retry,
-        metrics=ModelMetrics(registry),
-        clock=clock,
-        tracing=tracing,
+    gateway = scripted_gateway(
+        SCRIPT, settings=settings, clock=clock, registry=registry, tracing=tracing
     )
-    async with AsyncExitStack() as stack:
-        store = open_store(f"sqlite:///{directory / 'sessions.db'}")
-        await store.open()
-        stack.push_async_callback(store.aclose)
-        app = create_app(
-            settings,
-            gateway=gateway,
-            store=store,
-            clock=clock,
-            registry=registry,
-            run_sweeper=False,
-            tracing=tracing,
-        )
-        await stack.enter_async_context(app.router.lifespan_context(app))
+    async with agent_app(
+        settings,
+        gateway=gateway,
+        store_url=f"sqlite:///{directory / 'sessions.db'}",
+        clock=clock,
+        registry=registry,
+        tracing=tracing,
+        run_sweeper=False,
+    ) as app:
         yield app.state.service
 
 

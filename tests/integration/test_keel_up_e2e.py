@@ -180,6 +180,80 @@ def start_keel_up(tmp_path: Path) -> Iterator[StartKeelUp]:
         stop_keel_up(keel)
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptedPorts:
+    """One run of free loopback ports: the replicas first, then memory, tools, router."""
+
+    base: int
+    replicas: int
+
+    @property
+    def memory(self) -> int:
+        return self.base + self.replicas
+
+    @property
+    def tools(self) -> int:
+        return self.base + self.replicas + 1
+
+    @property
+    def router(self) -> int:
+        return self.base + self.replicas + 2
+
+    @classmethod
+    def free(cls, replicas: int) -> ScriptedPorts:
+        # One run, so no two services are handed the same port.
+        return cls(base=free_port_run(replicas + 3), replicas=replicas)
+
+
+def start_scripted_keel_up(
+    start_keel_up: StartKeelUp,
+    directory: Path,
+    *,
+    replicas: int,
+    latency_s: float,
+    tools: list[str],
+    tag: str,
+    extra: str = "",
+) -> tuple[KeelUp, ScriptedPorts]:
+    """``keel up --no-local-model`` over the scripted model (each reply ``latency_s``
+    late): each session's first turn asks for memory_store (tagged ``tag``), then says
+    "Noted."; later turns echo. ``extra`` is more of ``keel.yaml``."""
+    ports = ScriptedPorts.free(replicas)
+    script = directory / "script.yaml"
+    script.write_text(
+        f"""
+on_end: echo
+steps:
+  - tool_calls:
+      - {{tool: memory_store, arguments: {{content: "The user sails a red dinghy", tags: [{tag}]}}}}
+  - say: "Noted."
+"""
+    )
+    keel = start_keel_up(
+        f"""
+models:
+  - name: scripted
+    kind: scripted
+    latency_s: {latency_s}
+    script: {script}
+agent:
+  tools: [{", ".join(tools)}]
+memory:
+  port: {ports.memory}
+tools:
+  server:
+    port: {ports.tools}
+router:
+  port: {ports.router}
+up:
+  base_port: {ports.base}
+  replicas: {replicas}
+{extra}""",
+        "--no-local-model",
+    )
+    return keel, ports
+
+
 @pytest.mark.localmodel
 def test_three_turns_with_the_local_model_then_ctrl_c(start_keel_up: StartKeelUp) -> None:
     """keel up serves a three-turn conversation with the real local model and stops cleanly."""
@@ -260,52 +334,23 @@ def memories_matching(memory: str, token: str, namespace: str, text: str) -> lis
 def test_ctrl_c_lets_a_turn_in_flight_finish(tmp_path: Path, start_keel_up: StartKeelUp) -> None:
     """With the scripted model, a tool call stores a memory through the tool server, a session
     moves between replicas and Ctrl-C drains a live turn."""
-    # One run of free ports, so no two services are handed the same one.
-    base_port = free_port_run(5)
-    memory_port, tools_port, router_port = base_port + 2, base_port + 3, base_port + 4
-    # Each session's first turn asks for memory_store, then answers; later turns echo.
-    script = tmp_path / "script.yaml"
-    script.write_text(
-        """
-on_end: echo
-steps:
-  - tool_calls:
-      - {tool: memory_store, arguments: {content: "The user sails a red dinghy", tags: [e2e]}}
-  - say: "Noted."
-"""
-    )
-    keel = start_keel_up(
-        f"""
-models:
-  - name: scripted
-    kind: scripted
-    latency_s: 1.5
-    script: {script}
-agent:
-  tools: [calculator, current_time, memory_search, memory_store]
-memory:
-  port: {memory_port}
-tools:
-  server:
-    port: {tools_port}
-router:
-  port: {router_port}
-up:
-  base_port: {base_port}
-  replicas: 2
-server:
-  drain_timeout_s: 20
-""",
-        "--no-local-model",
+    keel, ports = start_scripted_keel_up(
+        start_keel_up,
+        tmp_path,
+        replicas=2,
+        latency_s=1.5,
+        tools=["calculator", "current_time", "memory_search", "memory_store"],
+        tag="e2e",
+        extra="server:\n  drain_timeout_s: 20\n",
     )
     pids = keel.wait_running()
     assert set(pids) == {"memory", "tools", "replica-1", "replica-2", "router"}, keel.diagnostics()
-    memory = f"http://127.0.0.1:{memory_port}"
-    first, second = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{base_port + 1}"
+    memory = f"http://127.0.0.1:{ports.memory}"
+    first, second = f"http://127.0.0.1:{ports.base}", f"http://127.0.0.1:{ports.base + 1}"
     with httpx.Client(timeout=60.0, trust_env=False) as client:
         assert client.get(f"{memory}/ready").status_code == 200
         # The tool server offers the memory tools only; calculator stays in-process.
-        tools_ready = client.get(f"http://127.0.0.1:{tools_port}/ready").json()
+        tools_ready = client.get(f"http://127.0.0.1:{ports.tools}/ready").json()
         assert sorted(tools_ready["tools"]) == ["memory_search", "memory_store"], tools_ready
 
         session_id = client.post(f"{first}/v1/sessions", json={"user_id": "e2e"}).json()[
@@ -346,6 +391,6 @@ server:
     assert code == 0, keel.diagnostics()
     assert results and results[0].status_code == 200, results
     assert results[0].json()["turn"] == 3
-    for port in (memory_port, tools_port, base_port, base_port + 1, router_port):
+    for port in (ports.memory, ports.tools, ports.base, ports.base + 1, ports.router):
         assert not listening(port), f"port {port} still answers after keel up stopped"
     assert not any(alive(pid) for pid in pids.values())

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from agentkeel.ops.log_reader import LineFilter, read_lines
-from agentkeel.testing.ports import free_port_run
 from tests.integration import test_keel_up_e2e as e2e
 
 pytestmark = pytest.mark.slow
@@ -51,44 +50,20 @@ def access_line(lines: list[dict[str, Any]], service: str) -> int:
 def test_one_turn_traced_across_router_replica_tools_and_memory(
     tmp_path: Path, start_keel_up: e2e.StartKeelUp
 ) -> None:
-    base_port = free_port_run(4)
-    memory_port, tools_port, router_port = base_port + 1, base_port + 2, base_port + 3
-    script = tmp_path / "script.yaml"
-    script.write_text(
-        """
-on_end: echo
-steps:
-  - tool_calls:
-      - {tool: memory_store, arguments: {content: "The user sails a red dinghy", tags: [trace]}}
-  - say: "Noted."
-"""
-    )
-    keel = start_keel_up(
-        f"""
-models:
-  - name: scripted
-    kind: scripted
-    latency_s: {MODEL_LATENCY_S}
-    script: {script}
-agent:
-  tools: [memory_search, memory_store]
-memory:
-  port: {memory_port}
-tools:
-  server:
-    port: {tools_port}
-router:
-  port: {router_port}
-up:
-  base_port: {base_port}
-  replicas: 1
-""",
-        "--no-local-model",
+    keel, ports = e2e.start_scripted_keel_up(
+        start_keel_up,
+        tmp_path,
+        replicas=1,
+        latency_s=MODEL_LATENCY_S,
+        tools=["memory_search", "memory_store"],
+        tag="trace",
     )
     pids = keel.wait_running()
     assert set(pids) == {"memory", "tools", "replica-1", "router"}, keel.diagnostics()
     correlation_id = f"trace-{uuid.uuid4().hex[:16]}"
-    with httpx.Client(base_url=f"http://127.0.0.1:{router_port}", timeout=60, trust_env=False) as c:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{ports.router}", timeout=60, trust_env=False
+    ) as c:
         session = c.post("/v1/sessions", json={"user_id": "sailor"}).json()["session_id"]
         turn = c.post(
             f"/v1/sessions/{session}/messages",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -61,6 +61,62 @@ class Stack:
         self.logs[name] = log
         return process
 
+    async def start_tools_and_agent(
+        self,
+        *,
+        turns: int,
+        env: Mapping[str, str] | None = None,
+        agent_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """The tool server (ready), then a replica over ``write_script(turns)`` that
+        discovered its tools (ready); ``env`` goes to both, ``agent_env`` to the replica."""
+        credentials = write_credentials(self.tmp_path / "credentials")
+        token_file = credentials.directory / "tools_agent_token"
+        token_file.write_text(TOKEN + "\n")
+        tools = self.start(
+            "tools",
+            "agentkeel.tools.serve",
+            {
+                **(env or {}),
+                "KEEL_TOOLS__SERVER__PORT": str(self.tools_port),
+                "KEEL_TOOLS__SERVER__TOKENS_FILE": str(credentials.tokens_file),
+                "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(credentials.public_key_file),
+                "KEEL_DATA_DIR": str(self.tmp_path),
+            },
+        )
+        async with httpx.AsyncClient(base_url=self.tools_url, timeout=10) as client:
+            await wait_ready(client, tools)
+        script = write_script(self.tmp_path / "script.yaml", turns=turns)
+        agent = self.start(
+            "agent",
+            "agentkeel.runtime.serve",
+            {
+                **(env or {}),
+                **(agent_env or {}),
+                "KEEL_MODELS": json.dumps(
+                    [{"name": "scripted", "kind": "scripted", "script": str(script)}]
+                ),
+                "KEEL_TOOLS__SERVERS": json.dumps(
+                    [
+                        {
+                            "name": "tools",
+                            "url": f"{self.tools_url}/mcp",
+                            "prefix": "remote_",
+                            "token_file": str(token_file),
+                            "audience": "agentkeel-tools",
+                        }
+                    ]
+                ),
+                "KEEL_IDENTITY__SIGNING_KEY_FILE": str(credentials.signing_key_file),
+                "KEEL_AGENT__TOOLS": json.dumps([TOOL]),
+                "KEEL_STORE__URL": f"sqlite:///{self.tmp_path / 'sessions.db'}",
+                "KEEL_DATA_DIR": str(self.tmp_path),
+                "KEEL_SERVER__PORT": str(self.agent_port),
+            },
+        )
+        async with httpx.AsyncClient(base_url=self.agent_url, timeout=10) as client:
+            await wait_ready(client, agent)
+
     def log_lines(self, name: str) -> list[dict[str, Any]]:
         """The JSON lines of a process's log (anything else it printed is skipped)."""
         lines = []
@@ -96,51 +152,11 @@ def write_script(path: Path, turns: int) -> Path:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """The tool server (ready), then a replica that discovered its tools (ready)."""
     running = Stack(tmp_path)
-    credentials = write_credentials(tmp_path / "credentials")
-    token_file = credentials.directory / "tools_agent_token"
-    token_file.write_text(TOKEN + "\n")
     try:
-        tools = running.start(
-            "tools",
-            "agentkeel.tools.serve",
-            {
-                "KEEL_TOOLS__SERVER__PORT": str(running.tools_port),
-                "KEEL_TOOLS__SERVER__TOKENS_FILE": str(credentials.tokens_file),
-                "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(credentials.public_key_file),
-                "KEEL_DATA_DIR": str(tmp_path),
-            },
+        await running.start_tools_and_agent(
+            turns=6,
+            agent_env={"KEEL_TOOLS__BREAKER__FAILURE_THRESHOLD": str(FAILURE_THRESHOLD)},
         )
-        async with httpx.AsyncClient(base_url=running.tools_url, timeout=10) as client:
-            await wait_ready(client, tools)
-        script = write_script(tmp_path / "script.yaml", turns=6)
-        agent = running.start(
-            "agent",
-            "agentkeel.runtime.serve",
-            {
-                "KEEL_MODELS": json.dumps(
-                    [{"name": "scripted", "kind": "scripted", "script": str(script)}]
-                ),
-                "KEEL_TOOLS__SERVERS": json.dumps(
-                    [
-                        {
-                            "name": "tools",
-                            "url": f"{running.tools_url}/mcp",
-                            "prefix": "remote_",
-                            "token_file": str(token_file),
-                            "audience": "agentkeel-tools",
-                        }
-                    ]
-                ),
-                "KEEL_IDENTITY__SIGNING_KEY_FILE": str(credentials.signing_key_file),
-                "KEEL_TOOLS__BREAKER__FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
-                "KEEL_AGENT__TOOLS": json.dumps([TOOL]),
-                "KEEL_STORE__URL": f"sqlite:///{tmp_path / 'sessions.db'}",
-                "KEEL_DATA_DIR": str(tmp_path),
-                "KEEL_SERVER__PORT": str(running.agent_port),
-            },
-        )
-        async with httpx.AsyncClient(base_url=running.agent_url, timeout=10) as client:
-            await wait_ready(client, agent)
         yield running
     finally:
         running.stop()

@@ -16,9 +16,7 @@ import httpx
 import pytest
 
 from agentkeel.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.integration.test_drain import wait_ready
-from tests.integration.test_mcp_correlation import TOOL, Stack, write_script
-from tests.tools.credentials import TOKEN, write_credentials
+from tests.integration.test_mcp_correlation import TOOL, Stack
 
 pytestmark = pytest.mark.slow
 
@@ -37,55 +35,15 @@ def receiver() -> Iterator[OtlpReceiver]:
 async def stack(tmp_path: Path, receiver: OtlpReceiver) -> AsyncIterator[Stack]:
     """The tool server, then a replica that uses it, both exporting to ``receiver``."""
     running = Stack(tmp_path)
-    credentials = write_credentials(tmp_path / "credentials")
-    token_file = credentials.directory / "tools_agent_token"
-    token_file.write_text(TOKEN + "\n")
-    tracing = {"KEEL_TRACING__OTLP_ENDPOINT": receiver.endpoint}
     try:
-        tools = running.start(
-            "tools",
-            "agentkeel.tools.serve",
-            {
-                **tracing,
-                "KEEL_TOOLS__SERVER__PORT": str(running.tools_port),
-                "KEEL_TOOLS__SERVER__TOKENS_FILE": str(credentials.tokens_file),
-                "KEEL_IDENTITY__PUBLIC_KEY_FILE": str(credentials.public_key_file),
-                "KEEL_DATA_DIR": str(tmp_path),
-            },
-        )
-        async with httpx.AsyncClient(base_url=running.tools_url, timeout=10) as client:
-            await wait_ready(client, tools)
-        script = write_script(tmp_path / "script.yaml", turns=TURNS)
-        agent = running.start(
-            "agent",
-            "agentkeel.runtime.serve",
-            {
-                **tracing,
+        await running.start_tools_and_agent(
+            turns=TURNS,
+            env={"KEEL_TRACING__OTLP_ENDPOINT": receiver.endpoint},
+            agent_env={
                 "KEEL_TRACING__TRUST_INCOMING": "true",
-                "KEEL_MODELS": json.dumps(
-                    [{"name": "scripted", "kind": "scripted", "script": str(script)}]
-                ),
-                "KEEL_TOOLS__SERVERS": json.dumps(
-                    [
-                        {
-                            "name": "tools",
-                            "url": f"{running.tools_url}/mcp",
-                            "prefix": "remote_",
-                            "token_file": str(token_file),
-                            "audience": "agentkeel-tools",
-                        }
-                    ]
-                ),
-                "KEEL_IDENTITY__SIGNING_KEY_FILE": str(credentials.signing_key_file),
-                "KEEL_AGENT__TOOLS": json.dumps([TOOL]),
-                "KEEL_STORE__URL": f"sqlite:///{tmp_path / 'sessions.db'}",
-                "KEEL_DATA_DIR": str(tmp_path),
-                "KEEL_SERVER__PORT": str(running.agent_port),
                 "KEEL_SERVER__REPLICA_ID": "replica-t1",
             },
         )
-        async with httpx.AsyncClient(base_url=running.agent_url, timeout=10) as client:
-            await wait_ready(client, agent)
         yield running
     finally:
         running.stop()

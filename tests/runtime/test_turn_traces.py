@@ -8,17 +8,16 @@ then redacted (a refused input never); and with tracing off, nothing recorded.""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bench._common import agent_app, scripted_gateway
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -28,14 +27,10 @@ from prometheus_client import CollectorRegistry
 from agentkeel.config.layers import load_settings
 from agentkeel.config.settings import KeelSettings
 from agentkeel.identity.principal import CALLER_HEADER
-from agentkeel.models.gateway import ModelGateway
-from agentkeel.models.scripted import CallTools, Fail, Say, ScriptedProvider, StepLike
+from agentkeel.models.scripted import CallTools, Fail, Say, StepLike
 from agentkeel.resilience.clock import ManualClock
-from agentkeel.runtime.app import create_app
-from agentkeel.runtime.stores import open_store
-from agentkeel.telemetry.logging import JsonFormatter
-from agentkeel.telemetry.metrics import ModelMetrics
 from agentkeel.telemetry.tracing import Tracing, build_tracing, tracing_off
+from tests.log_lines import json_lines, parsed
 from tests.runtime.auth_replicas import make_auth_stack
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -106,54 +101,26 @@ async def agent_factory(tmp_path: Path) -> AsyncIterator[Any]:
             gateway = (
                 None
                 if isinstance(script, Path)
-                else ModelGateway(
-                    providers=[ScriptedProvider(script=script, clock=clock)],
-                    breakers={},
-                    retry=settings.retry,
-                    metrics=ModelMetrics(registry),
+                else scripted_gateway(
+                    script, settings=settings, clock=clock, registry=registry, tracing=tracing
+                )
+            )
+            app = await stack.enter_async_context(
+                agent_app(
+                    settings,
+                    gateway=gateway,
+                    store_url=f"sqlite:///{tmp_path / 'sessions.db'}",
                     clock=clock,
+                    registry=registry,
                     tracing=tracing,
                 )
             )
-            store = open_store(f"sqlite:///{tmp_path / 'sessions.db'}")
-            await store.open()
-            stack.push_async_callback(store.aclose)
-            app = create_app(
-                settings,
-                gateway=gateway,
-                store=store,
-                clock=clock,
-                registry=registry,
-                tracing=tracing,
-            )
-            await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent")
             )
             return Agent(client, exporter)
 
         yield start
-
-
-@contextmanager
-def json_lines() -> Iterator[io.StringIO]:
-    """Every agentkeel log line at INFO and above, as the services format them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter(service="agent"))
-    logger = logging.getLogger("agentkeel")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-
-def parsed(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def hex_ids(span: ReadableSpan) -> tuple[str, str]:
@@ -244,7 +211,7 @@ async def test_the_turns_log_lines_carry_its_trace_and_span_ids_and_no_content(
     """The turn line is in the invoke_agent span, each model_call line in its chat span,
     the tool_call line in the execute_tool span; none of them holds what was said."""
     agent: Agent = await agent_factory(TOOL_TURN)
-    with json_lines() as stream:
+    with json_lines("agent") as stream:
         response = await agent.turn(f"{SECRET_WORDS}. What is 6 * 7?")
     assert response.status_code == 200
     lines = parsed(stream)
@@ -284,7 +251,7 @@ async def test_a_failed_turn_marks_its_span_and_logs_a_warning(agent_factory: An
     line is a WARNING (category error) with that status; each attempt's model_call line
     says how it ended."""
     agent: Agent = await agent_factory([Fail("server_error")] * 5)
-    with json_lines() as stream:
+    with json_lines("agent") as stream:
         response = await agent.turn("hello")
     assert response.status_code == 503
     code = response.json()["error"]["code"]
@@ -355,7 +322,7 @@ async def test_with_tracing_off_nothing_is_recorded_but_lines_join_the_callers_t
     trusted caller that sent traceparent (its span id too: the replica made none of its
     own)."""
     agent: Agent = await agent_factory(TOOL_TURN, tracing_on=False, tracing_settings=TRUSTED)
-    with json_lines() as stream:
+    with json_lines("agent") as stream:
         response = await agent.turn("What is 6 * 7?", traceparent=TRACEPARENT)
     assert response.status_code == 200
     assert agent.spans() == []
@@ -369,7 +336,7 @@ async def test_a_clients_forged_sampled_traceparent_is_not_adopted(agent_factory
     records nothing, and with 1 the turn is the root of a trace of the replica's own; the
     turn's lines never name the client's trace."""
     dropped: Agent = await agent_factory(TOOL_TURN, tracing_settings={"sample_ratio": 0.0})
-    with json_lines() as stream:
+    with json_lines("agent") as stream:
         response = await dropped.turn("What is 6 * 7?", traceparent=TRACEPARENT)
     assert response.status_code == 200
     assert dropped.spans() == []
@@ -402,7 +369,7 @@ async def test_a_request_the_router_vouched_for_joins_the_callers_trace(
     (turn,) = [s for s in agent.spans() if s.name == "invoke_agent default"]
     assert hex_ids(turn)[0] == CLIENT_TRACE and parent_of(turn) == CLIENT_SPAN
 
-    with json_lines() as stream:
+    with json_lines("agent") as stream:
         forged = await agent.client.post(
             "/v1/sessions",
             json={"user_id": "alice"},

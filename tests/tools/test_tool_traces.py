@@ -6,17 +6,16 @@ captured arguments and results are redacted on both sides."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bench._common import agent_app, scripted_gateway
 from mcp.server._otel import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,15 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from agentkeel.config.layers import load_settings
 from agentkeel.config.tracing import TracingSettings
-from agentkeel.models.gateway import ModelGateway
-from agentkeel.models.scripted import CallTools, Say, ScriptedProvider, StepLike
+from agentkeel.models.scripted import CallTools, Say, StepLike
 from agentkeel.resilience.clock import ManualClock
-from agentkeel.runtime.app import create_app as create_agent_app
-from agentkeel.telemetry.logging import JsonFormatter
-from agentkeel.telemetry.metrics import ModelMetrics
 from agentkeel.telemetry.tracing import Tracing, build_tracing
 from agentkeel.tools.local import LocalToolSet
 from agentkeel.tools.server import create_app, create_mcp_server
+from tests.log_lines import json_lines, parsed
 from tests.tools.credentials import AUDIENCE, TOKEN, Credentials, server_settings, write_credentials
 from tests.tools.servers import live_server
 
@@ -123,41 +119,18 @@ async def hop_factory(tmp_path: Path) -> AsyncIterator[Any]:
             ).settings
             clock = ManualClock()
             registry = CollectorRegistry()
-            gateway = ModelGateway(
-                providers=[ScriptedProvider(script=script, clock=clock)],
-                breakers={},
-                retry=settings.retry,
-                metrics=ModelMetrics(registry),
-                clock=clock,
-                tracing=agent_tracing,
+            gateway = scripted_gateway(
+                script, settings=settings, clock=clock, registry=registry, tracing=agent_tracing
             )
-            app = create_agent_app(
-                settings, gateway=gateway, registry=registry, tracing=agent_tracing
+            app = await stack.enter_async_context(
+                agent_app(settings, gateway=gateway, registry=registry, tracing=agent_tracing)
             )
-            await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent")
             )
             return Hop(client, agent_spans, tool_spans)
 
         yield start
-
-
-@contextmanager
-def tool_server_lines() -> Iterator[io.StringIO]:
-    """The tool server's log lines, formatted as they are emitted (inside the span)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter(service="tools"))
-    logger = logging.getLogger("agentkeel.tools.server")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def ids(span: ReadableSpan) -> tuple[str, str]:
@@ -180,7 +153,7 @@ async def test_the_tool_servers_span_is_a_child_of_the_replicas_across_the_hop(
     hop: Hop = await hop_factory(
         [CallTools.one("remote_calculator", expression="6 * 7"), Say("42")]
     )
-    with tool_server_lines() as stream:
+    with json_lines("tools", "agentkeel.tools.server") as stream:
         response = await hop.turn("6 * 7?", **{"X-Correlation-ID": "corr-hop-1"})
     assert response.status_code == 200, response.text
     assert [c["status"] for c in response.json()["tool_calls"]] == ["success"]
@@ -209,7 +182,7 @@ async def test_the_tool_servers_span_is_a_child_of_the_replicas_across_the_hop(
         for s in hop.agent_spans.get_finished_spans()
     )
 
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lines = parsed(stream)
     (call,) = [line for line in lines if line.get("event") == "tool_call"]
     assert (call["trace_id"], call["span_id"]) == ids(server)
     assert (call["category"], call["tool"], call["status"]) == (
@@ -226,7 +199,7 @@ async def test_a_failing_tool_marks_both_sides(hop_factory: Any) -> None:
     hop: Hop = await hop_factory(
         [CallTools.one("remote_failing_tool", text="x"), Say("It failed.")]
     )
-    with tool_server_lines() as stream:
+    with json_lines("tools", "agentkeel.tools.server") as stream:
         response = await hop.turn("try it")
     assert response.status_code == 200, response.text
     assert [c["status"] for c in response.json()["tool_calls"]] == ["failure"]
@@ -235,7 +208,7 @@ async def test_a_failing_tool_marks_both_sides(hop_factory: Any) -> None:
     for span in (server, replica):
         assert span.status.status_code == StatusCode.ERROR
         assert dict(span.attributes or {})["error.type"] == "failure"
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lines = parsed(stream)
     (call,) = [line for line in lines if line.get("event") == "tool_call"]
     assert (call["level"], call["category"], call["status"]) == ("warning", "error", "failure")
 
