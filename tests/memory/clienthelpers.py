@@ -20,6 +20,7 @@ from agentkeel.memory.outbox import MemoryOutbox
 from agentkeel.memory.sqlite_store import SqliteMemoryStore
 from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import ManualClock
+from agentkeel.telemetry.tracing import Tracing
 from tests.memory.apphelpers import ADMIN, TOKEN_A, running_app, write_tokens
 
 Mode = Literal["up", "down", "lose_response"]
@@ -74,12 +75,14 @@ def make_client(
     metrics: MemoryClientMetrics,
     deliver_in_background: bool = False,
     base_url: str = "http://memory",
+    failure_threshold: int = 2,
+    tracing: Tracing | None = None,
 ) -> MemoryClient:
     api = MemoryApiClient(base_url=base_url, token_file=token_file, transport=transport)
     breaker = CircuitBreaker(
         name="memory",
         clock=clock,
-        failure_threshold=2,
+        failure_threshold=failure_threshold,
         failure_window_s=30,
         latency_threshold_s=5,
         latency_window=20,
@@ -95,6 +98,7 @@ def make_client(
         retry_initial_s=0.5,
         retry_max_s=4,
         deliver_in_background=deliver_in_background,
+        tracing=tracing,
     )
 
 

@@ -17,16 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from agentkeel.config.tracing import TracingSettings
 from agentkeel.errors import MemoryUnavailable
-from agentkeel.memory.api_client import MemoryApiClient
 from agentkeel.memory.client import MemoryClient
 from agentkeel.memory.metrics import MemoryClientMetrics
-from agentkeel.memory.outbox import MemoryOutbox
 from agentkeel.memory.sqlite_store import SqliteMemoryStore
-from agentkeel.resilience.breaker import CircuitBreaker
 from agentkeel.resilience.clock import ManualClock
 from agentkeel.telemetry.tracing import Tracing, build_tracing
 from tests.memory.apphelpers import TOKEN_A, running_app, write_tokens
-from tests.memory.clienthelpers import FlakyTransport
+from tests.memory.clienthelpers import FlakyTransport, make_client
 
 NAMESPACE = "agent:a/user:1"
 
@@ -57,24 +54,13 @@ async def traced(tmp_path: Path) -> AsyncIterator[tuple[Traced, Tracing]]:
     try:
         async with running_app(write_tokens(tmp_path), store, clock) as (app, _):
             transport = FlakyTransport(httpx.ASGITransport(app=app))
-            client = MemoryClient(
-                api=MemoryApiClient(
-                    base_url="http://memory", token_file=token_file, transport=transport
-                ),
-                outbox=MemoryOutbox(path=tmp_path / "outbox.db", clock=clock),
-                metrics=MemoryClientMetrics(CollectorRegistry()),
-                breaker=CircuitBreaker(
-                    name="memory",
-                    clock=clock,
-                    failure_threshold=5,
-                    failure_window_s=30,
-                    latency_threshold_s=5,
-                    latency_window=20,
-                    min_latency_samples=5,
-                    open_s=3,
-                ),
+            client = make_client(
+                transport=transport,
+                token_file=token_file,
+                outbox_path=tmp_path / "outbox.db",
                 clock=clock,
-                deliver_in_background=False,
+                metrics=MemoryClientMetrics(CollectorRegistry()),
+                failure_threshold=5,
                 tracing=tracing,
             )
             await client.open()
